@@ -1,0 +1,50 @@
+"""`shallowpi` command line: one sub-command per job.
+
+Each sub-command lives in `shallowpi/commands/<name>.py` and exposes `add_arguments(parser)` and
+`run(args) -> int`. Modules are imported only when their command runs, so `shallowpi inspect` does not pay
+for importing the simulator or the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, str] = {
+    "inspect": "show a checkpoint: variant, depths, layer map, parameters per component",
+    "collect": "collect scripted demonstrations into a LeRobotDataset",
+    "compute-stats": "add quantile statistics to a LeRobotDataset that lacks them",
+    "train": "train a policy with the flow-matching loss only",
+    "distill": "distil a shallow student from a teacher (Shallow-pi)",
+    "eval": "evaluate a policy in simulation",
+    "bench": "measure latency, FLOPs and memory",
+    "serve": "serve a policy over openpi's websocket protocol",
+    "demo": "teacher -> data -> L6 student -> eval -> bench, in one command",
+}
+
+
+def _module(name: str):
+    return importlib.import_module(f"shallowpi.commands.{name.replace('-', '_')}")
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shallowpi", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        # Only the chosen command's module is imported (and only if it exists yet).
+        if name == wanted:
+            _module(name).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    return int(_module(args.command).run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,218 @@
+"""Model configuration: sizes of the three towers and the flow-matching head.
+
+LeRobot's config.json has no size fields (sizes come from the variant strings), so sizes that differ from the
+standard π0/π0.5 ones travel in a "shallowpi" object inside config.json (see checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+Variant = Literal["pi0", "pi05"]
+DType = Literal["float32", "bfloat16"]
+
+# openpi / LeRobot camera slots of the base checkpoints, in the order the prefix is built.
+DEFAULT_CAMERAS = (
+    "observation.images.base_0_rgb",
+    "observation.images.left_wrist_0_rgb",
+    "observation.images.right_wrist_0_rgb",
+)
+
+
+@dataclass
+class GemmaConfig:
+    width: int = 2048
+    depth: int = 18
+    mlp_dim: int = 16384
+    num_heads: int = 8
+    num_kv_heads: int = 1
+    head_dim: int = 256
+    rms_eps: float = 1e-6
+    rope_theta: float = 10000.0
+
+
+@dataclass
+class SiglipConfig:
+    image_size: int = 224
+    patch_size: int = 14
+    width: int = 1152
+    depth: int = 27
+    mlp_dim: int = 4304
+    num_heads: int = 16
+    layer_norm_eps: float = 1e-6
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+def gemma_2b() -> GemmaConfig:
+    return GemmaConfig(width=2048, depth=18, mlp_dim=16384)
+
+
+def gemma_300m() -> GemmaConfig:
+    return GemmaConfig(width=1024, depth=18, mlp_dim=4096)
+
+
+@dataclass
+class PiConfig:
+    variant: Variant = "pi05"
+    vlm: GemmaConfig = field(default_factory=gemma_2b)
+    expert: GemmaConfig = field(default_factory=gemma_300m)
+    vision: SiglipConfig = field(default_factory=SiglipConfig)
+    vocab_size: int = 257152
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS
+    chunk_size: int = 50
+    max_state_dim: int = 32
+    max_action_dim: int = 32
+    num_inference_steps: int = 10
+    tokenizer_max_length: int = 200
+    min_period: float = 4e-3  # sinusoidal time embedding periods
+    max_period: float = 4.0
+    # t ~ Beta(alpha, beta) * scale + offset; t = 1 is noise (openpi convention).
+    time_beta_alpha: float = 1.5
+    time_beta_beta: float = 1.0
+    time_scale: float = 0.999
+    time_offset: float = 0.001
+    dtype: DType = "float32"
+    # Teacher layer each layer of this model was copied from (students); None for a teacher.
+    layer_map: list[int] | None = None
+    # LeRobot config.json fields we do not model (features, normalisation mapping, optimizer presets, ...),
+    # kept verbatim so that a LeRobot config survives load -> save.
+    lerobot: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vlm, dict):
+            self.vlm = GemmaConfig(**self.vlm)
+        if isinstance(self.expert, dict):
+            self.expert = GemmaConfig(**self.expert)
+        if isinstance(self.vision, dict):
+            self.vision = SiglipConfig(**self.vision)
+        self.cameras = tuple(self.cameras)
+        self.validate()
+
+    @property
+    def depth(self) -> int:
+        return self.vlm.depth
+
+    @property
+    def uses_adarms(self) -> bool:
+        return self.variant == "pi05"
+
+    def validate(self) -> None:
+        if self.variant not in ("pi0", "pi05"):
+            raise ValueError(f"variant must be 'pi0' or 'pi05', got {self.variant!r}")
+        if self.vlm.depth < 1 or self.expert.depth < 1:
+            raise ValueError(f"depth must be >= 1, got vlm {self.vlm.depth}, expert {self.expert.depth}")
+        if self.vlm.depth != self.expert.depth:
+            raise ValueError(
+                f"backbone depth {self.vlm.depth} != expert depth {self.expert.depth}: joint attention pairs "
+                "backbone layer i with expert layer i, so both stacks need the same depth"
+            )
+        for name in ("num_heads", "num_kv_heads", "head_dim"):
+            a, b = getattr(self.vlm, name), getattr(self.expert, name)
+            if a != b:
+                raise ValueError(
+                    f"{name} differs between backbone ({a}) and expert ({b}); joint attention needs equal"
+                )
+        if self.vlm.num_heads % self.vlm.num_kv_heads:
+            raise ValueError("num_heads must be a multiple of num_kv_heads")
+        if self.vlm.head_dim % 2 or self.expert.width % 2:
+            raise ValueError("head_dim and expert width must be even (RoPE halves, sin/cos time embedding)")
+        if self.vision.image_size % self.vision.patch_size:
+            raise ValueError(
+                f"image_size {self.vision.image_size} is not a multiple of patch_size {self.vision.patch_size}"
+            )
+        if not self.cameras:
+            raise ValueError("at least one camera slot is needed")
+        if self.layer_map is not None and len(self.layer_map) != self.depth:
+            raise ValueError(f"layer_map has {len(self.layer_map)} entries for depth {self.depth}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+    # Sequence lengths ------------------------------------------------------------------------------------
+    @property
+    def prefix_len(self) -> int:
+        return len(self.cameras) * self.vision.num_patches + self.tokenizer_max_length
+
+    @property
+    def suffix_len(self) -> int:
+        return self.chunk_size + (1 if self.variant == "pi0" else 0)
+
+    def with_depth(self, depth: int, layer_map: list[int] | None = None) -> PiConfig:
+        """Same config with `depth` layers in both stacks."""
+        return dataclasses.replace(
+            self,
+            vlm=dataclasses.replace(self.vlm, depth=depth),
+            expert=dataclasses.replace(self.expert, depth=depth),
+            layer_map=layer_map,
+        )
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["cameras"] = list(self.cameras)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PiConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown PiConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+# Presets ---------------------------------------------------------------------------------------------------
+
+
+def pi0() -> PiConfig:
+    """Full-size π0 exactly as LeRobot 0.4.4 builds it (gemma_2b + gemma_300m, SigLIP So400m/14 @224)."""
+    return PiConfig(variant="pi0", tokenizer_max_length=48)
+
+
+def pi05() -> PiConfig:
+    """Full-size π0.5 exactly as LeRobot 0.4.4 builds it (adaRMS expert, 200-token prompt)."""
+    return PiConfig(variant="pi05", tokenizer_max_length=200)
+
+
+def tiny(variant: Variant = "pi05", depth: int = 4) -> PiConfig:
+    """The architecture of ../shared/reference/pi0(5)_tiny (LeRobot's code with small sizes)."""
+    return PiConfig(
+        variant=variant,
+        vlm=GemmaConfig(width=64, depth=depth, mlp_dim=128, num_heads=8, num_kv_heads=1, head_dim=16),
+        expert=GemmaConfig(width=32, depth=depth, mlp_dim=64, num_heads=8, num_kv_heads=1, head_dim=16),
+        vision=SiglipConfig(image_size=56, patch_size=14, width=32, depth=2, mlp_dim=64, num_heads=4),
+        vocab_size=1024,
+        chunk_size=10,
+        tokenizer_max_length=16,
+    )
+
+
+def mid(variant: Variant = "pi05", depth: int = 18) -> PiConfig:
+    """The "mid" π0.5-shaped benchmark config (model-latency benchmark, CPU-sized)."""
+    return PiConfig(
+        variant=variant,
+        vlm=GemmaConfig(width=512, depth=depth, mlp_dim=2048, num_heads=8, num_kv_heads=1, head_dim=64),
+        expert=GemmaConfig(width=256, depth=depth, mlp_dim=1024, num_heads=8, num_kv_heads=1, head_dim=64),
+        vision=SiglipConfig(image_size=224, patch_size=16, width=256, depth=6, mlp_dim=1024, num_heads=8),
+        vocab_size=257152,
+        chunk_size=50,
+        tokenizer_max_length=48,
+    )
+
+
+PRESETS = {"pi0": pi0, "pi05": pi05, "tiny": tiny, "mid": mid}
+
+
+def preset(name: str, **overrides) -> PiConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    cfg = PRESETS[name]()
+    depth = overrides.pop("depth", None)
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
+    if depth is not None:
+        cfg = cfg.with_depth(depth)
+    return cfg

@@ -1,0 +1,142 @@
+"""Translate between PiConfig and LeRobot 0.4.4's config.json (draccus dump of PI0Config / PI05Config).
+
+LeRobot has no size fields; our sizes go in a "shallowpi" object:
+{"vlm": {...}, "expert": {...}, "vision": {...}, "vocab_size": N, "layer_map": null | [ints]}.
+Without it the standard LeRobot sizes apply (gemma_2b + gemma_300m + SigLIP So400m/14).
+LeRobot fields we do not model (features, normalisation mapping, optimizer presets...) are kept verbatim in
+`PiConfig.lerobot` and written back, so a config survives a round trip.
+"""
+
+from __future__ import annotations
+
+from shallowpi.model.config import GemmaConfig, PiConfig, SiglipConfig, gemma_2b, gemma_300m
+
+_GEMMA_VARIANTS = {"gemma_2b": gemma_2b, "gemma_300m": gemma_300m}
+_GEMMA_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim")
+_VISION_KEYS = ("image_size", "patch_size", "width", "depth", "mlp_dim", "num_heads")
+# LeRobot field -> PiConfig field, copied as is
+_SCALARS = {
+    "chunk_size": "chunk_size",
+    "max_state_dim": "max_state_dim",
+    "max_action_dim": "max_action_dim",
+    "num_inference_steps": "num_inference_steps",
+    "tokenizer_max_length": "tokenizer_max_length",
+    "min_period": "min_period",
+    "max_period": "max_period",
+    "time_sampling_beta_alpha": "time_beta_alpha",
+    "time_sampling_beta_beta": "time_beta_beta",
+    "time_sampling_scale": "time_scale",
+    "time_sampling_offset": "time_offset",
+    "dtype": "dtype",
+}
+
+
+def _gemma(raw: dict | None, variant: str, where: str) -> GemmaConfig:
+    if raw is None:
+        if variant not in _GEMMA_VARIANTS:
+            raise ValueError(
+                f"{where}: unknown Gemma variant {variant!r} (LeRobot knows gemma_2b, gemma_300m)"
+            )
+        return _GEMMA_VARIANTS[variant]()
+    missing = [k for k in _GEMMA_KEYS if k not in raw]
+    if missing:
+        raise ValueError(f"config.json shallowpi.{where} lacks {missing}")
+    return GemmaConfig(**{k: int(raw[k]) for k in _GEMMA_KEYS})
+
+
+def config_from_lerobot(raw: dict) -> PiConfig:
+    kind = raw.get("type")
+    if kind not in ("pi0", "pi05"):
+        raise ValueError(f"config.json 'type' must be 'pi0' or 'pi05', got {kind!r}")
+    ours = raw.get("shallowpi") or {}
+    res = raw.get("image_resolution", [224, 224])
+    if res[0] != res[1]:
+        raise ValueError(f"only square image_resolution is supported, got {res}")
+    if "vision" in ours:
+        v = ours["vision"]
+        missing = [k for k in _VISION_KEYS if k not in v]
+        if missing:
+            raise ValueError(f"config.json shallowpi.vision lacks {missing}")
+        vision = SiglipConfig(**{k: int(v[k]) for k in _VISION_KEYS})
+    else:
+        vision = SiglipConfig(image_size=int(res[0]))
+    feats = raw.get("input_features") or {}
+    cameras = [k for k, f in feats.items() if f.get("type") == "VISUAL"]
+    cameras += [f"observation.images.empty_camera_{i}" for i in range(int(raw.get("empty_cameras", 0)))]
+    kwargs = {ours_k: raw[k] for k, ours_k in _SCALARS.items() if k in raw}
+    cfg = PiConfig(
+        variant=kind,
+        vlm=_gemma(ours.get("vlm"), raw.get("paligemma_variant", "gemma_2b"), "vlm"),
+        expert=_gemma(ours.get("expert"), raw.get("action_expert_variant", "gemma_300m"), "expert"),
+        vision=vision,
+        vocab_size=int(ours.get("vocab_size", 257152)),
+        cameras=tuple(cameras) if cameras else PiConfig().cameras,
+        layer_map=ours.get("layer_map"),
+        lerobot={k: v for k, v in raw.items() if k not in _SCALARS and k not in ("type", "shallowpi")},
+        **kwargs,
+    )
+    return cfg
+
+
+def config_to_lerobot(cfg: PiConfig, overrides: dict | None = None) -> dict:
+    """A config.json LeRobot 0.4.4 would write for this policy, plus our "shallowpi" object."""
+    size = cfg.vision.image_size
+    pi0 = cfg.variant == "pi0"
+    out: dict = {
+        "type": cfg.variant,
+        "n_obs_steps": 1,
+        "input_features": {cam: {"type": "VISUAL", "shape": [3, size, size]} for cam in cfg.cameras}
+        | {"observation.state": {"type": "STATE", "shape": [cfg.max_state_dim]}},
+        "output_features": {"action": {"type": "ACTION", "shape": [cfg.max_action_dim]}},
+        "device": "cpu",
+        "use_amp": False,
+        "use_peft": False,
+        "push_to_hub": False,
+        "repo_id": None,
+        "private": None,
+        "tags": None,
+        "license": None,
+        "pretrained_path": None,
+        "paligemma_variant": "gemma_2b",
+        "action_expert_variant": "gemma_300m",
+        "n_action_steps": cfg.chunk_size,
+        "rtc_config": None,
+        "image_resolution": [size, size],
+        "empty_cameras": 0,
+        "normalization_mapping": {
+            "VISUAL": "IDENTITY",
+            "STATE": "MEAN_STD" if pi0 else "QUANTILES",
+            "ACTION": "MEAN_STD" if pi0 else "QUANTILES",
+        },
+        "gradient_checkpointing": False,
+        "compile_model": False,
+        "compile_mode": "max-autotune",
+        "freeze_vision_encoder": False,
+        "train_expert_only": False,
+        "optimizer_lr": 2.5e-05,
+        "optimizer_betas": [0.9, 0.95],
+        "optimizer_eps": 1e-08,
+        "optimizer_weight_decay": 0.01,
+        "optimizer_grad_clip_norm": 1.0,
+        "scheduler_warmup_steps": 1000,
+        "scheduler_decay_steps": 30000,
+        "scheduler_decay_lr": 2.5e-06,
+    }
+    out.update(cfg.lerobot)  # what was loaded from a LeRobot config wins over our defaults
+    # Camera slots are ours to state: features of the kept slots in order, no empty_cameras indirection.
+    kept = {k: v for k, v in (out.get("input_features") or {}).items() if v.get("type") != "VISUAL"}
+    out["input_features"] = {cam: {"type": "VISUAL", "shape": [3, size, size]} for cam in cfg.cameras} | kept
+    out["empty_cameras"] = 0
+    out["image_resolution"] = [size, size]
+    for k, ours_k in _SCALARS.items():
+        out[k] = getattr(cfg, ours_k)
+    if overrides:
+        out.update(overrides)
+    out["shallowpi"] = {
+        "vlm": {k: getattr(cfg.vlm, k) for k in _GEMMA_KEYS},
+        "expert": {k: getattr(cfg.expert, k) for k in _GEMMA_KEYS},
+        "vision": {k: getattr(cfg.vision, k) for k in _VISION_KEYS},
+        "vocab_size": cfg.vocab_size,
+        "layer_map": list(cfg.layer_map) if cfg.layer_map is not None else None,
+    }
+    return out

@@ -1,0 +1,393 @@
+"""π0 / π0.5: SigLIP + Gemma backbone (prefix) + Gemma action expert (suffix), sampled by flow matching.
+
+Conventions (openpi / LeRobot 0.4.4): t = 1 is noise, t = 0 is data; x_t = t·ε + (1 − t)·a; the model
+predicts u = ε − a; Euler from t = 1 with dt = −1/steps. Layer i of the expert attends jointly with layer i of
+the backbone over [prefix | suffix]. At inference the prefix runs once into a KV cache and only the expert
+runs per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shallowpi.model.attention import additive, attend, make_att_2d, positions
+from shallowpi.model.config import PiConfig
+from shallowpi.model.gemma import GemmaStack, apply_rope, rope_cos_sin
+from shallowpi.model.inputs import Prefix, check_inputs, pad_last
+from shallowpi.model.siglip import SiglipVisionModel
+
+
+def sincos_time_embedding(t: torch.Tensor, dim: int, min_period: float, max_period: float) -> torch.Tensor:
+    """t (B,) -> (B, dim): sin/cos over geometrically spaced periods, computed in float64 like LeRobot."""
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64, device=t.device)
+    period = min_period * (max_period / min_period) ** fraction
+    x = t.double()[:, None] * (2 * math.pi / period)[None]  # (B, dim/2)
+    return torch.cat([x.sin(), x.cos()], dim=1).float()
+
+
+@dataclass
+class JointOutput:
+    """Result of the joint (training) pass."""
+
+    v_t: torch.Tensor  # (B, chunk, max_action_dim) fp32
+    attn: dict[int, torch.Tensor]  # layer -> (B, nh, T, T) fp32 post-softmax, for captured layers
+    prefix_pad: torch.Tensor  # (B, P) bool: valid vision-language keys
+    suffix_len: int
+
+
+@dataclass
+class SampleTrace:
+    actions: torch.Tensor  # (B, chunk, max_action_dim)
+    t: list[float] = field(default_factory=list)
+    x_t: list[torch.Tensor] = field(default_factory=list)
+    v_t: list[torch.Tensor] = field(default_factory=list)
+    kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per layer, post-RoPE
+    prefix_pad: torch.Tensor | None = None
+
+
+class PiModel(nn.Module):
+    def __init__(self, config: PiConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        w = c.expert.width
+        self.vision = SiglipVisionModel(c.vision)
+        self.projector = nn.Linear(c.vision.width, c.vlm.width)
+        self.vlm = GemmaStack(c.vlm, c.vocab_size)
+        self.expert = GemmaStack(c.expert, None, cond_dim=w if c.uses_adarms else None)
+        self.action_in_proj = nn.Linear(c.max_action_dim, w)
+        self.action_out_proj = nn.Linear(w, c.max_action_dim)
+        if c.variant == "pi0":
+            self.state_proj = nn.Linear(c.max_state_dim, w)
+            self.action_time_mlp_in = nn.Linear(2 * w, w)
+            self.action_time_mlp_out = nn.Linear(w, w)
+        else:
+            self.time_mlp_in = nn.Linear(w, w)
+            self.time_mlp_out = nn.Linear(w, w)
+        if self.vlm.embed_tokens.weight.device.type != "meta":
+            nn.init.normal_(self.vlm.embed_tokens.weight, std=c.vlm.width**-0.5)
+        if c.dtype == "bfloat16":
+            self.to_bfloat16()
+
+    # dtype policy -----------------------------------------------------------------------------------------
+    def to_bfloat16(self) -> PiModel:
+        """LeRobot's bf16 policy: the VLM/expert/vision go to bf16; norms (incl. adaRMS dense) and the vision
+        embeddings stay fp32; projections outside paligemma_with_expert stay fp32."""
+        keep_fp32 = (
+            "input_layernorm",
+            "post_attention_layernorm",
+            ".norm.",
+            "embeddings.patch_embedding",
+            "embeddings.position_embedding",
+        )
+        for stack in ("vision", "projector", "vlm", "expert"):
+            for name, p in getattr(self, stack).named_parameters(prefix=stack):
+                if not any(s in name for s in keep_fp32):
+                    p.data = p.data.to(torch.bfloat16)
+        self.config.dtype = "bfloat16"
+        return self
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.vlm.layers[0].self_attn.q_proj.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_in_proj.weight.device
+
+    # embeddings -------------------------------------------------------------------------------------------
+    def embed_prefix(self, prefix: Prefix) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> embs (B, P, W_vlm), pad (B, P). Prefix = [camera tokens per slot | language tokens]."""
+        embs, pads = [], []
+        n_patch = self.config.vision.num_patches
+        for img, mask in zip(prefix.images, prefix.img_masks, strict=True):
+            tok = self.projector(self.vision(img))  # (B, N, W_vlm); no 1/sqrt(d) scaling (openpi patch)
+            embs.append(tok)
+            pads.append(mask[:, None].expand(-1, n_patch))
+        lang = self.vlm.embed_tokens(prefix.tokens)  # (B, L, W_vlm)
+        embs.append(lang * math.sqrt(lang.shape[-1]))
+        pads.append(prefix.token_masks)
+        dtype = self.compute_dtype
+        return torch.cat([e.to(dtype) for e in embs], dim=1), torch.cat(pads, dim=1)
+
+    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        return sincos_time_embedding(t, c.expert.width, c.min_period, c.max_period).to(
+            self.action_in_proj.weight.dtype
+        )
+
+    def embed_suffix(
+        self, x_t: torch.Tensor, t: torch.Tensor, state: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """-> embs (B, S, W_exp), pad (B, S), ar (B, S), adaRMS cond (B, W_exp) or None."""
+        b, chunk, _ = x_t.shape
+        time_emb = self.time_embedding(t)  # (B, W)
+        act = self.action_in_proj(x_t)  # (B, chunk, W)
+        ar = [1] + [0] * (chunk - 1)
+        if self.config.variant == "pi0":
+            state_tok = self.state_proj(state)[:, None]  # (B, 1, W)
+            h = torch.cat([act, time_emb[:, None].expand_as(act)], dim=-1)  # (B, chunk, 2W)
+            act = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(h)))
+            embs, ar, cond = torch.cat([state_tok, act], dim=1), [1] + ar, None
+        else:
+            embs = act
+            cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(time_emb))))  # (B, W)
+        ar_t = torch.tensor(ar, dtype=torch.long, device=x_t.device).expand(b, -1)
+        pad = torch.ones(b, len(ar), dtype=torch.bool, device=x_t.device)
+        return embs, pad, ar_t, cond
+
+    def _velocity(self, suffix_hidden: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        out, _ = self.expert.norm(suffix_hidden, cond)
+        out = out[:, -self.config.chunk_size :].to(self.action_out_proj.weight.dtype)
+        return self.action_out_proj(out.float() if out.dtype != torch.float32 else out)
+
+    # joint (training) pass --------------------------------------------------------------------------------
+    def forward_joint(
+        self,
+        images: Sequence[torch.Tensor],
+        img_masks: Sequence[torch.Tensor],
+        tokens: torch.Tensor,
+        token_masks: torch.Tensor,
+        x_t: torch.Tensor,
+        time: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        capture: Iterable[int] = (),
+        compact: bool = True,
+    ) -> JointOutput:
+        """v_t for given x_t and t with the whole [prefix | suffix] sequence in one pass per layer.
+
+        `capture` names layers whose post-softmax attention probabilities are returned (B, nh, T, T).
+        `compact` drops camera slots masked for the whole batch and language padding shared by the whole
+        batch; masked keys get exactly zero probability, so valid outputs do not change.
+        """
+        prefix, state = check_inputs(
+            self.config, images, img_masks, tokens, token_masks, state, compact=compact
+        )
+        capture = set(capture)
+        bad = [i for i in capture if not 0 <= i < self.config.depth]
+        if bad:
+            raise ValueError(f"capture layers {bad} out of range for depth {self.config.depth}")
+        x_t = self._check_chunk(x_t, "x_t")
+        prefix_embs, prefix_pad = self.embed_prefix(prefix)
+        suffix_embs, suffix_pad, suffix_ar, cond = self.embed_suffix(x_t, time, state)
+        p_len = prefix_embs.shape[1]
+        pad = torch.cat([prefix_pad, suffix_pad], dim=1)  # (B, T)
+        ar = torch.cat([torch.zeros_like(prefix_pad, dtype=torch.long), suffix_ar], dim=1)
+        mask = additive(make_att_2d(pad, ar))  # (B, 1, T, T)
+        cos, sin = rope_cos_sin(positions(pad), self.config.vlm.head_dim, self.config.vlm.rope_theta)
+
+        dtype = self.compute_dtype
+        xp, xs = prefix_embs.to(dtype), suffix_embs.to(dtype)
+        attn: dict[int, torch.Tensor] = {}
+        for i, (lp, ls) in enumerate(zip(self.vlm.layers, self.expert.layers, strict=True)):
+            qp, kp, vp, gp = lp.qkv(xp, None)
+            qs, ks, vs, gs = ls.qkv(xs, cond)
+            q = apply_rope(torch.cat([qp, qs], dim=2), cos, sin)  # (B, nh, T, hd)
+            k = apply_rope(torch.cat([kp, ks], dim=2), cos, sin)  # (B, nkv, T, hd)
+            v = torch.cat([vp, vs], dim=2)
+            out, probs = attend(q, k, v, mask, want_probs=i in capture)
+            if probs is not None:
+                attn[i] = probs
+            last = i == self.config.depth - 1
+            # The prefix stream after the last layer is never read: skip its o_proj and MLP.
+            if not last:
+                xp = lp.finish(xp, out[:, :p_len], gp, None)
+            xs = ls.finish(xs, out[:, p_len:], gs, cond)
+        return JointOutput(self._velocity(xs, cond), attn, prefix_pad, suffix_embs.shape[1])
+
+    def loss(
+        self,
+        images: Sequence[torch.Tensor],
+        img_masks: Sequence[torch.Tensor],
+        tokens: torch.Tensor,
+        token_masks: torch.Tensor,
+        actions: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        noise: torch.Tensor | None = None,
+        time: torch.Tensor | None = None,
+        compact: bool = True,
+    ) -> torch.Tensor:
+        """Elementwise flow-matching loss (u − v)², (B, chunk, max_action_dim)."""
+        actions = self._check_chunk(actions, "actions")
+        b = actions.shape[0]
+        if noise is None:
+            noise = torch.randn_like(actions)
+        noise = self._check_chunk(noise, "noise")
+        if time is None:
+            time = self.sample_time(b, actions.device)
+        if time.shape != (b,):
+            raise ValueError(f"time: expected shape ({b},), got {tuple(time.shape)}")
+        x_t, u_t = self.interpolate(actions, noise, time)
+        v_t = self.forward_joint(
+            images, img_masks, tokens, token_masks, x_t, time, state, compact=compact
+        ).v_t
+        return F.mse_loss(u_t, v_t, reduction="none")
+
+    @staticmethod
+    def interpolate(actions: torch.Tensor, noise: torch.Tensor, time: torch.Tensor):
+        """x_t = t·ε + (1 − t)·a and the target u = ε − a."""
+        t = time[:, None, None].to(actions.dtype)
+        return t * noise + (1 - t) * actions, noise - actions
+
+    def sample_time(self, batch: int, device: torch.device | str = "cpu", generator=None) -> torch.Tensor:
+        c = self.config
+        beta = torch.distributions.Beta(torch.tensor(c.time_beta_alpha), torch.tensor(c.time_beta_beta))
+        if generator is None:
+            t = beta.sample((batch,))
+        elif (
+            c.time_beta_beta == 1.0
+        ):  # Beta(a, 1) has CDF x**a: exact inverse-CDF sampling from the generator
+            t = torch.rand(batch, generator=generator).pow(1.0 / c.time_beta_alpha)
+        else:  # torch's Beta sampler takes no generator: seed a forked global RNG from it instead
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                t = beta.sample((batch,))
+        return (t * c.time_scale + c.time_offset).float().to(device)
+
+    # inference --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prefix_cache(
+        self, prefix_embs: torch.Tensor, prefix_pad: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Run the backbone once over the prefix; per layer post-RoPE K and V, (B, nkv, P, hd) each."""
+        mask = additive(make_att_2d(prefix_pad, torch.zeros_like(prefix_pad, dtype=torch.long)))
+        cos, sin = rope_cos_sin(positions(prefix_pad), self.config.vlm.head_dim, self.config.vlm.rope_theta)
+        x = prefix_embs.to(self.compute_dtype)
+        cache = []
+        for i, layer in enumerate(self.vlm.layers):
+            q, k, v, _ = layer.qkv(x, None)
+            k = apply_rope(k, cos, sin)
+            cache.append((k, v))
+            if i == len(self.vlm.layers) - 1:
+                break  # the last layer's attention output and MLP never reach the actions
+            out, _ = attend(apply_rope(q, cos, sin), k, v, mask)
+            x = layer.finish(x, out, None, None)
+        return cache
+
+    @torch.no_grad()
+    def denoise_step(
+        self,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        prefix_pad: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        state: torch.Tensor | None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One expert pass over the suffix against the cached prefix: -> v_t (B, chunk, max_action_dim)."""
+        suffix_embs, suffix_pad, suffix_ar, cond = self.embed_suffix(x_t, t, state)
+        if rope is None or mask is None:
+            rope, mask = self.suffix_rope_and_mask(prefix_pad, suffix_pad, suffix_ar)
+        cos, sin = rope
+        x = suffix_embs.to(self.compute_dtype)
+        for layer, (pk, pv) in zip(self.expert.layers, cache, strict=True):
+            q, k, v, gate = layer.qkv(x, cond)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            out, _ = attend(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), mask)
+            x = layer.finish(x, out, gate, cond)
+        return self._velocity(x, cond)
+
+    def suffix_rope_and_mask(
+        self, prefix_pad: torch.Tensor, suffix_pad: torch.Tensor, suffix_ar: torch.Tensor
+    ):
+        """Suffix positions continue after the valid prefix tokens; suffix sees valid prefix + its blocks."""
+        b, s = suffix_pad.shape
+        pos = prefix_pad.long().sum(-1, keepdim=True) + positions(suffix_pad)  # (B, S)
+        rope = rope_cos_sin(pos, self.config.expert.head_dim, self.config.expert.rope_theta)
+        mask2d = torch.cat(
+            [prefix_pad[:, None, :].expand(b, s, -1), make_att_2d(suffix_pad, suffix_ar)], dim=2
+        )
+        return rope, additive(mask2d)  # mask (B, 1, S, P+S)
+
+    @torch.no_grad()
+    def sample_trace(
+        self,
+        images: Sequence[torch.Tensor],
+        img_masks: Sequence[torch.Tensor],
+        tokens: torch.Tensor,
+        token_masks: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        noise: torch.Tensor | None = None,
+        num_steps: int | None = None,
+        compact: bool = True,
+        keep_trace: bool = True,
+    ) -> SampleTrace:
+        """Euler sampling from t = 1 with the prefix cached once; keeps every step's x_t and v_t."""
+        prefix, state = check_inputs(
+            self.config, images, img_masks, tokens, token_masks, state, compact=compact
+        )
+        b = prefix.tokens.shape[0]
+        shape = (b, self.config.chunk_size, self.config.max_action_dim)
+        if noise is None:
+            noise = torch.randn(shape, device=prefix.tokens.device)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
+        steps = num_steps or self.config.num_inference_steps
+        if steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {steps}")
+        prefix_embs, prefix_pad = self.embed_prefix(prefix)
+        cache = self.prefix_cache(prefix_embs, prefix_pad)
+        dt = -1.0 / steps
+        x = noise.float()
+        trace = SampleTrace(actions=x, kv=cache if keep_trace else [], prefix_pad=prefix_pad)
+        rope = mask = None
+        for k in range(steps):
+            t = torch.full((b,), 1.0 + k * dt, dtype=torch.float32, device=x.device)
+            if rope is None:  # positions and masks are the same at every step
+                _, s_pad, s_ar, _ = self.embed_suffix(x, t, state)
+                rope, mask = self.suffix_rope_and_mask(prefix_pad, s_pad, s_ar)
+            v = self.denoise_step(cache, prefix_pad, x, t, state, rope, mask)
+            if keep_trace:
+                trace.t.append(1.0 + k * dt)
+                trace.x_t.append(x)
+                trace.v_t.append(v)
+            x = x + dt * v
+        trace.actions = x
+        return trace
+
+    def sample_actions(
+        self,
+        images: Sequence[torch.Tensor],
+        img_masks: Sequence[torch.Tensor],
+        tokens: torch.Tensor,
+        token_masks: torch.Tensor,
+        state: torch.Tensor | None = None,
+        *,
+        noise: torch.Tensor | None = None,
+        num_steps: int | None = None,
+    ) -> torch.Tensor:
+        """Sample an action chunk: (B, chunk, max_action_dim), in the model's normalised action space."""
+        return self.sample_trace(
+            images, img_masks, tokens, token_masks, state, noise=noise, num_steps=num_steps, keep_trace=False
+        ).actions
+
+    # helpers ----------------------------------------------------------------------------------------------
+    def _check_chunk(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        c = self.config
+        if x.ndim != 3 or x.shape[1] != c.chunk_size:
+            raise ValueError(
+                f"{name}: expected [B, {c.chunk_size}, <= {c.max_action_dim}], got {tuple(x.shape)}"
+            )
+        if x.shape[2] > c.max_action_dim:
+            raise ValueError(f"{name}: action dim {x.shape[2]} is above max_action_dim {c.max_action_dim}")
+        return pad_last(x.float(), c.max_action_dim)
+
+    def num_parameters(self) -> dict[str, int]:
+        parts = {"vision": self.vision, "projector": self.projector, "vlm": self.vlm, "expert": self.expert}
+        counts = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
+        seen = {id(p) for m in parts.values() for p in m.parameters()}
+        counts["projections"] = sum(p.numel() for p in self.parameters() if id(p) not in seen)
+        counts["total"] = sum(counts.values())
+        return counts
