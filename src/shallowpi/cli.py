@@ -43,7 +43,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    return int(_module(args.command).run(args) or 0)
+    try:
+        return int(_module(args.command).run(args) or 0)
+    except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
+        print(f"shallowpi {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from shallowpi.model.attention import additive, attend, make_att_2d, positions
 from shallowpi.model.config import PiConfig
@@ -73,6 +74,8 @@ class PiModel(nn.Module):
             self.time_mlp_out = nn.Linear(w, w)
         if self.vlm.embed_tokens.weight.device.type != "meta":
             nn.init.normal_(self.vlm.embed_tokens.weight, std=c.vlm.width**-0.5)
+        # Recompute each joint layer in backward instead of storing activations (training memory).
+        self.gradient_checkpointing = False
         if c.dtype == "bfloat16":
             self.to_bfloat16()
 
@@ -105,12 +108,14 @@ class PiModel(nn.Module):
     # embeddings -------------------------------------------------------------------------------------------
     def embed_prefix(self, prefix: Prefix) -> tuple[torch.Tensor, torch.Tensor]:
         """-> embs (B, P, W_vlm), pad (B, P). Prefix = [camera tokens per slot | language tokens]."""
-        embs, pads = [], []
         n_patch = self.config.vision.num_patches
-        for img, mask in zip(prefix.images, prefix.img_masks, strict=True):
-            tok = self.projector(self.vision(img))  # (B, N, W_vlm); no 1/sqrt(d) scaling (openpi patch)
-            embs.append(tok)
-            pads.append(mask[:, None].expand(-1, n_patch))
+        b, n_cam = prefix.tokens.shape[0], len(prefix.images)
+        # One SigLIP call over all cameras (larger matmuls); cameras are independent sequences.
+        tok = self.projector(
+            self.vision(torch.cat(prefix.images, dim=0))
+        )  # (n_cam*B, N, W_vlm), no 1/sqrt(d)
+        embs = list(tok.view(n_cam, b, n_patch, -1).unbind(0))
+        pads = [m[:, None].expand(-1, n_patch) for m in prefix.img_masks]
         lang = self.vlm.embed_tokens(prefix.tokens)  # (B, L, W_vlm)
         embs.append(lang * math.sqrt(lang.shape[-1]))
         pads.append(prefix.token_masks)
@@ -187,21 +192,30 @@ class PiModel(nn.Module):
         dtype = self.compute_dtype
         xp, xs = prefix_embs.to(dtype), suffix_embs.to(dtype)
         attn: dict[int, torch.Tensor] = {}
-        for i, (lp, ls) in enumerate(zip(self.vlm.layers, self.expert.layers, strict=True)):
-            qp, kp, vp, gp = lp.qkv(xp, None)
-            qs, ks, vs, gs = ls.qkv(xs, cond)
-            q = apply_rope(torch.cat([qp, qs], dim=2), cos, sin)  # (B, nh, T, hd)
-            k = apply_rope(torch.cat([kp, ks], dim=2), cos, sin)  # (B, nkv, T, hd)
-            v = torch.cat([vp, vs], dim=2)
-            out, probs = attend(q, k, v, mask, want_probs=i in capture)
+        for i in range(self.config.depth):
+            args = (i, xp, xs, cond, cos, sin, mask, i in capture, p_len)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                xp, xs, probs = checkpoint(self._joint_layer, *args, use_reentrant=False)
+            else:
+                xp, xs, probs = self._joint_layer(*args)
             if probs is not None:
                 attn[i] = probs
-            last = i == self.config.depth - 1
-            # The prefix stream after the last layer is never read: skip its o_proj and MLP.
-            if not last:
-                xp = lp.finish(xp, out[:, :p_len], gp, None)
-            xs = ls.finish(xs, out[:, p_len:], gs, cond)
         return JointOutput(self._velocity(xs, cond), attn, prefix_pad, suffix_embs.shape[1])
+
+    def _joint_layer(self, i, xp, xs, cond, cos, sin, mask, want_probs: bool, p_len: int):
+        """Layer i of both stacks: own norms and projections, one softmax over [prefix | suffix]."""
+        lp, ls = self.vlm.layers[i], self.expert.layers[i]
+        qp, kp, vp, gp = lp.qkv(xp, None)
+        qs, ks, vs, gs = ls.qkv(xs, cond)
+        q = apply_rope(torch.cat([qp, qs], dim=2), cos, sin)  # (B, nh, T, hd)
+        k = apply_rope(torch.cat([kp, ks], dim=2), cos, sin)  # (B, nkv, T, hd)
+        v = torch.cat([vp, vs], dim=2)
+        out, probs = attend(q, k, v, mask, want_probs=want_probs)  # out (B, T, nh*hd)
+        # The prefix stream after the last layer is never read: skip its o_proj and MLP.
+        if i < self.config.depth - 1:
+            xp = lp.finish(xp, out[:, :p_len], gp, None)
+        xs = ls.finish(xs, out[:, p_len:], gs, cond)
+        return xp, xs, probs
 
     def loss(
         self,

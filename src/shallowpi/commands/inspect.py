@@ -1,0 +1,91 @@
+"""`shallowpi inspect PATH`: what a checkpoint holds, without running it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from safetensors import safe_open
+
+from shallowpi.model.checkpoint import WEIGHTS_NAME, read_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="pretrained folder (config.json + model.safetensors)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+
+
+def _group(key: str) -> str:
+    key = key.removeprefix("model.")
+    for marker, name in (
+        ("vision_tower", "vision"),
+        ("multi_modal_projector", "projector"),
+        ("language_model.embed_tokens", "embedding"),
+        ("paligemma.lm_head", "embedding (tied lm_head)"),
+        ("language_model", "backbone"),
+        ("gemma_expert.lm_head", "expert lm_head (unused)"),
+        ("gemma_expert", "expert"),
+    ):
+        if marker in key:
+            return name
+    return "projections"
+
+
+def summarise(path: Path) -> dict:
+    cfg = read_config(path)
+    weights = path / WEIGHTS_NAME
+    params: Counter[str] = Counter()
+    dtypes: Counter[str] = Counter()
+    n_keys = 0
+    if weights.is_file():
+        with safe_open(str(weights), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                sl = f.get_slice(key)
+                numel = 1
+                for s in sl.get_shape():
+                    numel *= s
+                params[_group(key)] += numel
+                dtypes[str(sl.get_dtype())] += 1
+                n_keys += 1
+    return {
+        "path": str(path),
+        "variant": cfg.variant,
+        "depth": {"backbone": cfg.vlm.depth, "expert": cfg.expert.depth},
+        "layer_map": cfg.layer_map,
+        "sizes": {
+            "backbone": f"width {cfg.vlm.width}, mlp {cfg.vlm.mlp_dim}",
+            "expert": f"width {cfg.expert.width}, mlp {cfg.expert.mlp_dim}",
+            "heads": f"{cfg.vlm.num_heads} q / {cfg.vlm.num_kv_heads} kv x {cfg.vlm.head_dim}",
+            "vision": f"{cfg.vision.image_size}px/{cfg.vision.patch_size}, width {cfg.vision.width}, "
+            f"depth {cfg.vision.depth}",
+        },
+        "cameras": list(cfg.cameras),
+        "chunk_size": cfg.chunk_size,
+        "dtype": cfg.dtype,
+        "parameters": dict(params) | {"total": sum(params.values())},
+        "keys": {"count": n_keys, "dtypes": dict(dtypes)},
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    info = summarise(Path(args.path))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(
+        f"{info['path']}: {info['variant']}, depth {info['depth']['backbone']} (backbone) / "
+        f"{info['depth']['expert']} (expert), dtype {info['dtype']}"
+    )
+    print(f"  layer map: {info['layer_map'] if info['layer_map'] is not None else 'none (teacher)'}")
+    for k, v in info["sizes"].items():
+        print(f"  {k:9s} {v}")
+    print(f"  cameras   {', '.join(info['cameras'])}; chunk {info['chunk_size']}")
+    print("  parameters:")
+    for k, v in sorted(info["parameters"].items(), key=lambda kv: -kv[1]):
+        print(f"    {k:26s} {v:>14,}")
+    print(
+        f"  keys: {info['keys']['count']} ({', '.join(f'{n} {d}' for d, n in info['keys']['dtypes'].items())})"
+    )
+    return 0
