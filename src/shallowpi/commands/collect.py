@@ -1,0 +1,44 @@
+"""`shallowpi collect metaworld --tasks mt10 --episodes-per-task 50 --seed 0 --image-size 128
+--cameras corner4,gripperPOV --out DIR`: scripted demonstrations written as a LeRobotDataset v3.0."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("env", choices=["metaworld"], help="simulator whose scripted experts to run")
+    parser.add_argument("--tasks", default="mt10", help="mt10, mt50 or comma-separated task names (default mt10)")
+    parser.add_argument("--episodes-per-task", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0, help="MT1(task, seed) configurations (eval uses 1000)")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--cameras", default="corner4,gripperPOV", help="comma-separated Meta-World cameras")
+    parser.add_argument("--max-steps", type=int, default=200, help="episode cap; failures are dropped")
+    parser.add_argument("--extra-steps", type=int, default=5, help="frames kept after the first success")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--codec", choices=["h264", "av1"], default="h264")
+    parser.add_argument("--out", required=True, help="output dataset folder (must not exist)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from shallowpi.sim import metaworld_env as mw
+    from shallowpi.sim.collect import CollectConfig, collect
+
+    cfg = CollectConfig(
+        tasks=mw.resolve_tasks(args.tasks),
+        episodes_per_task=args.episodes_per_task,
+        seed=args.seed,
+        image_size=args.image_size,
+        cameras=mw.check_cameras([c.strip() for c in args.cameras.split(",") if c.strip()]),
+        max_steps=args.max_steps,
+        extra_steps=args.extra_steps,
+        workers=args.workers,
+        codec=args.codec,
+    )
+    summary = collect(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,340 @@
+"""Raw observation -> model inputs, and model actions -> robot actions. One code path for training,
+evaluation and serving, so a policy sees the same inputs everywhere.
+
+Input sample (what `LeRobotDataset` returns; the server/eval build the same from a robot observation):
+    {"images": {camera_key: uint8 [3,H,W] | uint8 [H,W,3] | float [0,1]},  torch or numpy
+     "state": [S], "task": str, optional "actions": [chunk, A], "action_is_pad": bool [chunk]}
+One example (`Preprocessor.__call__`):
+    {"images": float [n_slots, 3, size, size] in [-1, 1], "image_masks": bool [n_slots],
+     "tokens": long [L], "token_masks": bool [L], "state": float [max_state_dim] (normalised, zero-padded),
+     "actions": float [chunk, max_action_dim] (normalised, zero-padded; only if the sample has actions),
+     "action_is_pad": bool [chunk]}
+`collate` stacks examples along a new batch dim; `model_inputs(batch, variant)` splits a batch into the
+keyword arguments of `PiModel.sample_actions` / `PiModel.loss`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from shallowpi.data import transforms as T
+from shallowpi.data.prompt import pi0_prompt, pi05_prompt
+from shallowpi.data.stats import Stats, write_json_atomic
+from shallowpi.data.tokenizer import Tokenizer
+from shallowpi.model.config import DEFAULT_CAMERAS
+
+Variant = Literal["pi0", "pi05"]
+PROCESSOR_CONFIG = "shallowpi_processor.json"
+TOKENIZER_FILE = "tokenizer.model"
+PREPROCESSOR_JSON = "policy_preprocessor.json"
+POSTPROCESSOR_JSON = "policy_postprocessor.json"
+
+
+@dataclass
+class ProcessorConfig:
+    variant: Variant = "pi05"
+    camera_map: dict[str, str] = field(default_factory=dict)  # dataset/robot camera key -> model slot
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS  # model slots, in prefix order (the model config's `cameras`)
+    wrist_cameras: tuple[str, ...] = ()  # source keys or slot names that get no crop/rotation
+    image_size: int = 224
+    max_state_dim: int = 32
+    max_action_dim: int = 32
+    chunk_size: int = 50
+    tokenizer_max_length: int | None = None  # None: LeRobot's default, 48 (pi0) / 200 (pi05)
+    state_norm: T.NormMode | None = None  # None: MEAN_STD for pi0, QUANTILES for pi05 (LeRobot defaults)
+    action_norm: T.NormMode | None = None
+    state_dim: int | None = None  # real dims; None: taken from the stats
+    action_dim: int | None = None
+    state_key: str = "observation.state"  # stats feature names
+    action_key: str = "action"
+    # π0.5 prompt state: openpi and LeRobot after 0.4.4 discretise the unpadded state (S numbers); LeRobot
+    # 0.4.4 padded it to max_state_dim first (32 numbers, padded zeros -> bin 128). Default: unpadded; set
+    # True to reproduce checkpoints fine-tuned with LeRobot 0.4.4.
+    pad_state_in_prompt: bool = False
+
+    def __post_init__(self):
+        if self.variant not in ("pi0", "pi05"):
+            raise ValueError(f"unknown variant {self.variant!r}; choose 'pi0' or 'pi05'")
+        self.cameras = tuple(self.cameras)
+        self.wrist_cameras = tuple(self.wrist_cameras)
+        default_norm = "MEAN_STD" if self.variant == "pi0" else "QUANTILES"
+        self.state_norm = self.state_norm or default_norm
+        self.action_norm = self.action_norm or default_norm
+        for name in ("state_norm", "action_norm"):
+            if getattr(self, name) not in T.NORM_MODES:
+                raise ValueError(f"{name}={getattr(self, name)!r}; choose from {T.NORM_MODES}")
+        if self.tokenizer_max_length is None:
+            self.tokenizer_max_length = 48 if self.variant == "pi0" else 200
+        bad = [s for s in self.camera_map.values() if s not in self.cameras]
+        if bad:
+            raise ValueError(f"camera_map targets unknown model slot {bad[0]!r}; model slots: {list(self.cameras)}")
+        if len(set(self.camera_map.values())) != len(self.camera_map):
+            raise ValueError(f"camera_map sends two cameras to one slot: {self.camera_map}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ProcessorConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _stats_tensors(stats: Stats, key: str) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(np.asarray(v, dtype=np.float32)).reshape(-1) for k, v in stats.get(key, {}).items()}
+
+
+def _check_stats(stats: dict[str, torch.Tensor], key: str, mode: str, dim: int) -> None:
+    need = {"MEAN_STD": ("mean", "std"), "QUANTILES": ("q01", "q99"), "IDENTITY": ()}[mode]
+    for name in need:
+        if name not in stats:
+            hint = " (run `shallowpi compute-stats DATASET` to add quantiles)" if name.startswith("q") else ""
+            raise ValueError(f"{mode} normalisation of {key!r} needs stat {name!r}, which the stats lack{hint}")
+        if stats[name].numel() != dim:
+            raise ValueError(f"stats {key}.{name} have {stats[name].numel()} values, expected {dim}")
+
+
+def _infer_dim(stats: dict[str, torch.Tensor], given: int | None, key: str) -> int:
+    if given is not None:
+        return given
+    for name in ("mean", "q01", "min"):
+        if name in stats:
+            return stats[name].numel()
+    raise ValueError(f"cannot tell the dim of {key!r}: no stats for it and no dim given in ProcessorConfig")
+
+
+def image_to_chw(img, name: str) -> torch.Tensor:
+    """Any camera frame -> float [3, H, W] in [0, 1]. Accepts torch/numpy, uint8/float, CHW/HWC."""
+    x = torch.from_numpy(np.ascontiguousarray(img)) if isinstance(img, np.ndarray) else torch.as_tensor(img)
+    if x.ndim != 3 or 3 not in (x.shape[0], x.shape[-1]):
+        raise ValueError(f"camera {name!r}: expected an RGB image [3,H,W] or [H,W,3], got shape {tuple(x.shape)}")
+    if x.shape[0] != 3:
+        x = x.permute(2, 0, 1)  # HWC -> CHW
+    if x.dtype not in (torch.uint8, torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        raise ValueError(f"camera {name!r}: expected uint8 or float pixels, got {x.dtype}")
+    return T.to_float_image(x)
+
+
+def _vector(x, name: str, dim: int) -> torch.Tensor:
+    v = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x).float()
+    if v.shape[-1] != dim:
+        raise ValueError(f"{name} has dim {v.shape[-1]}, expected {dim}")
+    return v
+
+
+class Preprocessor:
+    def __init__(self, config: ProcessorConfig, stats: Stats, tokenizer: Tokenizer):
+        self.config, self.tokenizer = config, tokenizer
+        self.raw_stats = stats
+        self.state_stats = _stats_tensors(stats, config.state_key)
+        self.action_stats = _stats_tensors(stats, config.action_key)
+        self.state_dim = _infer_dim(self.state_stats, config.state_dim, config.state_key)
+        self.action_dim = _infer_dim(self.action_stats, config.action_dim, config.action_key)
+        _check_stats(self.state_stats, config.state_key, config.state_norm, self.state_dim)
+        _check_stats(self.action_stats, config.action_key, config.action_norm, self.action_dim)
+        if self.state_dim > config.max_state_dim or self.action_dim > config.max_action_dim:
+            raise ValueError(f"state/action dims {self.state_dim}/{self.action_dim} exceed max "
+                             f"{config.max_state_dim}/{config.max_action_dim}")
+        self.slot_source = {slot: src for src, slot in config.camera_map.items()}  # slot -> source camera
+
+    def _images(self, images: dict, train: bool, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        unknown = [k for k in images if k not in c.camera_map]
+        if unknown:
+            raise ValueError(f"unknown camera {unknown[0]!r}; the processor maps {sorted(c.camera_map)}")
+        out, masks = [], []
+        for slot in c.cameras:
+            src = self.slot_source.get(slot)
+            if src is None:  # no camera for this slot: image -1 everywhere, masked out of attention
+                out.append(torch.full((3, c.image_size, c.image_size), -1.0))
+                masks.append(False)
+                continue
+            if src not in images:
+                raise ValueError(f"missing camera {src!r} (model slot {slot!r}); got {sorted(images)}")
+            img = T.resize_with_pad(image_to_chw(images[src], src), c.image_size)  # [3, S, S] in [0, 1]
+            if train:
+                wrist = src in c.wrist_cameras or slot in c.wrist_cameras
+                img = T.augment_image(img, wrist=wrist, generator=generator)
+            out.append(T.to_signed(img))
+            masks.append(True)
+        return torch.stack(out), torch.tensor(masks)  # [n_slots, 3, S, S], [n_slots]
+
+    def __call__(self, sample: dict, *, train: bool = False, generator: torch.Generator | None = None) -> dict:
+        c = self.config
+        for key in ("images", "state", "task"):
+            if key not in sample:
+                raise ValueError(f"sample lacks {key!r} (has {sorted(sample)})")
+        if not isinstance(sample["task"], str):
+            raise ValueError(f"task must be a string, got {type(sample['task']).__name__}")
+        images, image_masks = self._images(sample["images"], train, generator)
+        state = T.normalize(_vector(sample["state"], "state", self.state_dim), self.state_stats, c.state_norm)
+        padded_state = T.pad_vector(state, c.max_state_dim)  # [max_state_dim]
+        if c.variant == "pi05":
+            prompt = pi05_prompt(sample["task"], padded_state if c.pad_state_in_prompt else state)
+        else:
+            prompt = pi0_prompt(sample["task"])
+        tokens, token_masks = self.tokenizer.tokenize(prompt, c.tokenizer_max_length)  # [L], [L]
+        out = {"images": images, "image_masks": image_masks, "tokens": tokens, "token_masks": token_masks,
+               "state": padded_state}
+        if sample.get("actions") is not None:
+            actions = _vector(sample["actions"], "actions", self.action_dim)
+            if actions.ndim != 2 or actions.shape[0] != c.chunk_size:
+                raise ValueError(f"actions must be [chunk_size={c.chunk_size}, {self.action_dim}], "
+                                 f"got {tuple(actions.shape)}")
+            actions = T.normalize(actions, self.action_stats, c.action_norm)
+            out["actions"] = T.pad_vector(actions, c.max_action_dim)  # [chunk, max_action_dim]
+            pad = sample.get("action_is_pad")
+            out["action_is_pad"] = (torch.zeros(c.chunk_size, dtype=torch.bool) if pad is None
+                                    else torch.as_tensor(np.asarray(pad), dtype=torch.bool).reshape(c.chunk_size))
+        return out
+
+    def model_inputs(self, batch: dict) -> dict:
+        return model_inputs(batch, self.config.variant)
+
+
+def collate(examples: list[dict]) -> dict:
+    """Stack examples: images [B, n_slots, 3, H, W], tokens [B, L], state [B, D], actions [B, chunk, A], ..."""
+    keys = examples[0].keys()
+    return {k: torch.stack([e[k] for e in examples]) for k in keys}
+
+
+def model_inputs(batch: dict, variant: Variant) -> dict:
+    """Batch -> kwargs of PiModel.sample_actions / loss (add `actions=batch["actions"]` for the loss).
+
+    π0.5 gets state=None: its state is already in the prompt.
+    """
+    n_slots = batch["images"].shape[1]
+    return {
+        "images": [batch["images"][:, i] for i in range(n_slots)],  # n_slots x [B, 3, H, W]
+        "img_masks": [batch["image_masks"][:, i] for i in range(n_slots)],  # n_slots x [B]
+        "tokens": batch["tokens"],  # [B, L]
+        "token_masks": batch["token_masks"],  # [B, L]
+        "state": batch["state"] if variant == "pi0" else None,  # [B, max_state_dim]
+    }
+
+
+class Postprocessor:
+    """Normalised, padded model actions [..., chunk, max_action_dim] -> robot actions [..., chunk, action_dim]."""
+
+    def __init__(self, config: ProcessorConfig, stats: Stats):
+        self.config = config
+        self.action_stats = _stats_tensors(stats, config.action_key)
+        self.action_dim = _infer_dim(self.action_stats, config.action_dim, config.action_key)
+        _check_stats(self.action_stats, config.action_key, config.action_norm, self.action_dim)
+
+    def __call__(self, actions):
+        is_numpy = isinstance(actions, np.ndarray)
+        x = torch.from_numpy(actions) if is_numpy else actions
+        x = T.unnormalize(x[..., : self.action_dim].float(), self.action_stats, self.config.action_norm)
+        return x.numpy() if is_numpy else x
+
+
+# ------------------------------------------------------------------------------------------ persistence
+def _flat_stats(stats: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {f"{feat}.{name}": v.contiguous() for feat, d in stats.items() for name, v in d.items() if name != "count"}
+
+
+def _unflatten(flat: dict[str, torch.Tensor]) -> Stats:
+    out: Stats = {}
+    for key, v in flat.items():
+        feat, name = key.rsplit(".", 1)
+        out.setdefault(feat, {})[name] = v.numpy().astype(np.float64)
+    return out
+
+
+def _norm_step(config: ProcessorConfig, state_file: str, registry_name: str, output_only: bool) -> dict:
+    feats = {config.action_key: {"type": "ACTION", "shape": [config.action_dim]}}
+    if not output_only:
+        feats = {config.state_key: {"type": "STATE", "shape": [config.state_dim]}, **feats}
+    return {
+        "registry_name": registry_name,
+        "config": {"eps": T.EPS, "features": feats,
+                   "norm_map": {"VISUAL": "IDENTITY", "STATE": config.state_norm, "ACTION": config.action_norm}},
+        "state_file": state_file,
+    }
+
+
+def save_processor(directory: str | Path, config: ProcessorConfig, stats: Stats, tokenizer: Tokenizer) -> None:
+    """Write the processors into a LeRobot `pretrained_model` folder (files replaced atomically).
+
+    LeRobot-style: policy_preprocessor.json + policy_preprocessor_step_<i>_normalizer_processor.safetensors and
+    policy_postprocessor.json + policy_postprocessor_step_0_unnormalizer_processor.safetensors (stats as flat
+    keys `observation.state.mean`, `action.q01`, ...); ours: shallowpi_processor.json and tokenizer.model.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    pre = Preprocessor(config, stats, tokenizer)  # validates config + stats together
+    config = dataclasses.replace(config, state_dim=pre.state_dim, action_dim=pre.action_dim)
+    norm_stats = _flat_stats({config.state_key: pre.state_stats, config.action_key: pre.action_stats})
+    post_stats = _flat_stats({config.action_key: pre.action_stats})
+    tok_step = {"registry_name": "tokenizer_processor",
+                "config": {"max_length": config.tokenizer_max_length, "padding_side": "right",
+                           "padding": "max_length", "truncation": True, "tokenizer_file": TOKENIZER_FILE}}
+    if config.variant == "pi05":  # LeRobot's pi05 order: normalise, then put the state into the prompt
+        steps = [{"registry_name": "rename_observations_processor", "config": {"rename_map": config.camera_map}},
+                 {"registry_name": "to_batch_processor", "config": {}},
+                 None,
+                 {"registry_name": "pi05_prepare_state_tokenizer_processor_step",
+                  "config": {"max_state_dim": config.max_state_dim, "pad_state": config.pad_state_in_prompt}},
+                 tok_step,
+                 {"registry_name": "device_processor", "config": {}}]
+        norm_index = 2
+    else:  # LeRobot's pi0 order: newline, tokenizer, device, then normalise
+        steps = [{"registry_name": "rename_observations_processor", "config": {"rename_map": config.camera_map}},
+                 {"registry_name": "to_batch_processor", "config": {}},
+                 {"registry_name": "pi0_new_line_processor", "config": {}},
+                 tok_step,
+                 {"registry_name": "device_processor", "config": {}},
+                 None]
+        norm_index = 5
+    pre_file = f"policy_preprocessor_step_{norm_index}_normalizer_processor.safetensors"
+    steps[norm_index] = _norm_step(config, pre_file, "normalizer_processor", output_only=False)
+    post_file = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
+    post_steps = [_norm_step(config, post_file, "unnormalizer_processor", output_only=True),
+                  {"registry_name": "device_processor", "config": {"device": "cpu"}}]
+
+    def atomic(path: Path, write) -> None:
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    atomic(d / pre_file, lambda p: save_file(norm_stats, p))
+    atomic(d / post_file, lambda p: save_file(post_stats, p))
+    atomic(d / TOKENIZER_FILE, lambda p: shutil.copyfile(tokenizer.path, p))
+    write_json_atomic(d / PREPROCESSOR_JSON, {"name": "policy_preprocessor", "steps": steps}, indent=2)
+    write_json_atomic(d / POSTPROCESSOR_JSON, {"name": "policy_postprocessor", "steps": post_steps}, indent=2)
+    # Written last: its presence marks a complete save.
+    write_json_atomic(d / PROCESSOR_CONFIG, {"config": config.to_dict(), "tokenizer_file": TOKENIZER_FILE,
+                                             "normalizer_file": pre_file}, indent=2)
+
+
+def load_processor(directory: str | Path) -> tuple[Preprocessor, Postprocessor]:
+    d = Path(directory)
+    path = d / PROCESSOR_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"no {PROCESSOR_CONFIG} in {d}: not saved by shallowpi's save_processor")
+    meta = json.loads(path.read_text())
+    config = ProcessorConfig.from_dict(meta["config"])
+    for name in (meta["normalizer_file"], meta["tokenizer_file"]):
+        if not (d / name).is_file():
+            raise FileNotFoundError(f"processor file missing: {d / name}")
+    stats = _unflatten(load_file(str(d / meta["normalizer_file"])))
+    tokenizer = Tokenizer(d / meta["tokenizer_file"])
+    return Preprocessor(config, stats, tokenizer), Postprocessor(config, stats)
