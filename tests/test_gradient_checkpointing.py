@@ -29,7 +29,7 @@ def test_checkpointing_same_gradients():
         time=torch.tensor([0.2, 0.7]),
     )
     plain = _grads(model, inp)
-    model.gradient_checkpointing = True
+    model.set_gradient_checkpointing(True)
     ckpt = _grads(model, inp)
     assert plain.keys() == ckpt.keys() and len(plain) > 50
     for name in plain:

@@ -97,6 +97,12 @@ class PiModel(nn.Module):
         self.config.dtype = "bfloat16"
         return self
 
+    def set_gradient_checkpointing(self, enabled: bool = True) -> PiModel:
+        """Recompute each joint layer (attention included) and each SigLIP layer in backward."""
+        self.gradient_checkpointing = enabled
+        self.vision.gradient_checkpointing = enabled
+        return self
+
     @property
     def compute_dtype(self) -> torch.dtype:
         return self.vlm.layers[0].self_attn.q_proj.weight.dtype

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from shallowpi.model.config import SiglipConfig
 
@@ -80,10 +81,12 @@ class SiglipVisionModel(nn.Module):
         self.embeddings = SiglipEmbeddings(cfg)
         self.encoder = SiglipEncoder(cfg)
         self.post_layernorm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        self.gradient_checkpointing = False  # set through PiModel.set_gradient_checkpointing
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.embeddings(pixels)  # fp32 embeddings even in bf16 mode (LeRobot keeps them fp32)
         x = x.to(self.post_layernorm.weight.dtype)
+        ckpt = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.encoder.layers:
-            x = layer(x)
+            x = checkpoint(layer, x, use_reentrant=False) if ckpt else layer(x)
         return self.post_layernorm(x)

@@ -1,0 +1,122 @@
+"""Shared plumbing of `shallowpi distill` and `shallowpi train`: arguments -> configs, dataset -> source."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from shallowpi.distill.compat import build_preprocessor
+from shallowpi.distill.data import ProcessedSource, SyntheticSource
+from shallowpi.distill.schedule import ScheduleConfig
+from shallowpi.distill.trainer import TrainConfig
+from shallowpi.model import PiConfig
+
+SYNTHETIC = "synthetic:"
+
+
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="LeRobotDataset folder (v3.0 / v2.1), or synthetic:N for N random examples (smoke tests)",
+    )
+    p.add_argument("--output", required=True, help="output folder (checkpoints/, metrics.jsonl)")
+    p.add_argument("--steps", type=int, required=True, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=64, help="GLOBAL batch per optimizer step (all GPUs)")
+    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUTPUT/checkpoints/last")
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=2.5e-5, help="peak learning rate")
+    p.add_argument("--end-lr", type=float, default=2.5e-6)
+    p.add_argument("--warmup-steps", type=int, default=1000)
+    p.add_argument("--decay-steps", type=int, default=None, help="cosine end (default: --steps)")
+    p.add_argument("--weight-decay", type=float, default=1e-10)
+    p.add_argument("--clip-grad-norm", type=float, default=1.0)
+    p.add_argument("--save-every", type=int, default=1000)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--freeze-vision", action="store_true", help="do not train the vision tower")
+    p.add_argument("--fsdp", action="store_true", help="FSDP2 (fully_shard) instead of DDP under torchrun")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--tensorboard", action="store_true", help="also log to OUTPUT/tensorboard (if installed)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default=None)
+    p.add_argument("--tokenizer", default=None, help="SentencePiece model (default: shipped test-bed one)")
+    p.add_argument(
+        "--camera-map",
+        default=None,
+        help="dataset camera -> model slot, e.g. observation.images.image=observation.images.base_0_rgb,...",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (fixed for reproducible CPU runs)"
+    )
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        output_dir=args.output,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        seed=args.seed,
+        schedule=ScheduleConfig(
+            peak_lr=args.lr, warmup_steps=args.warmup_steps, decay_steps=args.decay_steps, end_lr=args.end_lr
+        ),
+        weight_decay=args.weight_decay,
+        clip_grad_norm=args.clip_grad_norm,
+        save_every=args.save_every,
+        log_every=args.log_every,
+        bf16=not args.no_bf16,
+        gradient_checkpointing=args.gradient_checkpointing,
+        freeze_vision=args.freeze_vision,
+        fsdp=args.fsdp,
+        num_workers=args.num_workers,
+        tensorboard=args.tensorboard,
+        progress=not args.no_progress,
+        device=args.device,
+    )
+
+
+def setup_threads(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+
+def parse_camera_map(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        src, sep, slot = part.partition("=")
+        if not sep:
+            raise ValueError(f"bad --camera-map entry {part!r}; expected DATASET_CAMERA=MODEL_SLOT")
+        out[src.strip()] = slot.strip()
+    return out
+
+
+def make_source(args: argparse.Namespace, config: PiConfig, processor_dir: str | Path | None):
+    """-> (example source, write_extra for saved models or None)."""
+    if args.dataset.startswith(SYNTHETIC):
+        return SyntheticSource(config, num_samples=int(args.dataset[len(SYNTHETIC) :]), seed=args.seed), None
+    from shallowpi.data.lerobot_dataset import LeRobotDataset
+    from shallowpi.data.processor import save_processor
+
+    if not os.path.isdir(args.dataset):
+        raise FileNotFoundError(f"--dataset {args.dataset}: no such folder")
+    dataset = LeRobotDataset(args.dataset, chunk_size=config.chunk_size)
+    pre = build_preprocessor(
+        config,
+        dataset,
+        processor_dir=processor_dir,
+        tokenizer=args.tokenizer,
+        camera_map=parse_camera_map(args.camera_map),
+    )
+
+    def write_extra(directory: Path) -> None:  # stats + tokenizer travel with every saved model
+        save_processor(directory, pre.config, pre.raw_stats, pre.tokenizer)
+
+    return ProcessedSource(dataset, pre), write_extra

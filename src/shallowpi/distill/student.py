@@ -1,0 +1,97 @@
+"""Student from teacher: keep every non-layer tensor, copy a subset of layers of BOTH stacks with one map.
+
+The map says, for each student layer i, which teacher layer it was copied from. The same map applies to the
+backbone and the action expert because joint attention pairs backbone layer i with expert layer i (method doc
+§2; the authors' released code remaps only the expert, which we consider a bug). The map is stored in the
+student's config (`layer_map`, written to config.json's "shallowpi" object) and is relative to the teacher it
+was made from.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import torch
+
+from shallowpi.model import PiModel
+
+_LAYER_KEY = re.compile(r"^(vlm|expert)\.layers\.(\d+)\.(.+)$")
+
+
+def default_layer_map(teacher_depth: int, depth: int) -> list[int]:
+    """round(linspace(0, L-1, n)) with numpy's round-half-to-even, as the authors' code.
+
+    L18 -> L6 [0,3,7,10,14,17], L9 [0,2,4,6,8,11,13,15,17], L4 [0,6,11,17], L3 [0,8,17].
+    """
+    if not 1 <= depth <= teacher_depth:
+        raise ValueError(f"student depth must be in [1, {teacher_depth}] (the teacher's depth), got {depth}")
+    return [int(x) for x in np.round(np.linspace(0, teacher_depth - 1, depth))]
+
+
+def check_layer_map(layers: list[int], teacher_depth: int) -> list[int]:
+    """Validate an explicit layer list: integers, in range, strictly increasing (one clear error)."""
+    if len(layers) == 0:
+        raise ValueError("layer list is empty; a student needs at least one layer")
+    if any(not isinstance(i, (int, np.integer)) or isinstance(i, bool) for i in layers):
+        raise ValueError(f"layer list must contain integers, got {layers}")
+    layers = [int(i) for i in layers]
+    bad = [i for i in layers if not 0 <= i < teacher_depth]
+    if bad:
+        raise ValueError(
+            f"layers {bad} are out of range for a teacher of depth {teacher_depth} (0..{teacher_depth - 1})"
+        )
+    if any(b <= a for a, b in zip(layers, layers[1:], strict=False)):
+        # Layers run in order; a repeated or reversed index is almost always a typo.
+        raise ValueError(f"layer list must be strictly increasing, got {layers}")
+    return layers
+
+
+def resolve_layer_map(
+    teacher_depth: int, depth: int | None = None, layers: list[int] | None = None
+) -> list[int]:
+    if layers is not None:
+        layers = check_layer_map(list(layers), teacher_depth)
+        if depth is not None and depth != len(layers):
+            raise ValueError(f"depth {depth} does not match the {len(layers)} layers given ({layers})")
+        return layers
+    if depth is None:
+        raise ValueError("give a student depth or an explicit layer list")
+    return default_layer_map(teacher_depth, depth)
+
+
+def student_state_dict(teacher: PiModel, layer_map: list[int]) -> dict[str, torch.Tensor]:
+    """Teacher tensors renamed for the student: layer i of each stack <- teacher layer layer_map[i]."""
+    src = teacher.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for name, t in src.items():
+        m = _LAYER_KEY.match(name)
+        if m is None:
+            out[name] = t.detach().clone()
+    for i, j in enumerate(layer_map):
+        for stack in ("vlm", "expert"):
+            prefix = f"{stack}.layers.{j}."
+            for name, t in src.items():
+                if name.startswith(prefix):
+                    out[f"{stack}.layers.{i}.{name[len(prefix) :]}"] = t.detach().clone()
+    return out
+
+
+def make_student(teacher: PiModel, depth: int | None = None, layers: list[int] | None = None) -> PiModel:
+    """A PiModel of `depth` layers (or exactly `layers`) whose tensors are copies of the teacher's.
+
+    Vision tower, projector, embeddings, state/action/time projections and final norms are copied whole; the
+    student's layer i of both stacks is the teacher's layer `layer_map[i]`. Dtypes and device follow the
+    teacher's tensors. The result is independent of the teacher (no shared storage).
+    """
+    layer_map = resolve_layer_map(teacher.config.depth, depth, layers)
+    cfg = copy.deepcopy(teacher.config).with_depth(len(layer_map), layer_map)
+    with torch.device("meta"):
+        student = PiModel(cfg)
+    student.load_state_dict(student_state_dict(teacher, layer_map), strict=True, assign=True)
+    student.config.dtype = teacher.config.dtype
+    return student.train(teacher.training)
+
+
+__all__ = ["check_layer_map", "default_layer_map", "make_student", "resolve_layer_map", "student_state_dict"]

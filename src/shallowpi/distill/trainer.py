@@ -1,0 +1,332 @@
+"""The training loop for distillation and for plain flow-matching training (task loss only).
+
+One process:         shallowpi distill --teacher T --dataset D --depth 6 --steps N --batch-size B --output O
+DDP, one node:       torchrun --nproc-per-node 8 -m shallowpi distill ...
+DDP, several nodes:  torchrun --nnodes 2 --node-rank R --nproc-per-node 8 --rdzv-endpoint HOST:PORT \
+                         -m shallowpi distill ...
+FSDP2 (teacher + student do not fit one GPU): add --fsdp.
+
+`batch_size` is the GLOBAL batch per optimizer step (all ranks and accumulation steps together), so the same
+command gives the same training on 1 or N GPUs. Resume is exact: the data position is the step (see data.py)
+and the optimizer, scheduler and RNG states are restored bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from shallowpi.distill import checkpointing as ckpt
+from shallowpi.distill.data import ExampleSource, MicroBatches, StreamPlan, to_batch
+from shallowpi.distill.losses import DistillLoss, DistillLossConfig
+from shallowpi.distill.parallel import (
+    DistInfo,
+    JointForward,
+    enable_gradient_checkpointing,
+    freeze,
+    init_distributed,
+    shard_fsdp,
+)
+from shallowpi.distill.schedule import ScheduleConfig, make_scheduler
+from shallowpi.model import PiModel, load_state_dict
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term (or the gradient norm) became NaN/inf; the run stops before applying the update."""
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str
+    steps: int
+    batch_size: int = 64  # global batch per optimizer step (method doc §4)
+    grad_accum: int = 1
+    seed: int = 1000
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 1e-10  # openpi's; LeRobot uses 0.01
+    clip_grad_norm: float = 1.0
+    save_every: int = 1000
+    log_every: int = 10
+    bf16: bool = True  # autocast to bf16 on CUDA only; CPU runs stay fp32 (exactness, tests)
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = False
+    fsdp: bool = False
+    num_workers: int = 0
+    tensorboard: bool = False
+    progress: bool = True
+    device: str | None = None  # None: cuda:<local rank> if available, else cpu
+
+    def __post_init__(self) -> None:
+        if isinstance(self.schedule, dict):
+            self.schedule = ScheduleConfig(**self.schedule)
+        for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def _device(cfg: TrainConfig, info: DistInfo) -> torch.device:
+    if cfg.device is not None:
+        return torch.device(cfg.device)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(info.local_rank)
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cpu")
+
+
+class _Logger:
+    """JSONL metrics (+ TensorBoard if installed and asked for) on rank 0."""
+
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.file = open(out / "metrics.jsonl", "a") if enabled else None  # noqa: SIM115
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except ImportError:
+                print("tensorboard is not installed; logging to metrics.jsonl only")
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def train(
+    student: PiModel,
+    source: ExampleSource,
+    cfg: TrainConfig,
+    loss_cfg: DistillLossConfig,
+    *,
+    teacher: PiModel | None = None,
+    resume: bool = False,
+    write_extra: Callable[[Path], None] | None = None,
+    run_info: dict | None = None,
+) -> Path:
+    """Train `student` (in place) and return the final checkpoint folder.
+
+    `write_extra(pretrained_dir)` adds files to every saved pretrained_model (the processor: stats and
+    tokenizer travel with the model). Raises NonFiniteLossError naming the step and the term.
+    """
+    device_type = (
+        "cuda"
+        if (cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        else "cpu"
+    )
+    info = init_distributed(device_type)
+    device = _device(cfg, info)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if info.is_main:
+        ckpt.clean_partial(out)
+    torch.manual_seed(cfg.seed)
+
+    plan = StreamPlan(len(source), cfg.batch_size, info.world_size, info.rank, cfg.grad_accum, cfg.seed)
+    loss_cfg = dataclasses.replace(loss_cfg, action_dim=loss_cfg.action_dim or source.action_dim)
+    loss_fn = DistillLoss(student, teacher, loss_cfg)  # validates weights / attention pairs / configs
+
+    start_step, state = 0, None
+    if resume:
+        last = ckpt.last_checkpoint(out)
+        if last is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {out / ckpt.CHECKPOINTS}")
+        state = ckpt.load_training_state(last)
+        data = state["training_step"]["data"]
+        for key, now in (("seed", cfg.seed), ("global_batch", cfg.batch_size), ("num_samples", len(source))):
+            if data[key] != now:
+                raise ValueError(
+                    f"--resume: the checkpoint was written with {key}={data[key]}, this run has {now}; "
+                    "an exact resume needs the same value"
+                )
+        start_step = state["training_step"]["step"]
+        load_state_dict(student, last / ckpt.PRETRAINED / "model.safetensors")
+        if info.is_main:
+            print(f"resuming from {last} at step {start_step}")
+
+    student.to(device).train()
+    freeze(student, vision=cfg.freeze_vision)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(student)
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
+    if cfg.fsdp:
+        if not info.enabled:
+            raise ValueError("--fsdp needs several processes (launch with torchrun)")
+        shard_fsdp(student)
+        if teacher is not None:
+            shard_fsdp(teacher, frozen=True)
+
+        def forward(*inputs, capture=()):
+            o = student.forward_joint(*inputs, capture=capture)
+            return o.v_t, o.attn, o.prefix_pad
+    elif info.enabled:
+        forward = DistributedDataParallel(
+            JointForward(student), device_ids=[device.index] if device.type == "cuda" else None
+        )
+    else:
+        forward = JointForward(student)
+
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.schedule.peak_lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+    scheduler = make_scheduler(optimizer, cfg.schedule, cfg.steps)
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    if state is not None:
+        set_optimizer_state_dict(
+            student, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True)
+        )
+        scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(*state["rng"])
+
+    loader = DataLoader(
+        MicroBatches(source, plan, student.config, start_step, cfg.steps),
+        batch_size=None,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=device.type == "cuda",
+    )
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else nullcontext()
+    )
+    logger = _Logger(out, info.is_main, cfg.tensorboard)
+    bar = None
+    if info.is_main and cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start_step, desc="distill" if teacher is not None else "train")
+    train_config = {
+        "train": dataclasses.asdict(cfg),
+        "loss": dataclasses.asdict(loss_cfg),
+        **(run_info or {}),
+    }
+    last_saved = ckpt.last_checkpoint(out)
+
+    def save(step: int) -> Path:
+        # Every rank takes part in gathering (FSDP); rank 0 writes.
+        model_sd = get_model_state_dict(student, options=full)
+        optim_sd = get_optimizer_state_dict(student, optimizer, options=full)
+        path = None
+        if info.is_main:
+            path = ckpt.save_checkpoint(
+                out,
+                step,
+                config=student.config,
+                model_state=model_sd,
+                optimizer_state=optim_sd,
+                scheduler_state=scheduler.state_dict(),
+                train_config=train_config,
+                write_extra=write_extra,
+                training_step={
+                    "step": step,
+                    "data": {
+                        "seed": cfg.seed,
+                        "global_batch": cfg.batch_size,
+                        "num_samples": len(source),
+                        "next_position": step * cfg.batch_size,
+                    },
+                },
+            )
+        if info.enabled:
+            dist.barrier()
+        return path or out / ckpt.CHECKPOINTS / ckpt.step_name(step)
+
+    it = iter(loader)
+    t_last, steps_since = time.perf_counter(), 0
+    try:
+        for step in range(start_step, cfg.steps):
+            terms_sum: dict[str, torch.Tensor] = {}
+            for micro in range(cfg.grad_accum):
+                batch = to_batch(next(it), student.config.variant).to(device)
+                sync = micro == cfg.grad_accum - 1 or not isinstance(forward, DistributedDataParallel)
+                with nullcontext() if sync else forward.no_sync():
+                    with autocast:
+                        total, terms = loss_fn(forward, batch)
+                    (total / cfg.grad_accum).backward()
+                for k, v in terms.items():
+                    terms_sum[k] = terms_sum.get(k, 0) + v.detach().float() / cfg.grad_accum
+            names = sorted(terms_sum)
+            values = torch.stack([terms_sum[k] for k in names])
+            if info.enabled:  # every rank sees the same numbers, so a NaN stops every rank together
+                dist.all_reduce(values, op=dist.ReduceOp.SUM)
+                values /= info.world_size
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            logged = {k: float(v) for k, v in zip(names, values.cpu(), strict=True)}
+            bad = [k for k, v in logged.items() if not math.isfinite(v)]
+            if bad or not math.isfinite(grad_norm):
+                what = (
+                    "loss " + ", ".join(f"term '{k}' = {logged[k]}" for k in bad)
+                    if bad
+                    else f"gradient norm = {grad_norm}"
+                )
+                raise NonFiniteLossError(
+                    f"non-finite {what} at step {step + 1}; stopped before applying it. Last good checkpoint: "
+                    f"{last_saved if last_saved is not None else 'none written yet'}"
+                )
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps_since += 1
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                dt = time.perf_counter() - t_last
+                w = loss_fn.config.weights
+                record = {
+                    "step": done,
+                    "loss": sum(getattr(w, k) * v for k, v in logged.items()),
+                    **logged,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "steps_per_s": steps_since / dt,
+                    "samples_per_s": steps_since * cfg.batch_size / dt,
+                }
+                logger.log(record)
+                if bar is not None:
+                    bar.set_postfix(
+                        {k: f"{v:.4g}" for k, v in logged.items()} | {"it/s": f"{record['steps_per_s']:.2f}"}
+                    )
+                t_last, steps_since = time.perf_counter(), 0
+            if bar is not None:
+                bar.update(1)
+            if done % cfg.save_every == 0 or done == cfg.steps:
+                last_saved = save(done)
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+    return last_saved if last_saved is not None else out
