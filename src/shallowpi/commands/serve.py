@@ -1,0 +1,87 @@
+"""`shallowpi serve`: serve a pretrained policy over openpi's websocket protocol.
+
+    shallowpi serve --policy outputs/student_L6 --port 8000 --obs-map libero
+    # robot side, unchanged openpi client:
+    #   from openpi_client.websocket_client_policy import WebsocketClientPolicy
+    #   policy = WebsocketClientPolicy(host="127.0.0.1", port=8000); policy.infer(obs)["actions"]
+
+The server listens on 127.0.0.1 unless --host says otherwise (0.0.0.0 exposes it to the network; there is
+no authentication, like openpi's reference server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from shallowpi.runtime.obs_mapping import PRESETS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", required=True, help="pretrained folder (model + processor), e.g. a student")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (openpi's default 8000; 0 = any free)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--default-prompt", default=None, help="task text used when a request has no prompt")
+    parser.add_argument(
+        "--obs-map",
+        default="libero",
+        help=f"observation keys the robot sends: one of {sorted(PRESETS)} or a .json mapping file "
+        "(see shallowpi/runtime/obs_mapping.py)",
+    )
+    parser.add_argument("--num-steps", type=int, default=None, help="Euler steps (default: the model config's)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="noise seed per request (same observation -> same actions); -1 = random"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 can cut tail latency "
+        "when clients share the server's cores)"
+    )
+    parser.add_argument("--max-frame-mb", type=float, default=64.0, help="largest request frame accepted")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+async def _serve(server) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)  # finish cleanly: close connections, stop the worker
+
+    def ready(port: int) -> None:
+        # One parseable line for scripts and tests that start the server with --port 0.
+        print(f"shallowpi serve: listening on ws://{server.host}:{port}", flush=True)
+
+    await server.serve_forever(stop, on_ready=ready)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from shallowpi.runtime.policy import PiPolicy  # imports torch: only when serving
+    from shallowpi.runtime.server import PolicyServer
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        policy = PiPolicy.from_pretrained(
+            args.policy,
+            device=args.device,
+            obs_mapping=args.obs_map,
+            default_prompt=args.default_prompt,
+            num_steps=args.num_steps,
+            seed=None if args.seed < 0 else args.seed,
+        )
+    except (FileNotFoundError, ValueError) as e:  # missing folder/files, mapping that does not fit the model
+        print(f"shallowpi serve: cannot load {args.policy}: {e}", file=sys.stderr)
+        return 2
+    server = PolicyServer(policy, args.host, args.port, max_frame_bytes=int(args.max_frame_mb * 2**20))
+    try:
+        asyncio.run(_serve(server))
+    except OSError as e:  # typically: the port is taken
+        print(f"shallowpi serve: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,183 @@
+"""PiPolicy: one client observation in, one unnormalised action chunk out (what the server calls).
+
+    obs (client keys) --ObsMapping--> sample {"images", "state", "task"}
+        --Preprocessor--> normalise state, resize-with-pad images, tokenise prompt --> model inputs (B = 1)
+        --PiModel.sample_actions--> normalised (1, chunk, max_action_dim)
+        --Postprocessor--> unnormalised, cropped: (chunk, action_dim) float32
+
+Contract of `infer`: returns {"actions": float32 (chunk, action_dim), "policy_timing": {"infer_ms": float}}.
+Bad input raises `ObservationError` (a ValueError) naming the key: missing key, wrong dtype or shape,
+non-finite values. The policy is not thread-safe; the server calls it from one thread.
+
+Noise: with `seed` set (the default, 0), every request draws its flow-matching noise from a generator
+seeded with `seed`, so the same observation always gives the same actions (reproducible episodes, and a
+client can compare with a direct call). `seed=None` draws fresh noise every call, as openpi does.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shallowpi.data.processor import (
+    Postprocessor,
+    Preprocessor,
+    ProcessorConfig,
+    collate,
+    load_processor,
+    save_processor,
+)
+from shallowpi.data.tokenizer import load_tokenizer
+from shallowpi.model import PiModel, load_model, save_model
+from shallowpi.model.config import tiny
+from shallowpi.runtime.obs_mapping import ObservationError, ObsMapping, get_mapping
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class PiPolicy:
+    def __init__(
+        self,
+        model: PiModel,  # in eval mode, on its device
+        preprocessor: Preprocessor,
+        postprocessor: Postprocessor,
+        *,
+        obs_mapping: ObsMapping | str = "libero",
+        default_prompt: str | None = None,
+        num_steps: int | None = None,
+        seed: int | None = 0,
+        name: str = "shallowpi",
+    ) -> None:
+        self.model = model.eval()
+        self.pre, self.post = preprocessor, postprocessor
+        self.mapping = get_mapping(obs_mapping)
+        self.default_prompt = default_prompt
+        self.num_steps = num_steps
+        self.seed = seed
+        self.name = name
+        self.config = model.config
+        pc = preprocessor.config
+        if tuple(pc.cameras) != tuple(self.config.cameras) or pc.image_size != self.config.vision.image_size:
+            raise ValueError(
+                f"processor (slots {list(pc.cameras)}, {pc.image_size} px) does not fit the model "
+                f"(slots {list(self.config.cameras)}, {self.config.vision.image_size} px)"
+            )
+        # The processor's camera key feeding each model slot (None: slot always masked).
+        self.cameras: tuple[str | None, ...] = tuple(preprocessor.slot_source.get(s) for s in pc.cameras)
+        fed = set(self.mapping.resolve(self.cameras))  # fails at start-up, not on the first request
+        unfed = sorted(set(pc.camera_map) - fed)
+        if unfed:
+            raise ValueError(f"observation mapping {self.mapping.name!r} feeds no client key to camera(s) {unfed}")
+        self.state_dim: int = preprocessor.state_dim
+        self.action_dim: int = postprocessor.action_dim
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | None = None, **kwargs: Any) -> PiPolicy:
+        """Model (`shallowpi.load_model`) and processors (`load_processor`) from one pretrained folder."""
+        model = load_model(path, device=device or default_device())
+        pre, post = load_processor(path)
+        return cls(model, pre, post, name=Path(path).name, **kwargs)
+
+    # Protocol ---------------------------------------------------------------------------------------------
+    @property
+    def metadata(self) -> dict:
+        """Sent to every client on connect (msgpack-plain types only)."""
+        c = self.config
+        return {
+            "policy": self.name,
+            "variant": c.variant,
+            "depth": c.depth,
+            "layer_map": list(c.layer_map) if c.layer_map is not None else None,
+            "action_chunk": c.chunk_size,
+            "action_dim": self.action_dim,
+            "state_dim": self.state_dim,
+            "cameras": dict(zip(c.cameras, self.cameras, strict=True)),  # model slot -> processor camera
+            "image_size": c.vision.image_size,
+            "num_steps": self.num_steps or c.num_inference_steps,
+            "obs_mapping": self.mapping.describe(self.cameras),
+        }
+
+    def infer(self, obs: dict) -> dict:
+        start = time.monotonic()
+        sample = self.mapping.extract(obs, self.cameras, self.default_prompt)
+        self._check_state(sample)
+        with torch.inference_mode():
+            inputs = self._model_inputs(sample)
+            noise = self._noise()
+            actions = self.model.sample_actions(**inputs, noise=noise, num_steps=self.num_steps)
+            actions = self.post(actions)  # (1, chunk, action_dim), unnormalised
+        out = actions[0].float().cpu().numpy().astype(np.float32, copy=False)
+        return {"actions": out, "policy_timing": {"infer_ms": (time.monotonic() - start) * 1e3}}
+
+    # Internals --------------------------------------------------------------------------------------------
+    def _check_state(self, sample: dict) -> None:
+        state = sample.get("state")
+        key = " + ".join(repr(k) if isinstance(k, str) else repr("/".join(k)) for k in self.mapping.state) or "state"
+        if state is None:
+            raise ObservationError(f"the model needs a state of dim {self.state_dim} but the mapping has no state key")
+        if state.shape != (self.state_dim,):
+            raise ObservationError(f"observation {key} must have shape ({self.state_dim},), got {state.shape}")
+
+    def _model_inputs(self, sample: dict) -> dict:
+        """One sample -> keyword arguments of PiModel.sample_actions, on the model's device (batch of 1)."""
+        try:
+            example = self.pre(sample)
+        except ValueError as e:  # anything the processor still finds wrong came from the client
+            raise ObservationError(str(e)) from e
+        batch = collate([example])
+        inputs = self.pre.model_inputs(batch)
+        device = self.model.device
+        return {k: _to(v, device) for k, v in inputs.items()}
+
+    def _noise(self) -> torch.Tensor | None:
+        if self.seed is None:
+            return None
+        c = self.config
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)  # CPU: same noise on every device
+        return torch.randn((1, c.chunk_size, c.max_action_dim), generator=gen).to(self.model.device)
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, list | tuple):
+        return type(value)(_to(v, device) for v in value)
+    return value
+
+
+
+def save_tiny_policy(path: str | Path, *, state_dim: int = 8, action_dim: int = 7, seed: int = 0) -> Path:
+    """A servable folder with a tiny random-weight π0.5 (56 px, chunk 10) and its processor (tests, benchmarks).
+
+    Cameras as in LeRobot's LIBERO datasets: observation.images.image -> slot 0, .wrist_image -> slot 1,
+    slot 2 unfed. Stats differ per dimension so that normalising and unnormalising really do something.
+    """
+    path = Path(path)
+    torch.manual_seed(seed)
+    config = tiny("pi05")
+    save_model(PiModel(config).eval(), path)
+    cams = config.cameras
+    proc = ProcessorConfig(
+        variant="pi05",
+        camera_map={"observation.images.image": cams[0], "observation.images.wrist_image": cams[1]},
+        cameras=cams,
+        image_size=config.vision.image_size,
+        max_state_dim=config.max_state_dim,
+        max_action_dim=config.max_action_dim,
+        chunk_size=config.chunk_size,
+        tokenizer_max_length=config.tokenizer_max_length,
+    )
+
+    def vec_stats(dim: int) -> dict[str, np.ndarray]:
+        i = np.arange(dim, dtype=np.float64)
+        return {"mean": 0.1 * i, "std": 1.0 + 0.1 * i, "q01": -1.0 - 0.1 * i, "q99": 1.0 + 0.3 * i}
+
+    stats = {"observation.state": vec_stats(state_dim), "action": vec_stats(action_dim)}
+    save_processor(path, proc, stats, load_tokenizer())
+    return path

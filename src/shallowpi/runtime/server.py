@@ -1,0 +1,214 @@
+"""openpi-compatible websocket policy server (ecosystem.md §2): existing robot clients work unchanged.
+
+Protocol, per connection:
+    server -> client  binary  msgpack(policy.metadata)                      once, right after the handshake
+    client -> server  binary  msgpack-numpy(observation dict)               one request ...
+    server -> client  binary  msgpack-numpy({"actions", "policy_timing", "server_timing"})   ... one reply
+    on any error      text    the reason (traceback for internal errors), then close 1011
+    GET /healthz      HTTP 200 "OK\\n" (no websocket)
+
+Concurrency: the event loop only moves bytes; every `policy.infer` runs on ONE worker thread (a model is not
+re-entrant, and one model saturates the cores anyway), so requests from all connections queue FIFO there
+while the loop keeps reading and writing for everyone. A slow or stuck client only ever blocks its own
+coroutine. An error in one connection closes that connection only.
+
+Run programmatically:
+    with ServerThread(policy, port=0) as srv:   # port 0 = a free port; srv.port tells which
+        ...  # connect to srv.url
+or `await PolicyServer(policy).serve_forever()` / `shallowpi serve --policy PATH`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import http
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import websockets
+from websockets.asyncio.server import Request, Response, ServerConnection, serve
+from websockets.frames import CloseCode
+
+from shallowpi.runtime import msgpack_numpy
+from shallowpi.runtime.obs_mapping import ObservationError
+
+logger = logging.getLogger(__name__)
+
+# openpi's close reason; the client itself only looks at the text frame before it.
+INTERNAL_ERROR_REASON = "Internal server error. Traceback included in previous frame."
+BAD_REQUEST_REASON = "Invalid request. Reason included in previous frame."
+DEFAULT_MAX_FRAME_BYTES = 64 * 2**20  # far above 3 x 224x224 RGB + state; bounds a hostile client's memory
+
+
+class Policy(Protocol):
+    """What the server needs from a policy (PiPolicy, or a tiny test policy)."""
+
+    @property
+    def metadata(self) -> dict: ...
+
+    def infer(self, obs: dict) -> dict: ...
+
+
+class BadRequest(ValueError):
+    """A frame that is not an observation at all (text frame, malformed msgpack, not a map)."""
+
+
+def _health_check(connection: ServerConnection, request: Request) -> Response | None:
+    if request.path == "/healthz":
+        return connection.respond(http.HTTPStatus.OK, "OK\n")
+    return None  # go on with the websocket handshake
+
+
+class PolicyServer:
+    def __init__(
+        self,
+        policy: Policy,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        max_frame_bytes: int | None = DEFAULT_MAX_FRAME_BYTES,
+    ) -> None:
+        self.policy = policy
+        self.host, self.port = host, port
+        self.max_frame_bytes = max_frame_bytes
+        self._metadata_frame = msgpack_numpy.packb(dict(policy.metadata))  # fixed for the server's life
+        # One inference thread: FIFO queue across all connections, the policy is never called concurrently.
+        self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shallowpi-infer")
+        self.requests_served = 0
+
+    # Inference (worker thread) ---------------------------------------------------------------------------
+    def _infer(self, obs: dict, queued_at: float) -> dict:
+        start = time.monotonic()
+        result = self.policy.infer(obs)
+        end = time.monotonic()
+        if not isinstance(result, dict) or "actions" not in result:
+            raise TypeError(f"policy.infer must return a dict with 'actions', got {type(result).__name__}")
+        result = dict(result)
+        result["server_timing"] = {"infer_ms": (end - start) * 1e3, "queue_ms": (start - queued_at) * 1e3}
+        return result
+
+    # Connection handling (event loop) --------------------------------------------------------------------
+    async def _handler(self, ws: ServerConnection) -> None:
+        peer = ws.remote_address
+        logger.info("connection from %s opened", peer)
+        loop = asyncio.get_running_loop()
+        prev_total_ms: float | None = None
+        try:
+            await ws.send(self._metadata_frame)
+            while True:
+                frame = await ws.recv()
+                start = time.monotonic()
+                obs = self._decode(frame)
+                reply = await loop.run_in_executor(self._worker, self._infer, obs, start)
+                if prev_total_ms is not None:
+                    reply["server_timing"]["prev_total_ms"] = prev_total_ms
+                await ws.send(msgpack_numpy.packb(reply))
+                self.requests_served += 1
+                prev_total_ms = (time.monotonic() - start) * 1e3
+        except websockets.ConnectionClosed:
+            logger.info("connection from %s closed", peer)
+        except (BadRequest, ObservationError) as e:
+            # The client's fault: a one-line reason is more useful to a robot operator than our traceback.
+            logger.warning("bad request from %s: %s", peer, e)
+            await self._fail(ws, f"{type(e).__name__}: {e}", BAD_REQUEST_REASON)
+        except Exception:
+            logger.exception("inference failed for %s", peer)
+            await self._fail(ws, traceback.format_exc(), INTERNAL_ERROR_REASON)
+
+    @staticmethod
+    def _decode(frame: str | bytes) -> dict:
+        if isinstance(frame, str):
+            raise BadRequest("expected a binary msgpack frame, got a text frame")
+        try:
+            obs = msgpack_numpy.unpackb(frame)
+        except ValueError as e:
+            raise BadRequest(str(e)) from e
+        if not isinstance(obs, dict):
+            raise BadRequest(f"observation must be a msgpack map, got {type(obs).__name__}")
+        return obs
+
+    @staticmethod
+    async def _fail(ws: ServerConnection, text: str, reason: str) -> None:
+        """openpi's error convention: the reason as a TEXT frame, then close with 1011."""
+        try:
+            await ws.send(text)
+            await ws.close(code=CloseCode.INTERNAL_ERROR, reason=reason)
+        except websockets.ConnectionClosed:
+            pass  # the client left first; nothing more to tell it
+
+    # Lifecycle -------------------------------------------------------------------------------------------
+    async def serve_forever(
+        self, stop: asyncio.Event | None = None, on_ready: Callable[[int], Any] | None = None
+    ) -> None:
+        """Serve until `stop` is set (or forever). `on_ready(port)` is called once listening."""
+        try:
+            async with serve(
+                self._handler,
+                self.host,
+                self.port,
+                compression=None,  # as openpi: frames are mostly incompressible image bytes
+                max_size=self.max_frame_bytes,
+                process_request=_health_check,
+            ) as server:
+                port = next(iter(server.sockets)).getsockname()[1]
+                logger.info("serving on ws://%s:%d (health check: http://%s:%d/healthz)", self.host, port, self.host, port)
+                if on_ready is not None:
+                    on_ready(port)
+                await (stop.wait() if stop is not None else server.serve_forever())
+        finally:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+
+
+class ServerThread:
+    """A PolicyServer on its own event loop in a background thread (tests, benchmarks, notebooks)."""
+
+    def __init__(self, policy: Policy, host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> None:
+        self.server = PolicyServer(policy, host, port, **kwargs)
+        self.host = host
+        self.port: int | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="shallowpi-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            await self.server.serve_forever(self._stop, on_ready=self._set_port)
+
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # surfaced by start() if it happens before the server is ready
+            self._error = e
+            self._ready.set()
+
+    def _set_port(self, port: int) -> None:
+        self.port = port
+        self._ready.set()
+
+    def start(self, timeout: float = 30.0) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(timeout) or self._error is not None or self.port is None:
+            raise RuntimeError(f"server did not start: {self._error!r}")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

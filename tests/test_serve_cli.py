@@ -1,0 +1,64 @@
+"""`shallowpi serve --policy PATH`: starts, answers /healthz and a robot request, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from shallowpi.runtime import msgpack_numpy
+from shallowpi.runtime.policy import PiPolicy, save_tiny_policy
+
+TIMEOUT = 120
+
+
+def test_serve_command_end_to_end(tmp_path):
+    policy_dir = save_tiny_policy(tmp_path / "tiny", state_dim=8, action_dim=7)
+    cmd = [sys.executable, "-m", "shallowpi", "serve", "--policy", str(policy_dir), "--host", "127.0.0.1",
+           "--port", "0", "--device", "cpu", "--num-steps", "2", "--default-prompt", "pick up the bowl"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timer = threading.Timer(TIMEOUT, proc.kill)  # bounds the whole test even if the server hangs
+    timer.start()
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if m := re.search(r"listening on ws://127\.0\.0\.1:(\d+)", line):
+                port = int(m.group(1))
+                break
+        else:
+            pytest.fail("server exited before listening:\n" + "".join(lines))
+
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+
+        rng = np.random.default_rng(0)
+        obs = {  # no "prompt": the server's --default-prompt is used
+            "observation/image": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8),
+            "observation/wrist_image": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8),
+            "observation/state": rng.normal(size=8).astype(np.float32),
+        }
+        with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None, open_timeout=30) as ws:
+            metadata = msgpack_numpy.unpackb(ws.recv(timeout=30))
+            ws.send(msgpack_numpy.packb(obs))
+            reply = msgpack_numpy.unpackb(ws.recv(timeout=60))
+        assert metadata["num_steps"] == 2 and metadata["policy"] == "tiny"
+        direct = PiPolicy.from_pretrained(policy_dir, device="cpu", num_steps=2, default_prompt="pick up the bowl")
+        np.testing.assert_allclose(reply["actions"], direct.infer(obs)["actions"], rtol=0, atol=1e-6)
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()

@@ -1,0 +1,69 @@
+"""PiPolicy on a tiny random π0.5: the server's model path (map -> preprocess -> sample -> unnormalise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shallowpi.data import transforms as T
+from shallowpi.runtime.obs_mapping import ObservationError
+from shallowpi.runtime.policy import PiPolicy, save_tiny_policy
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory) -> PiPolicy:
+    path = save_tiny_policy(tmp_path_factory.mktemp("tiny"), state_dim=8, action_dim=7)
+    return PiPolicy.from_pretrained(path, device="cpu", num_steps=2)
+
+
+def obs(seed: int = 0, prompt: str = "open the drawer") -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "observation/image": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8),
+        "observation/wrist_image": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8),
+        "observation/state": rng.normal(size=8).astype(np.float32),
+        "prompt": prompt,
+    }
+
+
+def test_actions_are_the_models_output_unnormalised_and_cropped(policy):
+    o = obs()
+    got = policy.infer(o)
+    assert got["actions"].shape == (10, 7) and got["actions"].dtype == np.float32
+    assert got["policy_timing"]["infer_ms"] > 0
+    # The same thing by hand: processor inputs, the model with the policy's noise, then the action stats.
+    sample = policy.mapping.extract(o, policy.cameras)
+    with torch.inference_mode():
+        raw = policy.model.sample_actions(**policy._model_inputs(sample), noise=policy._noise(), num_steps=2)
+    by_hand = T.unnormalize(raw[0, :, :7], policy.post.action_stats, policy.post.config.action_norm)
+    np.testing.assert_allclose(got["actions"], by_hand.numpy(), rtol=0, atol=1e-6)
+    assert not np.allclose(got["actions"], raw[0, :, :7].numpy(), atol=1e-3)  # stats really were applied
+
+
+def test_inputs_reach_the_model_and_same_input_gives_same_actions(policy):
+    a = policy.infer(obs(0))["actions"]
+    np.testing.assert_array_equal(a, policy.infer(obs(0))["actions"])  # seeded noise: reproducible
+    assert not np.allclose(a, policy.infer(obs(0, prompt="close the drawer"))["actions"])
+    assert not np.allclose(a, policy.infer(obs(1))["actions"])
+
+
+def test_wrong_state_size_names_the_key(policy):
+    bad = obs()
+    bad["observation/state"] = np.zeros(7, np.float32)
+    with pytest.raises(ObservationError, match=r"'observation/state' must have shape \(8,\)"):
+        policy.infer(bad)
+
+
+def test_metadata_describes_the_model(policy):
+    m = policy.metadata
+    assert (m["variant"], m["action_chunk"], m["action_dim"], m["state_dim"], m["num_steps"]) == ("pi05", 10, 7, 8, 2)
+    assert m["obs_mapping"]["images"] == {
+        "observation.images.image": "observation/image",
+        "observation.images.wrist_image": "observation/wrist_image",
+    }
+
+
+def test_mapping_that_does_not_fit_the_model_fails_at_start_up(policy):
+    with pytest.raises(ValueError, match="no camera feeds model slot 2"):
+        PiPolicy(policy.model, policy.pre, policy.post, obs_mapping="aloha")  # slot 2 has no camera here
