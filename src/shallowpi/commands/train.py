@@ -13,7 +13,7 @@ from shallowpi.distill.run import add_training_arguments
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", help="new model from a config preset: tiny, mid, pi0, pi05")
+    src.add_argument("--preset", help="new model from a config preset: testbed, tiny, mid, pi0, pi05")
     src.add_argument("--init", help="start from this pretrained_model folder (fine-tuning)")
     p.add_argument("--variant", choices=("pi0", "pi05"), default=None, help="with --preset")
     p.add_argument("--depth", type=int, default=None, help="with --preset: layers in both stacks")

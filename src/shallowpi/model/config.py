@@ -203,7 +203,22 @@ def mid(variant: Variant = "pi05", depth: int = 18) -> PiConfig:
     )
 
 
-PRESETS = {"pi0": pi0, "pi05": pi05, "tiny": tiny, "mid": mid}
+def testbed(variant: Variant = "pi05", depth: int = 18) -> PiConfig:
+    """The Meta-World test-bed teacher: π0.5-shaped (adaRMS expert), 18 layers in both stacks like the real
+    models, sized to train on a 2-core CPU: 64 px images from 2 cameras, 16 tokens each (patch 16)."""
+    return PiConfig(
+        variant=variant,
+        vlm=GemmaConfig(width=64, depth=depth, mlp_dim=256, num_heads=8, num_kv_heads=1, head_dim=16),
+        expert=GemmaConfig(width=64, depth=depth, mlp_dim=256, num_heads=8, num_kv_heads=1, head_dim=16),
+        vision=SiglipConfig(image_size=64, patch_size=16, width=64, depth=4, mlp_dim=256, num_heads=4),
+        vocab_size=1024,  # the shipped test-bed tokenizer
+        cameras=DEFAULT_CAMERAS[:2],
+        chunk_size=10,
+        tokenizer_max_length=48,
+    )
+
+
+PRESETS = {"pi0": pi0, "pi05": pi05, "tiny": tiny, "mid": mid, "testbed": testbed}
 
 
 def preset(name: str, **overrides) -> PiConfig:
