@@ -1,0 +1,123 @@
+"""`shallowpi bench`: latency (median / p90, split vision / prefix / denoise), FLOPs and peak memory.
+
+    shallowpi bench --preset mid --compare 6,18 --modes reference,engine --out bench/mid.json
+    shallowpi bench --policy outputs/teacher outputs/student_L6 --device cuda --dtype bfloat16 \
+        --modes engine,compiled,cuda_graph
+    shallowpi bench --preset pi05 --depth 6 --device cuda --dtype bfloat16 --cameras 2
+
+Runs every model x mode in one process on the same inputs, calls interleaved, and writes one JSON (see
+shallowpi/runtime/bench.py for the fields) plus a latency-vs-depth PNG when matplotlib is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+MIN_ITERS = 20
+
+
+def _depths(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated depths like 6,18, got {text!r}") from None
+
+
+def _modes(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--policy", nargs="+", help="pretrained folder(s), e.g. teacher and student")
+    src.add_argument("--preset", help="random-weight model preset: pi0, pi05, mid or tiny")
+    parser.add_argument(
+        "--depth", type=int, default=None, help="layers per stack for --preset (default: preset's)"
+    )
+    parser.add_argument(
+        "--compare", type=_depths, default=None, help="several depths for --preset, e.g. 6,18"
+    )
+    parser.add_argument(
+        "--variant", choices=["pi0", "pi05"], default=None, help="override the preset's variant"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument(
+        "--cameras", type=int, default=None, help="valid camera slots (others masked); default all but one"
+    )
+    parser.add_argument("--lang-tokens", type=int, default=None, help="valid prompt tokens (default 20)")
+    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the config's, 10)")
+    parser.add_argument("--chunk", type=int, default=None, help="action chunk (default: the config's, 50)")
+    parser.add_argument(
+        "--modes",
+        type=_modes,
+        default=None,
+        help="comma-separated: reference, reference_nocompact, engine, engine_nocompact, compiled, cuda_graph, "
+        "compiled_cuda_graph (default: reference,engine on CPU; engine,compiled,cuda_graph on CUDA)",
+    )
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per runner first")
+    parser.add_argument(
+        "--iters", type=int, default=MIN_ITERS, help=f"timed calls per runner (>= {MIN_ITERS})"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-count-flops", action="store_true", help="skip torch's FLOP counter cross-check")
+    parser.add_argument("--out", default="bench.json", help="JSON output path")
+    parser.add_argument("--plot", default=None, help="PNG path (default: next to --out when several depths)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from shallowpi.runtime.bench import BenchSettings, plot_latency, run_bench, write_json
+
+    if args.iters < MIN_ITERS:
+        print(f"error: --iters must be >= {MIN_ITERS} for a meaningful median/p90", file=sys.stderr)
+        return 2
+    if args.compare and args.depth:
+        print("error: give --depth or --compare, not both", file=sys.stderr)
+        return 2
+    if args.policy and (args.compare or args.depth or args.variant):
+        print("error: --depth/--compare/--variant apply to --preset only", file=sys.stderr)
+        return 2
+    cuda = args.device.startswith("cuda")
+    modes = args.modes or (["engine", "compiled", "cuda_graph"] if cuda else ["reference", "engine"])
+    settings = BenchSettings(
+        preset=args.preset,
+        variant=args.variant,
+        depths=args.compare or ([args.depth] if args.depth else []),
+        policies=args.policy or [],
+        device=args.device,
+        dtype=args.dtype,
+        batch=args.batch,
+        cameras=args.cameras,
+        lang_tokens=args.lang_tokens,
+        steps=args.steps,
+        chunk=args.chunk,
+        modes=modes,
+        warmup=args.warmup,
+        iters=args.iters,
+        threads=args.threads,
+        seed=args.seed,
+        count_flops=not args.no_count_flops,
+    )
+    try:
+        result = run_bench(settings)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    plot = args.plot or (out.with_suffix(".png") if len({r["depth"] for r in result["runs"]}) > 1 else None)
+    result["plot"] = None
+    if plot:
+        written = plot_latency(result, plot)
+        result["plot"] = str(written) if written else None
+    write_json(result, out)
+    for r in result["ratios"]:
+        print(
+            f"  {r['run']} / {r['baseline']}: latency x{r['latency_median_ratio']:.3f} "
+            f"(FLOPs x{r['flops_ratio']:.3f})"
+        )
+    print(f"wrote {out}" + (f" and {result['plot']}" if result["plot"] else ""))
+    return 0

@@ -1,0 +1,74 @@
+"""`shallowpi eval`: success rates of a policy in simulation (Meta-World), written as LeRobot's eval_info.json.
+
+    shallowpi eval --policy outputs/student_L6 --env metaworld --tasks mt10 --episodes-per-task 50 \
+        --seed 1000 --max-steps 200 --n-action-steps 10 --workers 2 --video outputs/eval/videos
+
+Held-out configurations: episode e of a task starts from MT1(task, seed + e // 50).train_tasks[e % 50].
+Writes <out>/eval_info.json (default out: outputs/eval/<policy folder name>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", required=True, help="pretrained folder (model + processor)")
+    parser.add_argument("--env", choices=["metaworld"], default="metaworld")
+    parser.add_argument("--tasks", default="mt10", help="mt10, mt50 or comma-separated task names")
+    parser.add_argument("--episodes-per-task", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1000, help="MT1(task, seed) configurations (demos use 0)")
+    parser.add_argument("--max-steps", type=int, default=200, help="episode cap (Meta-World allows <= 500)")
+    parser.add_argument(
+        "--n-action-steps", type=int, default=None, help="actions run per chunk (default: all)"
+    )
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--image-size", type=int, default=128, help="render size (the demos' size; default 128)"
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--num-steps", type=int, default=None, help="Euler steps (default: the model config's)"
+    )
+    parser.add_argument("--video", default=None, metavar="DIR", help="write MP4s of the first episodes here")
+    parser.add_argument("--videos-per-task", type=int, default=2)
+    parser.add_argument("--out", default=None, help="output folder for eval_info.json")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from shallowpi.sim import metaworld_env as mw
+    from shallowpi.sim.evaluate import EvalConfig, evaluate
+
+    try:
+        cfg = EvalConfig(
+            policy=args.policy,
+            tasks=mw.resolve_tasks(args.tasks),
+            episodes_per_task=args.episodes_per_task,
+            seed=args.seed,
+            max_steps=args.max_steps,
+            n_action_steps=args.n_action_steps,
+            workers=args.workers,
+            image_size=args.image_size,
+            device=args.device,
+            num_steps=args.num_steps,
+            video_dir=args.video,
+            videos_per_task=args.videos_per_task,
+        )
+        cfg.validate()
+        out = Path(args.out) if args.out else Path("outputs/eval") / Path(args.policy).resolve().name
+        run_ = evaluate(cfg, out, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    overall = run_.info["overall"]
+    for task, g in run_.info["per_group"].items():
+        print(f"  {task:<28} {g['pc_success']:6.1f} %  ({g['n_episodes']} episodes)")
+    print(
+        f"overall {overall['pc_success']:.1f} % over {overall['n_episodes']} episodes "
+        f"in {overall['eval_s']:.0f} s; wrote {run_.path}"
+    )
+    return 0

@@ -1,0 +1,142 @@
+"""FLOPs of one `sample_actions` call, counted from the config, and cross-checked with torch's FLOP counter.
+
+Convention (the one `torch.utils.flop_counter` uses): a multiply-add is 2 FLOPs; only matmuls, linear
+layers, convolutions and attention (QKᵀ and PV) are counted; norms, RoPE, softmax and elementwise work
+are not. Counts are for the prefix actually computed: `cameras` kept (valid) slots and `lang_tokens`
+language tokens after compaction.
+
+With `cached_conditioning=True` (the InferenceEngine) the time MLP, adaRMS modulations and π0's time half
+of `action_time_mlp_in` are computed once per `num_steps` and cached across calls, so they are not per-call
+work; `False` counts the reference path (`PiModel.sample_actions`), which recomputes them at every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from shallowpi.model.config import GemmaConfig, PiConfig
+
+
+def _linear(tokens: int, d_in: int, d_out: int) -> int:
+    return 2 * tokens * d_in * d_out
+
+
+def _attention(heads: int, lq: int, lk: int, head_dim: int) -> int:
+    return 2 * 2 * heads * lq * lk * head_dim  # QKᵀ and PV
+
+
+def vision_flops(cfg: PiConfig, cameras: int) -> int:
+    """SigLIP + projector for `cameras` images of one sample."""
+    v = cfg.vision
+    n = v.num_patches
+    patch = 2 * n * v.width * 3 * v.patch_size**2  # conv as a matmul over patches
+    layer = 4 * _linear(n, v.width, v.width) + 2 * _linear(n, v.width, v.mlp_dim)
+    layer += _attention(v.num_heads, n, n, v.width // v.num_heads)
+    projector = _linear(n, v.width, cfg.vlm.width)
+    return cameras * (patch + v.depth * layer + projector)
+
+
+def _gemma_layer(g: GemmaConfig, lq: int, lk: int) -> int:
+    q, kv = g.num_heads * g.head_dim, g.num_kv_heads * g.head_dim
+    proj = _linear(lq, g.width, q) + 2 * _linear(lq, g.width, kv) + _linear(lq, q, g.width)
+    return proj + _attention(g.num_heads, lq, lk, g.head_dim) + 3 * _linear(lq, g.width, g.mlp_dim)
+
+
+def prefix_flops(cfg: PiConfig, prefix_len: int) -> int:
+    """Backbone over the prefix: full layers but the last, whose K and V only are needed."""
+    g = cfg.vlm
+    last = 2 * _linear(prefix_len, g.width, g.num_kv_heads * g.head_dim)
+    return (cfg.depth - 1) * _gemma_layer(g, prefix_len, prefix_len) + last
+
+
+def denoise_flops(cfg: PiConfig, prefix_len: int, steps: int, cached_conditioning: bool = True) -> int:
+    """`steps` expert passes over the suffix against the cached prefix."""
+    e, w, a, chunk = cfg.expert, cfg.expert.width, cfg.max_action_dim, cfg.chunk_size
+    s = cfg.suffix_len
+    step = _linear(chunk, a, w) + _linear(chunk, w, a)  # action_in_proj, action_out_proj
+    step += cfg.depth * _gemma_layer(e, s, prefix_len + s)
+    per_call = 0
+    if cfg.variant == "pi0":
+        step += _linear(chunk, w, w)  # action_time_mlp_out
+        step += _linear(chunk, 2 * w, w) if not cached_conditioning else _linear(chunk, w, w)
+        state = _linear(1, cfg.max_state_dim, w)  # state token
+        per_call, step = (state, step) if cached_conditioning else (0, step + state)
+    elif not cached_conditioning:
+        step += 2 * _linear(1, w, w)  # time MLP
+        step += (2 * cfg.depth + 1) * _linear(1, w, 3 * w)  # adaRMS modulations
+    return per_call + steps * step
+
+
+def call_flops(
+    cfg: PiConfig,
+    *,
+    batch: int = 1,
+    cameras: int | None = None,
+    lang_tokens: int | None = None,
+    steps: int | None = None,
+    cached_conditioning: bool = True,
+) -> dict[str, int]:
+    """FLOPs of one call split by stage: {"vision", "prefix", "denoise", "total"}."""
+    cameras = len(cfg.cameras) if cameras is None else cameras
+    lang = cfg.tokenizer_max_length if lang_tokens is None else lang_tokens
+    steps = steps or cfg.num_inference_steps
+    if not 1 <= cameras <= len(cfg.cameras):
+        raise ValueError(f"cameras must be in [1, {len(cfg.cameras)}], got {cameras}")
+    p = cameras * cfg.vision.num_patches + lang
+    out = {
+        "vision": batch * vision_flops(cfg, cameras),
+        "prefix": batch * prefix_flops(cfg, p),
+        "denoise": batch * denoise_flops(cfg, p, steps, cached_conditioning),
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+# torch's counter ----------------------------------------------------------------------------------------------
+
+
+def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """torch's counter has no formula for the CPU flash kernel; with GQA keys have fewer heads than queries."""
+    b, h, lq, d = query_shape
+    lk, dv = key_shape[-2], value_shape[-1]
+    return 2 * b * h * lq * lk * d + 2 * b * h * lq * lk * dv
+
+
+def _custom_mapping() -> dict:
+    mapping = {}
+    for name in ("_scaled_dot_product_flash_attention_for_cpu",):
+        op = getattr(torch.ops.aten, name, None)
+        if op is not None:
+            mapping[op] = _sdpa_cpu_flop
+    return mapping
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs torch counts while running `fn()` (SDPA on CPU included)."""
+    with FlopCounterMode(display=False, custom_mapping=_custom_mapping()) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def count_engine_flops(engine, inputs: dict, steps: int | None = None) -> dict[str, int]:
+    """Per-stage FLOPs counted by torch on a warm engine (conditioning already cached), same keys as call_flops."""
+    steps = steps or engine.config.num_inference_steps
+    engine._conditioning(steps)  # cache first: it is not per-call work
+    with torch.no_grad():
+        prefix, state = engine.check(
+            inputs["images"],
+            inputs["img_masks"],
+            inputs["tokens"],
+            inputs["token_masks"],
+            inputs.get("state"),
+        )
+        box: dict = {}
+        out = {"vision": count_flops(lambda: box.update(enc=engine.encode(prefix)))}
+        embs, pad = box["enc"]
+        out["prefix"] = count_flops(lambda: box.update(buf=engine.prefill(embs, pad, state)))
+        out["denoise"] = count_flops(lambda: engine.denoise(box["buf"], inputs.get("noise"), steps))
+    out["total"] = sum(out.values())
+    return out

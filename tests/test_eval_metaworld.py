@@ -1,0 +1,158 @@
+"""`shallowpi eval` on Meta-World: a random tiny policy, 2 tasks x 2 episodes, well-formed eval_info.json."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shallowpi.cli import main
+from shallowpi.data.processor import ProcessorConfig, save_processor
+from shallowpi.data.tokenizer import load_tokenizer
+from shallowpi.model import PiModel, save_model
+from shallowpi.model.config import tiny
+
+# Not imported here: mujoco must not load before MUJOCO_GL is set (the eval code sets it).
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("metaworld") is None, reason="needs the sim extra")
+
+TASKS = ["reach-v3", "drawer-close-v3"]
+
+
+def save_random_metaworld_policy(path: Path, cameras=("corner4",)) -> Path:
+    """Tiny random π0.5 fed by Meta-World cameras (64 px renders, resized to the model's 56 px)."""
+    torch.manual_seed(0)
+    cfg = tiny("pi05")
+    cfg.tokenizer_max_length = 48  # the prompt (task + 4 state bins) fits
+    save_model(PiModel(cfg).eval(), path)
+    slots = cfg.cameras
+    proc = ProcessorConfig(
+        variant="pi05",
+        camera_map={f"observation.images.{cam}": slots[i] for i, cam in enumerate(cameras)},
+        cameras=slots,
+        image_size=cfg.vision.image_size,
+        chunk_size=cfg.chunk_size,
+        tokenizer_max_length=cfg.tokenizer_max_length,
+    )
+    vec = {"mean": np.zeros(4), "std": np.ones(4), "q01": -np.ones(4), "q99": np.ones(4)}
+    save_processor(path, proc, {"observation.state": vec, "action": dict(vec)}, load_tokenizer())
+    return path
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory) -> Path:
+    return save_random_metaworld_policy(tmp_path_factory.mktemp("policy") / "tiny_mw")
+
+
+def test_eval_writes_lerobot_shaped_eval_info(policy_dir: Path, tmp_path: Path) -> None:
+    out, videos = tmp_path / "eval", tmp_path / "videos"
+    argv = [
+        "eval",
+        "--policy",
+        str(policy_dir),
+        "--env",
+        "metaworld",
+        "--tasks",
+        ",".join(TASKS),
+        "--episodes-per-task",
+        "2",
+        "--seed",
+        "1000",
+        "--max-steps",
+        "20",
+        "--n-action-steps",
+        "5",
+        "--workers",
+        "1",
+        "--image-size",
+        "64",
+        "--video",
+        str(videos),
+        "--videos-per-task",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    info = json.loads((out / "eval_info.json").read_text())
+
+    assert [t["task_group"] for t in info["per_task"]] == TASKS
+    for t in info["per_task"]:
+        m = t["metrics"]
+        assert len(m["successes"]) == len(m["sum_rewards"]) == len(m["max_rewards"]) == 2
+        assert m["seeds"] == [1000, 1000] and m["config_indices"] == [0, 1]
+        assert all(isinstance(s, bool) for s in m["successes"])
+        assert all(1 <= n <= 20 for n in m["episode_lengths"])
+    for task in TASKS:
+        g = info["per_group"][task]
+        assert g["n_episodes"] == 2 and 0.0 <= g["pc_success"] <= 100.0
+    overall = info["overall"]
+    assert overall["n_episodes"] == 4 and 0.0 <= overall["pc_success"] <= 100.0
+    assert overall["seeds"] == [1000]
+    # 20 steps, 5 actions per call: at least one call per episode, at most 4
+    assert 4 <= overall["policy_calls"] <= 16
+    assert info["settings"]["max_steps"] == 20 and info["settings"]["env"] == "metaworld"
+
+    # one video per task (first episode), decodable, of the rendered size
+    assert len(overall["video_paths"]) == 2
+    import av
+
+    for p in overall["video_paths"]:
+        with av.open(p) as c:
+            frames = list(c.decode(video=0))
+        assert 1 <= len(frames) <= 20 and frames[0].height == 64
+        assert frames[0].to_ndarray(format="rgb24").mean() > 0  # not a black (broken GL) frame
+    assert not list(out.glob(".*.tmp"))  # nothing half-written left behind
+
+
+def test_eval_is_deterministic_given_the_seed(policy_dir: Path, tmp_path: Path) -> None:
+    from shallowpi.sim.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(
+        policy=str(policy_dir),
+        tasks=["reach-v3"],
+        episodes_per_task=1,
+        max_steps=8,
+        n_action_steps=4,
+        image_size=64,
+    )
+    a = evaluate(cfg, tmp_path / "a", progress=False).results[0]
+    b = evaluate(cfg, tmp_path / "b", progress=False).results[0]
+    assert (a.sum_reward, a.steps, a.success) == (b.sum_reward, b.steps, b.success)
+
+
+def test_eval_rejects_bad_arguments(policy_dir: Path, tmp_path: Path, capsys) -> None:
+    base = ["eval", "--policy", str(policy_dir), "--out", str(tmp_path), "--no-progress", "--workers", "1"]
+    assert main([*base, "--tasks", "no-such-task"]) == 2
+    assert "unknown Meta-World task" in capsys.readouterr().err
+    assert main([*base, "--tasks", "reach", "--max-steps", "501"]) == 2
+    assert "max-steps" in capsys.readouterr().err
+    assert main(["eval", "--policy", str(tmp_path / "missing"), "--no-progress"]) == 2
+    assert "policy folder not found" in capsys.readouterr().err
+    assert not (tmp_path / "eval_info.json").exists()
+
+
+def test_eval_results_do_not_depend_on_the_number_of_workers(policy_dir: Path, tmp_path: Path) -> None:
+    from shallowpi.sim.evaluate import EvalConfig, evaluate
+
+    def run(workers: int):
+        cfg = EvalConfig(
+            policy=str(policy_dir),
+            tasks=["reach-v3"],
+            episodes_per_task=2,
+            max_steps=10,
+            n_action_steps=5,
+            image_size=64,
+            workers=workers,
+            threads_per_worker=1,
+        )
+        return [
+            (r.episode, r.sum_reward, r.steps)
+            for r in evaluate(cfg, tmp_path / str(workers), progress=False).results
+        ]
+
+    assert run(2) == run(1)
