@@ -1,0 +1,476 @@
+#!/usr/bin/env python3
+"""The Meta-World study, end to end, resumable: regenerates results/metaworld.md and results/pareto.png.
+
+    python scripts/study_metaworld.py --work outputs/study                 # full size (hours on a 2-core CPU)
+    python scripts/study_metaworld.py --work outputs/study --smoke         # every stage at toy sizes, minutes
+    python scripts/study_metaworld.py --work outputs/study --stages eval,bench,report --teacher PATH
+
+Stages (each skips what is already finished; training resumes from its last checkpoint):
+  collect   MT10 scripted demonstrations, seed 0                          -> WORK/data
+  teacher   `shallowpi train --preset testbed` (18 + 18 layers)           -> WORK/train/teacher, WORK/policies/teacher
+  students  L9/L6/L4/L3 task+KD+attn; L6 task, task+KD, attention at the initial / late layer;
+            baselines L6 layer skipping (no training) and L6 from scratch (task loss, same steps)
+  eval      every policy on the held-out setups (seed 1000)               -> WORK/eval/<name>/eval_info.json
+  bench     CPU latency + FLOPs of every depth in ONE process, same inputs -> WORK/bench.json
+  report    results/metaworld.md (+ .json) and results/pareto.png (--results; --smoke: WORK/results)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STAGES = ("collect", "teacher", "students", "eval", "bench", "report")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One policy of the study: how it is made and where it goes in the tables."""
+
+    name: str
+    label: str
+    depth: int
+    kind: str  # teacher | student | ablation | skip | scratch
+    weights: str | None = None  # distillation loss weights; None: not distilled
+    attn: str | None = None  # "initial" | "late" | None (middle, the default pair)
+
+
+def variants(teacher_depth: int) -> list[Variant]:
+    kd_attn = "task=1,kd=1,attn={attn}"
+    out = [Variant("teacher", f"teacher L{teacher_depth}", teacher_depth, "teacher")]
+    out += [Variant(f"L{d}_task_kd_attn", f"L{d} task+KD+attn", d, "student", kd_attn) for d in (9, 6, 4, 3)]
+    out += [
+        Variant("L6_task", "L6 task", 6, "ablation", "task=1,kd=0,attn=0"),
+        Variant("L6_task_kd", "L6 task+KD", 6, "ablation", "task=1,kd=1,attn=0"),
+        Variant("L6_attn_initial", "L6 attn@initial", 6, "ablation", kd_attn, "initial"),
+        Variant("L6_attn_late", "L6 attn@late", 6, "ablation", kd_attn, "late"),
+        Variant("L6_skip", "L6 layer skipping (no training)", 6, "skip"),
+        Variant("L6_scratch", "L6 from scratch (task loss)", 6, "scratch"),
+    ]
+    return out
+
+
+# arguments --------------------------------------------------------------------------------------------------
+
+SMOKE = {  # every stage at toy sizes: proves the pipeline end to end in a few minutes
+    "tasks": "reach,drawer-close",
+    "demos_per_task": 2,
+    "teacher_steps": 4,
+    "teacher_batch": 4,
+    "student_steps": 2,
+    "student_batch": 4,
+    "episodes_per_task": 1,
+    "max_steps": 10,
+    "bench_iters": 20,
+    "save_every": 2,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--work", default="outputs/study", help="big outputs (data, checkpoints, evals); not in git"
+    )
+    p.add_argument("--results", default=None, help="report folder (default results/; --smoke: WORK/results)")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="toy sizes for every stage (" + ", ".join(f"{k}={v}" for k, v in SMOKE.items()) + ")",
+    )
+    p.add_argument("--teacher", default=None, help="use this teacher folder (skips the teacher stage)")
+    p.add_argument("--preset", default="testbed", help="model preset of the teacher and the scratch baseline")
+    p.add_argument("--teacher-depth", type=int, default=18)
+    p.add_argument("--tasks", default="mt10")
+    p.add_argument("--demos-per-task", type=int, default=50)
+    p.add_argument("--image-size", type=int, default=64, help="render size for demos and eval")
+    p.add_argument("--cameras", default="corner4,gripperPOV")
+    p.add_argument("--teacher-steps", type=int, default=30000)
+    p.add_argument("--teacher-batch", type=int, default=32)
+    p.add_argument("--teacher-lr", type=float, default=3e-4, help="also the scratch baseline's (same recipe)")
+    p.add_argument("--student-steps", type=int, default=5000)
+    p.add_argument("--student-batch", type=int, default=32)
+    p.add_argument("--student-lr", type=float, default=1e-4)
+    p.add_argument("--attn-weight", type=float, default=1.0, help="λ_attn of the +attn students")
+    p.add_argument("--save-every", type=int, default=1000)
+    p.add_argument("--episodes-per-task", type=int, default=50)
+    p.add_argument("--max-steps", type=int, default=200)
+    p.add_argument("--workers", type=int, default=2, help="sim worker processes (collect, eval)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for training and bench")
+    p.add_argument("--bench-iters", type=int, default=50)
+    p.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        given = {
+            a.split("=")[0].lstrip("-").replace("-", "_")
+            for a in (argv or sys.argv[1:])
+            if a.startswith("--")
+        }
+        for k, v in SMOKE.items():
+            if k not in given:
+                setattr(args, k, v)
+    args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in args.stages if s not in STAGES]
+    if bad:
+        p.error(f"unknown stage {bad[0]!r}; choose from {', '.join(STAGES)}")
+    if args.results is None:
+        args.results = str(Path(args.work) / "results") if args.smoke else str(REPO / "results")
+    return args
+
+
+# plumbing ---------------------------------------------------------------------------------------------------
+
+
+class Study:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = Path(args.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.data = self.work / "data"
+        self.policies = self.work / "policies"
+        self.log_path = self.work / "commands.log"
+        self.timings_path = self.work / "timings.json"
+        self.timings = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
+
+    def say(self, msg: str) -> None:
+        print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    def shallowpi(self, argv: list[str]) -> None:
+        """Run a `shallowpi` command in a fresh process (memory freed after, a crash isolated) and log it."""
+        cmd = "shallowpi " + shlex.join(argv)
+        self.say(cmd)
+        with open(self.log_path, "a") as f:
+            f.write(cmd + "\n")
+        env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+        subprocess.run([sys.executable, "-m", "shallowpi", *argv], check=True, env=env)
+
+    def timed(self, key: str, fn) -> None:
+        t0 = time.perf_counter()
+        fn()
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+        self.timings_path.write_text(json.dumps(self.timings, indent=2) + "\n")
+
+    @property
+    def teacher_path(self) -> Path:
+        return Path(self.args.teacher) if self.args.teacher else self.policies / "teacher"
+
+    def selected(self) -> list[Variant]:
+        vs = variants(self.args.teacher_depth)
+        if self.args.only:
+            want = {n.strip() for n in self.args.only.split(",")}
+            unknown = want - {v.name for v in vs}
+            if unknown:
+                raise SystemExit(
+                    f"--only: unknown variant(s) {sorted(unknown)}; known: {[v.name for v in vs]}"
+                )
+            vs = [v for v in vs if v.name in want or v.kind == "teacher"]
+        return vs
+
+    def policy_dir(self, v: Variant) -> Path:
+        return self.teacher_path if v.kind == "teacher" else self.policies / v.name
+
+    def threads(self) -> list[str]:
+        return ["--threads", str(self.args.threads)] if self.args.threads else []
+
+    # training with resume ------------------------------------------------------------------------------------
+
+    def train(self, name: str, argv: list[str], steps: int) -> None:
+        from shallowpi.study import pipeline as P
+
+        out = self.work / "train" / name
+        done = P.trained_step(out)
+        if done >= steps:
+            self.say(f"{name}: trained ({done} steps), skipping")
+        else:
+            resume = ["--resume"] if done > 0 else []
+            if resume:
+                self.say(f"{name}: resuming at step {done}/{steps}")
+            self.shallowpi(
+                [
+                    *argv,
+                    "--output",
+                    str(out),
+                    "--steps",
+                    str(steps),
+                    "--save-every",
+                    str(min(self.args.save_every, steps)),
+                    "--no-progress",
+                    *self.threads(),
+                    *resume,
+                ]
+            )
+        P.export_pretrained(out, self.policies / name)
+
+    def schedule(self, steps: int, lr: float) -> list[str]:
+        return [
+            "--lr",
+            f"{lr:g}",
+            "--end-lr",
+            f"{lr / 10:g}",
+            "--warmup-steps",
+            str(max(1, min(1000, steps // 10))),
+        ]
+
+    # stages ---------------------------------------------------------------------------------------------------
+
+    def collect(self) -> None:
+        a = self.args
+        if (self.data / "meta" / "info.json").is_file():
+            self.say(f"collect: {self.data} exists, skipping")
+            return
+        self.shallowpi(
+            [
+                "collect",
+                "metaworld",
+                "--tasks",
+                a.tasks,
+                "--episodes-per-task",
+                str(a.demos_per_task),
+                "--seed",
+                "0",
+                "--image-size",
+                str(a.image_size),
+                "--cameras",
+                a.cameras,
+                "--workers",
+                str(a.workers),
+                "--no-progress",
+                "--out",
+                str(self.data),
+            ]
+        )
+
+    def teacher(self) -> None:
+        a = self.args
+        if a.teacher:
+            self.say(f"teacher: using {a.teacher}, skipping training")
+            return
+        self.train(
+            "teacher",
+            [
+                "train",
+                "--preset",
+                a.preset,
+                "--depth",
+                str(a.teacher_depth),
+                "--dataset",
+                str(self.data),
+                "--batch-size",
+                str(a.teacher_batch),
+                "--seed",
+                "1000",
+                *self.schedule(a.teacher_steps, a.teacher_lr),
+            ],
+            a.teacher_steps,
+        )
+
+    def students(self) -> None:
+        from shallowpi.distill.student import default_layer_map
+        from shallowpi.study import pipeline as P
+
+        a = self.args
+        teacher = str(self.teacher_path)
+        for v in self.selected():
+            if v.kind == "teacher":
+                continue
+            if v.kind == "skip":
+                if not (self.policy_dir(v) / "model.safetensors").is_file():
+                    self.say(f"{v.name}: subsampling the teacher, no training")
+                    P.save_layer_skip_student(teacher, v.depth, self.policy_dir(v))
+                continue
+            if v.kind == "scratch":
+                self.train(
+                    v.name,
+                    [
+                        "train",
+                        "--preset",
+                        a.preset,
+                        "--depth",
+                        str(v.depth),
+                        "--dataset",
+                        str(self.data),
+                        "--batch-size",
+                        str(a.student_batch),
+                        "--seed",
+                        "1000",
+                        *self.schedule(a.student_steps, a.teacher_lr),
+                    ],
+                    a.student_steps,
+                )
+                continue
+            argv = [
+                "distill",
+                "--teacher",
+                teacher,
+                "--dataset",
+                str(self.data),
+                "--depth",
+                str(v.depth),
+                "--weights",
+                v.weights.format(attn=a.attn_weight),
+                "--batch-size",
+                str(a.student_batch),
+                "--seed",
+                "1000",
+                *self.schedule(a.student_steps, a.student_lr),
+            ]
+            if v.attn is not None:
+                layer_map = default_layer_map(a.teacher_depth, v.depth)
+                s = 0 if v.attn == "initial" else v.depth - 1
+                argv += ["--attn-layers", f"{s}:{layer_map[s]}"]
+            self.train(v.name, argv, a.student_steps)
+
+    def eval_spec(self):
+        from shallowpi.sim import metaworld_env as mw
+        from shallowpi.study import pipeline as P
+
+        a = self.args
+        return P.EvalSpec(
+            tasks=mw.resolve_tasks(a.tasks),
+            episodes_per_task=a.episodes_per_task,
+            image_size=a.image_size,
+            max_steps=a.max_steps,
+            workers=a.workers,
+            threads=a.threads,
+        )
+
+    def eval(self) -> None:
+        from shallowpi.study import pipeline as P
+
+        spec = self.eval_spec()
+        for v in self.selected():
+            path = self.policy_dir(v)
+            if not (path / "config.json").is_file():
+                self.say(f"eval: {v.name} has no policy at {path} (run its stage first), skipping")
+                continue
+            self.say(f"eval: {v.name} ({len(spec.tasks)} tasks x {spec.episodes_per_task} episodes)")
+            info = P.evaluate_policy(path, spec, self.work / "eval" / v.name, progress=False)
+            self.say(f"eval: {v.name} {info['overall']['pc_success']:.1f} %")
+
+    def bench(self) -> None:
+        from shallowpi.runtime.bench import write_json
+        from shallowpi.study import pipeline as P
+
+        # One architecture per depth: the teacher and the main students (the others share their depth).
+        names = ["teacher"] + [f"L{d}_task_kd_attn" for d in (9, 6, 4, 3)]
+        paths = [self.teacher_path if n == "teacher" else self.policies / n for n in names]
+        paths = [p for p in paths if (p / "config.json").is_file()]
+        out = self.work / "bench.json"
+        if out.is_file():
+            old = json.loads(out.read_text())
+            if (
+                old["settings"]["policies"] == [str(p) for p in paths]
+                and old["settings"]["iters"] == self.args.bench_iters
+            ):
+                self.say(f"bench: {out} is up to date, skipping")
+                return
+        if self.teacher_path.name != "teacher":  # bench names runs by folder name
+            link = self.policies / "teacher"
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(self.teacher_path.resolve())
+            paths[0] = link
+        self.say(f"bench: {', '.join(p.name for p in paths)} in one process")
+        result = P.bench_policies(
+            paths, iters=self.args.bench_iters, threads=self.args.threads, log=lambda m: self.say(m.strip())
+        )
+        write_json(result, out)
+
+    def report(self) -> None:
+        from shallowpi.sim.evaluate import write_json_atomic
+        from shallowpi.study import pipeline as P
+        from shallowpi.study import report as R
+
+        a, spec = self.args, self.eval_spec()
+        results = []
+        for v in self.selected():
+            path = self.work / "eval" / v.name / "eval_info.json"
+            if not path.is_file():
+                self.say(f"report: no eval for {v.name}; left out")
+                continue
+            info = json.loads(path.read_text())
+            results.append(
+                R.PolicyResult(
+                    v.name,
+                    v.label,
+                    v.depth,
+                    v.kind,
+                    P.success_by_task(info),
+                    info["settings"]["episodes_per_task"],
+                )
+            )
+        bench_path = self.work / "bench.json"
+        bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
+        if bench:
+            R.attach_bench(results, bench)
+        results_dir = Path(a.results)
+        png = R.plot_pareto(
+            results,
+            results_dir / "pareto.png",
+            title=f"Meta-World {a.tasks}, held-out seed {spec.seed}, CPU latency",
+            log=self.say,
+        )
+        commands = self.log_path.read_text().splitlines() if self.log_path.is_file() else []
+        env = bench["environment"] if bench else {}
+        settings = {
+            "tasks": ",".join(spec.tasks),
+            "demonstrations": f"{a.demos_per_task} per task, seed 0, {a.image_size} px, cameras {a.cameras}",
+            "teacher": a.teacher
+            or f"`shallowpi train --preset {a.preset} --depth {a.teacher_depth}`, "
+            f"{a.teacher_steps} steps x batch {a.teacher_batch}, lr {a.teacher_lr}",
+            "students": f"{a.student_steps} steps x batch {a.student_batch}, lr {a.student_lr}, "
+            f"λ_attn {a.attn_weight}; scratch baseline: same steps and batch, lr {a.teacher_lr}",
+            "eval": f"{spec.episodes_per_task} episodes per task, MT1 seed {spec.seed}, <= {spec.max_steps} steps, "
+            "whole chunk executed open-loop",
+            "bench": f"engine runtime, batch 1, {a.bench_iters} interleaved calls per model, torch "
+            f"{env.get('torch', '?')}, {env.get('torch_threads', '?')} threads, "
+            f"{env.get('cpu_count', '?')} CPUs ({env.get('platform', '?')})",
+            "stage wall times": ", ".join(f"{k} {v / 60:.1f} min" for k, v in self.timings.items()) or "–",
+            "smoke run (toy sizes, numbers meaningless)": "yes" if a.smoke else "no",
+        }
+        md = R.render_markdown(
+            "Shallow-π on Meta-World (test bed)",
+            results,
+            spec.tasks,
+            settings=settings,
+            commands=commands,
+            plot=png.name if png else None,
+            regenerate="python " + shlex.join(["scripts/study_metaworld.py", *sys.argv[1:]]),
+        )
+        out = R.write_text_atomic(md, results_dir / "metaworld.md")
+        write_json_atomic(
+            {
+                "results": [asdict(r) | {"mean": r.mean} for r in results],
+                "targets": [asdict(t) for t in R.check_targets(results)],
+                "settings": settings,
+            },
+            results_dir / "metaworld.json",
+        )
+        self.say(f"report: {out}" + (f" and {png}" if png else " (no plot)"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    study = Study(args)
+    study.say(
+        f"stages {','.join(args.stages)}; work {study.work}; results {args.results}"
+        + (" (smoke sizes)" if args.smoke else "")
+    )
+    for stage in STAGES:
+        if stage in args.stages:
+            study.say(f"== {stage} ==")
+            study.timed(stage, getattr(study, stage))
+    study.say("done")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,313 @@
+"""`shallowpi demo`: the whole Shallow-π story on a CPU in one command.
+
+    shallowpi demo                      # bundled Meta-World teacher, ~15 min on a 2-core CPU
+    shallowpi demo --quick              # CI size, about a minute
+    shallowpi demo --teacher PATH --out outputs/demo --tasks reach,drawer-close --episodes 5 --steps 400
+
+Stages: teacher -> collect demonstrations (seed 0) -> distil an L6 student (task + KD + attention) -> evaluate
+teacher and student on held-out setups (seed 1000) -> benchmark both in one process -> table + report
+(<out>/demo.md, numbers in <out>/demo_results.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass
+
+DEFAULT_TASKS = "reach,drawer-close,button-press-topdown"
+
+
+@dataclass
+class DemoSizes:
+    """Defaults sized for <= 15 min on a 2-core CPU; `quick` for CI (< 90 s)."""
+
+    tasks: str = DEFAULT_TASKS
+    demos: int = 10  # collected episodes per task
+    steps: int = 300  # distillation steps
+    batch_size: int = 16
+    episodes: int = 5  # held-out eval episodes per task and policy
+    max_steps: int = 200
+    bench_iters: int = 30
+    workers: int = 2
+    threads: int | None = None  # torch threads (None: torch's default, the core count)
+
+
+QUICK = DemoSizes(
+    tasks="reach",
+    demos=1,
+    steps=2,
+    batch_size=4,
+    episodes=1,
+    max_steps=10,
+    bench_iters=20,
+    workers=1,
+    threads=1,
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = DemoSizes()
+    p.add_argument(
+        "--teacher", default=None, help="teacher pretrained_model folder (default: the bundled one)"
+    )
+    p.add_argument("--out", default="outputs/demo", help="output folder (data, student, evals, report)")
+    p.add_argument("--quick", action="store_true", help="CI size: 1 task, 1 demo, 2 steps, 1 short episode")
+    p.add_argument("--tasks", default=None, help=f"Meta-World tasks (default {d.tasks}; mt10 for all ten)")
+    p.add_argument("--demos", type=int, default=None, help=f"demonstrations per task (default {d.demos})")
+    p.add_argument(
+        "--episodes", type=int, default=None, help=f"eval episodes per task (default {d.episodes})"
+    )
+    p.add_argument("--steps", type=int, default=None, help=f"distillation steps (default {d.steps})")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help=f"distillation batch (default {d.batch_size})"
+    )
+    p.add_argument("--max-steps", type=int, default=None, help=f"eval episode cap (default {d.max_steps})")
+    p.add_argument("--depth", type=int, default=6, help="student layers in both stacks (default 6)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak distillation learning rate")
+    p.add_argument("--workers", type=int, default=None, help="sim worker processes (default 2; --quick 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: cores; --quick 1)")
+
+
+def _sizes(args: argparse.Namespace) -> DemoSizes:
+    s = QUICK if args.quick else DemoSizes()
+    s = DemoSizes(**vars(s))
+    for name in ("tasks", "demos", "episodes", "steps", "batch_size", "max_steps", "workers", "threads"):
+        v = getattr(args, name)
+        if v is not None:
+            setattr(s, name, v)
+    for name in ("demos", "episodes", "steps", "batch_size", "max_steps", "workers"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(s, name)}")
+    return s
+
+
+class _Stages:
+    """'[i/n] name: what' lines with elapsed time, so a newcomer always sees where the demo is."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.i, self.t0 = n, 0, time.perf_counter()
+        self.t_stage = self.t0
+
+    def start(self, name: str, what: str) -> None:
+        self.i += 1
+        self.t_stage = time.perf_counter()
+        print(f"\n[{self.i}/{self.n}] {name}: {what}", flush=True)
+
+    def done(self, what: str) -> None:
+        now = time.perf_counter()
+        print(f"      {what} ({now - self.t_stage:.0f} s; {now - self.t0:.0f} s total)", flush=True)
+
+    @property
+    def total_s(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from shallowpi.sim import metaworld_env as mw
+    from shallowpi.study import pipeline as P
+
+    sizes = _sizes(args)
+    if sizes.threads is not None and sizes.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {sizes.threads}")
+    tasks = mw.resolve_tasks(sizes.tasks)
+    teacher_path = P.resolve_teacher(args.teacher)  # one clear line when missing (cli.py prints it)
+    out = Path(args.out)
+    st = _Stages(6)
+
+    st.start("teacher", str(teacher_path))
+    teacher = P.teacher_info(teacher_path)
+    if not 1 <= args.depth < teacher.depth:
+        raise ValueError(f"--depth must be in [1, {teacher.depth - 1}] (below the teacher's {teacher.depth})")
+    policies = out / "policies"
+    teacher_link = policies / "teacher"  # bench names runs by folder name
+    policies.mkdir(parents=True, exist_ok=True)
+    if teacher_link.is_symlink():
+        teacher_link.unlink()
+    elif teacher_link.exists():
+        raise ValueError(
+            f"{teacher_link} exists and is not this demo's link to the teacher; use another --out"
+        )
+    os.symlink(teacher_path.resolve(), teacher_link)
+    st.done(
+        f"{teacher.variant}, {teacher.depth} layers, cameras {','.join(teacher.cameras)}, "
+        f"{teacher.image_size} px"
+    )
+
+    data = out / "data"
+    st.start("collect", f"{sizes.demos} scripted demonstration(s) x {len(tasks)} task(s), seed 0 -> {data}")
+    from shallowpi.sim.collect import CollectConfig, collect
+
+    summary = collect(
+        CollectConfig(
+            tasks=tasks,
+            episodes_per_task=sizes.demos,
+            seed=0,
+            image_size=teacher.image_size,
+            cameras=teacher.cameras,
+            workers=min(sizes.workers, len(tasks) * sizes.demos),
+        ),
+        data,
+        overwrite=True,
+        progress=True,
+    )
+    st.done(
+        f"{summary['episodes_kept']}/{summary['episodes_attempted']} episodes kept, {summary['frames']} frames"
+    )
+
+    name = f"student_L{args.depth}"
+    train_out = out / f"{name}_train"
+    st.start(
+        "distill",
+        f"L{args.depth} student from the L{teacher.depth} teacher, task + KD + attention, "
+        f"{sizes.steps} steps x batch {sizes.batch_size}",
+    )
+    argv = [
+        "distill",
+        "--teacher",
+        str(teacher_path),
+        "--dataset",
+        str(data),
+        "--depth",
+        str(args.depth),
+        "--weights",
+        "task=1,kd=1,attn=1",
+        "--steps",
+        str(sizes.steps),
+        "--batch-size",
+        str(sizes.batch_size),
+        "--lr",
+        str(args.lr),
+        "--warmup-steps",
+        str(max(1, sizes.steps // 10)),
+        "--save-every",
+        str(sizes.steps),
+        "--num-workers",
+        "0",
+        "--output",
+        str(train_out),
+    ]
+    if sizes.threads:
+        argv += ["--threads", str(sizes.threads)]
+    if P.trained_step(train_out) >= sizes.steps:
+        print(f"      reusing {train_out} (already trained {sizes.steps} steps)")
+    else:
+        from shallowpi.cli import main as cli_main
+
+        if train_out.exists():  # a stale or partial run of this demo: start clean
+            import shutil
+
+            shutil.rmtree(train_out)
+        rc = cli_main(argv)
+        if rc:
+            return rc
+    student_path = P.export_pretrained(train_out, policies / name)
+    st.done(f"student saved in {student_path}")
+
+    spec = P.EvalSpec(
+        tasks=tasks,
+        episodes_per_task=sizes.episodes,
+        image_size=teacher.image_size,
+        max_steps=sizes.max_steps,
+        workers=sizes.workers,
+        threads=sizes.threads,
+    )
+    st.start(
+        "eval",
+        f"teacher and student, {sizes.episodes} held-out episode(s) x {len(tasks)} task(s) "
+        f"(seed {spec.seed}, <= {sizes.max_steps} steps)",
+    )
+    infos = {}
+    for label, path in (("teacher", teacher_link), (name, student_path)):
+        infos[label] = P.evaluate_policy(path, spec, out / "eval" / label)
+        print(f"      {label}: {infos[label]['overall']['pc_success']:.1f} % success", flush=True)
+    probe = P.probe_actions(
+        {"teacher": teacher_link, name: student_path}, tasks, teacher.image_size, threads=sizes.threads
+    )
+    st.done(
+        "action chunks: "
+        + "; ".join(
+            f"{k} finite={v['finite']} range [{v['min']:.2f}, {v['max']:.2f}]" for k, v in probe.items()
+        )
+    )
+
+    st.start("bench", "CPU latency of one action chunk, both models in one process, same inputs")
+    bench = P.bench_policies(
+        [teacher_link, student_path],
+        iters=sizes.bench_iters,
+        threads=sizes.threads,
+        log=lambda m: print("      " + m.strip(), flush=True),
+    )
+    st.done("done")
+
+    st.start("report", str(out / "demo.md"))
+    from shallowpi.study import report as R
+
+    results = [
+        R.PolicyResult(
+            "teacher",
+            f"teacher L{teacher.depth}",
+            teacher.depth,
+            "teacher",
+            P.success_by_task(infos["teacher"]),
+            sizes.episodes,
+        ),
+        R.PolicyResult(
+            name,
+            f"L{args.depth} task+KD+attn ({sizes.steps} steps)",
+            args.depth,
+            "student",
+            P.success_by_task(infos[name]),
+            sizes.episodes,
+        ),
+    ]
+    R.attach_bench(results, bench)
+    png = R.plot_pareto(results, out / "demo_pareto.png", title="shallowpi demo (CPU)")
+    commands = ["shallowpi " + " ".join(argv)]
+    md = R.render_markdown(
+        "shallowpi demo",
+        results,
+        tasks,
+        settings={
+            "teacher": str(teacher_path),
+            "tasks": ",".join(tasks),
+            "demonstrations per task": sizes.demos,
+            "distillation": f"{sizes.steps} steps x batch {sizes.batch_size}, lr {args.lr}",
+            "eval": f"{sizes.episodes} episodes per task, seed {spec.seed}, max {sizes.max_steps} steps",
+            "bench": f"{bench['environment']['torch_threads']} torch threads, {sizes.bench_iters} calls, "
+            f"{bench['settings']['steps']} Euler steps",
+            "wall time": f"{st.total_s:.0f} s",
+        },
+        commands=commands,
+        plot=png.name if png else None,
+        ablations=False,
+        notes=[
+            "A short demo schedule: the student's success here is not the study's number "
+            "(see results/metaworld.md for the full one)."
+        ],
+    )
+    report = R.write_text_atomic(md, out / "demo.md")
+    from dataclasses import asdict
+
+    from shallowpi.sim.evaluate import write_json_atomic
+
+    write_json_atomic(
+        {
+            "policies": [asdict(r) | {"mean": r.mean} for r in results],
+            "probe": probe,
+            "bench": bench,
+            "sizes": asdict(sizes),
+            "wall_s": st.total_s,
+        },
+        out / "demo_results.json",
+    )
+    st.done("written")
+
+    print(f"\n{'policy':<32} {'success':>8} {'latency':>10} {'speed-up':>9}")
+    for r in results:
+        print(f"{r.label:<32} {r.mean:7.1f}% {r.latency_ms:8.1f}ms {r.speedup:8.2f}x")
+    print(f"\nreport: {report}   ({st.total_s:.0f} s)")
+    return 0

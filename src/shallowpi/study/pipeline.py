@@ -1,0 +1,259 @@
+"""Steps shared by `shallowpi demo` and `scripts/study_metaworld.py`, built on the project's own APIs.
+
+Every step that produces a folder is idempotent: a finished output is detected and reused, training
+resumes from its last checkpoint, and exported policies are written to a temp folder and renamed.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+BUNDLED_TEACHER = "teacher_metaworld"  # src/shallowpi/assets/<this>: a pretrained_model folder
+HELD_OUT_SEED = 1000  # eval configurations: MT1(task, 1000); demos use seed 0
+
+
+# teacher ----------------------------------------------------------------------------------------------------
+
+
+def bundled_teacher_path() -> Path:
+    return Path(str(importlib.resources.files("shallowpi") / "assets" / BUNDLED_TEACHER))
+
+
+def resolve_teacher(path: str | Path | None) -> Path:
+    """--teacher PATH, or the teacher shipped in the package; one clear error when neither exists."""
+    if path is None:
+        p = bundled_teacher_path()
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(
+                f"no bundled teacher in this install ({p} is missing); pass --teacher PATH "
+                "(a pretrained_model folder: config.json, model.safetensors, processor files)"
+            )
+        return p
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(f"--teacher {p}: not a pretrained_model folder (no config.json)")
+    return p
+
+
+@dataclass
+class TeacherInfo:
+    path: Path
+    depth: int
+    variant: str
+    cameras: list[str]  # Meta-World camera names feeding the model's slots, in slot order
+    image_size: int  # the model's input size (demos are rendered at this size)
+
+
+def teacher_info(path: Path) -> TeacherInfo:
+    from shallowpi.data.processor import load_processor
+    from shallowpi.model.checkpoint import read_config
+    from shallowpi.sim import metaworld_env as mw
+
+    cfg = read_config(path)
+    pre, _ = load_processor(path)
+    prefix = mw.camera_key("")
+    by_slot = {slot: key for key, slot in pre.config.camera_map.items()}
+    cams = [by_slot[s].removeprefix(prefix) for s in cfg.cameras if s in by_slot]
+    bad = [c for c in cams if c not in mw.CAMERAS]
+    if not cams or bad:
+        raise ValueError(
+            f"the teacher in {path} is not a Meta-World policy: its cameras are {list(pre.config.camera_map)}"
+        )
+    return TeacherInfo(path, cfg.depth, cfg.variant, cams, cfg.vision.image_size)
+
+
+# training outputs -------------------------------------------------------------------------------------------
+
+
+def trained_step(train_out: str | Path) -> int:
+    """Step of the last complete checkpoint in a `shallowpi train/distill --output` folder (0: none)."""
+    from shallowpi.distill import checkpointing as ckpt
+
+    last = ckpt.last_checkpoint(train_out)
+    if last is None:
+        return 0
+    return int(json.loads((last / ckpt.TRAINING_STATE / "training_step.json").read_text())["step"])
+
+
+def export_pretrained(train_out: str | Path, dest: str | Path) -> Path:
+    """Copy the last checkpoint's pretrained_model to `dest` (temp + rename), a stable, small policy folder."""
+    from shallowpi.distill import checkpointing as ckpt
+
+    last = ckpt.last_checkpoint(train_out)
+    if last is None:
+        raise FileNotFoundError(f"no checkpoint in {train_out}")
+    return copy_folder(last / ckpt.PRETRAINED, dest)
+
+
+def copy_folder(src: str | Path, dest: str | Path) -> Path:
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        shutil.copytree(src, tmp / "x")
+        if dest.exists():
+            shutil.rmtree(dest)
+        (tmp / "x").rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def save_layer_skip_student(teacher: str | Path, depth: int, dest: str | Path) -> Path:
+    """The subsampled student with no training (the layer-skipping baseline), saved with the teacher's
+    processor (same stats, tokenizer, cameras)."""
+    from shallowpi.distill.student import make_student
+    from shallowpi.model import load_model, save_model
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        student = make_student(load_model(teacher, dtype="float32"), depth=depth).eval()
+        save_model(student, tmp / "x")
+        for f in Path(teacher).iterdir():  # the processor files travel unchanged
+            if f.is_file() and f.name not in ("config.json", "model.safetensors", "train_config.json"):
+                shutil.copyfile(f, tmp / "x" / f.name)
+        if dest.exists():
+            shutil.rmtree(dest)
+        (tmp / "x").rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+# evaluation -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalSpec:
+    tasks: list[str]
+    episodes_per_task: int
+    image_size: int
+    max_steps: int = 200
+    n_action_steps: int | None = None
+    workers: int = 1
+    threads: int | None = None  # torch threads per worker (None: cores / workers)
+    seed: int = HELD_OUT_SEED
+
+    def matches(self, info: dict) -> bool:
+        """True when an existing eval_info.json was produced with these settings (so it can be reused)."""
+        s = info.get("settings", {})
+        return (
+            list(s.get("tasks", [])) == list(self.tasks)
+            and s.get("episodes_per_task") == self.episodes_per_task
+            and s.get("seed") == self.seed
+            and s.get("max_steps") == self.max_steps
+            and s.get("n_action_steps") == self.n_action_steps
+            and s.get("image_size") == self.image_size
+        )
+
+
+def evaluate_policy(
+    policy: str | Path, spec: EvalSpec, out_dir: str | Path, *, progress: bool = True
+) -> dict:
+    """eval_info.json of `policy` on the held-out setups; reused when it exists with the same settings."""
+    from shallowpi.sim.evaluate import EvalConfig, evaluate
+
+    path = Path(out_dir) / "eval_info.json"
+    if path.is_file():
+        info = json.loads(path.read_text())
+        if spec.matches(info):
+            return info
+    cfg = EvalConfig(
+        policy=str(policy),
+        tasks=list(spec.tasks),
+        episodes_per_task=spec.episodes_per_task,
+        seed=spec.seed,
+        max_steps=spec.max_steps,
+        n_action_steps=spec.n_action_steps,
+        workers=spec.workers,
+        image_size=spec.image_size,
+        threads_per_worker=spec.threads,
+    )
+    return evaluate(cfg, out_dir, progress=progress).info
+
+
+def success_by_task(info: dict) -> dict[str, float]:
+    return {task: float(g["pc_success"]) for task, g in info["per_group"].items()}
+
+
+# benchmark --------------------------------------------------------------------------------------------------
+
+
+def bench_policies(
+    policies: list[str | Path], *, iters: int = 30, warmup: int = 3, threads: int | None = None, log=print
+) -> dict:
+    """CPU latency + FLOPs of several policy folders in ONE process, same inputs, calls interleaved.
+    Folder names must differ (they name the runs)."""
+    from shallowpi.runtime.bench import BenchSettings, run_bench
+
+    names = [Path(p).name for p in policies]
+    if len(set(names)) != len(names):
+        raise ValueError(f"benchmarked policy folders need distinct names, got {names}")
+    settings = BenchSettings(
+        preset=None,
+        policies=[str(p) for p in policies],
+        modes=["engine"],  # the runtime the server and eval use
+        warmup=warmup,
+        iters=iters,
+        threads=threads,
+        count_flops=False,  # analytic FLOPs suffice here; the counter is cross-checked in the bench tests
+    )
+    return run_bench(settings, log=log)
+
+
+# action probe -----------------------------------------------------------------------------------------------
+
+
+def probe_actions(
+    policies: dict[str, str | Path],
+    tasks: list[str],
+    image_size: int,
+    seed: int = HELD_OUT_SEED,
+    threads: int | None = None,
+) -> dict[str, dict]:
+    """Call each policy once on the first held-out observation of every task (the same observations for
+    all policies) and summarise the raw action chunks: finite, range, and the share the env's Box(-1, 1)
+    would clip. -> name -> {"shape", "finite", "min", "max", "clipped_fraction", "executed_min/max"}."""
+    from shallowpi.sim import metaworld_env as mw
+    from shallowpi.sim.evaluate import PretrainedPolicy
+
+    mw.setup_rendering()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    loaded = {name: PretrainedPolicy(path) for name, path in policies.items()}
+    cams = next(iter(loaded.values())).cameras
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in loaded}
+    for task in tasks:
+        env = mw.MetaWorldEnv(task, seed=seed, image_size=image_size, cameras=cams)
+        try:
+            obs = env.reset(0)
+            images, state = env.render(), env.state(obs)
+            for name, pol in loaded.items():
+                chunks[name].append(np.asarray(pol(images, state, env.instruction, 0), dtype=np.float64))
+        finally:
+            env.close()
+    out = {}
+    for name, cs in chunks.items():
+        a = np.stack(cs)  # (tasks, chunk, 4)
+        executed = np.clip(a, -1.0, 1.0)  # what the rollout sends to the env (sim/evaluate.py clips too)
+        out[name] = {
+            "shape": list(a.shape[1:]),
+            "finite": bool(np.isfinite(a).all()),
+            "min": float(np.nanmin(a)),
+            "max": float(np.nanmax(a)),
+            "clipped_fraction": float(np.mean(np.abs(a) > 1.0)),
+            "executed_min": float(np.nanmin(executed)),
+            "executed_max": float(np.nanmax(executed)),
+        }
+    return out

@@ -1,0 +1,315 @@
+"""Study results -> markdown tables (like the paper's) and a success-vs-latency Pareto plot.
+
+Input is plain data (`PolicyResult`s plus the run's settings and commands), so the same writer serves the
+full study (`scripts/study_metaworld.py`), the demo (`shallowpi demo`) and tests with synthetic numbers.
+Files are written to a temp file and renamed: a crash never leaves half a report.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Targets of issue 6 (paper: L6 within 1-2 pts of the teacher at > 2x speed).
+L6_MAX_DROP_PTS = 2.0
+L6_MIN_GAIN_OVER_SCRATCH_PTS = 5.0
+L6_MAX_LATENCY_RATIO = 0.40
+
+
+@dataclass
+class PolicyResult:
+    name: str  # stable id, e.g. "L6_task_kd_attn"
+    label: str  # table label, e.g. "L6 task+KD+attn"
+    depth: int
+    kind: str  # "teacher" | "student" | "skip" (no training) | "scratch" | "ablation"
+    success: dict[str, float] = field(default_factory=dict)  # task -> % success
+    episodes_per_task: int = 0
+    latency_ms: float | None = None  # median CPU latency of one sample_actions call
+    latency_p90_ms: float | None = None
+    flops: float | None = None  # FLOPs of one call
+    speedup: float | None = None  # teacher latency / this latency
+
+    @property
+    def mean(self) -> float:
+        vals = list(self.success.values())
+        return sum(vals) / len(vals) if vals else math.nan
+
+
+@dataclass
+class Target:
+    text: str
+    met: bool | None  # None: not measured in this run
+    detail: str
+
+
+def _fmt(x: float | None, spec: str = ".1f", none: str = "–") -> str:
+    return none if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _short(task: str) -> str:
+    return task.removesuffix("-v3")
+
+
+def by_name(results: list[PolicyResult]) -> dict[str, PolicyResult]:
+    return {r.name: r for r in results}
+
+
+def check_targets(results: list[PolicyResult]) -> list[Target]:
+    """The issue's targets, met / missed / not measured, with the numbers behind each verdict."""
+    r = by_name(results)
+    teacher, l6, scratch = r.get("teacher"), r.get("L6_task_kd_attn"), r.get("L6_scratch")
+    out = []
+    if teacher and l6 and teacher.success and l6.success:
+        drop = teacher.mean - l6.mean
+        out.append(
+            Target(
+                f"L6 within {L6_MAX_DROP_PTS:g} pts of the teacher",
+                drop <= L6_MAX_DROP_PTS,
+                f"teacher {teacher.mean:.1f} %, L6 {l6.mean:.1f} % (drop {drop:+.1f} pts)",
+            )
+        )
+    else:
+        out.append(Target(f"L6 within {L6_MAX_DROP_PTS:g} pts of the teacher", None, "not evaluated"))
+    if l6 and scratch and l6.success and scratch.success:
+        gain = l6.mean - scratch.mean
+        out.append(
+            Target(
+                f"L6 >= scratch L6 + {L6_MIN_GAIN_OVER_SCRATCH_PTS:g} pts",
+                gain >= L6_MIN_GAIN_OVER_SCRATCH_PTS,
+                f"L6 {l6.mean:.1f} %, scratch {scratch.mean:.1f} % (gain {gain:+.1f} pts)",
+            )
+        )
+    else:
+        out.append(Target(f"L6 >= scratch L6 + {L6_MIN_GAIN_OVER_SCRATCH_PTS:g} pts", None, "not evaluated"))
+    chain = [r.get(n) for n in ("L6_task", "L6_task_kd", "L6_task_kd_attn")]
+    if all(c is not None and c.success for c in chain):
+        m = [c.mean for c in chain]
+        out.append(
+            Target(
+                "task < task+KD < task+KD+attn (L6)",
+                m[0] < m[1] < m[2],
+                " < ".join(f"{x:.1f}" for x in m) + " %",
+            )
+        )
+    else:
+        out.append(Target("task < task+KD < task+KD+attn (L6)", None, "not evaluated"))
+    if teacher and l6 and teacher.latency_ms and l6.latency_ms:
+        ratio = l6.latency_ms / teacher.latency_ms
+        out.append(
+            Target(
+                f"CPU latency L6 / L{teacher.depth} <= {L6_MAX_LATENCY_RATIO:.2f}",
+                ratio <= L6_MAX_LATENCY_RATIO,
+                f"{l6.latency_ms:.1f} / {teacher.latency_ms:.1f} ms = {ratio:.3f}",
+            )
+        )
+    else:
+        out.append(Target(f"CPU latency L6 / teacher <= {L6_MAX_LATENCY_RATIO:.2f}", None, "not benchmarked"))
+    return out
+
+
+# tables -----------------------------------------------------------------------------------------------------
+
+
+def success_table(results: list[PolicyResult], tasks: list[str]) -> list[str]:
+    """Rows = policies, columns = tasks + mean (% success on the held-out setups)."""
+    head = "| policy | layers | " + " | ".join(_short(t) for t in tasks) + " | **mean** |"
+    rule = "|---|---:|" + "---:|" * len(tasks) + "---:|"
+    rows = [head, rule]
+    for r in results:
+        cells = [_fmt(r.success.get(t), ".0f") for t in tasks]
+        rows.append(f"| {r.label} | {r.depth} | " + " | ".join(cells) + f" | **{_fmt(r.mean)}** |")
+    return rows
+
+
+def efficiency_table(results: list[PolicyResult]) -> list[str]:
+    """One row per depth (students of one depth share an architecture, hence latency and FLOPs)."""
+    rows = [
+        "| policy | layers | mean success % | latency ms (median) | p90 ms | GFLOPs / call | speed-up |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        gflops = None if r.flops is None else r.flops / 1e9
+        speed = None if r.speedup is None else r.speedup
+        rows.append(
+            f"| {r.label} | {r.depth} | {_fmt(r.mean)} | {_fmt(r.latency_ms)} | {_fmt(r.latency_p90_ms)} "
+            f"| {_fmt(gflops, '.3f')} | {_fmt(speed, '.2f')}{'' if speed is None else '×'} |"
+        )
+    return rows
+
+
+def ablation_table(results: list[PolicyResult], rows_spec: list[tuple[str, str]], title: str) -> list[str]:
+    """Mean success of named variants (paper's loss / attention-layer ablations); missing ones shown as –."""
+    r = by_name(results)
+    out = [f"| {title} | L6 mean success % |", "|---|---:|"]
+    for name, label in rows_spec:
+        out.append(f"| {label} | {_fmt(r[name].mean) if name in r else '–'} |")
+    return out
+
+
+LOSS_ABLATION = [("L6_task", "task"), ("L6_task_kd", "task + KD"), ("L6_task_kd_attn", "task + KD + attn")]
+ATTN_ABLATION = [("L6_attn_initial", "initial"), ("L6_task_kd_attn", "middle"), ("L6_attn_late", "late")]
+
+
+def render_markdown(
+    title: str,
+    results: list[PolicyResult],
+    tasks: list[str],
+    *,
+    settings: dict | None = None,
+    commands: list[str] | None = None,
+    regenerate: str | None = None,
+    plot: str | None = None,
+    notes: list[str] | None = None,
+    ablations: bool = True,
+) -> str:
+    lines = [f"# {title}", ""]
+    if regenerate:
+        lines += [
+            "Regenerate everything (data, models, numbers, this file and the plot):",
+            "",
+            "```",
+            regenerate,
+            "```",
+            "",
+        ]
+    for n in notes or []:
+        lines += [n, ""]
+    eps = sorted({r.episodes_per_task for r in results if r.episodes_per_task})
+    lines += [
+        "## Success on held-out setups",
+        "",
+        f"Percent of episodes that succeed; {'/'.join(map(str, eps)) or '?'} episodes per task.",
+        "",
+    ]
+    lines += success_table(results, tasks) + [""]
+    lines += [
+        "## Latency, FLOPs, speed-up",
+        "",
+        "One `sample_actions` call (vision + prefix + all denoising steps), batch 1, all models timed in "
+        "one process on the same inputs with calls interleaved; speed-up = teacher latency / latency. "
+        "Students of one depth share an architecture, so they share its latency.",
+        "",
+    ]
+    lines += efficiency_table(results) + [""]
+    if plot:
+        lines += [f"![success vs latency]({plot})", ""]
+    if ablations:
+        lines += ["## Loss ablation (L6)", ""] + ablation_table(results, LOSS_ABLATION, "losses") + [""]
+        lines += ["## Attention-KD layer ablation (L6, task + KD + attn)", ""]
+        lines += ablation_table(results, ATTN_ABLATION, "attention layer") + [""]
+        lines += ["## Targets", ""]
+        for t in check_targets(results):
+            verdict = {True: "**met**", False: "**missed**", None: "not measured"}[t.met]
+            lines.append(f"- {t.text}: {verdict} ({t.detail})")
+        lines.append("")
+    if settings:
+        lines += ["## Settings", ""] + [f"- {k}: {v}" for k, v in settings.items()] + [""]
+    if commands:
+        lines += ["## Commands run", "", "```"] + commands + ["```", ""]
+    return "\n".join(lines)
+
+
+# files ------------------------------------------------------------------------------------------------------
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_pareto(
+    results: list[PolicyResult], path: str | Path, title: str = "", log: Callable[[str], None] = print
+) -> Path | None:
+    """Mean success vs median CPU latency; teacher + main students joined as the Pareto line. Needs the
+    `plot` extra; without matplotlib it logs why and returns None (the markdown is still written)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("pareto plot skipped: matplotlib is not installed (pip install 'shallowpi[plot]')")
+        return None
+    pts = [r for r in results if r.latency_ms is not None and not math.isnan(r.mean)]
+    if not pts:
+        log("pareto plot skipped: no policy has both a success rate and a latency")
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    style = {
+        "teacher": ("*", "tab:red"),
+        "student": ("o", "tab:blue"),
+        "ablation": ("s", "tab:gray"),
+        "skip": ("x", "tab:orange"),
+        "scratch": ("^", "tab:green"),
+    }
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    line = sorted((r for r in pts if r.kind in ("teacher", "student")), key=lambda r: r.latency_ms)
+    if len(line) > 1:
+        ax.plot(
+            [r.latency_ms for r in line], [r.mean for r in line], "-", color="tab:blue", alpha=0.5, zorder=1
+        )
+    seen = set()
+    for r in pts:
+        marker, color = style.get(r.kind, ("o", "black"))
+        ax.scatter(
+            r.latency_ms,
+            r.mean,
+            marker=marker,
+            color=color,
+            s=70,
+            zorder=2,
+            label=None if r.kind in seen else r.kind,
+        )
+        seen.add(r.kind)
+        ax.annotate(r.label, (r.latency_ms, r.mean), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_xlabel("CPU latency per action chunk, ms (median)")
+    ax.set_ylabel("mean success on held-out setups, %")
+    ax.set_ylim(-3, 103)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def attach_bench(results: list[PolicyResult], bench: dict) -> None:
+    """Copy latency / FLOPs from a `shallowpi.runtime.bench` result into results, matched by depth (all models
+    of one depth share an architecture); speed-up is against the teacher (the deepest benched model)."""
+    runs = {}
+    for run in bench["runs"]:
+        runs.setdefault(run["depth"], run)  # first mode of each depth
+    if not runs:
+        return
+    base = runs[max(runs)]["latency_ms"]["median"]
+    for r in results:
+        run = runs.get(r.depth)
+        if run is None:
+            continue
+        r.latency_ms = run["latency_ms"]["median"]
+        r.latency_p90_ms = run["latency_ms"]["p90"]
+        r.flops = float(run["flops"]["total"])
+        r.speedup = base / r.latency_ms

@@ -1,0 +1,116 @@
+"""The study's report writer from synthetic results: success / efficiency / ablation tables, targets marked
+met or missed with their numbers, the Pareto PNG when matplotlib is installed, and a bench result mapped
+onto policies by depth."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from shallowpi.study import report as R
+
+TASKS = ["reach-v3", "push-v3"]
+
+
+def _results(l6_task=60.0, l6_task_kd=70.0, l6=80.0, scratch=50.0, teacher=81.0) -> list[R.PolicyResult]:
+    def pr(name, label, depth, kind, mean, lat):
+        return R.PolicyResult(
+            name,
+            label,
+            depth,
+            kind,
+            {"reach-v3": mean + 10, "push-v3": mean - 10},
+            50,
+            latency_ms=lat,
+            latency_p90_ms=lat * 1.1,
+            flops=depth * 1e8,
+            speedup=90.0 / lat,
+        )
+
+    return [
+        pr("teacher", "teacher L18", 18, "teacher", teacher, 90.0),
+        pr("L9_task_kd_attn", "L9 task+KD+attn", 9, "student", 80.0, 50.0),
+        pr("L6_task_kd_attn", "L6 task+KD+attn", 6, "student", l6, 33.0),
+        pr("L6_task", "L6 task", 6, "ablation", l6_task, 33.0),
+        pr("L6_task_kd", "L6 task+KD", 6, "ablation", l6_task_kd, 33.0),
+        pr("L6_attn_initial", "L6 attn@initial", 6, "ablation", 75.0, 33.0),
+        pr("L6_attn_late", "L6 attn@late", 6, "ablation", 77.0, 33.0),
+        pr("L6_scratch", "L6 from scratch (task loss)", 6, "scratch", scratch, 33.0),
+    ]
+
+
+def test_markdown_has_paper_tables_and_marks_targets(tmp_path: Path) -> None:
+    md = R.render_markdown(
+        "study",
+        _results(),
+        TASKS,
+        settings={"eval": "50 episodes"},
+        commands=["shallowpi collect metaworld ..."],
+        regenerate="python scripts/study_metaworld.py",
+    )
+    assert "| policy | layers | reach | push | **mean** |" in md
+    assert "| teacher L18 | 18 | 91 | 71 | **81.0** |" in md  # per task and mean
+    assert "| L6 task+KD+attn | 6 | 80.0 | 33.0 | 36.3 | 0.600 | 2.73× |" in md  # latency, FLOPs, speed-up
+    assert "| task + KD + attn | 80.0 |" in md and "| task | 60.0 |" in md  # loss ablation
+    assert "| initial | 75.0 |" in md and "| middle | 80.0 |" in md and "| late | 77.0 |" in md
+    assert "- L6 within 2 pts of the teacher: **met** (teacher 81.0 %, L6 80.0 % (drop +1.0 pts))" in md
+    assert "- L6 >= scratch L6 + 5 pts: **met**" in md
+    assert "- task < task+KD < task+KD+attn (L6): **met** (60.0 < 70.0 < 80.0 %)" in md
+    assert "- CPU latency L6 / L18 <= 0.40: **met** (33.0 / 90.0 ms = 0.367)" in md
+    assert "python scripts/study_metaworld.py" in md and "shallowpi collect metaworld ..." in md
+
+
+def test_missed_and_unmeasured_targets_are_reported_honestly() -> None:
+    res = _results(l6_task=75.0, l6_task_kd=70.0, l6=70.0, scratch=68.0)
+    verdicts = {t.text: t.met for t in R.check_targets(res)}
+    assert verdicts["L6 within 2 pts of the teacher"] is False
+    assert verdicts["L6 >= scratch L6 + 5 pts"] is False
+    assert verdicts["task < task+KD < task+KD+attn (L6)"] is False
+    only_teacher = [r for r in res if r.name == "teacher"]
+    md = R.render_markdown("study", only_teacher, TASKS)
+    assert md.count("not measured") == 4
+    assert "| task + KD | – |" in md  # missing variants shown as dashes, not invented
+
+
+def test_attach_bench_maps_latency_by_depth() -> None:
+    res = [
+        R.PolicyResult("teacher", "t", 18, "teacher"),
+        R.PolicyResult("L6_task", "a", 6, "ablation"),
+        R.PolicyResult("L4_task_kd_attn", "s", 4, "student"),
+    ]
+    bench = {
+        "runs": [
+            {"depth": 18, "latency_ms": {"median": 60.0, "p90": 70.0}, "flops": {"total": 6e8}},
+            {"depth": 6, "latency_ms": {"median": 20.0, "p90": 25.0}, "flops": {"total": 2e8}},
+        ]
+    }
+    R.attach_bench(res, bench)
+    assert (res[1].latency_ms, res[1].flops, res[1].speedup) == (20.0, 2e8, 3.0)
+    assert res[0].speedup == 1.0
+    assert res[2].latency_ms is None  # not benchmarked: left empty, not guessed
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs the plot extra")
+def test_pareto_png_written(tmp_path: Path) -> None:
+    path = R.plot_pareto(_results(), tmp_path / "sub" / "pareto.png", title="t")
+    assert path == tmp_path / "sub" / "pareto.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_pareto_without_matplotlib_logs_and_skips(tmp_path: Path, monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *a, **k):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    logs: list[str] = []
+    assert R.plot_pareto(_results(), tmp_path / "p.png", log=logs.append) is None
+    assert not (tmp_path / "p.png").exists() and "matplotlib is not installed" in logs[0]
