@@ -31,21 +31,32 @@ def synthetic(root: Path, size: int, episodes: int = 20, length: int = 100) -> P
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size]
     cams = {"observation.images.corner4": (size, size), "observation.images.gripperPOV": (size, size)}
-    with LeRobotDatasetWriter(root, fps=80, cameras=cams, state_names=list("abcd"), action_names=list("abcd")) as w:
+    with LeRobotDatasetWriter(
+        root, fps=80, cameras=cams, state_names=list("abcd"), action_names=list("abcd")
+    ) as w:
         for e in range(episodes):
             t = np.arange(length)[:, None, None]
-            base = (np.sin((xx[None] + 2 * t) / 9.0) * np.cos((yy[None] - t) / 7.0) * 100 + 128)  # moving texture
+            base = (
+                np.sin((xx[None] + 2 * t) / 9.0) * np.cos((yy[None] - t) / 7.0) * 100 + 128
+            )  # moving texture
             frames = np.repeat(base[..., None], 3, axis=-1) + rng.normal(0, 4, (length, size, size, 3))
             frames = frames.clip(0, 255).astype(np.uint8)
-            w.add_episode({k: frames for k in cams}, rng.normal(size=(length, 4)), rng.uniform(-1, 1, (length, 4)),
-                          task=f"task {e % 4}")
+            w.add_episode(
+                {k: frames for k in cams},
+                rng.normal(size=(length, 4)),
+                rng.uniform(-1, 1, (length, 4)),
+                task=f"task {e % 4}",
+            )
     return root
 
 
 def measure(ds: LeRobotDataset, workers: int, samples: int, batch: int = 8) -> float:
-    sampler = torch.utils.data.RandomSampler(ds, num_samples=samples, generator=torch.Generator().manual_seed(0))
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers,
-                                         persistent_workers=False)
+    sampler = torch.utils.data.RandomSampler(
+        ds, num_samples=samples, generator=torch.Generator().manual_seed(0)
+    )
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch, sampler=sampler, num_workers=workers, persistent_workers=False
+    )
     it = iter(loader)
     next(it)  # worker start-up and first container opens are not steady state
     t0, n = time.perf_counter(), 0
@@ -68,9 +79,15 @@ def main() -> None:
         results = {str(w): round(max(measure(ds, w, a.samples) for _ in range(2)), 1) for w in (1, 2)}
         report = {
             "benchmark": "data_throughput",
-            "dataset": str(a.dataset) if a.dataset else f"synthetic {a.image_size}px, 2 H.264 cameras, 2000 frames",
-            "cameras": ds.camera_keys, "image_size": a.image_size, "batch_size": 8, "chunk_size": 50,
-            "samples": a.samples, "order": "random (seeded)",
+            "dataset": str(a.dataset)
+            if a.dataset
+            else f"synthetic {a.image_size}px, 2 H.264 cameras, 2000 frames",
+            "cameras": ds.camera_keys,
+            "image_size": a.image_size,
+            "batch_size": 8,
+            "chunk_size": 50,
+            "samples": a.samples,
+            "order": "random (seeded)",
             "samples_per_s_by_workers": results,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
         }

@@ -76,7 +76,10 @@ def make_policy(spec: str, num_steps: int | None, workdir: Path):
 def run_level(url: str, clients: int, requests: int, image_size: int) -> dict:
     ctx = mp.get_context("spawn")  # no fork of a process that runs server threads
     barrier, queue = ctx.Barrier(clients), ctx.Queue()
-    procs = [ctx.Process(target=client, args=(url, requests, image_size, i, barrier, queue)) for i in range(clients)]
+    procs = [
+        ctx.Process(target=client, args=(url, requests, image_size, i, barrier, queue))
+        for i in range(clients)
+    ]
     for p in procs:
         p.start()
     results = [queue.get(timeout=900) for _ in procs]
@@ -96,12 +99,16 @@ def run_level(url: str, clients: int, requests: int, image_size: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policy", action="append", help="dummy | tiny | PATH (repeatable; default: dummy and tiny)")
+    p.add_argument(
+        "--policy", action="append", help="dummy | tiny | PATH (repeatable; default: dummy and tiny)"
+    )
     p.add_argument("--clients", default="1,4,16", help="comma-separated client counts")
     p.add_argument("--requests", type=int, default=50, help="timed requests per client")
     p.add_argument("--image-size", type=int, default=224, help="side of the square images the clients send")
     p.add_argument("--num-steps", type=int, default=2, help="Euler steps for model policies")
-    p.add_argument("--torch-threads", type=int, default=None, help="torch threads of the server (default: torch's)")
+    p.add_argument(
+        "--torch-threads", type=int, default=None, help="torch threads of the server (default: torch's)"
+    )
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "serve_load.json"))
     args = p.parse_args(argv)
 
@@ -115,9 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {
         "benchmark": "serve_load",
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    # other work on the machine skews every number; record how busy it was
-                    "loadavg_1min_at_start": os.getloadavg()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            # other work on the machine skews every number; record how busy it was
+            "loadavg_1min_at_start": os.getloadavg()[0],
+        },
         "torch_threads": torch.get_num_threads(),
         "requests_per_client": args.requests,
         "image_size": args.image_size,

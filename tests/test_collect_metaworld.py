@@ -33,9 +33,24 @@ def _args(*argv: str) -> argparse.Namespace:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mw") / "demo"
-    args = _args("metaworld", "--tasks", ",".join(TASKS), "--episodes-per-task", "2", "--seed", "0",
-                 "--image-size", "64", "--cameras", "corner4,gripperPOV", "--workers", "2", "--no-progress",
-                 "--out", str(out))
+    args = _args(
+        "metaworld",
+        "--tasks",
+        ",".join(TASKS),
+        "--episodes-per-task",
+        "2",
+        "--seed",
+        "0",
+        "--image-size",
+        "64",
+        "--cameras",
+        "corner4,gripperPOV",
+        "--workers",
+        "2",
+        "--no-progress",
+        "--out",
+        str(out),
+    )
     assert collect_cmd.run(args) == 0
     return out
 
@@ -73,12 +88,17 @@ def test_layout_follows_lerobot_schema(dataset):
         assert set(cam) == set(ref_cam) and set(cam["info"]) == set(ref_cam["info"])
         for k in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
             assert info["features"][k] == ref["features"][k]
-        ref_cols = {c.replace("front", "corner4") for c in
-                    pq.read_schema(REF / "meta/episodes/chunk-000/file-000.parquet").names
-                    if "wrist" not in c and not c.startswith("stats/")}
+        ref_cols = {
+            c.replace("front", "corner4")
+            for c in pq.read_schema(REF / "meta/episodes/chunk-000/file-000.parquet").names
+            if "wrist" not in c and not c.startswith("stats/")
+        }
         cols = set(pq.read_schema(dataset / "meta/episodes/chunk-000/file-000.parquet").names)
         assert ref_cols <= cols
-        assert pq.read_schema(dataset / "meta/tasks.parquet").names == pq.read_schema(REF / "meta/tasks.parquet").names
+        assert (
+            pq.read_schema(dataset / "meta/tasks.parquet").names
+            == pq.read_schema(REF / "meta/tasks.parquet").names
+        )
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 4
     assert info["features"]["observation.images.corner4"]["info"]["video.codec"] == "h264"
     assert (dataset / "videos/observation.images.gripperPOV/chunk-000/file-000.mp4").is_file()

@@ -32,11 +32,17 @@ def expected() -> dict:
 def test_reference_v3_matches_lerobot(expected):
     ds = LeRobotDataset(REF, chunk_size=5)
     assert len(ds) == 60 and ds.num_episodes == 3
-    tol = 8  # u8 units at quadrant centres vs the written values (lossy AV1), as expected_values.json suggests
+    tol = (
+        8  # u8 units at quadrant centres vs the written values (lossy AV1), as expected_values.json suggests
+    )
     locs = expected["pixel_locations_(row,col)"]
     for s in expected["samples"]:
         x = ds[s["index"]]
-        assert (x["episode_index"], x["frame_index"], x["index"]) == (s["episode_index"], s["frame_index"], s["index"])
+        assert (x["episode_index"], x["frame_index"], x["index"]) == (
+            s["episode_index"],
+            s["frame_index"],
+            s["index"],
+        )
         assert x["task"] == s["task"]
         assert x["timestamp"] == pytest.approx(s["timestamp"])
         assert x["state"].tolist() == s["observation.state"]  # bit-exact
@@ -47,7 +53,9 @@ def test_reference_v3_matches_lerobot(expected):
             for name, (r, c) in locs.items():
                 got = np.array(img[:, r, c].tolist())
                 assert np.abs(got - quads[name]["written_u8_rgb"]).max() <= tol, (cam, name)
-                assert np.abs(got - quads[name]["decoded_u8_rgb"]).max() <= 1  # same decoder output as LeRobot
+                assert (
+                    np.abs(got - quads[name]["decoded_u8_rgb"]).max() <= 1
+                )  # same decoder output as LeRobot
             # The synthetic content names its own episode and frame: the right frame was decoded.
             mean = img.float().mean(0)
             assert round((mean[16, 16].item() - 30) / 80) == s["episode_index"]
@@ -81,7 +89,9 @@ def test_dataloader_workers_give_the_same_samples():
     batch = next(iter(loader))
     for j in range(6):
         direct = ds[j]
-        assert torch.equal(batch["images"]["observation.images.front"][j], direct["images"]["observation.images.front"])
+        assert torch.equal(
+            batch["images"]["observation.images.front"][j], direct["images"]["observation.images.front"]
+        )
         assert torch.equal(batch["actions"][j], direct["actions"])
     # Random order access is deterministic (seek path) and equals sequential access.
     a = [ds[i]["images"]["observation.images.wrist"] for i in (50, 3, 31, 3)]
@@ -101,36 +111,65 @@ def write_v21(root: Path, lengths=(6, 9), fps=10) -> None:
     """A LeRobot v2.1 dataset: one parquet + one mp4 per episode, a PNG-in-parquet camera, jsonl meta."""
     (root / "meta").mkdir(parents=True)
     feats = {
-        "observation.images.top": {"dtype": "video", "shape": [32, 48, 3], "names": ["height", "width", "channels"]},
-        "observation.images.hand": {"dtype": "image", "shape": [32, 48, 3], "names": ["height", "width", "channels"]},
+        "observation.images.top": {
+            "dtype": "video",
+            "shape": [32, 48, 3],
+            "names": ["height", "width", "channels"],
+        },
+        "observation.images.hand": {
+            "dtype": "image",
+            "shape": [32, 48, 3],
+            "names": ["height", "width", "channels"],
+        },
         "observation.state": {"dtype": "float32", "shape": [3], "names": None},
         "action": {"dtype": "float32", "shape": [2], "names": None},
-        **{k: {"dtype": "int64", "shape": [1], "names": None} for k in ("frame_index", "episode_index", "index", "task_index")},
+        **{
+            k: {"dtype": "int64", "shape": [1], "names": None}
+            for k in ("frame_index", "episode_index", "index", "task_index")
+        },
         "timestamp": {"dtype": "float32", "shape": [1], "names": None},
     }
-    info = {"codebase_version": "v2.1", "fps": fps, "chunks_size": 1000, "total_episodes": len(lengths),
-            "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
-            "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
-            "features": feats}
+    info = {
+        "codebase_version": "v2.1",
+        "fps": fps,
+        "chunks_size": 1000,
+        "total_episodes": len(lengths),
+        "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+        "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
+        "features": feats,
+    }
     (root / "meta/info.json").write_text(json.dumps(info))
-    (root / "meta/tasks.jsonl").write_text('{"task_index": 0, "task": "stack the cups"}\n'
-                                           '{"task_index": 1, "task": "wipe the table"}\n')
-    (root / "meta/episodes.jsonl").write_text("".join(
-        json.dumps({"episode_index": e, "tasks": ["stack the cups" if e == 0 else "wipe the table"], "length": n}) + "\n"
-        for e, n in enumerate(lengths)))
+    (root / "meta/tasks.jsonl").write_text(
+        '{"task_index": 0, "task": "stack the cups"}\n{"task_index": 1, "task": "wipe the table"}\n'
+    )
+    (root / "meta/episodes.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {"episode_index": e, "tasks": ["stack the cups" if e == 0 else "wipe the table"], "length": n}
+            )
+            + "\n"
+            for e, n in enumerate(lengths)
+        )
+    )
     stats_lines, index = [], 0
     for e, n in enumerate(lengths):
         k = np.arange(n)
         state = np.stack([k + 100.0 * e, -k, np.full(n, e)], 1).astype(np.float32)
         action = np.stack([k * 0.5, k + e], 1).astype(np.float32)
-        table = pa.table({
-            "observation.images.hand": pa.array([{"bytes": encode_png(_frame(e, i, 1)), "path": None} for i in k]),
-            "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(state.reshape(-1)), 3),
-            "action": pa.FixedSizeListArray.from_arrays(pa.array(action.reshape(-1)), 2),
-            "timestamp": pa.array((k / fps).astype(np.float32)),
-            "frame_index": pa.array(k), "episode_index": pa.array(np.full(n, e)),
-            "index": pa.array(index + k), "task_index": pa.array(np.full(n, e)),
-        })
+        table = pa.table(
+            {
+                "observation.images.hand": pa.array(
+                    [{"bytes": encode_png(_frame(e, i, 1)), "path": None} for i in k]
+                ),
+                "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(state.reshape(-1)), 3),
+                "action": pa.FixedSizeListArray.from_arrays(pa.array(action.reshape(-1)), 2),
+                "timestamp": pa.array((k / fps).astype(np.float32)),
+                "frame_index": pa.array(k),
+                "episode_index": pa.array(np.full(n, e)),
+                "index": pa.array(index + k),
+                "task_index": pa.array(np.full(n, e)),
+            }
+        )
         index += n
         path = root / f"data/chunk-000/episode_{e:06d}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,10 +187,22 @@ def write_v21(root: Path, lengths=(6, 9), fps=10) -> None:
                     c.mux(p)
             for p in s.encode(None):
                 c.mux(p)
-        st = {"observation.state": {"min": state.min(0).tolist(), "max": state.max(0).tolist(),
-                                    "mean": state.mean(0).tolist(), "std": state.std(0).tolist(), "count": [n]},
-              "action": {"min": action.min(0).tolist(), "max": action.max(0).tolist(),
-                         "mean": action.mean(0).tolist(), "std": action.std(0).tolist(), "count": [n]}}
+        st = {
+            "observation.state": {
+                "min": state.min(0).tolist(),
+                "max": state.max(0).tolist(),
+                "mean": state.mean(0).tolist(),
+                "std": state.std(0).tolist(),
+                "count": [n],
+            },
+            "action": {
+                "min": action.min(0).tolist(),
+                "max": action.max(0).tolist(),
+                "mean": action.mean(0).tolist(),
+                "std": action.std(0).tolist(),
+                "count": [n],
+            },
+        }
         stats_lines.append(json.dumps({"episode_index": e, "stats": st}))
     (root / "meta/episodes_stats.jsonl").write_text("\n".join(stats_lines) + "\n")
 

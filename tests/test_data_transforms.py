@@ -23,7 +23,11 @@ from shallowpi.data.prompt import discretize_state, pi0_prompt, pi05_prompt
 from shallowpi.data.tokenizer import load_tokenizer
 
 S, A, CHUNK = 4, 3, 5
-SLOTS = ("observation.images.base_0_rgb", "observation.images.left_wrist_0_rgb", "observation.images.right_wrist_0_rgb")
+SLOTS = (
+    "observation.images.base_0_rgb",
+    "observation.images.left_wrist_0_rgb",
+    "observation.images.right_wrist_0_rgb",
+)
 
 
 def make_stats() -> dict:
@@ -32,25 +36,47 @@ def make_stats() -> dict:
     ac = rng.normal(size=(500, A)) * 0.3
     out = {}
     for key, x in (("observation.state", st), ("action", ac)):
-        out[key] = {"mean": x.mean(0), "std": x.std(0), "q01": np.quantile(x, 0.01, 0), "q99": np.quantile(x, 0.99, 0),
-                    "min": x.min(0), "max": x.max(0), "count": np.array([500])}
+        out[key] = {
+            "mean": x.mean(0),
+            "std": x.std(0),
+            "q01": np.quantile(x, 0.01, 0),
+            "q99": np.quantile(x, 0.99, 0),
+            "min": x.min(0),
+            "max": x.max(0),
+            "count": np.array([500]),
+        }
     return out
 
 
 def make_sample(seed=0, hwc_numpy=False) -> dict:
     g = torch.Generator().manual_seed(seed)
-    imgs = {"front": torch.randint(0, 256, (3, 40, 60), generator=g, dtype=torch.uint8),
-            "wrist": torch.randint(0, 256, (3, 48, 48), generator=g, dtype=torch.uint8)}
+    imgs = {
+        "front": torch.randint(0, 256, (3, 40, 60), generator=g, dtype=torch.uint8),
+        "wrist": torch.randint(0, 256, (3, 48, 48), generator=g, dtype=torch.uint8),
+    }
     if hwc_numpy:
         imgs = {k: v.permute(1, 2, 0).numpy() for k, v in imgs.items()}
-    return {"images": imgs, "state": torch.randn(S, generator=g), "actions": torch.randn(CHUNK, A, generator=g) * 0.3,
-            "action_is_pad": torch.tensor([False, False, False, True, True]), "task": "pick_up the cube",
-            "episode_index": 0, "frame_index": 3, "index": 3}
+    return {
+        "images": imgs,
+        "state": torch.randn(S, generator=g),
+        "actions": torch.randn(CHUNK, A, generator=g) * 0.3,
+        "action_is_pad": torch.tensor([False, False, False, True, True]),
+        "task": "pick_up the cube",
+        "episode_index": 0,
+        "frame_index": 3,
+        "index": 3,
+    }
 
 
 def make_config(variant="pi05", **kw) -> ProcessorConfig:
-    return ProcessorConfig(variant=variant, camera_map={"front": SLOTS[0], "wrist": SLOTS[1]}, wrist_cameras=("wrist",),
-                           image_size=32, chunk_size=CHUNK, **kw)
+    return ProcessorConfig(
+        variant=variant,
+        camera_map={"front": SLOTS[0], "wrist": SLOTS[1]},
+        wrist_cameras=("wrist",),
+        image_size=32,
+        chunk_size=CHUNK,
+        **kw,
+    )
 
 
 # ------------------------------------------------------------------------------------- normalisation
@@ -216,9 +242,14 @@ def test_save_and_load_processor_roundtrip(tmp_path):
     cfg, stats, tok = make_config("pi05"), make_stats(), load_tokenizer()
     save_processor(tmp_path, cfg, stats, tok)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["policy_postprocessor.json", "policy_postprocessor_step_0_unnormalizer_processor.safetensors",
-                     "policy_preprocessor.json", "policy_preprocessor_step_2_normalizer_processor.safetensors",
-                     "shallowpi_processor.json", "tokenizer.model"]  # no temp files left
+    assert names == [
+        "policy_postprocessor.json",
+        "policy_postprocessor_step_0_unnormalizer_processor.safetensors",
+        "policy_preprocessor.json",
+        "policy_preprocessor_step_2_normalizer_processor.safetensors",
+        "shallowpi_processor.json",
+        "tokenizer.model",
+    ]  # no temp files left
     flat = load_file(str(tmp_path / "policy_preprocessor_step_2_normalizer_processor.safetensors"))
     assert {"observation.state.mean", "observation.state.q01", "action.q99", "action.std"} <= set(flat)
     steps = json.loads((tmp_path / "policy_preprocessor.json").read_text())["steps"]

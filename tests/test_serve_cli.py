@@ -51,7 +51,9 @@ def test_serve_command_end_to_end(tmp_path):
             ws.send(msgpack_numpy.packb(obs))
             reply = msgpack_numpy.unpackb(ws.recv(timeout=60))
         assert metadata["num_steps"] == 2 and metadata["policy"] == "tiny"
-        direct = PiPolicy.from_pretrained(policy_dir, device="cpu", num_steps=2, default_prompt="pick up the bowl")
+        direct = PiPolicy.from_pretrained(
+            policy_dir, device="cpu", num_steps=2, default_prompt="pick up the bowl"
+        )
         np.testing.assert_allclose(reply["actions"], direct.infer(obs)["actions"], rtol=0, atol=1e-6)
 
         proc.send_signal(signal.SIGTERM)

@@ -25,7 +25,12 @@ def run_client(url: str, client_id: int) -> int:
         ws.recv(timeout=TIMEOUT)  # metadata
         for i in range(REQUESTS):
             state = np.full(8, client_id * 1000 + i, np.float32)
-            obs = {"observation/image": img, "observation/wrist_image": img, "observation/state": state, "prompt": "go"}
+            obs = {
+                "observation/image": img,
+                "observation/wrist_image": img,
+                "observation/state": state,
+                "prompt": "go",
+            }
             ws.send(msgpack_numpy.packb(obs))
             reply = ws.recv(timeout=TIMEOUT)
             assert isinstance(reply, bytes), reply

@@ -38,7 +38,10 @@ def test_wire_format_is_openpis():
 
     # And a frame built by hand the way openpi's Packer builds it decodes to the same objects.
     frame = msgpack.packb(
-        {"img": {b"__ndarray__": True, b"data": arr.tobytes(), b"dtype": "<f4", b"shape": (2, 3)}, "prompt": "go"}
+        {
+            "img": {b"__ndarray__": True, b"data": arr.tobytes(), b"dtype": "<f4", b"shape": (2, 3)},
+            "prompt": "go",
+        }
     )
     obs = msgpack_numpy.unpackb(frame)
     np.testing.assert_array_equal(obs["img"], arr)
@@ -51,7 +54,9 @@ def test_numpy_scalars_round_trip():
     assert out == [1.25, -3, True]
 
 
-@pytest.mark.parametrize("bad", [np.zeros(2, np.complex64), np.array([object()]), np.zeros(2, "V4"), np.complex128(1j)])
+@pytest.mark.parametrize(
+    "bad", [np.zeros(2, np.complex64), np.array([object()]), np.zeros(2, "V4"), np.complex128(1j)]
+)
 def test_object_void_complex_refused_when_packing(bad):
     with pytest.raises(ValueError, match="unsupported dtype"):
         msgpack_numpy.packb({"x": bad})

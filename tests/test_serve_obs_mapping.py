@@ -9,7 +9,11 @@ import pytest
 
 from shallowpi.runtime.obs_mapping import PRESETS, ObservationError, get_mapping
 
-CAMS = ("observation.images.base_0_rgb", "observation.images.left_wrist_0_rgb", "observation.images.right_wrist_0_rgb")
+CAMS = (
+    "observation.images.base_0_rgb",
+    "observation.images.left_wrist_0_rgb",
+    "observation.images.right_wrist_0_rgb",
+)
 
 
 def libero_obs(**over):
@@ -37,7 +41,8 @@ def test_libero_preset_fills_slots_in_order_and_leaves_right_wrist_out():
 def test_chw_and_float_images_are_accepted_like_openpi():
     img = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     s = PRESETS["libero"].extract(
-        libero_obs(**{"observation/image": img.transpose(2, 0, 1), "observation/wrist_image": img / 255.0}), CAMS
+        libero_obs(**{"observation/image": img.transpose(2, 0, 1), "observation/wrist_image": img / 255.0}),
+        CAMS,
     )
     np.testing.assert_array_equal(s["images"][CAMS[0]], img)
     np.testing.assert_array_equal(s["images"][CAMS[1]], img)
@@ -77,7 +82,9 @@ def test_default_prompt_used_only_when_prompt_absent():
     obs = libero_obs()
     del obs["prompt"]
     assert PRESETS["libero"].extract(obs, CAMS, default_prompt="be careful")["task"] == "be careful"
-    assert PRESETS["libero"].extract(libero_obs(), CAMS, default_prompt="ignored")["task"] == "pick up the bowl"
+    assert (
+        PRESETS["libero"].extract(libero_obs(), CAMS, default_prompt="ignored")["task"] == "pick up the bowl"
+    )
     with pytest.raises(ObservationError, match="'prompt'"):
         PRESETS["libero"].extract(obs, CAMS)
 
@@ -88,13 +95,21 @@ def test_default_prompt_used_only_when_prompt_absent():
         ({}, "observation/wrist_image", "missing observation key 'observation/wrist_image'"),
         ({}, "observation/state", "missing observation key 'observation/state'"),
         ({"observation/image": np.zeros((224, 224), np.uint8)}, None, r"'observation/image' must have shape"),
-        ({"observation/image": np.zeros((224, 224, 3), np.int32)}, None, r"'observation/image' must be uint8"),
+        (
+            {"observation/image": np.zeros((224, 224, 3), np.int32)},
+            None,
+            r"'observation/image' must be uint8",
+        ),
         ({"observation/image": np.full((8, 8, 3), 2.0)}, None, r"'observation/image' must be in \[0, 1\]"),
         ({"observation/image": np.full((8, 8, 3), np.nan)}, None, r"'observation/image' contains non-finite"),
         ({"observation/image": "not an image"}, None, "must be a numpy image array"),
         ({"observation/state": np.array([0.0, np.inf])}, None, r"'observation/state' contains non-finite"),
         ({"observation/state": np.zeros((2, 4))}, None, r"'observation/state' must be 1-D"),
-        ({"observation/state": np.array(["a", "b"])}, None, r"'observation/state' must be a float or integer"),
+        (
+            {"observation/state": np.array(["a", "b"])},
+            None,
+            r"'observation/state' must be a float or integer",
+        ),
         ({"prompt": 3}, None, "'prompt' must be a string"),
     ],
 )
@@ -114,7 +129,10 @@ def test_custom_json_mapping(tmp_path):
     }))  # fmt: skip
     m = get_mapping(str(path))
     img = np.zeros((10, 10, 3), np.uint8)
-    s = m.extract({"front": img, "cams": {"wrist": img}, "joints": np.zeros(3), "gripper": 1.0, "instruction": "go"}, CAMS)
+    s = m.extract(
+        {"front": img, "cams": {"wrist": img}, "joints": np.zeros(3), "gripper": 1.0, "instruction": "go"},
+        CAMS,
+    )
     assert list(s["images"]) == [CAMS[0], CAMS[2]] and s["state"].shape == (4,) and s["task"] == "go"
     with pytest.raises(ValueError, match="unknown observation mapping"):
         get_mapping("no_such_preset")

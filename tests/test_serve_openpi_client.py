@@ -72,7 +72,15 @@ def client_python() -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, timeout=INSTALL_TIMEOUT)
         subprocess.run(
-            [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", *CLIENT_DEPS],
+            [
+                str(tmp / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                *CLIENT_DEPS,
+            ],
             check=True,
             timeout=INSTALL_TIMEOUT,
         )
@@ -89,7 +97,11 @@ def run_client(port: int, observations: list[dict], drop_for_error: str, tmp_pat
     out.mkdir()
     array_keys = [k for k, v in observations[0].items() if isinstance(v, np.ndarray)]
     np.savez(inp / "obs.npz", **{f"{i}/{k}": o[k] for i, o in enumerate(observations) for k in array_keys})
-    spec = {"array_keys": array_keys, "prompts": [o["prompt"] for o in observations], "drop_for_error": drop_for_error}
+    spec = {
+        "array_keys": array_keys,
+        "prompts": [o["prompt"] for o in observations],
+        "drop_for_error": drop_for_error,
+    }
     (inp / "spec.json").write_text(json.dumps(spec))
     (tmp_path / "client.py").write_text(CLIENT_SCRIPT)
     proc = subprocess.run(

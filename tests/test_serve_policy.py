@@ -57,7 +57,13 @@ def test_wrong_state_size_names_the_key(policy):
 
 def test_metadata_describes_the_model(policy):
     m = policy.metadata
-    assert (m["variant"], m["action_chunk"], m["action_dim"], m["state_dim"], m["num_steps"]) == ("pi05", 10, 7, 8, 2)
+    assert (m["variant"], m["action_chunk"], m["action_dim"], m["state_dim"], m["num_steps"]) == (
+        "pi05",
+        10,
+        7,
+        8,
+        2,
+    )
     assert m["obs_mapping"]["images"] == {
         "observation.images.image": "observation/image",
         "observation.images.wrist_image": "observation/wrist_image",

@@ -94,17 +94,32 @@ def _obs_with(**over) -> dict:
 BAD_REQUESTS = {
     "malformed msgpack": (b"\xc1\x00\x01", "malformed msgpack frame"),
     "truncated array": (
-        msgpack.packb({"observation/image": {b"__ndarray__": True, b"data": b"\x00" * 5, b"dtype": "|u1", b"shape": [224, 224, 3]}}),
+        msgpack.packb(
+            {
+                "observation/image": {
+                    b"__ndarray__": True,
+                    b"data": b"\x00" * 5,
+                    b"dtype": "|u1",
+                    b"shape": [224, 224, 3],
+                }
+            }
+        ),
         "bytes of data",
     ),
     "text frame": ("hello", "expected a binary msgpack frame"),
     "not a map": (msgpack.packb([1, 2, 3]), "must be a msgpack map"),
-    "missing key": (msgpack_numpy.packb(_obs_with(**{"observation/state": None})), "missing observation key 'observation/state'"),
+    "missing key": (
+        msgpack_numpy.packb(_obs_with(**{"observation/state": None})),
+        "missing observation key 'observation/state'",
+    ),
     "wrong dtype": (
         msgpack_numpy.packb(_obs_with(**{"observation/image": np.zeros((224, 224, 3), np.int64)})),
         "'observation/image' must be uint8",
     ),
-    "wrong shape": (msgpack_numpy.packb(_obs_with(**{"observation/state": np.zeros(5, np.float32)})), r"state must have shape \(8,\)"),
+    "wrong shape": (
+        msgpack_numpy.packb(_obs_with(**{"observation/state": np.zeros(5, np.float32)})),
+        r"state must have shape \(8,\)",
+    ),
     "image shape": (
         msgpack_numpy.packb(_obs_with(**{"observation/wrist_image": np.zeros((224, 224), np.uint8)})),
         "'observation/wrist_image' must have shape",
@@ -189,7 +204,9 @@ def test_stalled_client_does_not_block_others(server):
     with stalled:  # close_timeout: its close frame would land inside the unfinished frame, nobody answers it
         stalled.recv(timeout=TIMEOUT)  # metadata
         mask = os.urandom(4)
-        header = bytes([0x82, 0x80 | 127]) + struct.pack(">Q", 1 << 20) + mask  # FIN+binary, masked, 64-bit len
+        header = (
+            bytes([0x82, 0x80 | 127]) + struct.pack(">Q", 1 << 20) + mask
+        )  # FIN+binary, masked, 64-bit len
         stalled.socket.sendall(header + bytes(b ^ mask[i % 4] for i, b in enumerate(b"\x00" * 10)))
         for seed in range(5):
             other, _ = open_client(server)

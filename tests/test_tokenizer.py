@@ -19,8 +19,14 @@ def test_special_ids_and_vocab_match_paligemma_convention():
     assert TESTBED_TOKENIZER.stat().st_size < 300_000
 
 
-@pytest.mark.parametrize("text", ["pick up the puck and place it at the goal\n",
-                                  "Task: open drawer, State: 0 17 255 128;\nAction: ", "déjà vu ☃ 3.14"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pick up the puck and place it at the goal\n",
+        "Task: open drawer, State: 0 17 255 128;\nAction: ",
+        "déjà vu ☃ 3.14",
+    ],
+)
 def test_encode_decode_is_lossless_and_in_vocab(text):
     tok = load_tokenizer()
     ids = tok.encode(text, add_bos=True)

@@ -10,7 +10,9 @@ import os
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("env", choices=["metaworld"], help="simulator whose scripted experts to run")
-    parser.add_argument("--tasks", default="mt10", help="mt10, mt50 or comma-separated task names (default mt10)")
+    parser.add_argument(
+        "--tasks", default="mt10", help="mt10, mt50 or comma-separated task names (default mt10)"
+    )
     parser.add_argument("--episodes-per-task", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0, help="MT1(task, seed) configurations (eval uses 1000)")
     parser.add_argument("--image-size", type=int, default=128)

@@ -12,8 +12,11 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="LeRobotDataset folder (v3.0 or v2.1)")
-    parser.add_argument("--features", default=None,
-                        help="comma-separated features (default: every float feature, e.g. observation.state,action)")
+    parser.add_argument(
+        "--features",
+        default=None,
+        help="comma-separated features (default: every float feature, e.g. observation.state,action)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="recompute stats that are already present")
 
 

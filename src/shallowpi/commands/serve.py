@@ -21,9 +21,13 @@ from shallowpi.runtime.obs_mapping import PRESETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy", required=True, help="pretrained folder (model + processor), e.g. a student")
+    parser.add_argument(
+        "--policy", required=True, help="pretrained folder (model + processor), e.g. a student"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port (openpi's default 8000; 0 = any free)")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="TCP port (openpi's default 8000; 0 = any free)"
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--default-prompt", default=None, help="task text used when a request has no prompt")
     parser.add_argument(
@@ -32,13 +36,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"observation keys the robot sends: one of {sorted(PRESETS)} or a .json mapping file "
         "(see shallowpi/runtime/obs_mapping.py)",
     )
-    parser.add_argument("--num-steps", type=int, default=None, help="Euler steps (default: the model config's)")
     parser.add_argument(
-        "--seed", type=int, default=0, help="noise seed per request (same observation -> same actions); -1 = random"
+        "--num-steps", type=int, default=None, help="Euler steps (default: the model config's)"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 can cut tail latency "
-        "when clients share the server's cores)"
+        "--seed",
+        type=int,
+        default=0,
+        help="noise seed per request (same observation -> same actions); -1 = random",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; 1 can cut tail latency "
+        "when clients share the server's cores)",
     )
     parser.add_argument("--max-frame-mb", type=float, default=64.0, help="largest request frame accepted")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -49,7 +49,11 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
 def _column_array(table: pa.Table, name: str) -> np.ndarray:
     """A parquet column as numpy: scalars -> [N], fixed/variable lists -> [N, D]."""
     col = table.column(name).combine_chunks()
-    if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+    if (
+        pa.types.is_fixed_size_list(col.type)
+        or pa.types.is_list(col.type)
+        or pa.types.is_large_list(col.type)
+    ):
         flat = col.flatten().to_numpy(zero_copy_only=False)
         return flat.reshape(len(col), -1)
     return col.to_numpy(zero_copy_only=False)
@@ -73,7 +77,9 @@ class _ParquetImages:
         path = self.files[file_id]
         if file_id not in self._offsets:
             meta = pq.ParquetFile(path).metadata
-            self._offsets[file_id] = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+            self._offsets[file_id] = np.cumsum(
+                [0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+            )
         offsets = self._offsets[file_id]
         group = int(np.searchsorted(offsets, row, side="right") - 1)
         if self._cache is None or self._cache[:2] != (file_id, group):
@@ -114,8 +120,10 @@ class LeRobotDataset(Dataset):
             raise DatasetFormatError(f"corrupt {info_path}: {e}") from e
         self.version = self.info.get("codebase_version")
         if self.version not in SUPPORTED_VERSIONS:
-            raise DatasetFormatError(f"unsupported codebase_version {self.version!r} in {info_path}; "
-                                     f"supported: {SUPPORTED_VERSIONS}")
+            raise DatasetFormatError(
+                f"unsupported codebase_version {self.version!r} in {info_path}; "
+                f"supported: {SUPPORTED_VERSIONS}"
+            )
         self.fps = float(self.info["fps"])
         self.features: dict[str, dict] = self.info["features"]
         self.chunk_size = chunk_size
@@ -127,7 +135,9 @@ class LeRobotDataset(Dataset):
                 raise ValueError(f"unknown camera {unknown[0]!r}; this dataset has cameras {all_cams}")
         self.camera_keys = list(all_cams if cameras is None else cameras) if load_images else []
         if state_key not in self.features:
-            raise DatasetFormatError(f"dataset has no {state_key!r} feature (features: {sorted(self.features)})")
+            raise DatasetFormatError(
+                f"dataset has no {state_key!r} feature (features: {sorted(self.features)})"
+            )
         self.has_actions = action_key in self.features
 
         if self.version == "v3.0":
@@ -146,7 +156,9 @@ class LeRobotDataset(Dataset):
         tasks = read_parquet(meta / "tasks.parquet")
         names = tasks.column_names
         task_col = "task" if "task" in names else next(c for c in names if c != "task_index")
-        self.tasks = dict(zip(tasks.column("task_index").to_pylist(), tasks.column(task_col).to_pylist(), strict=True))
+        self.tasks = dict(
+            zip(tasks.column("task_index").to_pylist(), tasks.column(task_col).to_pylist(), strict=True)
+        )
         ep_files = sorted((meta / "episodes").glob("chunk-*/file-*.parquet"))
         if not ep_files:
             raise FileNotFoundError(f"missing episode table: no {meta}/episodes/chunk-*/file-*.parquet")
@@ -161,16 +173,23 @@ class LeRobotDataset(Dataset):
         self.episode_table = ep_rows
         # Data files holding the kept episodes, in order.
         data_files = sorted({(r["data/chunk_index"], r["data/file_index"]) for r in ep_rows})
-        paths = [self.root / self.info["data_path"].format(chunk_index=c, file_index=f) for c, f in data_files]
+        paths = [
+            self.root / self.info["data_path"].format(chunk_index=c, file_index=f) for c, f in data_files
+        ]
         self._video_loc = {}  # (episode, camera) -> (path, from_timestamp)
         for r in ep_rows:
             for cam in self.camera_keys:
                 if self.features[cam]["dtype"] != "video":
                     continue
                 path = self.root / self.info["video_path"].format(
-                    video_key=cam, chunk_index=r[f"videos/{cam}/chunk_index"], file_index=r[f"videos/{cam}/file_index"]
+                    video_key=cam,
+                    chunk_index=r[f"videos/{cam}/chunk_index"],
+                    file_index=r[f"videos/{cam}/file_index"],
                 )
-                self._video_loc[(r["episode_index"], cam)] = (str(path), float(r[f"videos/{cam}/from_timestamp"]))
+                self._video_loc[(r["episode_index"], cam)] = (
+                    str(path),
+                    float(r[f"videos/{cam}/from_timestamp"]),
+                )
         self._read_data(paths, {r["episode_index"] for r in ep_rows})
 
     def _load_v2(self, episodes: Sequence[int] | None) -> None:
@@ -183,7 +202,9 @@ class LeRobotDataset(Dataset):
             if line.strip():
                 t = json.loads(line)
                 self.tasks[t["task_index"]] = t["task"]
-        ep_rows = [json.loads(line) for line in (meta / "episodes.jsonl").read_text().splitlines() if line.strip()]
+        ep_rows = [
+            json.loads(line) for line in (meta / "episodes.jsonl").read_text().splitlines() if line.strip()
+        ]
         ep_rows.sort(key=lambda r: r["episode_index"])
         if episodes is not None:
             wanted = set(episodes)
@@ -235,7 +256,9 @@ class LeRobotDataset(Dataset):
                 raise DatasetFormatError(
                     f"episode {r['episode_index']}: episode table says {r['length']} frames, data files hold {e - s}"
                 )
-        self._ep_end = np.array([self._bounds[int(x)][1] for x in ep])  # [N] end position of each row's episode
+        self._ep_end = np.array(
+            [self._bounds[int(x)][1] for x in ep]
+        )  # [N] end position of each row's episode
         self._state = self._data[self.state_key].astype(np.float32).reshape(len(ep), -1)
         if self.has_actions:
             self._action = self._data[self.action_key].astype(np.float32).reshape(len(ep), -1)

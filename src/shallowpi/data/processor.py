@@ -78,7 +78,9 @@ class ProcessorConfig:
             self.tokenizer_max_length = 48 if self.variant == "pi0" else 200
         bad = [s for s in self.camera_map.values() if s not in self.cameras]
         if bad:
-            raise ValueError(f"camera_map targets unknown model slot {bad[0]!r}; model slots: {list(self.cameras)}")
+            raise ValueError(
+                f"camera_map targets unknown model slot {bad[0]!r}; model slots: {list(self.cameras)}"
+            )
         if len(set(self.camera_map.values())) != len(self.camera_map):
             raise ValueError(f"camera_map sends two cameras to one slot: {self.camera_map}")
 
@@ -92,7 +94,9 @@ class ProcessorConfig:
 
 
 def _stats_tensors(stats: Stats, key: str) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(np.asarray(v, dtype=np.float32)).reshape(-1) for k, v in stats.get(key, {}).items()}
+    return {
+        k: torch.as_tensor(np.asarray(v, dtype=np.float32)).reshape(-1) for k, v in stats.get(key, {}).items()
+    }
 
 
 def _check_stats(stats: dict[str, torch.Tensor], key: str, mode: str, dim: int) -> None:
@@ -100,7 +104,9 @@ def _check_stats(stats: dict[str, torch.Tensor], key: str, mode: str, dim: int) 
     for name in need:
         if name not in stats:
             hint = " (run `shallowpi compute-stats DATASET` to add quantiles)" if name.startswith("q") else ""
-            raise ValueError(f"{mode} normalisation of {key!r} needs stat {name!r}, which the stats lack{hint}")
+            raise ValueError(
+                f"{mode} normalisation of {key!r} needs stat {name!r}, which the stats lack{hint}"
+            )
         if stats[name].numel() != dim:
             raise ValueError(f"stats {key}.{name} have {stats[name].numel()} values, expected {dim}")
 
@@ -118,7 +124,9 @@ def image_to_chw(img, name: str) -> torch.Tensor:
     """Any camera frame -> float [3, H, W] in [0, 1]. Accepts torch/numpy, uint8/float, CHW/HWC."""
     x = torch.from_numpy(np.ascontiguousarray(img)) if isinstance(img, np.ndarray) else torch.as_tensor(img)
     if x.ndim != 3 or 3 not in (x.shape[0], x.shape[-1]):
-        raise ValueError(f"camera {name!r}: expected an RGB image [3,H,W] or [H,W,3], got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"camera {name!r}: expected an RGB image [3,H,W] or [H,W,3], got shape {tuple(x.shape)}"
+        )
     if x.shape[0] != 3:
         x = x.permute(2, 0, 1)  # HWC -> CHW
     if x.dtype not in (torch.uint8, torch.float32, torch.float64, torch.float16, torch.bfloat16):
@@ -144,11 +152,15 @@ class Preprocessor:
         _check_stats(self.state_stats, config.state_key, config.state_norm, self.state_dim)
         _check_stats(self.action_stats, config.action_key, config.action_norm, self.action_dim)
         if self.state_dim > config.max_state_dim or self.action_dim > config.max_action_dim:
-            raise ValueError(f"state/action dims {self.state_dim}/{self.action_dim} exceed max "
-                             f"{config.max_state_dim}/{config.max_action_dim}")
+            raise ValueError(
+                f"state/action dims {self.state_dim}/{self.action_dim} exceed max "
+                f"{config.max_state_dim}/{config.max_action_dim}"
+            )
         self.slot_source = {slot: src for src, slot in config.camera_map.items()}  # slot -> source camera
 
-    def _images(self, images: dict, train: bool, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _images(
+        self, images: dict, train: bool, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
         unknown = [k for k in images if k not in c.camera_map]
         if unknown:
@@ -170,7 +182,9 @@ class Preprocessor:
             masks.append(True)
         return torch.stack(out), torch.tensor(masks)  # [n_slots, 3, S, S], [n_slots]
 
-    def __call__(self, sample: dict, *, train: bool = False, generator: torch.Generator | None = None) -> dict:
+    def __call__(
+        self, sample: dict, *, train: bool = False, generator: torch.Generator | None = None
+    ) -> dict:
         c = self.config
         for key in ("images", "state", "task"):
             if key not in sample:
@@ -185,18 +199,28 @@ class Preprocessor:
         else:
             prompt = pi0_prompt(sample["task"])
         tokens, token_masks = self.tokenizer.tokenize(prompt, c.tokenizer_max_length)  # [L], [L]
-        out = {"images": images, "image_masks": image_masks, "tokens": tokens, "token_masks": token_masks,
-               "state": padded_state}
+        out = {
+            "images": images,
+            "image_masks": image_masks,
+            "tokens": tokens,
+            "token_masks": token_masks,
+            "state": padded_state,
+        }
         if sample.get("actions") is not None:
             actions = _vector(sample["actions"], "actions", self.action_dim)
             if actions.ndim != 2 or actions.shape[0] != c.chunk_size:
-                raise ValueError(f"actions must be [chunk_size={c.chunk_size}, {self.action_dim}], "
-                                 f"got {tuple(actions.shape)}")
+                raise ValueError(
+                    f"actions must be [chunk_size={c.chunk_size}, {self.action_dim}], "
+                    f"got {tuple(actions.shape)}"
+                )
             actions = T.normalize(actions, self.action_stats, c.action_norm)
             out["actions"] = T.pad_vector(actions, c.max_action_dim)  # [chunk, max_action_dim]
             pad = sample.get("action_is_pad")
-            out["action_is_pad"] = (torch.zeros(c.chunk_size, dtype=torch.bool) if pad is None
-                                    else torch.as_tensor(np.asarray(pad), dtype=torch.bool).reshape(c.chunk_size))
+            out["action_is_pad"] = (
+                torch.zeros(c.chunk_size, dtype=torch.bool)
+                if pad is None
+                else torch.as_tensor(np.asarray(pad), dtype=torch.bool).reshape(c.chunk_size)
+            )
         return out
 
     def model_inputs(self, batch: dict) -> dict:
@@ -242,7 +266,12 @@ class Postprocessor:
 
 # ------------------------------------------------------------------------------------------ persistence
 def _flat_stats(stats: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {f"{feat}.{name}": v.contiguous() for feat, d in stats.items() for name, v in d.items() if name != "count"}
+    return {
+        f"{feat}.{name}": v.contiguous()
+        for feat, d in stats.items()
+        for name, v in d.items()
+        if name != "count"
+    }
 
 
 def _unflatten(flat: dict[str, torch.Tensor]) -> Stats:
@@ -259,13 +288,18 @@ def _norm_step(config: ProcessorConfig, state_file: str, registry_name: str, out
         feats = {config.state_key: {"type": "STATE", "shape": [config.state_dim]}, **feats}
     return {
         "registry_name": registry_name,
-        "config": {"eps": T.EPS, "features": feats,
-                   "norm_map": {"VISUAL": "IDENTITY", "STATE": config.state_norm, "ACTION": config.action_norm}},
+        "config": {
+            "eps": T.EPS,
+            "features": feats,
+            "norm_map": {"VISUAL": "IDENTITY", "STATE": config.state_norm, "ACTION": config.action_norm},
+        },
         "state_file": state_file,
     }
 
 
-def save_processor(directory: str | Path, config: ProcessorConfig, stats: Stats, tokenizer: Tokenizer) -> None:
+def save_processor(
+    directory: str | Path, config: ProcessorConfig, stats: Stats, tokenizer: Tokenizer
+) -> None:
     """Write the processors into a LeRobot `pretrained_model` folder (files replaced atomically).
 
     LeRobot-style: policy_preprocessor.json + policy_preprocessor_step_<i>_normalizer_processor.safetensors and
@@ -278,31 +312,46 @@ def save_processor(directory: str | Path, config: ProcessorConfig, stats: Stats,
     config = dataclasses.replace(config, state_dim=pre.state_dim, action_dim=pre.action_dim)
     norm_stats = _flat_stats({config.state_key: pre.state_stats, config.action_key: pre.action_stats})
     post_stats = _flat_stats({config.action_key: pre.action_stats})
-    tok_step = {"registry_name": "tokenizer_processor",
-                "config": {"max_length": config.tokenizer_max_length, "padding_side": "right",
-                           "padding": "max_length", "truncation": True, "tokenizer_file": TOKENIZER_FILE}}
+    tok_step = {
+        "registry_name": "tokenizer_processor",
+        "config": {
+            "max_length": config.tokenizer_max_length,
+            "padding_side": "right",
+            "padding": "max_length",
+            "truncation": True,
+            "tokenizer_file": TOKENIZER_FILE,
+        },
+    }
     if config.variant == "pi05":  # LeRobot's pi05 order: normalise, then put the state into the prompt
-        steps = [{"registry_name": "rename_observations_processor", "config": {"rename_map": config.camera_map}},
-                 {"registry_name": "to_batch_processor", "config": {}},
-                 None,
-                 {"registry_name": "pi05_prepare_state_tokenizer_processor_step",
-                  "config": {"max_state_dim": config.max_state_dim, "pad_state": config.pad_state_in_prompt}},
-                 tok_step,
-                 {"registry_name": "device_processor", "config": {}}]
+        steps = [
+            {"registry_name": "rename_observations_processor", "config": {"rename_map": config.camera_map}},
+            {"registry_name": "to_batch_processor", "config": {}},
+            None,
+            {
+                "registry_name": "pi05_prepare_state_tokenizer_processor_step",
+                "config": {"max_state_dim": config.max_state_dim, "pad_state": config.pad_state_in_prompt},
+            },
+            tok_step,
+            {"registry_name": "device_processor", "config": {}},
+        ]
         norm_index = 2
     else:  # LeRobot's pi0 order: newline, tokenizer, device, then normalise
-        steps = [{"registry_name": "rename_observations_processor", "config": {"rename_map": config.camera_map}},
-                 {"registry_name": "to_batch_processor", "config": {}},
-                 {"registry_name": "pi0_new_line_processor", "config": {}},
-                 tok_step,
-                 {"registry_name": "device_processor", "config": {}},
-                 None]
+        steps = [
+            {"registry_name": "rename_observations_processor", "config": {"rename_map": config.camera_map}},
+            {"registry_name": "to_batch_processor", "config": {}},
+            {"registry_name": "pi0_new_line_processor", "config": {}},
+            tok_step,
+            {"registry_name": "device_processor", "config": {}},
+            None,
+        ]
         norm_index = 5
     pre_file = f"policy_preprocessor_step_{norm_index}_normalizer_processor.safetensors"
     steps[norm_index] = _norm_step(config, pre_file, "normalizer_processor", output_only=False)
     post_file = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
-    post_steps = [_norm_step(config, post_file, "unnormalizer_processor", output_only=True),
-                  {"registry_name": "device_processor", "config": {"device": "cpu"}}]
+    post_steps = [
+        _norm_step(config, post_file, "unnormalizer_processor", output_only=True),
+        {"registry_name": "device_processor", "config": {"device": "cpu"}},
+    ]
 
     def atomic(path: Path, write) -> None:
         fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{path.name}.", suffix=".tmp")
@@ -321,8 +370,11 @@ def save_processor(directory: str | Path, config: ProcessorConfig, stats: Stats,
     write_json_atomic(d / PREPROCESSOR_JSON, {"name": "policy_preprocessor", "steps": steps}, indent=2)
     write_json_atomic(d / POSTPROCESSOR_JSON, {"name": "policy_postprocessor", "steps": post_steps}, indent=2)
     # Written last: its presence marks a complete save.
-    write_json_atomic(d / PROCESSOR_CONFIG, {"config": config.to_dict(), "tokenizer_file": TOKENIZER_FILE,
-                                             "normalizer_file": pre_file}, indent=2)
+    write_json_atomic(
+        d / PROCESSOR_CONFIG,
+        {"config": config.to_dict(), "tokenizer_file": TOKENIZER_FILE, "normalizer_file": pre_file},
+        indent=2,
+    )
 
 
 def load_processor(directory: str | Path) -> tuple[Preprocessor, Postprocessor]:

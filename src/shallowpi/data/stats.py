@@ -37,7 +37,11 @@ def load_stats(root: str | Path) -> Stats:
         except json.JSONDecodeError as e:
             raise ValueError(f"corrupt stats file {meta / 'stats.json'}: {e}") from e
     if (meta / "episodes_stats.jsonl").is_file():
-        episodes = [json.loads(line)["stats"] for line in (meta / "episodes_stats.jsonl").read_text().splitlines() if line]
+        episodes = [
+            json.loads(line)["stats"]
+            for line in (meta / "episodes_stats.jsonl").read_text().splitlines()
+            if line
+        ]
         return aggregate_stats([stats_from_json(e) for e in episodes])
     raise FileNotFoundError(f"no normalisation stats in {meta}: expected stats.json or episodes_stats.jsonl")
 
@@ -104,7 +108,9 @@ def write_json_atomic(path: str | Path, obj, indent: int | None = 4) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=indent)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a dataset/checkpoint file should be readable like any other
+        os.chmod(
+            tmp, 0o644
+        )  # mkstemp creates 0600; a dataset/checkpoint file should be readable like any other
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

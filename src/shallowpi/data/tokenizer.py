@@ -38,7 +38,9 @@ class Tokenizer:
             ids = ids.tolist()
         return self.sp.decode([i for i in ids if i != self.pad_id])
 
-    def tokenize(self, text: str, max_length: int, *, add_bos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokenize(
+        self, text: str, max_length: int, *, add_bos: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """text -> (ids LongTensor [max_length], mask BoolTensor [max_length]); right-padded, truncated."""
         ids = self.encode(text, add_bos=add_bos)[:max_length]
         n = len(ids)

@@ -104,7 +104,9 @@ def _gray(img: torch.Tensor) -> torch.Tensor:
     return (0.299 * r + 0.587 * g + 0.114 * b)[None]  # [1, H, W]
 
 
-def augment_image(img: torch.Tensor, *, wrist: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment_image(
+    img: torch.Tensor, *, wrist: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """openpi's training augmentation on float [3, H, W] in [0, 1].
 
     Non-wrist cameras: random 95% crop resized back, then a rotation of up to +-5 degrees (a wrist camera
@@ -116,8 +118,9 @@ def augment_image(img: torch.Tensor, *, wrist: bool, generator: torch.Generator 
         ch, cw = int(h * 0.95), int(w * 0.95)
         top = int(torch.randint(0, h - ch + 1, (), generator=generator))
         left = int(torch.randint(0, w - cw + 1, (), generator=generator))
-        img = F.interpolate(img[None, :, top : top + ch, left : left + cw], size=(h, w), mode="bilinear",
-                            align_corners=False)[0]
+        img = F.interpolate(
+            img[None, :, top : top + ch, left : left + cw], size=(h, w), mode="bilinear", align_corners=False
+        )[0]
         angle = math.radians(_uniform(-5.0, 5.0, generator))
         cos, sin = math.cos(angle), math.sin(angle)
         theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=img.dtype)[None]  # [1, 2, 3]

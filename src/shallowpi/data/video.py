@@ -93,7 +93,9 @@ class VideoDecoder:
             return v.last_rgb
         if not ahead:
             try:
-                v.container.seek(int(timestamp / v.time_base), stream=v.stream, backward=True, any_frame=False)
+                v.container.seek(
+                    int(timestamp / v.time_base), stream=v.stream, backward=True, any_frame=False
+                )
             except av.FFmpegError as e:
                 raise VideoDecodeError(f"cannot seek to {timestamp:.4f}s in {path}: {e}") from e
             v.frames = v.container.decode(v.stream)

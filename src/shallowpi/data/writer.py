@@ -100,7 +100,11 @@ def _hf_metadata(features: dict) -> bytes:
         if f["shape"] == [1]:
             out[k] = {"dtype": f["dtype"], "_type": "Value"}
         else:
-            out[k] = {"feature": {"dtype": f["dtype"], "_type": "Value"}, "length": f["shape"][0], "_type": "List"}
+            out[k] = {
+                "feature": {"dtype": f["dtype"], "_type": "Value"},
+                "length": f["shape"][0],
+                "_type": "List",
+            }
     return json.dumps({"info": {"features": out}}).encode()
 
 
@@ -125,7 +129,9 @@ class LeRobotDatasetWriter:
         if self.root.exists() and not overwrite:
             raise FileExistsError(f"output folder already exists: {self.root} (pass overwrite to replace it)")
         if (video or VideoSpec()).codec not in _ENCODERS:
-            raise ValueError(f"unknown video codec {(video or VideoSpec()).codec!r}; choose from {sorted(_ENCODERS)}")
+            raise ValueError(
+                f"unknown video codec {(video or VideoSpec()).codec!r}; choose from {sorted(_ENCODERS)}"
+            )
         self.root.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", suffix=".tmp", dir=self.root.parent))
         self.fps, self.cameras, self.video = int(fps), dict(cameras), video or VideoSpec()
@@ -163,21 +169,29 @@ class LeRobotDatasetWriter:
         self._finished = False
 
     # --------------------------------------------------------------------------------------- episodes
-    def add_episode(self, images: dict[str, np.ndarray], state: np.ndarray, actions: np.ndarray, task: str) -> int:
+    def add_episode(
+        self, images: dict[str, np.ndarray], state: np.ndarray, actions: np.ndarray, task: str
+    ) -> int:
         """Append one episode: images {camera: uint8 [T, H, W, 3]}, state [T, S], actions [T, A]. Returns its index."""
         T = len(state)
         if T == 0:
             raise ValueError("empty episode")
         if set(images) != set(self.cameras):
-            raise ValueError(f"episode cameras {sorted(images)} differ from the dataset's {sorted(self.cameras)}")
+            raise ValueError(
+                f"episode cameras {sorted(images)} differ from the dataset's {sorted(self.cameras)}"
+            )
         for cam, frames in images.items():
             h, w = self.cameras[cam]
             if frames.shape != (T, h, w, 3) or frames.dtype != np.uint8:
-                raise ValueError(f"camera {cam!r}: expected uint8 {(T, h, w, 3)}, got {frames.dtype} {frames.shape}")
+                raise ValueError(
+                    f"camera {cam!r}: expected uint8 {(T, h, w, 3)}, got {frames.dtype} {frames.shape}"
+                )
         state = np.asarray(state, np.float32).reshape(T, -1)
         actions = np.asarray(actions, np.float32).reshape(T, -1)
         if state.shape[1] != self.features["observation.state"]["shape"][0]:
-            raise ValueError(f"state dim {state.shape[1]} != {self.features['observation.state']['shape'][0]}")
+            raise ValueError(
+                f"state dim {state.shape[1]} != {self.features['observation.state']['shape'][0]}"
+            )
         if actions.shape[1] != self.features["action"]["shape"][0]:
             raise ValueError(f"action dim {actions.shape[1]} != {self.features['action']['shape'][0]}")
         ep = len(self.episodes)
@@ -193,16 +207,27 @@ class LeRobotDatasetWriter:
         }
         row: dict = {"episode_index": ep, "tasks": [task], "length": T}
         chunk, file = _chunk_file(self._data_file)
-        row.update({"data/chunk_index": chunk, "data/file_index": file,
-                    "dataset_from_index": self.total_frames, "dataset_to_index": self.total_frames + T})
+        row.update(
+            {
+                "data/chunk_index": chunk,
+                "data/file_index": file,
+                "dataset_from_index": self.total_frames,
+                "dataset_to_index": self.total_frames + T,
+            }
+        )
         for cam, frames in images.items():
             video = self._open_video(cam)
             chunk, file = _chunk_file(self._video_file[cam])
             start = video.n
             video.write(frames)
-            row.update({f"videos/{cam}/chunk_index": chunk, f"videos/{cam}/file_index": file,
-                        f"videos/{cam}/from_timestamp": start / self.fps,
-                        f"videos/{cam}/to_timestamp": video.n / self.fps})
+            row.update(
+                {
+                    f"videos/{cam}/chunk_index": chunk,
+                    f"videos/{cam}/file_index": file,
+                    f"videos/{cam}/from_timestamp": start / self.fps,
+                    f"videos/{cam}/to_timestamp": video.n / self.fps,
+                }
+            )
         row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
         ep_stats = {k: vector_stats(v) for k, v in cols.items()}
         # Image stats from at most ~20 frames per episode: enough for per-channel mean/std, cheap to compute.
@@ -233,7 +258,9 @@ class LeRobotDatasetWriter:
                 del self._videos[cam]
                 self._video_file[cam] += 1
         rows = sum(len(c["index"]) for c in self._data_rows)
-        row_bytes = 4 * (self.features["observation.state"]["shape"][0] + self.features["action"]["shape"][0]) + 36
+        row_bytes = (
+            4 * (self.features["observation.state"]["shape"][0] + self.features["action"]["shape"][0]) + 36
+        )
         if rows * row_bytes / 1e6 >= self.data_mb:
             self._flush_data()
 
@@ -265,17 +292,38 @@ class LeRobotDatasetWriter:
         # pandas metadata makes `pd.read_parquet` (LeRobot's reader) index the table by task string.
         pandas_meta = {
             "index_columns": ["__index_level_0__"],
-            "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "str",
-                                "metadata": {"encoding": "UTF-8"}}],
-            "columns": [
-                {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
-                 "metadata": None},
-                {"name": None, "field_name": "__index_level_0__", "pandas_type": "object", "numpy_type": "str",
-                 "metadata": None},
+            "column_indexes": [
+                {
+                    "name": None,
+                    "field_name": None,
+                    "pandas_type": "unicode",
+                    "numpy_type": "str",
+                    "metadata": {"encoding": "UTF-8"},
+                }
             ],
-            "attributes": {}, "creator": {"library": "pyarrow", "version": pa.__version__}, "pandas_version": "2.2.3",
+            "columns": [
+                {
+                    "name": "task_index",
+                    "field_name": "task_index",
+                    "pandas_type": "int64",
+                    "numpy_type": "int64",
+                    "metadata": None,
+                },
+                {
+                    "name": None,
+                    "field_name": "__index_level_0__",
+                    "pandas_type": "object",
+                    "numpy_type": "str",
+                    "metadata": None,
+                },
+            ],
+            "attributes": {},
+            "creator": {"library": "pyarrow", "version": pa.__version__},
+            "pandas_version": "2.2.3",
         }
-        pq.write_table(tasks.replace_schema_metadata({"pandas": json.dumps(pandas_meta)}), meta / "tasks.parquet")
+        pq.write_table(
+            tasks.replace_schema_metadata({"pandas": json.dumps(pandas_meta)}), meta / "tasks.parquet"
+        )
 
         rows = []
         for ep in self.episodes:
@@ -291,8 +339,14 @@ class LeRobotDatasetWriter:
         stats = aggregate_stats([ep["_stats"] for ep in self.episodes])
         # Low-dimensional features: exact stats over every frame (cheap), not the weighted per-episode mean.
         for feat in ("observation.state", "action", *_INDEX_COLUMNS):
-            stats[feat] = vector_stats(np.concatenate([np.asarray(ep_cols[feat]).reshape(len(ep_cols["index"]), -1)
-                                                       for ep_cols in self._all_cols]))
+            stats[feat] = vector_stats(
+                np.concatenate(
+                    [
+                        np.asarray(ep_cols[feat]).reshape(len(ep_cols["index"]), -1)
+                        for ep_cols in self._all_cols
+                    ]
+                )
+            )
         write_json_atomic(meta / "stats.json", stats_to_json(stats))
         info = {
             "codebase_version": CODEBASE_VERSION,
@@ -333,8 +387,12 @@ class LeRobotDatasetWriter:
         # The low-dim columns of every episode, re-read from the written parquet files plus the unflushed rows.
         for path in sorted((self.tmp / "data").glob("chunk-*/file-*.parquet")):
             table = pq.read_table(path)
-            yield {k: table.column(k).combine_chunks().flatten().to_numpy() if k in ("observation.state", "action")
-                   else table.column(k).to_numpy() for k in table.column_names}
+            yield {
+                k: table.column(k).combine_chunks().flatten().to_numpy()
+                if k in ("observation.state", "action")
+                else table.column(k).to_numpy()
+                for k in table.column_names
+            }
         yield from self._data_rows
 
     def abort(self) -> None:

@@ -21,9 +21,9 @@ def expected_actions(state: np.ndarray, chunk: int = 10, action_dim: int = 7) ->
     """What DummyPolicy answers for this state; tests compare replies against it."""
     t = np.arange(chunk, dtype=np.float32)[:, None]
     d = np.arange(action_dim, dtype=np.float32)[None, :]
-    return (np.float32(np.mean(state, dtype=np.float32)) + np.float32(0.001) * t + np.float32(0.01) * d).astype(
-        np.float32
-    )
+    return (
+        np.float32(np.mean(state, dtype=np.float32)) + np.float32(0.001) * t + np.float32(0.01) * d
+    ).astype(np.float32)
 
 
 @dataclass

@@ -70,10 +70,14 @@ def lookup(obs: Mapping, key: KeyPath) -> Any:
 def to_uint8_hwc(value: Any, key: KeyPath) -> np.ndarray:
     """An image from the client as a contiguous uint8 (H, W, 3) array."""
     if not isinstance(value, np.ndarray):
-        raise ObservationError(f"observation {_fmt(key)} must be a numpy image array, got {type(value).__name__}")
+        raise ObservationError(
+            f"observation {_fmt(key)} must be a numpy image array, got {type(value).__name__}"
+        )
     img = value
     if img.ndim != 3 or 3 not in (img.shape[0], img.shape[-1]):
-        raise ObservationError(f"observation {_fmt(key)} must have shape (H, W, 3) or (3, H, W), got {img.shape}")
+        raise ObservationError(
+            f"observation {_fmt(key)} must have shape (H, W, 3) or (3, H, W), got {img.shape}"
+        )
     if img.shape[0] == 3 and img.shape[-1] != 3:  # CHW -> HWC (openpi accepts both)
         img = img.transpose(1, 2, 0)
     if img.shape[0] == 0 or img.shape[1] == 0:
@@ -81,12 +85,16 @@ def to_uint8_hwc(value: Any, key: KeyPath) -> np.ndarray:
     if img.dtype == np.uint8:
         return np.array(img, order="C")  # a writable copy: frames decode to read-only views of the buffer
     if img.dtype.kind != "f":
-        raise ObservationError(f"observation {_fmt(key)} must be uint8 or float in [0, 1], got dtype {img.dtype}")
+        raise ObservationError(
+            f"observation {_fmt(key)} must be uint8 or float in [0, 1], got dtype {img.dtype}"
+        )
     if not np.isfinite(img).all():
         raise ObservationError(f"observation {_fmt(key)} contains non-finite values (nan/inf)")
     lo, hi = float(img.min()), float(img.max())
     if lo < 0.0 or hi > 1.0:
-        raise ObservationError(f"float image {_fmt(key)} must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+        raise ObservationError(
+            f"float image {_fmt(key)} must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]"
+        )
     return np.ascontiguousarray((img * 255.0).round().astype(np.uint8))
 
 
@@ -101,7 +109,9 @@ def to_state(value: Any, key: KeyPath) -> np.ndarray:
     if not isinstance(value, np.ndarray):
         raise ObservationError(f"observation {_fmt(key)} must be a numeric array, got {type(value).__name__}")
     if value.dtype.kind not in "fiu":
-        raise ObservationError(f"observation {_fmt(key)} must be a float or integer array, got dtype {value.dtype}")
+        raise ObservationError(
+            f"observation {_fmt(key)} must be a float or integer array, got dtype {value.dtype}"
+        )
     if value.ndim != 1:
         raise ObservationError(f"observation {_fmt(key)} must be 1-D, got shape {value.shape}")
     if not np.isfinite(value).all():
@@ -130,16 +140,24 @@ class ObsMapping:
         for target, key in self.images.items():
             if isinstance(target, int):
                 if not 0 <= target < len(cameras) or cameras[target] is None:
-                    raise ValueError(f"mapping {self.name!r}: no camera feeds model slot {target} (slots: {list(cameras)})")
+                    raise ValueError(
+                        f"mapping {self.name!r}: no camera feeds model slot {target} (slots: {list(cameras)})"
+                    )
                 target = cameras[target]
             elif target not in known:
-                raise ValueError(f"mapping {self.name!r}: camera {target!r} is not one of the processor's {known}")
+                raise ValueError(
+                    f"mapping {self.name!r}: camera {target!r} is not one of the processor's {known}"
+                )
             out[target] = key
         return out
 
     def required_keys(self, cameras: Sequence[str | None]) -> list[KeyPath]:
         """Client keys a request must contain (for the metadata frame and error messages)."""
-        return list(self.resolve(cameras).values()) + list(self.state) + ([self.prompt] if self.prompt is not None else [])
+        return (
+            list(self.resolve(cameras).values())
+            + list(self.state)
+            + ([self.prompt] if self.prompt is not None else [])
+        )
 
     def extract(self, obs: Mapping, cameras: Sequence[str | None], default_prompt: str | None = None) -> dict:
         """The processor sample for one client observation; ObservationError names any bad key."""
@@ -163,7 +181,9 @@ class ObsMapping:
         if isinstance(task, bytes):
             task = task.decode("utf-8", errors="replace")
         if not isinstance(task, str):
-            raise ObservationError(f"observation {_fmt(self.prompt or 'prompt')} must be a string, got {type(task).__name__}")
+            raise ObservationError(
+                f"observation {_fmt(self.prompt or 'prompt')} must be a string, got {type(task).__name__}"
+            )
         sample: dict[str, Any] = {"images": images, "task": task}
         if state is not None:
             sample["state"] = state

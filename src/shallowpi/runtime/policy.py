@@ -73,7 +73,9 @@ class PiPolicy:
         fed = set(self.mapping.resolve(self.cameras))  # fails at start-up, not on the first request
         unfed = sorted(set(pc.camera_map) - fed)
         if unfed:
-            raise ValueError(f"observation mapping {self.mapping.name!r} feeds no client key to camera(s) {unfed}")
+            raise ValueError(
+                f"observation mapping {self.mapping.name!r} feeds no client key to camera(s) {unfed}"
+            )
         self.state_dim: int = preprocessor.state_dim
         self.action_dim: int = postprocessor.action_dim
 
@@ -118,11 +120,18 @@ class PiPolicy:
     # Internals --------------------------------------------------------------------------------------------
     def _check_state(self, sample: dict) -> None:
         state = sample.get("state")
-        key = " + ".join(repr(k) if isinstance(k, str) else repr("/".join(k)) for k in self.mapping.state) or "state"
+        key = (
+            " + ".join(repr(k) if isinstance(k, str) else repr("/".join(k)) for k in self.mapping.state)
+            or "state"
+        )
         if state is None:
-            raise ObservationError(f"the model needs a state of dim {self.state_dim} but the mapping has no state key")
+            raise ObservationError(
+                f"the model needs a state of dim {self.state_dim} but the mapping has no state key"
+            )
         if state.shape != (self.state_dim,):
-            raise ObservationError(f"observation {key} must have shape ({self.state_dim},), got {state.shape}")
+            raise ObservationError(
+                f"observation {key} must have shape ({self.state_dim},), got {state.shape}"
+            )
 
     def _model_inputs(self, sample: dict) -> dict:
         """One sample -> keyword arguments of PiModel.sample_actions, on the model's device (batch of 1)."""
@@ -149,7 +158,6 @@ def _to(value: Any, device: torch.device) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_to(v, device) for v in value)
     return value
-
 
 
 def save_tiny_policy(path: str | Path, *, state_dim: int = 8, action_dim: int = 7, seed: int = 0) -> Path:

@@ -78,7 +78,9 @@ class PolicyServer:
         self.max_frame_bytes = max_frame_bytes
         self._metadata_frame = msgpack_numpy.packb(dict(policy.metadata))  # fixed for the server's life
         # One inference thread: FIFO queue across all connections, the policy is never called concurrently.
-        self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shallowpi-infer")
+        self._worker = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="shallowpi-infer"
+        )
         self.requests_served = 0
 
     # Inference (worker thread) ---------------------------------------------------------------------------
@@ -156,7 +158,13 @@ class PolicyServer:
                 process_request=_health_check,
             ) as server:
                 port = next(iter(server.sockets)).getsockname()[1]
-                logger.info("serving on ws://%s:%d (health check: http://%s:%d/healthz)", self.host, port, self.host, port)
+                logger.info(
+                    "serving on ws://%s:%d (health check: http://%s:%d/healthz)",
+                    self.host,
+                    port,
+                    self.host,
+                    port,
+                )
                 if on_ready is not None:
                     on_ready(port)
                 await (stop.wait() if stop is not None else server.serve_forever())

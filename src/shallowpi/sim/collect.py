@@ -78,8 +78,12 @@ def run_episode(cfg: CollectConfig, task: str, episode: int) -> Episode:
     if success_at is None:
         return Episode(task, episode, False, cfg.max_steps)
     return Episode(
-        task, episode, True, len(states),
-        state=np.stack(states), actions=np.stack(actions),
+        task,
+        episode,
+        True,
+        len(states),
+        state=np.stack(states),
+        actions=np.stack(actions),
         images={c: np.stack(v) for c, v in frames.items()},
     )
 
@@ -114,13 +118,19 @@ def collect(cfg: CollectConfig, out: str | Path, *, overwrite: bool = False, pro
     mw.check_cameras(cfg.cameras)
     summary = {t: {"attempted": 0, "kept": 0} for t in cfg.tasks}
     writer = LeRobotDatasetWriter(
-        out, fps=mw.FPS, robot_type="sawyer",
+        out,
+        fps=mw.FPS,
+        robot_type="sawyer",
         cameras={mw.camera_key(c): (cfg.image_size, cfg.image_size) for c in cfg.cameras},
-        state_names=mw.STATE_NAMES, action_names=mw.ACTION_NAMES,
-        video=VideoSpec(codec=cfg.codec), overwrite=overwrite,
+        state_names=mw.STATE_NAMES,
+        action_names=mw.ACTION_NAMES,
+        video=VideoSpec(codec=cfg.codec),
+        overwrite=overwrite,
     )
     with writer:
-        bar = tqdm(total=len(cfg.tasks) * cfg.episodes_per_task, desc="collect", unit="ep", disable=not progress)
+        bar = tqdm(
+            total=len(cfg.tasks) * cfg.episodes_per_task, desc="collect", unit="ep", disable=not progress
+        )
         for ep in iter_episodes(cfg):
             summary[ep.task]["attempted"] += 1
             if ep.success:

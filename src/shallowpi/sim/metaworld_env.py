@@ -20,8 +20,16 @@ import numpy as np
 
 # One instruction per task (Meta-World ships none). MT10 first; the rest of MT50 after.
 MT10 = (
-    "reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "drawer-close-v3",
-    "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3", "window-close-v3",
+    "reach-v3",
+    "push-v3",
+    "pick-place-v3",
+    "door-open-v3",
+    "drawer-open-v3",
+    "drawer-close-v3",
+    "button-press-topdown-v3",
+    "peg-insert-side-v3",
+    "window-open-v3",
+    "window-close-v3",
 )
 INSTRUCTIONS: dict[str, str] = {
     "reach-v3": "reach the goal position",
@@ -93,7 +101,9 @@ def resolve_tasks(spec: str) -> list[str]:
         name = raw.strip()
         name = name if name.endswith("-v3") else f"{name}-v3"
         if name not in INSTRUCTIONS:
-            raise ValueError(f"unknown Meta-World task {raw.strip()!r}; known: mt10, mt50 or {', '.join(MT50)}")
+            raise ValueError(
+                f"unknown Meta-World task {raw.strip()!r}; known: mt10, mt50 or {', '.join(MT50)}"
+            )
         names.append(name)
     return names
 
@@ -133,7 +143,9 @@ class Step:
 class MetaWorldEnv:
     """One Meta-World task with deterministic configurations and its own offscreen renderer."""
 
-    def __init__(self, task: str, *, seed: int = 0, image_size: int = 128, cameras: list[str] | tuple = ("corner4",)):
+    def __init__(
+        self, task: str, *, seed: int = 0, image_size: int = 128, cameras: list[str] | tuple = ("corner4",)
+    ):
         setup_rendering()
         import metaworld
         import mujoco
@@ -147,7 +159,9 @@ class MetaWorldEnv:
         self.env = metaworld.MT1(task, seed=seed).train_classes[task]()
         self.env.set_task(self.configurations(seed)[0])
         fast_render(self.env.model)
-        self.renderer = mujoco.Renderer(self.env.model, height=image_size, width=image_size) if self.cameras else None
+        self.renderer = (
+            mujoco.Renderer(self.env.model, height=image_size, width=image_size) if self.cameras else None
+        )
 
     def configurations(self, seed: int) -> list:
         """The 50 fixed configurations of `MT1(task, seed)`."""
