@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from shallowpi.data import transforms as T
+from shallowpi.data.processor import collate
 from shallowpi.runtime.obs_mapping import ObservationError
 from shallowpi.runtime.policy import PiPolicy, save_tiny_policy
 
@@ -32,12 +33,14 @@ def test_actions_are_the_models_output_unnormalised_and_cropped(policy):
     got = policy.infer(o)
     assert got["actions"].shape == (10, 7) and got["actions"].dtype == np.float32
     assert got["policy_timing"]["infer_ms"] > 0
-    # The same thing by hand: processor inputs, the model with the policy's noise, then the action stats.
+    # The same thing by hand: processor inputs, the reference model path (the policy runs the fast engine)
+    # with the policy's noise, then the action stats.
     sample = policy.mapping.extract(o, policy.cameras)
+    inputs = policy.pre.model_inputs(collate([policy.pre(sample)]))
     with torch.inference_mode():
-        raw = policy.model.sample_actions(**policy._model_inputs(sample), noise=policy._noise(), num_steps=2)
+        raw = policy.model.sample_actions(**inputs, noise=policy.predictor.noise(policy.seed), num_steps=2)
     by_hand = T.unnormalize(raw[0, :, :7], policy.post.action_stats, policy.post.config.action_norm)
-    np.testing.assert_allclose(got["actions"], by_hand.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got["actions"], by_hand.numpy(), rtol=0, atol=1e-5)
     assert not np.allclose(got["actions"], raw[0, :, :7].numpy(), atol=1e-3)  # stats really were applied
 
 

@@ -2,7 +2,7 @@
 
     obs (client keys) --ObsMapping--> sample {"images", "state", "task"}
         --Preprocessor--> normalise state, resize-with-pad images, tokenise prompt --> model inputs (B = 1)
-        --PiModel.sample_actions--> normalised (1, chunk, max_action_dim)
+        --InferenceEngine.sample_actions--> normalised (1, chunk, max_action_dim)
         --Postprocessor--> unnormalised, cropped: (chunk, action_dim) float32
 
 Contract of `infer`: returns {"actions": float32 (chunk, action_dim), "policy_timing": {"infer_ms": float}}.
@@ -41,6 +41,56 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class ActionPredictor:
+    """A model and its processors: one processor sample in, one unnormalised action chunk out.
+
+    The inference path shared by the websocket server (`PiPolicy`) and simulation evaluation, so both see
+    exactly the inputs training saw. Runs the fast `InferenceEngine` (equal to the reference path).
+    """
+
+    def __init__(
+        self, model: PiModel, preprocessor: Preprocessor, postprocessor: Postprocessor, *, num_steps=None
+    ) -> None:
+        from shallowpi.runtime.engine import InferenceEngine
+
+        pc, cfg = preprocessor.config, model.config
+        if tuple(pc.cameras) != tuple(cfg.cameras) or pc.image_size != cfg.vision.image_size:
+            raise ValueError(
+                f"processor (slots {list(pc.cameras)}, {pc.image_size} px) does not fit the model "
+                f"(slots {list(cfg.cameras)}, {cfg.vision.image_size} px)"
+            )
+        self.model, self.config = model.eval(), cfg
+        self.pre, self.post = preprocessor, postprocessor
+        self.num_steps = num_steps
+        self.engine = InferenceEngine(self.model, batch_size=1)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, device: str | None = None, **kwargs: Any
+    ) -> ActionPredictor:
+        """Model (`shallowpi.load_model`) and processors (`load_processor`) from one pretrained folder."""
+        model = load_model(path, device=device or default_device())
+        pre, post = load_processor(path)
+        return cls(model, pre, post, **kwargs)
+
+    def noise(self, seed: int | None) -> torch.Tensor | None:
+        """Flow-matching noise from a CPU generator (same noise on every device); None: fresh noise."""
+        if seed is None:
+            return None
+        c = self.config
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        return torch.randn((1, c.chunk_size, c.max_action_dim), generator=gen).to(self.model.device)
+
+    @torch.inference_mode()
+    def predict(self, sample: dict, *, seed: int | None = None) -> np.ndarray:
+        """sample {"images": {camera: image}, "state": (S,), "task": str} -> (chunk, action_dim) float32."""
+        inputs = self.pre.model_inputs(collate([self.pre(sample)]))
+        inputs = {k: _to(v, self.model.device) for k, v in inputs.items()}
+        actions = self.engine.sample_actions(**inputs, noise=self.noise(seed), num_steps=self.num_steps)
+        actions = self.post(actions.float().cpu())  # (1, chunk, action_dim), unnormalised
+        return actions[0].numpy().astype(np.float32, copy=False)
+
+
 class PiPolicy:
     def __init__(
         self,
@@ -54,20 +104,15 @@ class PiPolicy:
         seed: int | None = 0,
         name: str = "shallowpi",
     ) -> None:
-        self.model = model.eval()
+        self.predictor = ActionPredictor(model, preprocessor, postprocessor, num_steps=num_steps)
+        self.model, self.config = self.predictor.model, model.config
         self.pre, self.post = preprocessor, postprocessor
         self.mapping = get_mapping(obs_mapping)
         self.default_prompt = default_prompt
         self.num_steps = num_steps
         self.seed = seed
         self.name = name
-        self.config = model.config
         pc = preprocessor.config
-        if tuple(pc.cameras) != tuple(self.config.cameras) or pc.image_size != self.config.vision.image_size:
-            raise ValueError(
-                f"processor (slots {list(pc.cameras)}, {pc.image_size} px) does not fit the model "
-                f"(slots {list(self.config.cameras)}, {self.config.vision.image_size} px)"
-            )
         # The processor's camera key feeding each model slot (None: slot always masked).
         self.cameras: tuple[str | None, ...] = tuple(preprocessor.slot_source.get(s) for s in pc.cameras)
         fed = set(self.mapping.resolve(self.cameras))  # fails at start-up, not on the first request
@@ -109,13 +154,11 @@ class PiPolicy:
         start = time.monotonic()
         sample = self.mapping.extract(obs, self.cameras, self.default_prompt)
         self._check_state(sample)
-        with torch.inference_mode():
-            inputs = self._model_inputs(sample)
-            noise = self._noise()
-            actions = self.model.sample_actions(**inputs, noise=noise, num_steps=self.num_steps)
-            actions = self.post(actions)  # (1, chunk, action_dim), unnormalised
-        out = actions[0].float().cpu().numpy().astype(np.float32, copy=False)
-        return {"actions": out, "policy_timing": {"infer_ms": (time.monotonic() - start) * 1e3}}
+        try:
+            actions = self.predictor.predict(sample, seed=self.seed)
+        except ValueError as e:  # anything the processor still finds wrong came from the client
+            raise ObservationError(str(e)) from e
+        return {"actions": actions, "policy_timing": {"infer_ms": (time.monotonic() - start) * 1e3}}
 
     # Internals --------------------------------------------------------------------------------------------
     def _check_state(self, sample: dict) -> None:
@@ -132,24 +175,6 @@ class PiPolicy:
             raise ObservationError(
                 f"observation {key} must have shape ({self.state_dim},), got {state.shape}"
             )
-
-    def _model_inputs(self, sample: dict) -> dict:
-        """One sample -> keyword arguments of PiModel.sample_actions, on the model's device (batch of 1)."""
-        try:
-            example = self.pre(sample)
-        except ValueError as e:  # anything the processor still finds wrong came from the client
-            raise ObservationError(str(e)) from e
-        batch = collate([example])
-        inputs = self.pre.model_inputs(batch)
-        device = self.model.device
-        return {k: _to(v, device) for k, v in inputs.items()}
-
-    def _noise(self) -> torch.Tensor | None:
-        if self.seed is None:
-            return None
-        c = self.config
-        gen = torch.Generator(device="cpu").manual_seed(self.seed)  # CPU: same noise on every device
-        return torch.randn((1, c.chunk_size, c.max_action_dim), generator=gen).to(self.model.device)
 
 
 def _to(value: Any, device: torch.device) -> Any:

@@ -97,27 +97,17 @@ class EpisodeResult:
 
 
 class PretrainedPolicy:
-    """A pretrained folder run through the training Preprocessor, the InferenceEngine and the Postprocessor."""
+    """A pretrained folder as a Meta-World policy: env cameras -> the shared ActionPredictor (training
+    Preprocessor, InferenceEngine, Postprocessor) -> (chunk, 4) unnormalised actions."""
 
     def __init__(self, path: str | Path, *, device: str = "cpu", num_steps: int | None = None) -> None:
-        import torch
+        from shallowpi.runtime.policy import ActionPredictor
 
-        from shallowpi.data.processor import load_processor
-        from shallowpi.model.checkpoint import load_model
-        from shallowpi.runtime.engine import InferenceEngine
-
-        self.torch = torch
-        self.model = load_model(path, device=device)
-        self.pre, self.post = load_processor(path)
-        cfg, pc = self.model.config, self.pre.config
-        if tuple(pc.cameras) != tuple(cfg.cameras) or pc.image_size != cfg.vision.image_size:
-            raise ValueError(
-                f"processor (slots {list(pc.cameras)}, {pc.image_size} px) does not fit the model "
-                f"(slots {list(cfg.cameras)}, {cfg.vision.image_size} px) in {path}"
-            )
+        self.predictor = ActionPredictor.from_pretrained(path, device=device, num_steps=num_steps)
+        self.model, pre, post = self.predictor.model, self.predictor.pre, self.predictor.post
         prefix = mw.camera_key("")
         self.cameras = []
-        for key in pc.camera_map:
+        for key in pre.config.camera_map:
             cam = key.removeprefix(prefix)
             if not key.startswith(prefix) or cam not in mw.CAMERAS:
                 raise ValueError(
@@ -126,36 +116,20 @@ class PretrainedPolicy:
             self.cameras.append(cam)
         if not self.cameras:
             raise ValueError(f"the policy in {path} maps no camera (processor camera_map is empty)")
-        if self.pre.state_dim != 4 or self.post.action_dim != 4:
+        if pre.state_dim != 4 or post.action_dim != 4:
             raise ValueError(
-                f"Meta-World has state dim 4 and action dim 4; the policy has {self.pre.state_dim} and "
-                f"{self.post.action_dim}"
+                f"Meta-World has state dim 4 and action dim 4; the policy has {pre.state_dim} and {post.action_dim}"
             )
         self.num_steps = num_steps
-        self.engine = InferenceEngine(self.model, batch_size=1)
-        self.chunk = cfg.chunk_size
+        self.chunk = self.model.config.chunk_size
 
     def __call__(self, images: dict[str, np.ndarray], state: np.ndarray, task: str, seed: int) -> np.ndarray:
-        from shallowpi.data.processor import collate
-
-        torch, c = self.torch, self.model.config
         sample = {
             "images": {mw.camera_key(cam): images[cam] for cam in self.cameras},
             "state": state,
             "task": task,
         }
-        inputs = self.pre.model_inputs(collate([self.pre(sample, train=False)]))
-        inputs = {k: _to(v, self.model.device) for k, v in inputs.items()}
-        gen = torch.Generator().manual_seed(seed)
-        noise = torch.randn((1, c.chunk_size, c.max_action_dim), generator=gen).to(self.model.device)
-        actions = self.engine.sample_actions(**inputs, noise=noise, num_steps=self.num_steps)
-        return self.post(actions.float().cpu())[0].numpy()  # (chunk, 4), unnormalised
-
-
-def _to(v, device):
-    if isinstance(v, list):
-        return [x.to(device) for x in v]
-    return v.to(device) if v is not None else None
+        return self.predictor.predict(sample, seed=seed)  # (chunk, 4), unnormalised
 
 
 # one episode ------------------------------------------------------------------------------------------------
