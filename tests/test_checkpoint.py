@@ -34,6 +34,8 @@ def test_save_load_bit_identical(model, tmp_path):
     assert cfg["type"] == "pi05" and cfg["shallowpi"]["vlm"]["depth"] == 3
     keys = load_file(str(tmp_path / "ckpt" / "model.safetensors")).keys()
     assert all(k.startswith("model.") for k in keys)
+    # the tied embedding is stored once, under the name LeRobot's save_pretrained keeps
+    assert "model." + LM_HEAD in keys and "model." + EMBED not in keys
     # no temp folders left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "ckpt"]
 

@@ -186,15 +186,16 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: s
 def save_model(model: PiModel, path: str | Path, *, lerobot_overrides: dict | None = None) -> Path:
     """Write `config.json` + `model.safetensors` (LeRobot naming) atomically: a temp folder, then rename.
 
-    The tied lm_head is written once, as `embed_tokens` (LeRobot's loaders accept either name; storing both
-    would double the largest tensor). Files other than ours already in `path` are kept.
+    The tied embedding is written once, as `…paligemma.lm_head.weight`, which is what LeRobot's own
+    `save_pretrained` (safetensors' `save_model` keeps the first name of tied tensors) and openpi's converter
+    write; storing both names would double the largest tensor. Files other than ours in `path` are kept.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         sd = {k: v.detach().contiguous().cpu() for k, v in lerobot_state_dict(model).items()}
-        sd.pop("model." + LM_HEAD)
+        sd.pop("model." + EMBED)
         save_file(sd, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         cfg = config_to_lerobot(model.config, overrides=lerobot_overrides)
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=4) + "\n")
