@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from paths import find_reference
 from shallowpi.data.lerobot_dataset import DatasetFormatError, LeRobotDataset
 from shallowpi.data.stats import load_stats
 from shallowpi.data.video import VideoDecodeError, encode_png
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "lerobot_dataset_v3_small"
-needs_ref = pytest.mark.skipif(not REF.is_dir(), reason="reference dataset not available")
+REF = find_reference() / "lerobot_dataset_v3_small"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,6 @@ def expected() -> dict:
     return json.loads((REF / "expected_values.json").read_text())
 
 
-@needs_ref
 def test_reference_v3_matches_lerobot(expected):
     ds = LeRobotDataset(REF, chunk_size=5)
     assert len(ds) == 60 and ds.num_episodes == 3
@@ -62,7 +61,6 @@ def test_reference_v3_matches_lerobot(expected):
             assert round((mean[16, 48].item() - 5) / 10) == s["frame_index"]
 
 
-@needs_ref
 def test_reference_episode_table_and_tasks(expected):
     ds = LeRobotDataset(REF)
     for e in expected["episodes"]:
@@ -71,7 +69,6 @@ def test_reference_episode_table_and_tasks(expected):
     assert "q01" in load_stats(REF)["action"]
 
 
-@needs_ref
 def test_action_chunk_padded_past_episode_end():
     ds = LeRobotDataset(REF, chunk_size=8)
     start, end = ds.episode_bounds(0)
@@ -82,7 +79,6 @@ def test_action_chunk_padded_past_episode_end():
     assert torch.equal(x["actions"][:3], torch.from_numpy(ds.column("action")[end - 3 : end]))
 
 
-@needs_ref
 def test_dataloader_workers_give_the_same_samples():
     ds = LeRobotDataset(REF, chunk_size=4)
     loader = torch.utils.data.DataLoader(ds, batch_size=6, num_workers=2, shuffle=False)
@@ -249,8 +245,6 @@ def test_compute_stats_adds_exact_quantiles(v21):
 # ------------------------------------------------------------------------------------------- errors
 @pytest.fixture()
 def ref_copy(tmp_path) -> Path:
-    if not REF.is_dir():
-        pytest.skip("reference dataset not available")
     dst = tmp_path / "ref"
     shutil.copytree(REF, dst)
     return dst
@@ -284,8 +278,6 @@ def test_corrupt_video_is_named(ref_copy):
 
 
 def test_unknown_camera_is_named():
-    if not REF.is_dir():
-        pytest.skip("reference dataset not available")
     with pytest.raises(ValueError, match="unknown camera 'observation.images.top'"):
         LeRobotDataset(REF, cameras=["observation.images.top"])
     ds = LeRobotDataset(REF, cameras=["observation.images.front"])
