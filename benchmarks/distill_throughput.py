@@ -25,30 +25,36 @@ from shallowpi.distill.student import make_student
 from shallowpi.model import PiModel, preset
 
 
-def measure(student, loss, batch, steps: int, warmup: int, autocast) -> dict:
+def measure(student, losses: dict, batch, steps: int, warmup: int, autocast) -> dict:
+    """Alternate one step of each loss per round, so load from other processes hits both alike."""
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-6)
     fwd = JointForward(student)
     cuda = batch.tokens.is_cuda
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in losses}
+    peaks: dict[str, float] = {}
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        with autocast:
-            total, _ = loss(fwd, batch)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        for name, loss in losses.items():
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            with autocast:
+                total, _ = loss(fwd, batch)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if cuda:
+                torch.cuda.synchronize()
+                peaks[name] = max(peaks.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**30)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, ts in times.items():
+        out[name] = {"step_s_median": sorted(ts)[len(ts) // 2], "step_s_all": ts}
         if cuda:
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    out = {"step_s_median": sorted(times)[len(times) // 2], "step_s_all": times}
-    if cuda:
-        out["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            out[name]["peak_gpu_mem_gib"] = peaks[name]
     return out
 
 
@@ -59,7 +65,7 @@ def main() -> None:
     ap.add_argument("--teacher-depth", type=int, default=18)
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     ap.add_argument("--threads", type=int, default=2)
@@ -84,14 +90,16 @@ def main() -> None:
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if args.bf16 and device.type == "cuda" else nullcontext()
     )
-    results = {}
-    for name, weights, t in (
-        ("task_only", LossWeights(1, 0, 0), None),
-        ("distill", LossWeights(1, 1, 1), teacher),
-    ):
-        loss = DistillLoss(student, t, DistillLossConfig(weights=weights, action_dim=4))
-        results[name] = measure(student, loss, batch, args.steps, args.warmup, autocast)
-        print(f"{name:10s} {results[name]['step_s_median'] * 1e3:9.1f} ms/step")
+    losses = {
+        name: DistillLoss(student, t, DistillLossConfig(weights=weights, action_dim=4))
+        for name, weights, t in (
+            ("task_only", LossWeights(1, 0, 0), None),
+            ("distill", LossWeights(1, 1, 1), teacher),
+        )
+    }
+    results = measure(student, losses, batch, args.steps, args.warmup, autocast)
+    for name, r in results.items():
+        print(f"{name:10s} {r['step_s_median'] * 1e3:9.1f} ms/step")
     ratio = results["distill"]["step_s_median"] / results["task_only"]["step_s_median"]
     report = {
         "config": vars(args) | {"device": str(device), "layer_map": cfg.layer_map},
