@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument(
-        "--image-size", type=int, default=128, help="render size (the demos' size; default 128)"
+        "--image-size", type=int, default=None, help="render size (default: the policy's input size)"
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(

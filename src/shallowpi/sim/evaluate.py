@@ -54,7 +54,9 @@ class EvalConfig:
     max_steps: int = 200
     n_action_steps: int | None = None  # None: the whole chunk
     workers: int = 1
-    image_size: int = 128  # render size; the processor resizes to the model's input size
+    # Render size; None: the policy's input size (what `shallowpi collect` demos for it are rendered at).
+    # The processor resizes whatever is rendered to the model's input size.
+    image_size: int | None = None
     device: str = "cpu"
     num_steps: int | None = None  # Euler steps; None: the model config's
     video_dir: str | None = None
@@ -122,6 +124,7 @@ class PretrainedPolicy:
             )
         self.num_steps = num_steps
         self.chunk = self.model.config.chunk_size
+        self.image_size = pre.config.image_size
 
     def __call__(self, images: dict[str, np.ndarray], state: np.ndarray, task: str, seed: int) -> np.ndarray:
         sample = {
@@ -243,7 +246,8 @@ def _get_env(cfg: EvalConfig, task: str, cameras: list[str]) -> mw.MetaWorldEnv:
     if _env is None or _env.task != task:
         if _env is not None:
             _env.close()  # release the old renderer before making a new one
-        _env = mw.MetaWorldEnv(task, seed=cfg.seed, image_size=cfg.image_size, cameras=cameras)
+        size = cfg.image_size or getattr(_policy, "image_size", None) or 128
+        _env = mw.MetaWorldEnv(task, seed=cfg.seed, image_size=size, cameras=cameras)
     return _env
 
 
