@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import _find_shared
 from distill_helpers import random_teacher
+from paths import find_reference
 from shallowpi.cli import main
 from shallowpi.data.lerobot_dataset import LeRobotDataset
 from shallowpi.data.processor import ProcessorConfig
@@ -28,7 +28,7 @@ from shallowpi.model import save_model
 def dataset(tmp_path):
     """A copy of the LeRobot-written v3.0 sample (2 cameras front/wrist, state 8, action 7, 60 frames)."""
     dst = tmp_path / "data"
-    shutil.copytree(_find_shared() / "reference" / "lerobot_dataset_v3_small", dst)
+    shutil.copytree(find_reference() / "lerobot_dataset_v3_small", dst)
     return dst
 
 
