@@ -198,9 +198,13 @@ def bench_policies(
     names = [Path(p).name for p in policies]
     if len(set(names)) != len(names):
         raise ValueError(f"benchmarked policy folders need distinct names, got {names}")
+    from shallowpi.model.checkpoint import read_config
+
     settings = BenchSettings(
         preset=None,
         policies=[str(p) for p in policies],
+        # Every camera slot of these policies is fed in Meta-World, so none is masked in the timing.
+        cameras=len(read_config(policies[0]).cameras),
         modes=["engine"],  # the runtime the server and eval use
         warmup=warmup,
         iters=iters,
