@@ -9,11 +9,11 @@ slightly on the same data.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from shallowpi.atomic import write_json_atomic
 
 Stats = dict[str, dict[str, np.ndarray]]
 
@@ -98,23 +98,6 @@ def image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
 
 def has_quantiles(stats: Stats, feature: str) -> bool:
     return feature in stats and "q01" in stats[feature] and "q99" in stats[feature]
-
-
-def write_json_atomic(path: str | Path, obj, indent: int | None = 4) -> None:
-    """Write JSON to a temp file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=indent)
-        os.chmod(
-            tmp, 0o644
-        )  # mkstemp creates 0600; a dataset/checkpoint file should be readable like any other
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def add_quantiles(root: str | Path, features: list[str] | None = None, overwrite: bool = False) -> list[str]:

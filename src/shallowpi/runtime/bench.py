@@ -29,7 +29,6 @@ import contextlib
 import ctypes
 import dataclasses
 import gc
-import json
 import os
 import platform
 import resource
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from shallowpi.atomic import write_json_atomic
 from shallowpi.model.config import PiConfig, preset
 from shallowpi.model.pi import PiModel
 from shallowpi.runtime.engine import STAGES, InferenceEngine
@@ -493,18 +493,7 @@ def environment(device: torch.device) -> dict:
 
 def write_json(result: dict, path: str | Path) -> Path:
     """Atomic write (temp file + rename): a crash never leaves half a JSON behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, result)
 
 
 def plot_latency(result: dict, path: str | Path, log: Callable[[str], None] = print) -> Path | None:

@@ -14,7 +14,6 @@ plus what makes a run reproducible: per-episode MT1 seeds and configuration indi
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing as mp
 import os
@@ -29,6 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
+from shallowpi.atomic import write_json_atomic
 from shallowpi.sim import metaworld_env as mw
 
 CONFIGS_PER_SEED = 50  # MT1(task, seed).train_tasks has 50 configurations
@@ -348,21 +348,6 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
     return {"per_task": per_task, "per_group": per_group, "overall": overall, "settings": settings}
 
 
-def write_json_atomic(obj: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 @dataclass
 class EvalRun:
     info: dict
@@ -390,7 +375,7 @@ def evaluate(
             bar.update(1)
             bar.set_postfix(task=r.task.removesuffix("-v3"), success=f"{_pc(results):.0f}%")
     info = eval_info(results, cfg, time.time() - start)
-    path = write_json_atomic(info, Path(out_dir) / "eval_info.json")
+    path = write_json_atomic(Path(out_dir) / "eval_info.json", info)
     return EvalRun(info, path, results)
 
 
