@@ -385,7 +385,7 @@ class Study:
         write_json(result, out)
 
     def report(self) -> None:
-        from shallowpi.sim.evaluate import write_json_atomic
+        from shallowpi.atomic import write_json_atomic
         from shallowpi.study import pipeline as P
         from shallowpi.study import report as R
 
@@ -447,12 +447,12 @@ class Study:
         )
         out = R.write_text_atomic(md, results_dir / "metaworld.md")
         write_json_atomic(
-            {
+            obj={
                 "results": [asdict(r) | {"mean": r.mean} for r in results],
                 "targets": [asdict(t) for t in R.check_targets(results)],
                 "settings": settings,
             },
-            results_dir / "metaworld.json",
+            path=results_dir / "metaworld.json",
         )
         self.say(f"report: {out}" + (f" and {png}" if png else " (no plot)"))
 

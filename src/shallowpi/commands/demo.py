@@ -292,17 +292,17 @@ def run(args: argparse.Namespace) -> int:
     report = R.write_text_atomic(md, out / "demo.md")
     from dataclasses import asdict
 
-    from shallowpi.sim.evaluate import write_json_atomic
+    from shallowpi.atomic import write_json_atomic
 
     write_json_atomic(
-        {
+        obj={
             "policies": [asdict(r) | {"mean": r.mean} for r in results],
             "probe": probe,
             "bench": bench,
             "sizes": asdict(sizes),
             "wall_s": st.total_s,
         },
-        out / "demo_results.json",
+        path=out / "demo_results.json",
     )
     st.done("written")
 
