@@ -27,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from shallowpi.atomic import write_json_atomic, write_text_atomic
+
 STAGES = ("collect", "teacher", "students", "eval", "bench", "report")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -385,7 +387,6 @@ class Study:
         write_json(result, out)
 
     def report(self) -> None:
-        from shallowpi.atomic import write_json_atomic
         from shallowpi.study import pipeline as P
         from shallowpi.study import report as R
 
@@ -445,7 +446,7 @@ class Study:
             plot=png.name if png else None,
             regenerate="python " + shlex.join(["scripts/study_metaworld.py", *sys.argv[1:]]),
         )
-        out = R.write_text_atomic(md, results_dir / "metaworld.md")
+        out = write_text_atomic(results_dir / "metaworld.md", md)
         write_json_atomic(
             obj={
                 "results": [asdict(r) | {"mean": r.mean} for r in results],

@@ -16,6 +16,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from shallowpi.atomic import write_json_atomic, write_text_atomic
+
 DEFAULT_TASKS = "reach,drawer-close,button-press-topdown"
 
 
@@ -289,10 +291,8 @@ def run(args: argparse.Namespace) -> int:
             "(see results/metaworld.md for the full one)."
         ],
     )
-    report = R.write_text_atomic(md, out / "demo.md")
+    report = write_text_atomic(out / "demo.md", md)
     from dataclasses import asdict
-
-    from shallowpi.atomic import write_json_atomic
 
     write_json_atomic(
         obj={

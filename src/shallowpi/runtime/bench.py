@@ -33,7 +33,6 @@ import os
 import platform
 import resource
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from shallowpi.atomic import write_json_atomic
+from shallowpi.atomic import save_figure_atomic, write_json_atomic
 from shallowpi.model.config import PiConfig, preset
 from shallowpi.model.pi import PiModel
 from shallowpi.runtime.engine import STAGES, InferenceEngine
@@ -523,12 +522,4 @@ def plot_latency(result: dict, path: str | Path, log: Callable[[str], None] = pr
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return save_figure_atomic(fig, path)

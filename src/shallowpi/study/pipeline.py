@@ -6,6 +6,7 @@ resumes from its last checkpoint, and exported policies are written to a temp fo
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
 import shutil
@@ -92,18 +93,25 @@ def export_pretrained(train_out: str | Path, dest: str | Path) -> Path:
     return copy_folder(last / ckpt.PRETRAINED, dest)
 
 
-def copy_folder(src: str | Path, dest: str | Path) -> Path:
+@contextlib.contextmanager
+def staged_folder(dest: str | Path):
+    """Yield a folder to build `dest` in; it replaces `dest` only if the block finishes (atomic publish)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        shutil.copytree(src, tmp / "x")
+        yield tmp / "x"
         if dest.exists():
             shutil.rmtree(dest)
         (tmp / "x").rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+
+
+def copy_folder(src: str | Path, dest: str | Path) -> Path:
+    with staged_folder(dest) as build:
+        shutil.copytree(src, build)
+    return Path(dest)
 
 
 def save_layer_skip_student(teacher: str | Path, depth: int, dest: str | Path) -> Path:
@@ -112,21 +120,13 @@ def save_layer_skip_student(teacher: str | Path, depth: int, dest: str | Path) -
     from shallowpi.distill.student import make_student
     from shallowpi.model import load_model, save_model
 
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with staged_folder(dest) as build:
         student = make_student(load_model(teacher, dtype="float32"), depth=depth).eval()
-        save_model(student, tmp / "x")
+        save_model(student, build)
         for f in Path(teacher).iterdir():  # the processor files travel unchanged
             if f.is_file() and f.name not in ("config.json", "model.safetensors", "train_config.json"):
-                shutil.copyfile(f, tmp / "x" / f.name)
-        if dest.exists():
-            shutil.rmtree(dest)
-        (tmp / "x").rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+                shutil.copyfile(f, build / f.name)
+    return Path(dest)
 
 
 # evaluation -------------------------------------------------------------------------------------------------

@@ -8,11 +8,11 @@ Files are written to a temp file and renamed: a crash never leaves half a report
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from shallowpi.atomic import save_figure_atomic
 
 # Targets of issue 6 (paper: L6 within 1-2 pts of the teacher at > 2x speed).
 L6_MAX_DROP_PTS = 2.0
@@ -216,20 +216,6 @@ def render_markdown(
 # files ------------------------------------------------------------------------------------------------------
 
 
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def plot_pareto(
     results: list[PolicyResult], path: str | Path, title: str = "", log: Callable[[str], None] = print
 ) -> Path | None:
@@ -285,15 +271,7 @@ def plot_pareto(
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return save_figure_atomic(fig, path)
 
 
 def attach_bench(results: list[PolicyResult], bench: dict) -> None:
