@@ -406,6 +406,7 @@ class Study:
                     v.kind,
                     P.success_by_task(info),
                     info["settings"]["episodes_per_task"],
+                    outcomes=P.outcomes_by_task(info),
                 )
             )
         bench_path = self.work / "bench.json"
@@ -449,7 +450,11 @@ class Study:
         out = write_text_atomic(results_dir / "metaworld.md", md)
         write_json_atomic(
             obj={
-                "results": [asdict(r) | {"mean": r.mean} for r in results],
+                # per-episode outcomes stay in each eval_info.json
+                "results": [
+                    {k: v for k, v in asdict(r).items() if k != "outcomes"} | {"mean": r.mean, "ci95": r.ci95}
+                    for r in results
+                ],
                 "targets": [asdict(t) for t in R.check_targets(results)],
                 "settings": settings,
             },

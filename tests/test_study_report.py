@@ -50,8 +50,9 @@ def test_markdown_has_paper_tables_and_marks_targets(tmp_path: Path) -> None:
         commands=["shallowpi collect metaworld ..."],
         regenerate="python scripts/study_metaworld.py",
     )
-    assert "| policy | layers | reach | push | **mean** |" in md
-    assert "| teacher L18 | 18 | 91 | 71 | **81.0** |" in md  # per task and mean
+    assert "| policy | layers | reach | push | **mean** | 95 % CI ± |" in md
+    # per task, mean, and 1.96 * sqrt((.91*.09 + .71*.29) / 50) / 2 = 7.4 pts
+    assert "| teacher L18 | 18 | 91 | 71 | **81.0** | 7.4 |" in md
     assert "| L6 task+KD+attn | 6 | 80.0 | 33.0 | 36.3 | 0.600 | 2.73× |" in md  # latency, FLOPs, speed-up
     assert "| task + KD + attn | 80.0 |" in md and "| task | 60.0 |" in md  # loss ablation
     assert "| initial | 75.0 |" in md and "| middle | 80.0 |" in md and "| late | 77.0 |" in md
@@ -114,3 +115,31 @@ def test_pareto_without_matplotlib_logs_and_skips(tmp_path: Path, monkeypatch) -
     logs: list[str] = []
     assert R.plot_pareto(_results(), tmp_path / "p.png", log=logs.append) is None
     assert not (tmp_path / "p.png").exists() and "matplotlib is not installed" in logs[0]
+
+
+def test_paired_difference_pairs_episodes_and_reports_its_interval() -> None:
+    a = R.PolicyResult("teacher", "t", 18, "teacher", {"reach-v3": 75.0}, 4)
+    b = R.PolicyResult("L6_task_kd_attn", "s", 6, "student", {"reach-v3": 50.0}, 4)
+    assert R.paired_difference(a, b) is None  # no per-episode outcomes: no paired claim
+    a.outcomes = {"reach-v3": [True, True, True, False]}
+    b.outcomes = {"reach-v3": [True, False, True, False]}
+    diff, half = R.paired_difference(a, b)
+    # d = [0, 1, 0, 0]: mean 0.25, sample variance 0.25, se = sqrt(0.25 / 4) = 0.25
+    assert diff == pytest.approx(25.0) and half == pytest.approx(1.96 * 25.0)
+    b.outcomes = {"reach-v3": [True, False]}  # episodes that do not line up are not paired
+    assert R.paired_difference(a, b) is None
+    b.outcomes = {"reach-v3": [True, False, True, False]}
+    text = {t.text: t.detail for t in R.check_targets([a, b])}["L6 within 2 pts of the teacher"]
+    assert "paired 95 % CI of the drop: +25.0 ± 49.0 pts" in text
+
+
+def test_outcomes_follow_setup_order_across_worker_chunks() -> None:
+    from shallowpi.study.pipeline import outcomes_by_task
+
+    info = {
+        "per_task": [
+            {"task_group": "reach-v3", "metrics": {"config_indices": [2, 3], "successes": [True, False]}},
+            {"task_group": "reach-v3", "metrics": {"config_indices": [0, 1], "successes": [False, True]}},
+        ]
+    }
+    assert outcomes_by_task(info) == {"reach-v3": [False, True, True, False]}

@@ -185,6 +185,17 @@ def success_by_task(info: dict) -> dict[str, float]:
     return {task: float(g["pc_success"]) for task, g in info["per_group"].items()}
 
 
+def outcomes_by_task(info: dict) -> dict[str, list[bool]]:
+    """Per-episode successes of each task, ordered by setup (for paired comparisons between policies)."""
+    out: dict[str, list[tuple[int, bool]]] = {}
+    for t in info["per_task"]:
+        m = t["metrics"]
+        out.setdefault(t["task_group"], []).extend(
+            zip(m.get("config_indices", range(len(m["successes"]))), m["successes"], strict=True)
+        )
+    return {task: [bool(s) for _, s in sorted(eps)] for task, eps in out.items()}
+
+
 # benchmark --------------------------------------------------------------------------------------------------
 
 

@@ -32,11 +32,22 @@ class PolicyResult:
     latency_p90_ms: float | None = None
     flops: float | None = None  # FLOPs of one call
     speedup: float | None = None  # teacher latency / this latency
+    outcomes: dict[str, list[bool]] = field(default_factory=dict)  # task -> per-episode success, seed order
 
     @property
     def mean(self) -> float:
         vals = list(self.success.values())
         return sum(vals) / len(vals) if vals else math.nan
+
+    @property
+    def ci95(self) -> float:
+        """Half-width (pts) of the normal-approximation 95 % interval of `mean`: each task a binomial of
+        `episodes_per_task` trials. Says which differences between policies the evaluation can resolve."""
+        n, vals = self.episodes_per_task, [v / 100 for v in self.success.values()]
+        if not vals or n <= 0:
+            return math.nan
+        var = sum(p * (1 - p) / n for p in vals) / len(vals) ** 2  # variance of the mean of task rates
+        return 100 * 1.96 * math.sqrt(var)
 
 
 @dataclass
@@ -58,6 +69,31 @@ def by_name(results: list[PolicyResult]) -> dict[str, PolicyResult]:
     return {r.name: r for r in results}
 
 
+def paired_difference(a: PolicyResult, b: PolicyResult) -> tuple[float, float] | None:
+    """Mean success of a minus b (pts) and its 95 % half-width, pairing episodes: every policy is evaluated on
+    the same held-out setups, so the per-episode difference cancels most of the setup-to-setup variance.
+    None when the per-episode outcomes are missing or do not line up."""
+    tasks = sorted(a.outcomes)
+    if not tasks or sorted(b.outcomes) != tasks:
+        return None
+    if any(len(a.outcomes[t]) != len(b.outcomes[t]) or not a.outcomes[t] for t in tasks):
+        return None
+    means, var = [], 0.0
+    for t in tasks:
+        d = [float(x) - float(y) for x, y in zip(a.outcomes[t], b.outcomes[t], strict=True)]  # (n,)
+        m = sum(d) / len(d)
+        means.append(m)
+        if len(d) > 1:
+            var += sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d)
+    var /= len(tasks) ** 2
+    return 100 * sum(means) / len(means), 100 * 1.96 * math.sqrt(var)
+
+
+def _paired(a: PolicyResult, b: PolicyResult, word: str) -> str:
+    pd = paired_difference(a, b)
+    return "" if pd is None else f"; paired 95 % CI of the {word}: {pd[0]:+.1f} ± {pd[1]:.1f} pts"
+
+
 def check_targets(results: list[PolicyResult]) -> list[Target]:
     """The issue's targets, met / missed / not measured, with the numbers behind each verdict."""
     r = by_name(results)
@@ -69,7 +105,9 @@ def check_targets(results: list[PolicyResult]) -> list[Target]:
             Target(
                 f"L6 within {L6_MAX_DROP_PTS:g} pts of the teacher",
                 drop <= L6_MAX_DROP_PTS,
-                f"teacher {teacher.mean:.1f} %, L6 {l6.mean:.1f} % (drop {drop:+.1f} pts)",
+                f"teacher {teacher.mean:.1f} %, L6 {l6.mean:.1f} % (drop {drop:+.1f} pts"
+                + _paired(teacher, l6, "drop")
+                + ")",
             )
         )
     else:
@@ -80,7 +118,9 @@ def check_targets(results: list[PolicyResult]) -> list[Target]:
             Target(
                 f"L6 >= scratch L6 + {L6_MIN_GAIN_OVER_SCRATCH_PTS:g} pts",
                 gain >= L6_MIN_GAIN_OVER_SCRATCH_PTS,
-                f"L6 {l6.mean:.1f} %, scratch {scratch.mean:.1f} % (gain {gain:+.1f} pts)",
+                f"L6 {l6.mean:.1f} %, scratch {scratch.mean:.1f} % (gain {gain:+.1f} pts"
+                + _paired(l6, scratch, "gain")
+                + ")",
             )
         )
     else:
@@ -116,12 +156,14 @@ def check_targets(results: list[PolicyResult]) -> list[Target]:
 
 def success_table(results: list[PolicyResult], tasks: list[str]) -> list[str]:
     """Rows = policies, columns = tasks + mean (% success on the held-out setups)."""
-    head = "| policy | layers | " + " | ".join(_short(t) for t in tasks) + " | **mean** |"
-    rule = "|---|---:|" + "---:|" * len(tasks) + "---:|"
+    head = "| policy | layers | " + " | ".join(_short(t) for t in tasks) + " | **mean** | 95 % CI ± |"
+    rule = "|---|---:|" + "---:|" * len(tasks) + "---:|---:|"
     rows = [head, rule]
     for r in results:
         cells = [_fmt(r.success.get(t), ".0f") for t in tasks]
-        rows.append(f"| {r.label} | {r.depth} | " + " | ".join(cells) + f" | **{_fmt(r.mean)}** |")
+        rows.append(
+            f"| {r.label} | {r.depth} | " + " | ".join(cells) + f" | **{_fmt(r.mean)}** | {_fmt(r.ci95)} |"
+        )
     return rows
 
 
@@ -182,7 +224,9 @@ def render_markdown(
     lines += [
         "## Success on held-out setups",
         "",
-        f"Percent of episodes that succeed; {'/'.join(map(str, eps)) or '?'} episodes per task.",
+        f"Percent of episodes that succeed; {'/'.join(map(str, eps)) or '?'} episodes per task. The last "
+        "column is the half-width of the mean's 95 % interval (binomial per task): differences smaller than "
+        "about that are within evaluation noise.",
         "",
     ]
     lines += success_table(results, tasks) + [""]
