@@ -341,7 +341,7 @@ class Study:
             image_size=a.image_size,
             max_steps=a.max_steps,
             workers=a.workers,
-            threads=a.threads,
+            threads=None,  # cores / workers per sim worker: --threads per worker would oversubscribe the CPU
         )
 
     def eval(self) -> None:
@@ -365,6 +365,12 @@ class Study:
         names = ["teacher"] + [f"L{d}_task_kd_attn" for d in (9, 6, 4, 3)]
         paths = [self.teacher_path if n == "teacher" else self.policies / n for n in names]
         paths = [p for p in paths if (p / "config.json").is_file()]
+        if self.teacher_path.name != "teacher":  # bench names runs by folder name
+            link = self.policies / "teacher"
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(self.teacher_path.resolve())
+            paths[0] = link  # before the up-to-date check: bench.json records this path
         out = self.work / "bench.json"
         if out.is_file():
             old = json.loads(out.read_text())
@@ -374,12 +380,6 @@ class Study:
             ):
                 self.say(f"bench: {out} is up to date, skipping")
                 return
-        if self.teacher_path.name != "teacher":  # bench names runs by folder name
-            link = self.policies / "teacher"
-            if not link.exists():
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(self.teacher_path.resolve())
-            paths[0] = link
         self.say(f"bench: {', '.join(p.name for p in paths)} in one process")
         result = P.bench_policies(
             paths, iters=self.args.bench_iters, threads=self.args.threads, log=lambda m: self.say(m.strip())

@@ -132,7 +132,10 @@ def check_targets(results: list[PolicyResult]) -> list[Target]:
             Target(
                 "task < task+KD < task+KD+attn (L6)",
                 m[0] < m[1] < m[2],
-                " < ".join(f"{x:.1f}" for x in m) + " %",
+                " < ".join(f"{x:.1f}" for x in m)
+                + " %"
+                + _paired(chain[1], chain[0], "KD gain")
+                + _paired(chain[2], chain[1], "attention gain"),
             )
         )
     else:
@@ -305,7 +308,24 @@ def plot_pareto(
             label=None if r.kind in seen else r.kind,
         )
         seen.add(r.kind)
-        ax.annotate(r.label, (r.latency_ms, r.mean), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    # Points of one depth share a latency and often a success rate: the main policy is labelled on the right,
+    # the others of that depth are stacked on the left with a leader line so no label covers another.
+    stacked: dict[float, int] = {}
+    for r in sorted(pts, key=lambda r: (r.kind not in ("teacher", "student"), -r.mean)):
+        i = stacked.get(round(r.latency_ms, 1), 0)
+        stacked[round(r.latency_ms, 1)] = i + 1
+        if i == 0:
+            ax.annotate(r.label, (r.latency_ms, r.mean), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        else:
+            ax.annotate(
+                r.label,
+                (r.latency_ms, r.mean),
+                textcoords="offset points",
+                xytext=(-14, 30 - 9 * i),
+                ha="right",
+                fontsize=7,
+                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5},
+            )
     ax.set_xlabel("CPU latency per action chunk, ms (median)")
     ax.set_ylabel("mean success on held-out setups, %")
     ax.set_ylim(-3, 103)
