@@ -315,7 +315,9 @@ def plot_pareto(
         i = stacked.get(round(r.latency_ms, 1), 0)
         stacked[round(r.latency_ms, 1)] = i + 1
         if i == 0:
-            ax.annotate(r.label, (r.latency_ms, r.mean), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            ax.annotate(
+                r.label, (r.latency_ms, r.mean), textcoords="offset points", xytext=(5, 4), fontsize=7
+            )
         else:
             ax.annotate(
                 r.label,
