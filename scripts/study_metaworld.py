@@ -341,7 +341,7 @@ class Study:
             image_size=a.image_size,
             max_steps=a.max_steps,
             workers=a.workers,
-            threads=None,  # cores / workers per sim worker: --threads per worker would oversubscribe the CPU
+            threads=a.threads,
         )
 
     def eval(self) -> None:

@@ -143,3 +143,21 @@ def test_outcomes_follow_setup_order_across_worker_chunks() -> None:
         ]
     }
     assert outcomes_by_task(info) == {"reach-v3": [False, True, True, False]}
+
+
+def test_eval_thread_budget_is_shared_by_the_workers(tmp_path: Path, monkeypatch) -> None:
+    """`--threads 2` with 2 sim workers must give each worker 1 torch thread, not 2 (4 on 2 cores ran > 3x
+    slower in the study)."""
+    import shallowpi.sim.evaluate as E
+    from shallowpi.study.pipeline import EvalSpec, evaluate_policy
+
+    seen = []
+
+    class _Done:
+        info = {"overall": {}}
+
+    monkeypatch.setattr(E, "evaluate", lambda cfg, out, progress: seen.append(cfg) or _Done())
+    for threads, workers, per_worker in [(2, 2, 1), (4, 2, 2), (1, 2, 1), (None, 2, None)]:
+        spec = EvalSpec(["reach-v3"], 1, 64, workers=workers, threads=threads)
+        evaluate_policy("p", spec, tmp_path / f"{threads}_{workers}", progress=False)
+        assert seen[-1].threads_per_worker == per_worker

@@ -140,7 +140,7 @@ class EvalSpec:
     max_steps: int = 200
     n_action_steps: int | None = None
     workers: int = 1
-    threads: int | None = None  # torch threads per worker (None: cores / workers)
+    threads: int | None = None  # torch threads of the whole eval, shared by the workers (None: the cores)
     seed: int = HELD_OUT_SEED
 
     def matches(self, info: dict) -> bool:
@@ -176,7 +176,8 @@ def evaluate_policy(
         n_action_steps=spec.n_action_steps,
         workers=spec.workers,
         image_size=spec.image_size,
-        threads_per_worker=spec.threads,
+        # the callers' thread budget is for the machine: one per worker each would oversubscribe the cores
+        threads_per_worker=None if spec.threads is None else max(1, spec.threads // spec.workers),
     )
     return evaluate(cfg, out_dir, progress=progress).info
 

@@ -312,8 +312,9 @@ def plot_pareto(
     # the others of that depth are stacked on the left with a leader line so no label covers another.
     stacked: dict[float, int] = {}
     for r in sorted(pts, key=lambda r: (r.kind not in ("teacher", "student"), -r.mean)):
-        i = stacked.get(round(r.latency_ms, 1), 0)
-        stacked[round(r.latency_ms, 1)] = i + 1
+        key = round(r.latency_ms, 1)
+        i = stacked.get(key, 0)
+        stacked[key] = i + 1
         if i == 0:
             ax.annotate(
                 r.label, (r.latency_ms, r.mean), textcoords="offset points", xytext=(5, 4), fontsize=7
