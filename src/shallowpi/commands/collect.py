@@ -17,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="MT1(task, seed) configurations (eval uses 1000)")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--cameras", default="corner4,gripperPOV", help="comma-separated Meta-World cameras")
+    parser.add_argument(
+        "--state",
+        choices=["hand", "hand_goal"],
+        default="hand",
+        help="state vector: hand xyz + gripper (as LeRobot's env), or that + the goal position",
+    )
     parser.add_argument("--max-steps", type=int, default=200, help="episode cap; failures are dropped")
     parser.add_argument("--extra-steps", type=int, default=5, help="frames kept after the first success")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -36,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         image_size=args.image_size,
         cameras=mw.check_cameras([c.strip() for c in args.cameras.split(",") if c.strip()]),
+        state=args.state,
         max_steps=args.max_steps,
         extra_steps=args.extra_steps,
         workers=args.workers,

@@ -214,7 +214,7 @@ def testbed(variant: Variant = "pi05", depth: int = 18) -> PiConfig:
         vocab_size=1024,  # the shipped test-bed tokenizer
         cameras=DEFAULT_CAMERAS[:2],
         chunk_size=10,
-        tokenizer_max_length=48,
+        tokenizer_max_length=64,  # room for a 7-dim state (hand + goal) in the π0.5 prompt: <= 48 tokens
     )
 
 

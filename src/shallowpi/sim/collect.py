@@ -26,6 +26,7 @@ class CollectConfig:
     seed: int = 0
     image_size: int = 128
     cameras: list[str] = field(default_factory=lambda: ["corner4", "gripperPOV"])
+    state: str = "hand"  # a key of metaworld_env.STATE_LAYOUTS
     max_steps: int = 200  # the expert needs at most ~180 steps on every MT10 task
     extra_steps: int = 5  # frames kept after the first success: the policy also sees "done, hold still"
     workers: int = 2
@@ -38,7 +39,7 @@ class Episode:
     episode: int
     success: bool
     steps: int
-    state: np.ndarray | None = None  # [T, 4]
+    state: np.ndarray | None = None  # [T, state dim]
     actions: np.ndarray | None = None  # [T, 4]
     images: dict[str, np.ndarray] | None = None  # camera -> uint8 [T, H, W, 3]
 
@@ -51,7 +52,9 @@ def _get_env(cfg: CollectConfig, task: str) -> mw.MetaWorldEnv:
     if _worker_env is None or _worker_env.task != task:
         if _worker_env is not None:
             _worker_env.close()  # release the old renderer before making a new one
-        _worker_env = mw.MetaWorldEnv(task, seed=cfg.seed, image_size=cfg.image_size, cameras=cfg.cameras)
+        _worker_env = mw.MetaWorldEnv(
+            task, seed=cfg.seed, image_size=cfg.image_size, cameras=cfg.cameras, state_layout=cfg.state
+        )
     return _worker_env
 
 
@@ -116,13 +119,14 @@ def collect(cfg: CollectConfig, out: str | Path, *, overwrite: bool = False, pro
     from shallowpi.data.writer import LeRobotDatasetWriter, VideoSpec
 
     mw.check_cameras(cfg.cameras)
+    mw.check_state_layout(cfg.state)
     summary = {t: {"attempted": 0, "kept": 0} for t in cfg.tasks}
     writer = LeRobotDatasetWriter(
         out,
         fps=mw.FPS,
         robot_type="sawyer",
         cameras={mw.camera_key(c): (cfg.image_size, cfg.image_size) for c in cfg.cameras},
-        state_names=mw.STATE_NAMES,
+        state_names=mw.STATE_LAYOUTS[cfg.state][0],
         action_names=mw.ACTION_NAMES,
         video=VideoSpec(codec=cfg.codec),
         overwrite=overwrite,

@@ -3,7 +3,8 @@
 Episode e of task T starts from `MT1(T, seed + e // 50).train_tasks[e % 50]` (seed 1000 by default: the
 demos use 0), so results do not depend on the number of workers. Success = `info["success"]` at any step;
 the episode stops there or after `max_steps`. The policy sees what the training data holds: the rendered
-cameras (rotated upright), the state (hand xyz + gripper) and the task instruction, turned into model
+cameras (rotated upright), the state (hand xyz + gripper, and the goal position for a 7-dim
+state) and the task instruction, turned into model
 inputs by the same `Preprocessor` training uses. Each call returns an action chunk; the first
 `n_action_steps` actions run open-loop. Flow-matching noise is seeded per (task, episode, call).
 
@@ -41,7 +42,8 @@ class ChunkPolicy(Protocol):
     cameras: list[str]  # Meta-World camera names, e.g. ["corner4", "gripperPOV"]
 
     def __call__(self, images: dict[str, np.ndarray], state: np.ndarray, task: str, seed: int) -> np.ndarray:
-        """images: camera -> uint8 [H, W, 3]; state [4] -> actions (chunk, 4) in the env's units."""
+        """images: camera -> uint8 [H, W, 3]; state [state dim] -> actions (chunk, 4) in the env's units.
+        A policy may set `state_layout` (a key of metaworld_env.STATE_LAYOUTS; default "hand")."""
         ...
 
 
@@ -118,10 +120,9 @@ class PretrainedPolicy:
             self.cameras.append(cam)
         if not self.cameras:
             raise ValueError(f"the policy in {path} maps no camera (processor camera_map is empty)")
-        if pre.state_dim != 4 or post.action_dim != 4:
-            raise ValueError(
-                f"Meta-World has state dim 4 and action dim 4; the policy has {pre.state_dim} and {post.action_dim}"
-            )
+        if post.action_dim != 4:
+            raise ValueError(f"Meta-World has action dim 4; the policy has {post.action_dim}")
+        self.state_layout = mw.state_layout_for_dim(pre.state_dim)  # 4: hand, 7: hand + goal
         self.num_steps = num_steps
         self.chunk = self.model.config.chunk_size
         self.image_size = pre.config.image_size
@@ -247,7 +248,8 @@ def _get_env(cfg: EvalConfig, task: str, cameras: list[str]) -> mw.MetaWorldEnv:
         if _env is not None:
             _env.close()  # release the old renderer before making a new one
         size = cfg.image_size or getattr(_policy, "image_size", None) or 128
-        _env = mw.MetaWorldEnv(task, seed=cfg.seed, image_size=size, cameras=cameras)
+        layout = getattr(_policy, "state_layout", "hand")
+        _env = mw.MetaWorldEnv(task, seed=cfg.seed, image_size=size, cameras=cameras, state_layout=layout)
     return _env
 
 

@@ -85,7 +85,18 @@ INSTRUCTIONS: dict[str, str] = {
 }
 MT50 = tuple(INSTRUCTIONS)
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "gripperPOV", "behindGripper")
-STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]  # obs[0:3] hand position, obs[3] gripper opening
+# What the policy's state vector holds, by layout. "hand" is what LeRobot's Meta-World env gives
+# (`agent_pos` = obs[:4]); "hand_goal" adds the goal position obs[36:39], which is part of the task (like the
+# instruction) and otherwise only a 1-2 pixel marker in the images. The object's position (obs[4:7]) is never
+# given: the policy must find the object in its images.
+STATE_LAYOUTS: dict[str, tuple[list[str], list[int]]] = {
+    "hand": (["hand_x", "hand_y", "hand_z", "gripper"], [0, 1, 2, 3]),
+    "hand_goal": (
+        ["hand_x", "hand_y", "hand_z", "gripper", "goal_x", "goal_y", "goal_z"],
+        [0, 1, 2, 3, 36, 37, 38],
+    ),
+}
+STATE_NAMES = STATE_LAYOUTS["hand"][0]  # obs[0:3] hand position, obs[3] gripper opening
 ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
 FPS = 80  # Meta-World steps 5 MuJoCo substeps of 2.5 ms: 12.5 ms per env step
 
@@ -115,6 +126,23 @@ def check_cameras(cameras: list[str]) -> list[str]:
     return cameras
 
 
+def check_state_layout(layout: str) -> str:
+    if layout not in STATE_LAYOUTS:
+        raise ValueError(
+            f"unknown Meta-World state layout {layout!r}; choose from {', '.join(STATE_LAYOUTS)}"
+        )
+    return layout
+
+
+def state_layout_for_dim(dim: int) -> str:
+    """The layout a policy with a `dim`-dimensional state was collected with."""
+    for name, (names, _) in STATE_LAYOUTS.items():
+        if len(names) == dim:
+            return name
+    known = ", ".join(f"{n} ({len(v[0])})" for n, v in STATE_LAYOUTS.items())
+    raise ValueError(f"no Meta-World state layout has {dim} dims; known: {known}")
+
+
 def camera_key(camera: str) -> str:
     """Dataset feature name of a camera."""
     return f"observation.images.{camera}"
@@ -136,7 +164,7 @@ def fast_render(model) -> None:
 
 @dataclass
 class Step:
-    state: np.ndarray  # [4] float32
+    state: np.ndarray  # [state dim] float32
     images: dict[str, np.ndarray]  # camera -> uint8 [H, W, 3]
 
 
@@ -144,7 +172,13 @@ class MetaWorldEnv:
     """One Meta-World task with deterministic configurations and its own offscreen renderer."""
 
     def __init__(
-        self, task: str, *, seed: int = 0, image_size: int = 128, cameras: list[str] | tuple = ("corner4",)
+        self,
+        task: str,
+        *,
+        seed: int = 0,
+        image_size: int = 128,
+        cameras: list[str] | tuple = ("corner4",),
+        state_layout: str = "hand",
     ):
         setup_rendering()
         import metaworld
@@ -154,6 +188,8 @@ class MetaWorldEnv:
             raise ValueError(f"unknown Meta-World task {task!r}")
         self.task, self.seed, self.image_size = task, seed, image_size
         self.cameras = check_cameras(list(cameras))
+        self.state_layout = check_state_layout(state_layout)
+        self._state_index = STATE_LAYOUTS[state_layout][1]
         self.instruction = INSTRUCTIONS[task]
         self._benchmarks: dict[int, list] = {}
         self.env = metaworld.MT1(task, seed=seed).train_classes[task]()
@@ -181,9 +217,8 @@ class MetaWorldEnv:
         obs, _, _, _, info = self.env.step(action)
         return obs, bool(info["success"])
 
-    @staticmethod
-    def state(obs: np.ndarray) -> np.ndarray:
-        return np.asarray(obs[:4], dtype=np.float32)  # hand xyz + gripper opening
+    def state(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(obs[self._state_index], dtype=np.float32)  # [state dim], see STATE_LAYOUTS
 
     def render(self) -> dict[str, np.ndarray]:
         frames = {}

@@ -248,10 +248,11 @@ def probe_actions(
 
         torch.set_num_threads(threads)
     loaded = {name: PretrainedPolicy(path) for name, path in policies.items()}
-    cams = next(iter(loaded.values())).cameras
+    first = next(iter(loaded.values()))
+    cams, layout = first.cameras, first.state_layout
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in loaded}
     for task in tasks:
-        env = mw.MetaWorldEnv(task, seed=seed, image_size=image_size, cameras=cams)
+        env = mw.MetaWorldEnv(task, seed=seed, image_size=image_size, cameras=cams, state_layout=layout)
         try:
             obs = env.reset(0)
             images, state = env.render(), env.state(obs)
