@@ -95,6 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--demos-per-task", type=int, default=50)
     p.add_argument("--image-size", type=int, default=64, help="render size for demos and eval")
     p.add_argument("--cameras", default="corner4,gripperPOV")
+    p.add_argument("--state", default="hand_goal", choices=["hand", "hand_goal"], help="demo state layout")
     p.add_argument("--teacher-steps", type=int, default=30000)
     p.add_argument("--teacher-batch", type=int, default=32)
     p.add_argument("--teacher-lr", type=float, default=3e-4, help="also the scratch baseline's (same recipe)")
@@ -242,6 +243,8 @@ class Study:
                 str(a.image_size),
                 "--cameras",
                 a.cameras,
+                "--state",
+                a.state,
                 "--workers",
                 str(a.workers),
                 "--no-progress",

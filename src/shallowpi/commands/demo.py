@@ -151,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
             seed=0,
             image_size=teacher.image_size,
             cameras=teacher.cameras,
+            state=teacher.state_layout,
             workers=min(sizes.workers, len(tasks) * sizes.demos),
         ),
         data,

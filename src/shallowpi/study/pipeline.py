@@ -50,6 +50,7 @@ class TeacherInfo:
     variant: str
     cameras: list[str]  # Meta-World camera names feeding the model's slots, in slot order
     image_size: int  # the model's input size (demos are rendered at this size)
+    state_layout: str = "hand"  # metaworld_env.STATE_LAYOUTS key, from the policy's state dim
 
 
 def teacher_info(path: Path) -> TeacherInfo:
@@ -67,7 +68,8 @@ def teacher_info(path: Path) -> TeacherInfo:
         raise ValueError(
             f"the teacher in {path} is not a Meta-World policy: its cameras are {list(pre.config.camera_map)}"
         )
-    return TeacherInfo(path, cfg.depth, cfg.variant, cams, cfg.vision.image_size)
+    layout = mw.state_layout_for_dim(pre.state_dim)
+    return TeacherInfo(path, cfg.depth, cfg.variant, cams, cfg.vision.image_size, layout)
 
 
 # training outputs -------------------------------------------------------------------------------------------
