@@ -65,6 +65,29 @@ def test_layer_map_is_saved_with_the_student(tmp_path):
         assert torch.equal(v, loaded.state_dict()[k])
 
 
+def test_backbone_can_keep_its_own_layers_and_round_trips(tmp_path):
+    """The released-initialisation baseline: backbone layers 0..2, expert layers [0, 2, 5]."""
+    teacher = random_teacher("pi05", depth=6)
+    student = make_student(teacher, layers=[0, 2, 5], vlm_layers=[0, 1, 2])
+    assert student.config.layer_map == [0, 2, 5] and student.config.vlm_layer_map == [0, 1, 2]
+    t_sd, s_sd = teacher.state_dict(), student.state_dict()
+    maps = {"vlm": [0, 1, 2], "expert": [0, 2, 5]}
+    checked = 0
+    for name, tensor in s_sd.items():
+        stack, _, rest = name.partition(".layers.")
+        if stack in maps and rest:
+            i, tail = rest.split(".", 1)
+            assert torch.equal(tensor, t_sd[f"{stack}.layers.{maps[stack][int(i)]}.{tail}"]), name
+            checked += 1
+    assert checked > 0
+    save_model(student, tmp_path / "released")
+    loaded = load_model(tmp_path / "released")
+    assert loaded.config.vlm_layer_map == [0, 1, 2] and loaded.config.layer_map == [0, 2, 5]
+    # Same map for both stacks is stored as the one shared map.
+    same = make_student(teacher, layers=[0, 2, 5], vlm_layers=[0, 2, 5])
+    assert same.config.vlm_layer_map is None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

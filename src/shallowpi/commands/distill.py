@@ -16,6 +16,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=int, default=None, help="student depth (layer map round(linspace))")
     p.add_argument("--layers", default=None, help="explicit teacher layers, e.g. 0,3,7,10,14,17")
     p.add_argument(
+        "--vlm-layers",
+        default=None,
+        help="backbone's own teacher layers, e.g. 0,1,2,3,4,5 (the authors' released initialisation, a "
+        "baseline); default: the same layers as the expert",
+    )
+    p.add_argument(
         "--weights",
         default="task=1,kd=1,attn=1",
         help="loss weights, e.g. task=1,kd=1,attn=1 (attn=1 is a placeholder until the study tunes it)",
@@ -45,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         attn_pairs=parse_attn_pairs(args.attn_layers) if args.attn_layers else None,
     )
     teacher = load_model(args.teacher, dtype="float32")
-    student = make_student(teacher, depth=args.depth, layers=layers)
+    vlm_layers = [int(x) for x in args.vlm_layers.split(",")] if args.vlm_layers else None
+    student = make_student(teacher, depth=args.depth, layers=layers, vlm_layers=vlm_layers)
     source, write_extra = make_source(args, teacher.config, processor_dir=args.teacher)
     final = train(
         student,
@@ -60,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             "teacher": str(args.teacher),
             "dataset": args.dataset,
             "layer_map": student.config.layer_map,
+            "vlm_layer_map": student.config.vlm_layer_map,
         },
     )
     print(f"student saved in {final}")

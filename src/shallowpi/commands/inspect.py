@@ -54,6 +54,7 @@ def summarise(path: Path) -> dict:
         "variant": cfg.variant,
         "depth": {"backbone": cfg.vlm.depth, "expert": cfg.expert.depth},
         "layer_map": cfg.layer_map,
+        "vlm_layer_map": cfg.vlm_layer_map,
         "sizes": {
             "backbone": f"width {cfg.vlm.width}, mlp {cfg.vlm.mlp_dim}",
             "expert": f"width {cfg.expert.width}, mlp {cfg.expert.mlp_dim}",
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         f"{info['depth']['expert']} (expert), dtype {info['dtype']}"
     )
     print(f"  layer map: {info['layer_map'] if info['layer_map'] is not None else 'none (teacher)'}")
+    if info["vlm_layer_map"] is not None:
+        print(f"  backbone layer map: {info['vlm_layer_map']} (the expert's is the layer map)")
     for k, v in info["sizes"].items():
         print(f"  {k:9s} {v}")
     print(f"  cameras   {', '.join(info['cameras'])}; chunk {info['chunk_size']}")

@@ -61,16 +61,20 @@ def resolve_layer_map(
     return default_layer_map(teacher_depth, depth)
 
 
-def student_state_dict(teacher: PiModel, layer_map: list[int]) -> dict[str, torch.Tensor]:
-    """Teacher tensors renamed for the student: layer i of each stack <- teacher layer layer_map[i]."""
+def student_state_dict(
+    teacher: PiModel, layer_map: list[int], vlm_layer_map: list[int] | None = None
+) -> dict[str, torch.Tensor]:
+    """Teacher tensors renamed for the student: layer i of each stack <- teacher layer layer_map[i]
+    (the backbone's from `vlm_layer_map[i]` when given)."""
     src = teacher.state_dict()
+    maps = {"vlm": vlm_layer_map or layer_map, "expert": layer_map}
     out: dict[str, torch.Tensor] = {}
     for name, t in src.items():
         m = _LAYER_KEY.match(name)
         if m is None:
             out[name] = t.detach().clone()
-    for i, j in enumerate(layer_map):
-        for stack in ("vlm", "expert"):
+    for stack, stack_map in maps.items():
+        for i, j in enumerate(stack_map):
             prefix = f"{stack}.layers.{j}."
             for name, t in src.items():
                 if name.startswith(prefix):
@@ -78,18 +82,30 @@ def student_state_dict(teacher: PiModel, layer_map: list[int]) -> dict[str, torc
     return out
 
 
-def make_student(teacher: PiModel, depth: int | None = None, layers: list[int] | None = None) -> PiModel:
+def make_student(
+    teacher: PiModel,
+    depth: int | None = None,
+    layers: list[int] | None = None,
+    vlm_layers: list[int] | None = None,
+) -> PiModel:
     """A PiModel of `depth` layers (or exactly `layers`) whose tensors are copies of the teacher's.
 
     Vision tower, projector, embeddings, state/action/time projections and final norms are copied whole; the
     student's layer i of both stacks is the teacher's layer `layer_map[i]`. Dtypes and device follow the
     teacher's tensors. The result is independent of the teacher (no shared storage).
+
+    `vlm_layers` gives the backbone its own teacher layers (a baseline: the authors' released code keeps the
+    backbone's first layers and subsamples only the expert); by default both stacks share one map.
     """
     layer_map = resolve_layer_map(teacher.config.depth, depth, layers)
-    cfg = copy.deepcopy(teacher.config).with_depth(len(layer_map), layer_map)
+    vlm_map = None
+    if vlm_layers is not None:
+        vlm_map = resolve_layer_map(teacher.config.depth, len(layer_map), list(vlm_layers))
+        vlm_map = None if vlm_map == layer_map else vlm_map
+    cfg = copy.deepcopy(teacher.config).with_depth(len(layer_map), layer_map, vlm_map)
     with torch.device("meta"):
         student = PiModel(cfg)
-    student.load_state_dict(student_state_dict(teacher, layer_map), strict=True, assign=True)
+    student.load_state_dict(student_state_dict(teacher, layer_map, vlm_map), strict=True, assign=True)
     student.config.dtype = teacher.config.dtype
     return student.train(teacher.training)
 

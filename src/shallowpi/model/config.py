@@ -79,6 +79,9 @@ class PiConfig:
     dtype: DType = "float32"
     # Teacher layer each layer of this model was copied from (students); None for a teacher.
     layer_map: list[int] | None = None
+    # Backbone layers' teacher layers where they differ from the expert's `layer_map` (the authors' released
+    # initialisation keeps the backbone's first layers and subsamples only the expert); None: `layer_map`.
+    vlm_layer_map: list[int] | None = None
     # LeRobot config.json fields we do not model (features, normalisation mapping, optimizer presets, ...),
     # kept verbatim so that a LeRobot config survives load -> save.
     lerobot: dict = field(default_factory=dict)
@@ -129,6 +132,10 @@ class PiConfig:
             raise ValueError("at least one camera slot is needed")
         if self.layer_map is not None and len(self.layer_map) != self.depth:
             raise ValueError(f"layer_map has {len(self.layer_map)} entries for depth {self.depth}")
+        if self.vlm_layer_map is not None and (self.layer_map is None or len(self.vlm_layer_map) != self.depth):
+            raise ValueError(
+                f"vlm_layer_map needs a layer_map and {self.depth} entries, got {self.vlm_layer_map}"
+            )
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
 
@@ -141,13 +148,16 @@ class PiConfig:
     def suffix_len(self) -> int:
         return self.chunk_size + (1 if self.variant == "pi0" else 0)
 
-    def with_depth(self, depth: int, layer_map: list[int] | None = None) -> PiConfig:
+    def with_depth(
+        self, depth: int, layer_map: list[int] | None = None, vlm_layer_map: list[int] | None = None
+    ) -> PiConfig:
         """Same config with `depth` layers in both stacks."""
         return dataclasses.replace(
             self,
             vlm=dataclasses.replace(self.vlm, depth=depth),
             expert=dataclasses.replace(self.expert, depth=depth),
             layer_map=layer_map,
+            vlm_layer_map=vlm_layer_map,
         )
 
     def to_dict(self) -> dict:

@@ -72,6 +72,7 @@ def config_from_lerobot(raw: dict) -> PiConfig:
         vocab_size=int(ours.get("vocab_size", 257152)),
         cameras=tuple(cameras) if cameras else PiConfig().cameras,
         layer_map=ours.get("layer_map"),
+        vlm_layer_map=ours.get("vlm_layer_map"),
         lerobot={k: v for k, v in raw.items() if k not in _SCALARS and k not in ("type", "shallowpi")},
         **kwargs,
     )
@@ -139,4 +140,6 @@ def config_to_lerobot(cfg: PiConfig, overrides: dict | None = None) -> dict:
         "vocab_size": cfg.vocab_size,
         "layer_map": list(cfg.layer_map) if cfg.layer_map is not None else None,
     }
+    if cfg.vlm_layer_map is not None:  # written only when the stacks differ: older readers stay valid
+        out["shallowpi"]["vlm_layer_map"] = list(cfg.vlm_layer_map)
     return out
