@@ -145,6 +145,27 @@ def test_outcomes_follow_setup_order_across_worker_chunks() -> None:
     assert outcomes_by_task(info) == {"reach-v3": [False, True, True, False]}
 
 
+def test_outcomes_pair_setups_past_fifty_episodes() -> None:
+    """With 100 episodes a task's configuration indices repeat under MT1 seed 1001; (seed, index) names the
+    setup. Sorting by index alone would interleave the two seeds and break the pairing."""
+    from shallowpi.study.pipeline import outcomes_by_task
+
+    info = {
+        "per_task": [
+            {
+                "task_group": "reach-v3",
+                "metrics": {"seeds": [1001, 1000], "config_indices": [0, 0], "successes": [True, False]},
+            },
+            {
+                "task_group": "reach-v3",
+                "metrics": {"seeds": [1001, 1000], "config_indices": [1, 1], "successes": [False, True]},
+            },
+        ]
+    }
+    # setups in order (1000, 0), (1000, 1), (1001, 0), (1001, 1)
+    assert outcomes_by_task(info) == {"reach-v3": [False, True, True, False]}
+
+
 def test_eval_thread_budget_is_shared_by_the_workers(tmp_path: Path, monkeypatch) -> None:
     """`--threads 2` with 2 sim workers must give each worker 1 torch thread, not 2 (4 on 2 cores ran > 3x
     slower in the study)."""

@@ -189,14 +189,18 @@ def success_by_task(info: dict) -> dict[str, float]:
 
 
 def outcomes_by_task(info: dict) -> dict[str, list[bool]]:
-    """Per-episode successes of each task, ordered by setup (for paired comparisons between policies)."""
-    out: dict[str, list[tuple[int, bool]]] = {}
+    """Per-episode successes of each task, ordered by setup (MT1 seed, configuration index) for paired
+    comparisons between policies. Past 50 episodes a task's configurations repeat under the next MT1 seed,
+    so the index alone does not name a setup."""
+    out: dict[str, list[tuple[int, int, bool]]] = {}
     for t in info["per_task"]:
         m = t["metrics"]
+        n = len(m["successes"])
+        setups = zip(m.get("seeds", [0] * n), m.get("config_indices", range(n)), strict=True)
         out.setdefault(t["task_group"], []).extend(
-            zip(m.get("config_indices", range(len(m["successes"]))), m["successes"], strict=True)
+            (seed, idx, bool(s)) for (seed, idx), s in zip(setups, m["successes"], strict=True)
         )
-    return {task: [bool(s) for _, s in sorted(eps)] for task, eps in out.items()}
+    return {task: [s for _, _, s in sorted(eps, key=lambda e: e[:2])] for task, eps in out.items()}
 
 
 # benchmark --------------------------------------------------------------------------------------------------
