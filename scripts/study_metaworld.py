@@ -8,11 +8,18 @@
 Stages (each skips what is already finished; training resumes from its last checkpoint):
   collect   MT10 scripted demonstrations, seed 0                          -> WORK/data
   teacher   `shallowpi train --preset testbed` (18 + 18 layers)           -> WORK/train/teacher, WORK/policies/teacher
-  students  L9/L6/L4/L3 task+KD+attn; L6 task, task+KD, attention at the initial / late layer;
-            baselines L6 layer skipping (no training) and L6 from scratch (task loss, same steps)
+  students  L9/L6/L4/L3 task+KD+attn; L6 loss ablation (task; task+KD; task+KD+attn) x --seeds training
+            seeds; attention at the initial / late layer; λ_attn 0.1 / 10; baselines L6 layer skipping (no
+            training), L6 from scratch (task loss, same steps) and the authors' released initialisation
+            (backbone keeps its first layers, only the expert subsampled, task + KD); the schedule sweep
+            (L6 task+KD+attn at each of --schedule-steps)
   eval      every policy on the held-out setups (seed 1000)               -> WORK/eval/<name>/eval_info.json
+            and a copy in RESULTS/evals/<name>.json (small, committed: a later session resumes from it)
   bench     CPU latency + FLOPs of every depth in ONE process, same inputs -> WORK/bench.json
-  report    results/metaworld.md (+ .json) and results/pareto.png (--results; --smoke: WORK/results)
+  report    results/metaworld.md (+ .json), results/pareto.png, results/schedule.png
+
+A policy whose evaluation is already in RESULTS/evals (same settings) is neither trained nor evaluated again,
+so the study can be spread over several machines or sessions: commit RESULTS/evals as evaluations land.
 """
 
 from __future__ import annotations
@@ -40,24 +47,61 @@ class Variant:
     name: str
     label: str
     depth: int
-    kind: str  # teacher | student | ablation | skip | scratch
+    kind: str  # teacher | student | ablation | skip | scratch | released | schedule
     weights: str | None = None  # distillation loss weights; None: not distilled
     attn: str | None = None  # "initial" | "late" | None (middle, the default pair)
+    seed: int = 1000  # training seed
+    group: str | None = None  # seed group: the report pools the group's runs under this name
+    attn_weight: float | None = None  # λ_attn; None: --attn-weight
+    steps: int | None = None  # distillation steps; None: --student-steps
+    vlm_layers: str | None = None  # backbone's own teacher layers (the released-initialisation baseline)
 
 
-def variants(teacher_depth: int) -> list[Variant]:
+def variants(teacher_depth: int, seeds: int = 3, schedule_steps: tuple[int, ...] = ()) -> list[Variant]:
     kd_attn = "task=1,kd=1,attn={attn}"
     out = [Variant("teacher", f"teacher L{teacher_depth}", teacher_depth, "teacher")]
-    out += [Variant(f"L{d}_task_kd_attn", f"L{d} task+KD+attn", d, "student", kd_attn) for d in (9, 6, 4, 3)]
     out += [
-        Variant("L6_task", "L6 task", 6, "ablation", "task=1,kd=0,attn=0"),
-        Variant("L6_task_kd", "L6 task+KD", 6, "ablation", "task=1,kd=1,attn=0"),
+        Variant(f"L{d}_task_kd_attn", f"L{d} task+KD+attn", d, "student", kd_attn, group=main_group(d))
+        for d in (9, 6, 4, 3)
+    ]
+    # The loss ablation over training seeds; seed 1000 of task+KD+attn is the main L6 student above.
+    for name, label, weights in (
+        ("L6_task", "L6 task", "task=1,kd=0,attn=0"),
+        ("L6_task_kd", "L6 task+KD", "task=1,kd=1,attn=0"),
+        ("L6_task_kd_attn", "L6 task+KD+attn", kd_attn),
+    ):
+        for i in range(seeds):
+            if name == "L6_task_kd_attn" and i == 0:
+                continue
+            vname = name if i == 0 else f"{name}_seed{1000 + i}"
+            label_i = f"{label} (seed {1000 + i})"
+            out.append(Variant(vname, label_i, 6, "ablation", weights, seed=1000 + i, group=name))
+    out += [
         Variant("L6_attn_initial", "L6 attn@initial", 6, "ablation", kd_attn, "initial"),
         Variant("L6_attn_late", "L6 attn@late", 6, "ablation", kd_attn, "late"),
+        Variant("L6_attn_w0.1", "L6 λ_attn 0.1", 6, "ablation", kd_attn, attn_weight=0.1),
+        Variant("L6_attn_w10", "L6 λ_attn 10", 6, "ablation", kd_attn, attn_weight=10.0),
         Variant("L6_skip", "L6 layer skipping (no training)", 6, "skip"),
         Variant("L6_scratch", "L6 from scratch (task loss)", 6, "scratch"),
+        Variant(
+            "L6_released",
+            "L6 released init (backbone 0-5, task+KD)",
+            6,
+            "released",
+            "task=1,kd=1,attn=0",
+            vlm_layers=",".join(str(i) for i in range(6)),
+        ),
+    ]
+    out += [
+        Variant(f"L6_steps{n}", f"L6 task+KD+attn, {n} steps", 6, "schedule", kd_attn, steps=n)
+        for n in schedule_steps
     ]
     return out
+
+
+def main_group(depth: int) -> str | None:
+    """The main L6 student is seed 1000 of the task+KD+attn seed group; the other depths have one seed."""
+    return "L6_task_kd_attn" if depth == 6 else None
 
 
 # arguments --------------------------------------------------------------------------------------------------
@@ -73,6 +117,8 @@ SMOKE = {  # every stage at toy sizes: proves the pipeline end to end in a few m
     "max_steps": 10,
     "bench_iters": 20,
     "save_every": 2,
+    "seeds": 2,
+    "schedule_steps": "1,2",
 }
 
 
@@ -95,16 +141,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--demos-per-task", type=int, default=50)
     p.add_argument("--image-size", type=int, default=64, help="render size for demos and eval")
     p.add_argument("--cameras", default="corner4,gripperPOV")
-    p.add_argument("--state", default="hand_goal", choices=["hand", "hand_goal"], help="demo state layout")
+    p.add_argument(
+        "--state",
+        default=None,
+        choices=["hand", "hand_goal"],
+        help="demo state layout (default: the --teacher's, else hand_goal)",
+    )
     p.add_argument("--teacher-steps", type=int, default=30000)
     p.add_argument("--teacher-batch", type=int, default=32)
     p.add_argument("--teacher-lr", type=float, default=3e-4, help="also the scratch baseline's (same recipe)")
-    p.add_argument("--student-steps", type=int, default=5000)
+    p.add_argument("--student-steps", type=int, default=2400, help="the schedule of every student")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds of the L6 loss ablation")
+    p.add_argument(
+        "--schedule-steps",
+        default="300,600,1200,2400,4800",
+        help="L6 task+KD+attn distillation lengths of the schedule sweep ('' for none)",
+    )
     p.add_argument("--student-batch", type=int, default=32)
     p.add_argument("--student-lr", type=float, default=1e-4)
     p.add_argument("--attn-weight", type=float, default=1.0, help="λ_attn of the +attn students")
     p.add_argument("--save-every", type=int, default=1000)
-    p.add_argument("--episodes-per-task", type=int, default=50)
+    p.add_argument("--episodes-per-task", type=int, default=100)
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--workers", type=int, default=2, help="sim worker processes (collect, eval)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for training and bench")
@@ -120,6 +177,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for k, v in SMOKE.items():
             if k not in given:
                 setattr(args, k, v)
+    if args.state is None:
+        from shallowpi.study.pipeline import teacher_info
+
+        args.state = teacher_info(Path(args.teacher)).state_layout if args.teacher else "hand_goal"
+    args.schedule_steps = tuple(int(x) for x in str(args.schedule_steps).split(",") if x.strip())
+    if any(n < 1 for n in args.schedule_steps):
+        p.error(f"--schedule-steps must be positive, got {args.schedule_steps}")
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in args.stages if s not in STAGES]
     if bad:
@@ -166,7 +230,9 @@ class Study:
         return Path(self.args.teacher) if self.args.teacher else self.policies / "teacher"
 
     def selected(self) -> list[Variant]:
-        vs = variants(self.args.teacher_depth)
+        a = self.args
+        sweep = tuple(n for n in a.schedule_steps if n != a.student_steps)  # that one is the main L6
+        vs = variants(a.teacher_depth, a.seeds, sweep)
         if self.args.only:
             want = {n.strip() for n in self.args.only.split(",")}
             unknown = want - {v.name for v in vs}
@@ -286,6 +352,10 @@ class Study:
         for v in self.selected():
             if v.kind == "teacher":
                 continue
+            if self.kept_eval(v) is not None:
+                self.say(f"{v.name}: evaluated in {self.kept_eval_path(v)}, skipping its training")
+                continue
+            steps = v.steps or a.student_steps
             if v.kind == "skip":
                 if not (self.policy_dir(v) / "model.safetensors").is_file():
                     self.say(f"{v.name}: subsampling the teacher, no training")
@@ -305,10 +375,10 @@ class Study:
                         "--batch-size",
                         str(a.student_batch),
                         "--seed",
-                        "1000",
-                        *self.schedule(a.student_steps, a.teacher_lr),
+                        str(v.seed),
+                        *self.schedule(steps, a.teacher_lr),
                     ],
-                    a.student_steps,
+                    steps,
                 )
                 continue
             argv = [
@@ -320,18 +390,20 @@ class Study:
                 "--depth",
                 str(v.depth),
                 "--weights",
-                v.weights.format(attn=a.attn_weight),
+                v.weights.format(attn=v.attn_weight if v.attn_weight is not None else a.attn_weight),
                 "--batch-size",
                 str(a.student_batch),
                 "--seed",
-                "1000",
-                *self.schedule(a.student_steps, a.student_lr),
+                str(v.seed),
+                *self.schedule(steps, a.student_lr),
             ]
+            if v.vlm_layers is not None:
+                argv += ["--vlm-layers", v.vlm_layers]
             if v.attn is not None:
                 layer_map = default_layer_map(a.teacher_depth, v.depth)
                 s = 0 if v.attn == "initial" else v.depth - 1
                 argv += ["--attn-layers", f"{s}:{layer_map[s]}"]
-            self.train(v.name, argv, a.student_steps)
+            self.train(v.name, argv, steps)
 
     def eval_spec(self):
         from shallowpi.sim import metaworld_env as mw
@@ -347,27 +419,47 @@ class Study:
             threads=a.threads,
         )
 
+    def kept_eval_path(self, v: Variant) -> Path:
+        return Path(self.args.results) / "evals" / f"{v.name}.json"
+
+    def kept_eval(self, v: Variant) -> dict | None:
+        """The committed evaluation of `v` when it was made with this study's settings."""
+        path = self.kept_eval_path(v)
+        if not path.is_file():
+            return None
+        info = json.loads(path.read_text())
+        return info if self.eval_spec().matches(info) else None
+
     def eval(self) -> None:
         from shallowpi.study import pipeline as P
 
         spec = self.eval_spec()
         for v in self.selected():
+            if self.kept_eval(v) is not None:
+                self.say(f"eval: {v.name} kept in {self.kept_eval_path(v)}, skipping")
+                continue
             path = self.policy_dir(v)
             if not (path / "config.json").is_file():
                 self.say(f"eval: {v.name} has no policy at {path} (run its stage first), skipping")
                 continue
             self.say(f"eval: {v.name} ({len(spec.tasks)} tasks x {spec.episodes_per_task} episodes)")
             info = P.evaluate_policy(path, spec, self.work / "eval" / v.name, progress=False)
+            kept = {k: val for k, val in info.items() if k != "video_paths"}
+            write_json_atomic(obj=kept, path=self.kept_eval_path(v))
             self.say(f"eval: {v.name} {info['overall']['pc_success']:.1f} %")
 
     def bench(self) -> None:
         from shallowpi.runtime.bench import write_json
         from shallowpi.study import pipeline as P
 
-        # One architecture per depth: the teacher and the main students (the others share their depth).
-        names = ["teacher"] + [f"L{d}_task_kd_attn" for d in (9, 6, 4, 3)]
-        paths = [self.teacher_path if n == "teacher" else self.policies / n for n in names]
-        paths = [p for p in paths if (p / "config.json").is_file()]
+        # One architecture per depth. Latency does not depend on the weights, so each depth is timed on the
+        # teacher's layer-skip student: the bench needs no trained student (nor one from an earlier session).
+        paths = [self.teacher_path]
+        for d in sorted({v.depth for v in self.selected() if v.kind != "teacher"}, reverse=True):
+            arch = self.work / "bench_models" / f"L{d}"
+            if not (arch / "model.safetensors").is_file():
+                P.save_layer_skip_student(str(self.teacher_path), d, arch)
+            paths.append(arch)
         if self.teacher_path.name != "teacher":  # bench names runs by folder name
             link = self.policies / "teacher"
             if not link.exists():
@@ -394,29 +486,50 @@ class Study:
         from shallowpi.study import report as R
 
         a, spec = self.args, self.eval_spec()
-        results = []
+        results, groups = [], {}
         for v in self.selected():
-            path = self.work / "eval" / v.name / "eval_info.json"
-            if not path.is_file():
-                self.say(f"report: no eval for {v.name}; left out")
+            info = self.kept_eval(v)
+            if info is None:
+                self.say(f"report: no eval for {v.name} in {self.kept_eval_path(v)}; left out")
                 continue
-            info = json.loads(path.read_text())
-            results.append(
-                R.PolicyResult(
-                    v.name,
-                    v.label,
-                    v.depth,
-                    v.kind,
-                    P.success_by_task(info),
-                    info["settings"]["episodes_per_task"],
-                    outcomes=P.outcomes_by_task(info),
-                )
+            # A seed group's seed-1000 run shares the group's name; the pooled result takes that name.
+            name = f"{v.name}_seed{v.seed}" if v.group == v.name else v.name
+            run = R.PolicyResult(
+                name,
+                v.label,
+                v.depth,
+                v.kind,
+                P.success_by_task(info),
+                info["settings"]["episodes_per_task"],
+                outcomes=P.outcomes_by_task(info),
+                pooled_in=v.group,
             )
+            results.append(run)
+            if v.group:
+                groups.setdefault(v.group, []).append((v, run))
+        for group, members in groups.items():
+            first = members[0][0]
+            label = first.label.split(" (seed")[0] + (f" ({len(members)} seeds)" if len(members) > 1 else "")
+            pooled = R.pool_runs(group, label, [run for _, run in members])
+            pooled.kind = "student" if any(v.kind == "student" for v, _ in members) else first.kind
+            results.append(pooled)
+        order = {v.name: i for i, v in enumerate(self.selected())}  # table order: the variant list's
+        results.sort(key=lambda r: order.get(r.name, order.get(r.name.split("_seed")[0], len(order))))
         bench_path = self.work / "bench.json"
         bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
         if bench:
             R.attach_bench(results, bench)
         results_dir = Path(a.results)
+        steps_of = {v.name: v.steps for v in self.selected() if v.kind == "schedule"}
+        steps_of["L6_task_kd_attn_seed1000"] = a.student_steps  # the main L6 is the sweep's default point
+        rows = R.schedule_rows(results, steps_of)
+        sched_png = R.plot_schedule(
+            rows,
+            R.by_name(results).get("teacher"),
+            results_dir / "schedule.png",
+            title=f"L6 success vs distillation steps (Meta-World {a.tasks}, held-out seed {spec.seed})",
+            log=self.say,
+        )
         png = R.plot_pareto(
             results,
             results_dir / "pareto.png",
@@ -434,7 +547,8 @@ class Study:
             "students": f"{a.student_steps} steps x batch {a.student_batch}, lr {a.student_lr}, "
             f"λ_attn {a.attn_weight}; scratch baseline: same steps and batch, lr {a.teacher_lr}",
             "eval": f"{spec.episodes_per_task} episodes per task, MT1 seed {spec.seed}, <= {spec.max_steps} steps, "
-            "whole chunk executed open-loop",
+            "whole chunk executed open-loop; paired intervals average each setup over the seeds",
+            "seeds": f"L6 loss ablation: {a.seeds} training seeds (1000..{999 + a.seeds}), pooled",
             "bench": f"engine runtime, batch 1, {a.bench_iters} interleaved calls per model, torch "
             f"{env.get('torch', '?')}, {env.get('torch_threads', '?')} threads, "
             f"{env.get('cpu_count', '?')} CPUs ({env.get('platform', '?')})",
@@ -448,6 +562,8 @@ class Study:
             settings=settings,
             commands=commands,
             plot=png.name if png else None,
+            schedule=steps_of,
+            schedule_plot=sched_png.name if sched_png else None,
             regenerate="python " + shlex.join(["scripts/study_metaworld.py", *sys.argv[1:]]),
         )
         out = write_text_atomic(results_dir / "metaworld.md", md)

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
+os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco
 pytest.importorskip("metaworld")
-os.environ.setdefault("MUJOCO_GL", "egl")
 
 from shallowpi.sim import metaworld_env as mw  # noqa: E402
 
@@ -46,3 +46,34 @@ def test_layout_from_policy_state_dim():
         mw.state_layout_for_dim(5)
     with pytest.raises(ValueError, match="unknown Meta-World state layout 'goal'"):
         mw.MetaWorldEnv("reach-v3", cameras=[], state_layout="goal")
+
+
+class _RecordingPolicy:
+    """A ChunkPolicy that records what it was shown and holds still."""
+
+    cameras = ["corner4"]
+    state_layout = "hand_goal"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[dict, np.ndarray]] = []
+
+    def __call__(self, images, state, task, seed):
+        self.seen.append(({c: v.copy() for c, v in images.items()}, state.copy()))
+        return np.zeros((5, 4), dtype=np.float32)
+
+
+@pytest.mark.parametrize("blank", [False, True])
+def test_eval_feeds_the_policy_its_layout_and_optionally_blank_images(blank):
+    from shallowpi.sim.evaluate import EvalConfig, run_episode
+
+    policy = _RecordingPolicy()
+    env = mw.MetaWorldEnv("reach-v3", image_size=32, cameras=policy.cameras, state_layout=policy.state_layout)
+    try:
+        cfg = EvalConfig(policy="unused", tasks=["reach-v3"], max_steps=6, blank_images=blank)
+        result = run_episode(env, policy, cfg, episode=0)
+    finally:
+        env.close()
+    assert result.policy_calls == 2 and len(policy.seen) == 2
+    for images, state in policy.seen:
+        assert state.shape == (7,)
+        assert (images["corner4"].max() == 0) == blank  # a real render is never all black

@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num-steps", type=int, default=None, help="Euler steps (default: the model config's)"
     )
+    parser.add_argument(
+        "--blank-images",
+        action="store_true",
+        help="feed all-black camera images (an ablation: how much the policy relies on vision)",
+    )
     parser.add_argument("--video", default=None, metavar="DIR", help="write MP4s of the first episodes here")
     parser.add_argument("--videos-per-task", type=int, default=2)
     parser.add_argument("--out", default=None, help="output folder for eval_info.json")
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             image_size=args.image_size,
             device=args.device,
             num_steps=args.num_steps,
+            blank_images=args.blank_images,
             video_dir=args.video,
             videos_per_task=args.videos_per_task,
         )

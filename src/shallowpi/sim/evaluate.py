@@ -61,6 +61,7 @@ class EvalConfig:
     image_size: int | None = None
     device: str = "cpu"
     num_steps: int | None = None  # Euler steps; None: the model config's
+    blank_images: bool = False  # all-black camera images (masks stay on): does the policy need vision?
     video_dir: str | None = None
     videos_per_task: int = 2  # first N episodes of each task are recorded when video_dir is set
     threads_per_worker: int | None = None  # torch threads; None: cores / workers
@@ -161,9 +162,10 @@ def run_episode(
         if video_path is not None:
             frames.append(np.concatenate([images[c] for c in policy.cameras], axis=1))
         if not queue:
+            seen = {c: np.zeros_like(v) for c, v in images.items()} if cfg.blank_images else images
             t0 = time.perf_counter()
             chunk = policy(
-                images, env.state(obs), env.instruction, _call_seed(cfg.seed, env.task, episode, calls)
+                seen, env.state(obs), env.instruction, _call_seed(cfg.seed, env.task, episode, calls)
             )
             policy_s += time.perf_counter() - t0
             calls += 1

@@ -155,6 +155,7 @@ class EvalSpec:
             and s.get("max_steps") == self.max_steps
             and s.get("n_action_steps") == self.n_action_steps
             and s.get("image_size") == self.image_size
+            and not s.get("blank_images", False)
         )
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from shallowpi.atomic import save_figure_atomic
 
-# Targets of issue 6 (paper: L6 within 1-2 pts of the teacher at > 2x speed).
-L6_MAX_DROP_PTS = 2.0
-L6_MIN_GAIN_OVER_SCRATCH_PTS = 5.0
+# Targets of the study (issue 11; paper: L6 within 1-2 pts of the teacher at > 2x speed).
+L6_MAX_DROP_PTS = 1.0
+L6_MIN_GAIN_OVER_SCRATCH_PTS = 20.0
 L6_MAX_LATENCY_RATIO = 0.40
 
 
@@ -33,6 +33,8 @@ class PolicyResult:
     flops: float | None = None  # FLOPs of one call
     speedup: float | None = None  # teacher latency / this latency
     outcomes: dict[str, list[bool]] = field(default_factory=dict)  # task -> per-episode success, seed order
+    runs: int = 1  # training seeds pooled in this result (outcomes hold `runs` evaluations back to back)
+    pooled_in: str | None = None  # name of the pooled result this run is part of (shown there, not alone)
 
     @property
     def mean(self) -> float:
@@ -69,18 +71,48 @@ def by_name(results: list[PolicyResult]) -> dict[str, PolicyResult]:
     return {r.name: r for r in results}
 
 
+def pool_runs(name: str, label: str, runs: list[PolicyResult]) -> PolicyResult:
+    """Several training seeds of one recipe as one result: per-task success is the mean over seeds, and the
+    per-episode outcomes are the runs' concatenated in run order (each run saw the same setups), so a
+    paired comparison pairs every run's episode with the other policy's same setup."""
+    if not runs:
+        raise ValueError(f"no runs to pool for {name}")
+    tasks = sorted(runs[0].success)
+    return PolicyResult(
+        name,
+        label,
+        runs[0].depth,
+        runs[0].kind,
+        {t: sum(r.success[t] for r in runs) / len(runs) for t in tasks},
+        sum(r.episodes_per_task for r in runs),
+        outcomes={t: [x for r in runs for x in r.outcomes.get(t, [])] for t in tasks},
+        runs=sum(r.runs for r in runs),
+    )
+
+
+def _per_setup(outcomes: list[bool], runs: int) -> list[float] | None:
+    """Run-major outcomes of `runs` evaluations on the same setups -> each setup's mean success."""
+    if runs < 1 or len(outcomes) % runs:
+        return None
+    n = len(outcomes) // runs
+    return [sum(float(outcomes[r * n + e]) for r in range(runs)) / runs for e in range(n)]
+
+
 def paired_difference(a: PolicyResult, b: PolicyResult) -> tuple[float, float] | None:
     """Mean success of a minus b (pts) and its 95 % half-width, pairing episodes: every policy is evaluated on
     the same held-out setups, so the per-episode difference cancels most of the setup-to-setup variance.
-    None when the per-episode outcomes are missing or do not line up."""
+    A pooled result (several training seeds) enters with each setup's success averaged over its runs, so the
+    interval is over setups and covers the seeds' spread on each setup without counting a setup twice.
+    None when the per-episode outcomes are missing or the runs' evaluations do not line up."""
     tasks = sorted(a.outcomes)
     if not tasks or sorted(b.outcomes) != tasks:
         return None
-    if any(len(a.outcomes[t]) != len(b.outcomes[t]) or not a.outcomes[t] for t in tasks):
-        return None
     means, var = [], 0.0
     for t in tasks:
-        d = [float(x) - float(y) for x, y in zip(a.outcomes[t], b.outcomes[t], strict=True)]  # (n,)
+        xs, ys = _per_setup(a.outcomes[t], a.runs), _per_setup(b.outcomes[t], b.runs)
+        if not xs or not ys or len(xs) != len(ys):
+            return None
+        d = [x - y for x, y in zip(xs, ys, strict=True)]  # (setups,)
         m = sum(d) / len(d)
         means.append(m)
         if len(d) > 1:
@@ -162,7 +194,7 @@ def success_table(results: list[PolicyResult], tasks: list[str]) -> list[str]:
     head = "| policy | layers | " + " | ".join(_short(t) for t in tasks) + " | **mean** | 95 % CI ± |"
     rule = "|---|---:|" + "---:|" * len(tasks) + "---:|---:|"
     rows = [head, rule]
-    for r in results:
+    for r in (x for x in results if x.pooled_in is None):
         cells = [_fmt(r.success.get(t), ".0f") for t in tasks]
         rows.append(
             f"| {r.label} | {r.depth} | " + " | ".join(cells) + f" | **{_fmt(r.mean)}** | {_fmt(r.ci95)} |"
@@ -176,7 +208,7 @@ def efficiency_table(results: list[PolicyResult]) -> list[str]:
         "| policy | layers | mean success % | latency ms (median) | p90 ms | GFLOPs / call | speed-up |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
+    for r in (x for x in results if x.pooled_in is None):
         gflops = None if r.flops is None else r.flops / 1e9
         speed = None if r.speedup is None else r.speedup
         rows.append(
@@ -186,17 +218,78 @@ def efficiency_table(results: list[PolicyResult]) -> list[str]:
     return rows
 
 
-def ablation_table(results: list[PolicyResult], rows_spec: list[tuple[str, str]], title: str) -> list[str]:
-    """Mean success of named variants (paper's loss / attention-layer ablations); missing ones shown as –."""
+def _lookup(r: dict[str, PolicyResult], names: str | tuple[str, ...]) -> PolicyResult | None:
+    """The first of `names` present (a tuple names the seed-1000 run, then the older single-run name)."""
+    for n in (names,) if isinstance(names, str) else names:
+        if n in r:
+            return r[n]
+    return None
+
+
+def ablation_table(
+    results: list[PolicyResult],
+    rows_spec: list[tuple[str | tuple[str, ...], str]],
+    title: str,
+    reference: str | None = None,
+) -> list[str]:
+    """Mean success of named variants (paper's ablations); missing ones shown as –. With `reference` (a
+    result name), each row also gets its paired difference to that result."""
     r = by_name(results)
-    out = [f"| {title} | L6 mean success % |", "|---|---:|"]
-    for name, label in rows_spec:
-        out.append(f"| {label} | {_fmt(r[name].mean) if name in r else '–'} |")
+    ref = r.get(reference) if reference else None
+    head = f"| {title} | L6 mean success % | 95 % CI ± |"
+    out = [
+        head + (f" paired vs {ref.label} (pts) |" if ref else ""),
+        "|---|---:|---:|" + ("---:|" if ref else ""),
+    ]
+    for names, label in rows_spec:
+        x = _lookup(r, names)
+        row = f"| {label} | {_fmt(x.mean) if x else '–'} | {_fmt(x.ci95) if x else '–'} |"
+        if ref:
+            pd = paired_difference(x, ref) if x is not None and x is not ref else None
+            row += f" {'–' if pd is None else f'{pd[0]:+.1f} ± {pd[1]:.1f}'} |"
+        out.append(row)
     return out
 
 
 LOSS_ABLATION = [("L6_task", "task"), ("L6_task_kd", "task + KD"), ("L6_task_kd_attn", "task + KD + attn")]
-ATTN_ABLATION = [("L6_attn_initial", "initial"), ("L6_task_kd_attn", "middle"), ("L6_attn_late", "late")]
+_L6_MAIN = ("L6_task_kd_attn_seed1000", "L6_task_kd_attn")  # one seed: compares like with like below
+ATTN_ABLATION = [("L6_attn_initial", "initial"), (_L6_MAIN, "middle"), ("L6_attn_late", "late")]
+LAMBDA_ABLATION = [("L6_attn_w0.1", "λ_attn 0.1"), (_L6_MAIN, "λ_attn 1"), ("L6_attn_w10", "λ_attn 10")]
+BASELINES = [
+    (_L6_MAIN, "Shallow-π L6 (both stacks subsampled, task + KD + attn)"),
+    ("L6_released", "released initialisation (backbone layers 0-5, expert subsampled, task + KD)"),
+    ("L6_scratch", "same architecture from scratch (task loss, same steps)"),
+    ("L6_skip", "layer skipping, no training"),
+]
+
+
+def schedule_rows(results: list[PolicyResult], steps_of: dict[str, int]) -> list[tuple[int, PolicyResult]]:
+    """(steps, result) of the schedule sweep, shortest first; `steps_of` maps result names to their steps."""
+    r = by_name(results)
+    return sorted(((n, r[name]) for name, n in steps_of.items() if name in r), key=lambda x: x[0])
+
+
+def schedule_table(rows: list[tuple[int, PolicyResult]], teacher: PolicyResult | None) -> list[str]:
+    out = [
+        "| distillation steps | L6 mean success % | 95 % CI ± | paired vs teacher (pts) |",
+        "|---:|---:|---:|---:|",
+    ]
+    for n, x in rows:
+        pd = paired_difference(x, teacher) if teacher else None
+        out.append(
+            f"| {n} | {_fmt(x.mean)} | {_fmt(x.ci95)} | {'–' if pd is None else f'{pd[0]:+.1f} ± {pd[1]:.1f}'} |"
+        )
+    return out
+
+
+def shortest_schedule(
+    rows: list[tuple[int, PolicyResult]], teacher: PolicyResult, within: float
+) -> int | None:
+    """The fewest steps whose L6 mean is within `within` pts of the teacher (point estimate), or None."""
+    for n, x in rows:
+        if teacher.mean - x.mean <= within:
+            return n
+    return None
 
 
 def render_markdown(
@@ -210,6 +303,8 @@ def render_markdown(
     plot: str | None = None,
     notes: list[str] | None = None,
     ablations: bool = True,
+    schedule: dict[str, int] | None = None,
+    schedule_plot: str | None = None,
 ) -> str:
     lines = [f"# {title}", ""]
     if regenerate:
@@ -245,9 +340,31 @@ def render_markdown(
     if plot:
         lines += [f"![success vs latency]({plot})", ""]
     if ablations:
-        lines += ["## Loss ablation (L6)", ""] + ablation_table(results, LOSS_ABLATION, "losses") + [""]
-        lines += ["## Attention-KD layer ablation (L6, task + KD + attn)", ""]
+        r = by_name(results)
+        pooled = r.get("L6_task_kd_attn")
+        seeds = f" ({pooled.runs} training seeds each, pooled)" if pooled and pooled.runs > 1 else ""
+        lines += [f"## Loss ablation (L6){seeds}", ""]
+        lines += ablation_table(results, LOSS_ABLATION, "losses", reference="teacher") + [""]
+        lines += ["## Attention-KD layer ablation (L6, task + KD + attn, one seed)", ""]
         lines += ablation_table(results, ATTN_ABLATION, "attention layer") + [""]
+        if any(_lookup(r, n) for n, _ in LAMBDA_ABLATION if n != _L6_MAIN):
+            lines += ["## Attention-KD weight (L6, middle layer, one seed)", ""]
+            lines += ablation_table(results, LAMBDA_ABLATION, "weight") + [""]
+        lines += ["## Baselines at L6 (same data, same steps)", ""]
+        lines += ablation_table(results, BASELINES, "initialisation / training", reference="teacher") + [""]
+        if schedule:
+            rows = schedule_rows(results, schedule)
+            teacher = r.get("teacher")
+            lines += ["## How long to distil (L6, task + KD + attn, one seed)", ""]
+            lines += schedule_table(rows, teacher) + [""]
+            if schedule_plot:
+                lines += [f"![L6 success vs distillation steps]({schedule_plot})", ""]
+            best = shortest_schedule(rows, teacher, L6_MAX_DROP_PTS) if teacher and rows else None
+            lines += [
+                f"Shortest schedule with L6 within {L6_MAX_DROP_PTS:g} pt of the teacher: "
+                + (f"**{best} steps**." if best else "none of those run."),
+                "",
+            ]
         lines += ["## Targets", ""]
         for t in check_targets(results):
             verdict = {True: "**met**", False: "**missed**", None: "not measured"}[t.met]
@@ -276,7 +393,7 @@ def plot_pareto(
     except ImportError:
         log("pareto plot skipped: matplotlib is not installed (pip install 'shallowpi[plot]')")
         return None
-    pts = [r for r in results if r.latency_ms is not None and not math.isnan(r.mean)]
+    pts = [r for r in results if r.latency_ms is not None and not math.isnan(r.mean) and r.pooled_in is None]
     if not pts:
         log("pareto plot skipped: no policy has both a success rate and a latency")
         return None
@@ -333,6 +450,46 @@ def plot_pareto(
     ax.set_ylabel("mean success on held-out setups, %")
     ax.set_ylim(-3, 103)
     ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure_atomic(fig, path)
+
+
+def plot_schedule(
+    rows: list[tuple[int, PolicyResult]],
+    teacher: PolicyResult | None,
+    path: str | Path,
+    title: str = "",
+    log: Callable[[str], None] = print,
+) -> Path | None:
+    """L6 success (with its 95 % interval) against distillation steps, the teacher as a line."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("schedule plot skipped: matplotlib is not installed (pip install 'shallowpi[plot]')")
+        return None
+    if not rows:
+        log("schedule plot skipped: no schedule run was evaluated")
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    xs, ys, es = [n for n, _ in rows], [x.mean for _, x in rows], [x.ci95 for _, x in rows]
+    ax.errorbar(xs, ys, yerr=es, fmt="o-", color="tab:blue", capsize=3, label="L6 task+KD+attn")
+    if teacher is not None:
+        ax.axhline(teacher.mean, color="tab:red", ls="--", label=f"{teacher.label} ({teacher.mean:.1f} %)")
+        ax.axhspan(teacher.mean - L6_MAX_DROP_PTS, teacher.mean, color="tab:red", alpha=0.1)
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [str(n) for n in xs])
+    ax.set_xlabel("distillation steps (each a full schedule)")
+    ax.set_ylabel("mean success on held-out setups, %")
+    ax.set_ylim(-3, 103)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     if title:
