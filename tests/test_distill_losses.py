@@ -15,6 +15,8 @@ from shallowpi.distill.losses import (
     attention_kd_loss,
     default_attn_pairs,
     parse_attn_pairs,
+    task_loss,
+    velocity_kd_loss,
 )
 from shallowpi.distill.parallel import JointForward, freeze
 from shallowpi.distill.schedule import ScheduleConfig, lr_at
@@ -94,6 +96,55 @@ def test_attention_kd_is_renormalised_over_valid_vl_keys():
     expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
     assert attention_kd_loss(t, s, prefix_pad, chunk=2).item() == pytest.approx(expected, rel=1e-5)
     assert attention_kd_loss(t, t.clone(), prefix_pad, chunk=2).item() == 0.0
+
+
+def test_attention_kd_ignores_mass_on_padded_vl_keys():
+    """Probability on a padded prefix key (per sample) counts for neither model: both rows are renormalised
+    over that sample's valid keys. Without the mask the teacher's padded mass and the student's would enter
+    the KL and change it."""
+    prefix_pad = torch.tensor([[True, True, False], [True, False, True]])
+    t = torch.zeros(2, 1, 5, 5)
+    s = torch.zeros(2, 1, 5, 5)
+    t[0, 0, 3:, :3] = torch.tensor([0.3, 0.1, 0.4])  # teacher mass on sample 0's padded key 2
+    s[0, 0, 3:, :3] = torch.tensor([0.2, 0.2, 0.5])  # student mass there too, a different amount
+    t[1, 0, 3:, :3] = torch.tensor([0.6, 0.3, 0.1])  # sample 1: key 1 is the padded one
+    s[1, 0, 3:, :3] = torch.tensor([0.1, 0.0, 0.1])
+    kl0 = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # valid keys 0, 1
+    kl1 = (6 / 7) * math.log((6 / 7) / 0.5) + (1 / 7) * math.log((1 / 7) / 0.5)  # valid keys 0, 2
+    got = attention_kd_loss(t, s, prefix_pad, chunk=2).item()
+    assert got == pytest.approx((kl0 + kl1) / 2, rel=1e-5)
+    # Moving the student's padded-key mass changes nothing; moving its valid-key mass does.
+    s2 = s.clone()
+    s2[0, 0, 3:, 2] = 0.0
+    s2[1, 0, 3:, 1] = 0.7
+    assert attention_kd_loss(t, s2, prefix_pad, chunk=2).item() == pytest.approx(got, rel=1e-6)
+    s2[0, 0, 3:, 0] = 0.9
+    assert attention_kd_loss(t, s2, prefix_pad, chunk=2).item() != pytest.approx(got, rel=1e-3)
+
+
+def test_action_error_crops_dims_zeroes_padded_steps_and_keeps_the_denominator():
+    """Squared error over the dataset's action dims only; chunk steps past the episode end contribute 0 but
+    stay in the denominator (B x chunk x action_dim), so equal shards average to the global value."""
+    B, chunk, max_dim, dim = 2, 3, 5, 2
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(B, chunk, max_dim, generator=g)
+    v = u.clone()
+    pad = torch.tensor([[False, False, True], [False, True, True]])
+    err = torch.tensor([[[1.0, 2.0], [3.0, 0.5], [0.0, 0.0]], [[2.0, 1.0], [0.0, 0.0], [0.0, 0.0]]])
+    v[..., :dim] += err  # differences on real dims of real steps ...
+    v[..., dim:] += 100.0  # ... and large ones on the padding dims and padded steps, which must not count
+    v[pad] += 1000.0
+    expected = err.pow(2).sum().item() / (B * chunk * dim)
+    for fn in (task_loss, velocity_kd_loss):
+        assert fn(v, u, action_dim=dim, action_is_pad=pad).item() == pytest.approx(expected, rel=1e-6)
+    # Without a pad mask every step counts; without action_dim every padding dim counts.
+    assert task_loss(v, u, action_dim=dim).item() > 1000
+    assert task_loss(v, u, action_is_pad=pad).item() > 1000
+    # Shards of the batch average back to the full-batch value (the DDP / accumulation property).
+    halves = [
+        task_loss(v[i : i + 1], u[i : i + 1], action_dim=dim, action_is_pad=pad[i : i + 1]) for i in (0, 1)
+    ]
+    assert torch.stack(halves).mean().item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_loss_weights_parse_and_validate():
