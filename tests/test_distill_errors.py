@@ -164,17 +164,20 @@ def test_non_finite_loss_stops_naming_step_and_term_and_keeps_last_good_checkpoi
     )
     with pytest.raises(NonFiniteLossError, match=r"loss term 'task' = nan at step 4.*000002"):
         train(make_student(teacher, depth=1), source, cfg, DistillLossConfig(weights=LossWeights(1, 0, 0)))
-    assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["000002", "last"]
+    _assert_only_the_good_checkpoint(tmp_path / "out")
     cfg.output_dir = str(tmp_path / "kd")
     with pytest.raises(
-        NonFiniteLossError, match=r"'attn' = nan, term 'kd' = nan, term 'task' = nan at step 4"
+        NonFiniteLossError, match=r"'attn' = nan, term 'kd' = nan, term 'task' = nan at step 4.*000002"
     ):
         train(make_student(teacher, depth=1), source, cfg, DistillLossConfig(), teacher=teacher)
-    ckpts = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
-    assert ckpts == ["000002", "last"]
-    weights = load_file(
-        str(tmp_path / "out" / "checkpoints" / "last" / "pretrained_model" / "model.safetensors")
-    )
+    _assert_only_the_good_checkpoint(tmp_path / "kd")
+
+
+def _assert_only_the_good_checkpoint(out):
+    """Step 2 saved, nothing after it, `last` points there and holds finite weights."""
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["000002", "last"]
+    assert (out / "checkpoints" / "last").resolve().name == "000002"
+    weights = load_file(str(out / "checkpoints" / "last" / "pretrained_model" / "model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
