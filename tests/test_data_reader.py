@@ -81,7 +81,11 @@ def test_action_chunk_padded_past_episode_end():
 
 def test_dataloader_workers_give_the_same_samples():
     ds = LeRobotDataset(REF, chunk_size=4)
-    loader = torch.utils.data.DataLoader(ds, batch_size=6, num_workers=2, shuffle=False)
+    # Decode in this process first: forked workers inherit open decoders and must neither use nor free
+    # them (freeing FFmpeg state copied mid-use hung workers). The timeout turns such a hang into an error.
+    for i in (0, 25, 50):
+        ds[i]
+    loader = torch.utils.data.DataLoader(ds, batch_size=6, num_workers=2, shuffle=False, timeout=60)
     batch = next(iter(loader))
     for j in range(6):
         direct = ds[j]

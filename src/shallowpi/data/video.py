@@ -3,8 +3,13 @@
 LeRobot concatenates many episodes in one mp4 (v3.0) or writes one mp4 per episode (v2.1); either way a frame
 is addressed by its presentation time in seconds. `VideoDecoder` keeps a few containers open per process (an
 LRU cache) and remembers where it stopped, so reading consecutive frames of one file does not seek again.
-It never holds open containers across a fork/pickle: DataLoader workers each open their own (decoders are
+It never uses open containers across a fork/pickle: DataLoader workers each open their own (decoders are
 not shareable between processes).
+
+Fork safety: FFmpeg objects made in a parent must be neither used nor freed in a forked child (freeing runs
+FFmpeg's thread-pool teardown on locks copied mid-state and can hang the DataLoader worker forever). So
+decoding and RGB conversion run single-threaded, and a forked child keeps the parent's handles referenced
+(never freed: workers leave through os._exit) and opens its own.
 """
 
 from __future__ import annotations
@@ -17,6 +22,13 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+# PyAV >= 17 converts frames with swscale slice threads by default (`threads=0`, auto); older versions have
+# neither the threads nor the option.
+_TO_RGB = (
+    {"format": "rgb24", "threads": 1} if int(av.__version__.split(".")[0]) >= 17 else {"format": "rgb24"}
+)
+_INHERITED: list = []  # FFmpeg handles a forked child got from its parent: kept alive, never freed there
 
 
 class VideoDecodeError(RuntimeError):
@@ -57,7 +69,8 @@ class VideoDecoder:
         self._open.clear()
 
     def _get(self, path: str) -> _OpenVideo:
-        if os.getpid() != self._pid:  # forked after opening: drop the parent's handles without closing them
+        if os.getpid() != self._pid:  # forked after opening: set the parent's handles aside, open our own
+            _INHERITED.append(self._open)
             self._open = OrderedDict()
             self._pid = os.getpid()
         v = self._open.get(path)
@@ -107,7 +120,7 @@ class VideoDecoder:
                 v.last_time, v.last_rgb = t, None
                 if t < timestamp - tol:
                     continue  # before the target: skip without converting to RGB
-                v.last_rgb = frame.to_ndarray(format="rgb24")
+                v.last_rgb = frame.to_ndarray(**_TO_RGB)
                 best = (t, v.last_rgb)
                 break
         except av.FFmpegError as e:
