@@ -1,4 +1,5 @@
-"""A distillation run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run."""
+"""A distillation run killed (SIGKILL, or a crash with DataLoader workers running) and resumed ends
+bit-identical to an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ import subprocess
 import sys
 import time
 
+import pytest
+import torch
 from safetensors.torch import load_file
 
 from distill_helpers import random_teacher
+from paths import find_reference
+from shallowpi.data.lerobot_dataset import LeRobotDataset
+from shallowpi.distill.compat import build_preprocessor
+from shallowpi.distill.data import ProcessedSource, StreamPlan
+from shallowpi.distill.losses import DistillLossConfig
+from shallowpi.distill.schedule import ScheduleConfig
+from shallowpi.distill.student import make_student
+from shallowpi.distill.trainer import TrainConfig, train
 from shallowpi.model import save_model
 
 STEPS, EVERY = 12, 3
@@ -92,3 +103,71 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
         for line in (killed / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps[-1] == STEPS
+
+
+# --------------------------------------------------------------------------- DataLoader workers (CLI default)
+class _Interrupt(RuntimeError):
+    """Stands for a crash: raised in a DataLoader worker, re-raised in the trainer when it reaches that batch."""
+
+
+class _CrashingSource(ProcessedSource):
+    """The LeRobot sample through the training Preprocessor; drawing `crash_index` raises (a worker dies)."""
+
+    crash_index: int | None = None
+
+    def example(self, index, generator):
+        if index == self.crash_index:
+            raise _Interrupt(f"crash while loading dataset index {index}")
+        return super().example(index, generator)
+
+
+@pytest.fixture
+def one_thread():
+    """Training threads as the CLI's `--threads 1`: on a loaded 2-core machine OpenMP threads of tiny ops
+    mostly wait for each other (the workers load with one thread each anyway)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_workers_interrupted_and_resumed_equal_one_run_without_workers(tmp_path, one_thread):
+    """Real dataset (video decoding in the workers), num_workers=2 as the CLI defaults to: a run that dies
+    mid-way and resumes ends bit-identical to an uninterrupted run that loads in the main process."""
+    teacher = random_teacher("pi05", depth=2)
+    dataset = LeRobotDataset(
+        find_reference() / "lerobot_dataset_v3_small", chunk_size=teacher.config.chunk_size
+    )
+    pre = build_preprocessor(teacher.config, dataset)
+    steps, batch = 6, 4
+
+    def run(out, workers, *, crash_index=None, resume=False):
+        source = _CrashingSource(dataset, pre)
+        source.crash_index = crash_index
+        cfg = TrainConfig(
+            output_dir=str(out),
+            steps=steps,
+            batch_size=batch,
+            seed=7,
+            schedule=ScheduleConfig(peak_lr=1e-3, warmup_steps=2),
+            save_every=2,
+            num_workers=workers,
+            progress=False,
+            device="cpu",
+        )
+        student = make_student(teacher, depth=1)
+        return train(student, source, cfg, DistillLossConfig(), teacher=teacher, resume=resume)
+
+    full = run(tmp_path / "full", 0)
+    # Optimizer step 4 (positions 12..15 of epoch 0) draws the crashing index; step 2 was saved.
+    crash = StreamPlan(len(dataset), batch, seed=7).dataset_index(13)
+    with pytest.raises(_Interrupt):
+        run(tmp_path / "resumed", 2, crash_index=crash)
+    assert (tmp_path / "resumed" / "checkpoints" / "last").resolve().name == "000002"
+    resumed = run(tmp_path / "resumed", 2, resume=True)
+    assert full.name == resumed.name == f"{steps:06d}"
+    a, b = _files(full), _files(resumed)
+    for name in a:
+        assert a[name].keys() == b[name].keys()
+        for k in a[name]:
+            assert a[name][k].equal(b[name][k]), f"{name}:{k} differs (workers + resume vs one run)"
