@@ -15,12 +15,13 @@ import torch
 pytest.importorskip("metaworld")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from paths import find_reference  # noqa: E402
 from shallowpi.commands import collect as collect_cmd  # noqa: E402
 from shallowpi.data.lerobot_dataset import LeRobotDataset  # noqa: E402
 from shallowpi.data.stats import load_stats  # noqa: E402
 from shallowpi.sim.metaworld_env import INSTRUCTIONS  # noqa: E402
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "lerobot_dataset_v3_small"
+REF = find_reference() / "lerobot_dataset_v3_small"
 TASKS = ["reach-v3", "drawer-close-v3"]
 
 
@@ -79,26 +80,25 @@ def test_collected_dataset_loads_and_is_sane(dataset):
 
 def test_layout_follows_lerobot_schema(dataset):
     info = json.loads((dataset / "meta/info.json").read_text())
-    if REF.is_dir():
-        ref = json.loads((REF / "meta/info.json").read_text())
-        assert set(info) == set(ref)
-        assert (info["data_path"], info["video_path"]) == (ref["data_path"], ref["video_path"])
-        ref_cam = ref["features"]["observation.images.front"]
-        cam = info["features"]["observation.images.corner4"]
-        assert set(cam) == set(ref_cam) and set(cam["info"]) == set(ref_cam["info"])
-        for k in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
-            assert info["features"][k] == ref["features"][k]
-        ref_cols = {
-            c.replace("front", "corner4")
-            for c in pq.read_schema(REF / "meta/episodes/chunk-000/file-000.parquet").names
-            if "wrist" not in c and not c.startswith("stats/")
-        }
-        cols = set(pq.read_schema(dataset / "meta/episodes/chunk-000/file-000.parquet").names)
-        assert ref_cols <= cols
-        assert (
-            pq.read_schema(dataset / "meta/tasks.parquet").names
-            == pq.read_schema(REF / "meta/tasks.parquet").names
-        )
+    ref = json.loads((REF / "meta/info.json").read_text())
+    assert set(info) == set(ref)
+    assert (info["data_path"], info["video_path"]) == (ref["data_path"], ref["video_path"])
+    ref_cam = ref["features"]["observation.images.front"]
+    cam = info["features"]["observation.images.corner4"]
+    assert set(cam) == set(ref_cam) and set(cam["info"]) == set(ref_cam["info"])
+    for k in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
+        assert info["features"][k] == ref["features"][k]
+    ref_cols = {
+        c.replace("front", "corner4")
+        for c in pq.read_schema(REF / "meta/episodes/chunk-000/file-000.parquet").names
+        if "wrist" not in c and not c.startswith("stats/")
+    }
+    cols = set(pq.read_schema(dataset / "meta/episodes/chunk-000/file-000.parquet").names)
+    assert ref_cols <= cols
+    assert (
+        pq.read_schema(dataset / "meta/tasks.parquet").names
+        == pq.read_schema(REF / "meta/tasks.parquet").names
+    )
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 4
     assert info["features"]["observation.images.corner4"]["info"]["video.codec"] == "h264"
     assert (dataset / "videos/observation.images.gripperPOV/chunk-000/file-000.mp4").is_file()
