@@ -156,3 +156,68 @@ def test_eval_results_do_not_depend_on_the_number_of_workers(policy_dir: Path, t
         ]
 
     assert run(2) == run(1)
+
+
+class _ExpertChunkPolicy:
+    """Meta-World's scripted expert as a ChunkPolicy: a one-action chunk per call. The policy interface
+    carries the 4-d state only and the expert reads the full observation, so the env's reset and step are
+    tapped for it (the rollout itself is eval's, unchanged)."""
+
+    cameras: list[str] = []
+
+    def __init__(self, env) -> None:
+        self.expert, self.obs = env.expert(), None
+        reset, step = env.reset, env.env.step
+
+        def tapped_reset(episode):
+            self.obs = reset(episode)
+            return self.obs
+
+        def tapped_step(action):
+            out = step(action)
+            self.obs = out[0]
+            return out
+
+        env.reset, env.env.step = tapped_reset, tapped_step
+
+    def __call__(self, images, state, task, seed) -> np.ndarray:
+        assert np.array_equal(state, self.obs[:4].astype(np.float32))  # eval passes the current state
+        return self.expert.get_action(self.obs)[None]  # (1, 4)
+
+
+def _hold_still(images, state, task, seed) -> np.ndarray:
+    return np.zeros((1, 4), np.float32)
+
+
+_hold_still.cameras = []
+
+
+def test_eval_detects_success_of_a_policy_that_succeeds(tmp_path: Path) -> None:
+    """The scripted expert run through eval's rollout succeeds every episode, at the step where the demo
+    collector (same configurations) first sees success; a policy that holds still never succeeds."""
+    from shallowpi.sim import collect
+    from shallowpi.sim import metaworld_env as mw
+    from shallowpi.sim.evaluate import EvalConfig, eval_info, run_episode
+
+    cfg = EvalConfig(policy=str(tmp_path), tasks=TASKS, episodes_per_task=2, max_steps=200)
+    expert, still = [], []
+    for task in TASKS:
+        env = mw.MetaWorldEnv(task, seed=cfg.seed, cameras=[])
+        try:
+            policy = _ExpertChunkPolicy(env)
+            expert += [run_episode(env, policy, cfg, e) for e in range(2)]
+            short = EvalConfig(policy=cfg.policy, tasks=TASKS, max_steps=40)
+            still += [run_episode(env, _hold_still, short, e) for e in range(2)]
+        finally:
+            env.close()
+    assert [r.success for r in expert] == [True] * 4
+    assert [r.success for r in still] == [False] * 4 and all(r.steps == 40 for r in still)
+    demos = collect.CollectConfig(tasks=TASKS, seed=cfg.seed, cameras=[], extra_steps=0)
+    for r in expert:
+        first_success = collect.run_episode(demos, r.task, r.episode).steps  # success step + 1
+        assert r.steps == first_success < cfg.max_steps and r.policy_calls == r.steps
+    info = eval_info(expert, cfg, eval_s=1.0)
+    assert info["overall"]["pc_success"] == 100.0 and info["overall"]["n_episodes"] == 4
+    assert all(info["per_group"][t]["pc_success"] == 100.0 for t in TASKS)
+    assert all(t["metrics"]["successes"] == [True, True] for t in info["per_task"])
+    assert eval_info(still, cfg, eval_s=1.0)["overall"]["pc_success"] == 0.0
