@@ -1,0 +1,55 @@
+"""bf16 numerics on CPU: the engine in bf16 (LeRobot's bf16 policy) against fp32, on the bundled Meta-World
+teacher (trained weights, so the numbers are those a user of the test bed sees)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shallowpi.model import load_model
+from shallowpi.runtime.bench import make_inputs
+from shallowpi.runtime.engine import InferenceEngine
+from shallowpi.study.pipeline import bundled_teacher_path
+
+ACTION_DIM = 4  # the teacher's Meta-World actions; the other output dims are padding
+# Tolerance in normalised action units (the teacher's actions reach about ±1.3). Measured on CPU (torch
+# 2.13, batch 4, 10 Euler steps): max 0.030, mean 0.0045. bf16 keeps about 3 significant digits through
+# 18 layers and 10 steps; the bounds leave 2x headroom. An error in which tensors stay fp32 (norms, adaRMS,
+# the Euler state) or a bf16-only engine bug shows up well above them.
+BF16_MAX, BF16_MEAN = 0.06, 0.01
+
+
+def teacher_inputs(model, batch: int = 4, device="cpu") -> dict:
+    """Two valid cameras, a 20-token prompt, fixed noise."""
+    return make_inputs(model.config, batch=batch, cameras=2, lang_tokens=20, device=device, seed=0)
+
+
+def actions(runner, x: dict) -> torch.Tensor:
+    out = runner.sample_actions(x["images"], x["img_masks"], x["tokens"], x["token_masks"], noise=x["noise"])
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    return out[..., :ACTION_DIM]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: more threads only wait for each other on a loaded 2-core machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_engine_bf16_is_within_the_stated_tolerance_of_fp32(one_thread) -> None:
+    fp32 = load_model(bundled_teacher_path())
+    bf16 = load_model(bundled_teacher_path())
+    x = teacher_inputs(fp32)
+    ref = actions(InferenceEngine(fp32, batch_size=4), x)
+    engine = InferenceEngine(bf16, batch_size=4, dtype="bfloat16")
+    # LeRobot's policy: the layers in bf16, norms (adaRMS dense included) and vision embeddings in fp32.
+    assert bf16.expert.layers[0].mlp.down_proj.weight.dtype == torch.bfloat16
+    assert bf16.expert.layers[0].input_layernorm.dense.weight.dtype == torch.float32
+    out = actions(engine, x)
+    err = (out - ref).abs()
+    assert err.max() > 0, "bf16 gave the fp32 answer bit for bit: the model did not run in bf16"
+    assert err.max() <= BF16_MAX and err.mean() <= BF16_MEAN, (err.max().item(), err.mean().item())
+    # In bf16 the engine and the reference sampler agree far more closely than bf16 and fp32 do.
+    assert (out - actions(bf16, x)).abs().max() <= BF16_MAX / 6
