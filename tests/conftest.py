@@ -1,4 +1,5 @@
-"""Shared test fixtures: paths to the reference vectors produced by LeRobot 0.4.4."""
+"""Shared test fixtures (paths to the reference vectors produced by LeRobot 0.4.4) and the `cuda` marker:
+tests that need a GPU are deselected, with a line saying so, where torch sees none."""
 
 from __future__ import annotations
 
@@ -16,3 +17,26 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     return find_reference()
+
+
+_CUDA_DESELECTED = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k selection: count only what would otherwise run
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    cuda = [item for item in items if item.get_closest_marker("cuda")]
+    if cuda:
+        config.hook.pytest_deselected(items=cuda)
+        items[:] = [item for item in items if not item.get_closest_marker("cuda")]
+    config.stash[_CUDA_DESELECTED] = len(cuda)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    n = config.stash.get(_CUDA_DESELECTED, 0)
+    if n:
+        terminalreporter.write_line(
+            f"{n} cuda test(s) deselected: no CUDA device (torch.cuda.is_available() is False); "
+            "run benchmarks/gpu_check.sh on a GPU machine"
+        )

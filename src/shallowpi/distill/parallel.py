@@ -21,6 +21,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    group: bool = False  # a process group is in use (DDP / FSDP2 wrap the model, ranks synchronise)
 
     @property
     def is_main(self) -> bool:
@@ -28,17 +29,20 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.group
 
 
 def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, ...); a no-op without it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, ...); a no-op without it
+    and for a single torchrun process. A process group the caller already made is used whatever its size
+    (one GPU with NCCL runs the DDP / FSDP2 code paths)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, group=True)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return DistInfo()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, group=True)
 
 
 class JointForward(nn.Module):

@@ -85,7 +85,12 @@ class TrainConfig:
 
 def _device(cfg: TrainConfig, info: DistInfo) -> torch.device:
     if cfg.device is not None:
-        return torch.device(cfg.device)
+        device = torch.device(cfg.device)
+        if device.type == "cuda" and device.index is None:  # "cuda": this rank's GPU, not GPU 0 for all
+            device = torch.device("cuda", info.local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return device
     if torch.cuda.is_available():
         torch.cuda.set_device(info.local_rank)
         return torch.device("cuda", info.local_rank)
@@ -183,7 +188,7 @@ def train(
         teacher.to(device).eval().requires_grad_(False)
     if cfg.fsdp:
         if not info.enabled:
-            raise ValueError("--fsdp needs several processes (launch with torchrun)")
+            raise ValueError("--fsdp needs a process group (launch with torchrun)")
         shard_fsdp(student)
         if teacher is not None:
             shard_fsdp(teacher, frozen=True)
@@ -228,9 +233,11 @@ def train(
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start_step, desc="distill" if teacher is not None else "train")
+    parallel = "fsdp2" if cfg.fsdp else "ddp" if info.enabled else "none"
     train_config = {
         "train": dataclasses.asdict(cfg),
         "loss": dataclasses.asdict(loss_cfg),
+        "distributed": {"world_size": info.world_size, "parallel": parallel, "device": str(device)},
         **(run_info or {}),
     }
     last_saved = ckpt.last_checkpoint(out)
