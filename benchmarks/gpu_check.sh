@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# GPU readiness check on one CUDA GPU, offline, in under 8 minutes:
+#   1. the `cuda`-marked tests (bf16 autocast training, engine compiled / CUDA graph, NCCL DDP, FSDP2)
+#      -> OUTDIR/cuda_tests.xml (junit) and cuda_tests.log
+#   2. `shallowpi bench`, full-size π0.5 (random weights) at depths 18 and 6 in bf16:
+#      eager engine + CUDA graph   -> OUTDIR/bench_pi05_bf16_graph.json (+ .png)
+#      eager engine + torch.compile -> OUTDIR/bench_pi05_bf16_compiled.json (+ .png)
+#      (two runs so that a slow compile cannot cost the graph numbers; each JSON holds its mode ratios)
+#   3. benchmarks/trt_build.sh OUTDIR, when that script exists, with the time that is left
+# Every step runs under `timeout` within one budget (GPU_CHECK_BUDGET_S, default 470 s); OUTDIR/gpu_check.json
+# records each step's exit code and seconds. Exit status 0 only if every step passed.
+#
+# usage: benchmarks/gpu_check.sh OUTDIR      (PYTHON=... to choose the interpreter; nothing is installed)
+set -uo pipefail
+
+if [[ $# -ne 1 ]]; then
+    echo "usage: $0 OUTDIR" >&2
+    exit 2
+fi
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+mkdir -p "$1" && OUT=$(cd "$1" && pwd)
+cd "$REPO"
+PY=${PYTHON:-python3}
+export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout, installed or not
+export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-egl} HF_HUB_OFFLINE=1 PIP_NO_INDEX=1
+BUDGET_S=${GPU_CHECK_BUDGET_S:-470}
+START=$(date +%s)
+STEPS=()  # "name rc seconds limit"
+FAILED=0
+
+left() { echo $((BUDGET_S - ($(date +%s) - START))); }
+
+# run_step NAME LIMIT_S CMD...: runs CMD under timeout (capped by the budget left), log in OUTDIR/NAME.log
+run_step() {
+    local name=$1 limit=$2
+    shift 2
+    local remain
+    remain=$(left)
+    ((limit > remain - 5)) && limit=$((remain - 5))
+    if ((limit < 20)); then
+        echo "== $name: skipped, budget spent"
+        STEPS+=("$name skipped 0 0")
+        FAILED=1
+        return
+    fi
+    echo "== $name (at most ${limit}s) -> $OUT/$name.log"
+    local t0 rc
+    t0=$(date +%s)
+    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    rc=$?
+    STEPS+=("$name $rc $(($(date +%s) - t0)) $limit")
+    tail -n 8 "$OUT/$name.log"
+    if ((rc == 124 || rc == 137)); then
+        echo "   $name: timed out after ${limit}s"
+    fi
+    ((rc != 0)) && FAILED=1
+    echo "   $name: exit $rc after $(($(date +%s) - t0))s"
+}
+
+write_summary() {
+    "$PY" - "$OUT/gpu_check.json" "$BUDGET_S" "$(($(date +%s) - START))" "${STEPS[@]}" <<'EOF'
+import json, sys
+path, budget, total, *steps = sys.argv[1:]
+rows = []
+for s in steps:
+    name, rc, secs, limit = s.split()
+    rows.append({"step": name, "exit": rc if rc == "skipped" else int(rc), "seconds": int(secs), "limit_s": int(limit)})
+ok = all(r["exit"] == 0 for r in rows)
+json.dump({"ok": ok, "budget_s": int(budget), "total_s": int(total), "steps": rows}, open(path, "w"), indent=2)
+print(f"wrote {path}: {'all steps passed' if ok else 'FAILED'} in {total}s")
+EOF
+}
+
+run_step preflight 60 "$PY" -c "
+import sys, torch
+print('torch', torch.__version__, 'cuda', torch.version.cuda)
+if not torch.cuda.is_available():
+    sys.exit('no CUDA device visible to torch: nothing to check')
+print('gpu', torch.cuda.get_device_name(0), 'count', torch.cuda.device_count())
+import shallowpi; print('shallowpi from', shallowpi.__file__)
+"
+command -v nvidia-smi >/dev/null && nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
+if [[ ${STEPS[0]} != "preflight 0 "* ]]; then
+    write_summary
+    exit 1
+fi
+
+run_step cuda_tests 140 "$PY" -m pytest -m cuda -p no:cacheprovider -q -rA \
+    --junitxml "$OUT/cuda_tests.xml" tests
+
+BENCH=(-m shallowpi bench --preset pi05 --compare 18,6 --device cuda --dtype bfloat16 --no-count-flops)
+run_step bench_graph 90 "$PY" "${BENCH[@]}" --modes engine,cuda_graph --out "$OUT/bench_pi05_bf16_graph.json"
+run_step bench_compiled 170 "$PY" "${BENCH[@]}" --modes engine,compiled \
+    --out "$OUT/bench_pi05_bf16_compiled.json"
+
+if [[ -f benchmarks/trt_build.sh ]]; then
+    export GPU_CHECK_SECONDS_LEFT=$(($(left) - 10))  # for the TensorRT script to size its own steps
+    run_step trt_build "$GPU_CHECK_SECONDS_LEFT" bash benchmarks/trt_build.sh "$OUT"
+fi
+
+write_summary
+exit "$FAILED"
