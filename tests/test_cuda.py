@@ -34,9 +34,10 @@ STEPS = 5  # Euler steps in the engine checks: a smaller graph to compile and ca
 FP32_TOL = 1e-3
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def exact_fp32():
-    """TF32 off (cuDNN allows it for convolutions by default): fp32 comparisons then mean fp32."""
+    """TF32 off (cuDNN allows it for convolutions by default): fp32 comparisons then mean fp32. Module scope,
+    so that it is on before the module-scoped reference is computed."""
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield
