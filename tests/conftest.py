@@ -16,3 +16,12 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     return find_reference()
+
+
+@pytest.fixture(scope="session")
+def teacher_onnx(tmp_path_factory) -> Path:
+    """The bundled Meta-World teacher exported to ONNX (fp32, batch 1); shared by the export/runner tests."""
+    from onnx_helpers import TEACHER
+    from shallowpi.export.onnx_export import export_policy
+
+    return export_policy(TEACHER, tmp_path_factory.mktemp("onnx") / "teacher")

@@ -155,8 +155,12 @@ def export_onnx(
     *,
     processor: tuple[Preprocessor, Postprocessor] | None = None,
     source: str | None = None,
+    inplace: bool = False,
 ) -> Path:
-    """Write the prefix and denoise graphs, the manifest and the tokenizer to `out` (atomically)."""
+    """Write the prefix and denoise graphs, the manifest and the tokenizer to `out` (atomically).
+
+    float16 casts a copy of `model`, or `model` itself with `inplace=True` (full-size models: no second copy).
+    """
     opts = options or ExportOptions()
     opts.validate()
     out = Path(out)
@@ -172,7 +176,7 @@ def export_onnx(
     if pc is not None and (tuple(pc.cameras) != tuple(cfg.cameras) or pc.image_size != cfg.vision.image_size):
         raise ValueError("the processor's camera slots / image size do not fit the model")
 
-    model = copy.deepcopy(model).eval() if opts.dtype == "float16" else model.eval()
+    model = copy.deepcopy(model).eval() if opts.dtype == "float16" and not inplace else model.eval()
     if opts.dtype == "float16":
         cast_half(model)
     b, size, n_cam = opts.batch_size, cfg.vision.image_size, len(slots)
@@ -296,4 +300,22 @@ def export_policy(policy: str | Path, out: str | Path, options: ExportOptions | 
     policy = Path(policy)
     model = load_model(policy, dtype="float32")
     processor = load_processor(policy) if (policy / PROCESSOR_CONFIG).is_file() else None
-    return export_onnx(model, out, options, processor=processor, source=str(policy))
+    return export_onnx(model, out, options, processor=processor, source=str(policy), inplace=True)
+
+
+def random_model(config: PiConfig, seed: int = 0, std: float = 0.02) -> PiModel:
+    """A PiModel with N(0, std) weights and identity norms, built without a default-init pass: a full-size
+    model in seconds (export checks and benchmarks; the weights mean nothing)."""
+    with torch.device("meta"):
+        model = PiModel(config)
+    model = model.to_empty(device="cpu").eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("vision.") and "layernorm" in name.replace("_", ""):
+                p.fill_(1.0 if name.endswith("weight") else 0.0)  # LayerNorm: y = w * x_hat + b
+            elif name.endswith("norm.weight"):
+                p.zero_()  # Gemma RMSNorm scales by (1 + w)
+            else:
+                p.normal_(0.0, std, generator=gen)
+    return model

@@ -37,10 +37,13 @@ class OnnxPolicy:
         self.runner, self.proc = runner, runner.processor
         self.mapping = get_mapping(obs_mapping)
         self.default_prompt, self.seed, self.name = default_prompt, seed, name
-        slots = runner.manifest.cameras["slots"]
-        self.cameras: tuple[str | None, ...] = tuple(self.proc.slot_source.get(s) for s in slots)
+        # The processor's camera feeding each model slot; None for slots no camera feeds or the export dropped.
+        slots, exported = runner.manifest.cameras["slots"], set(runner.manifest.cameras["exported"])
+        self.cameras: tuple[str | None, ...] = tuple(
+            self.proc.slot_source.get(s) if s in exported else None for s in slots
+        )
         fed = set(self.mapping.resolve(self.cameras))  # fails at start-up, not on the first request
-        unfed = sorted(set(self.proc.camera_map) - fed)
+        unfed = sorted({c for c in self.cameras if c is not None} - fed)
         if unfed:
             raise ValueError(
                 f"observation mapping {self.mapping.name!r} feeds no client key to camera(s) {unfed}"
