@@ -60,7 +60,9 @@ def compare(label: str, model: PiModel, cameras: int, lang: int, work: Path, arg
         None if state is None else state.numpy(),
     )
     noise = x["noise"]
-    eng = lambda: engine.sample_actions(x["images"], x["img_masks"], x["tokens"], x["token_masks"], state, noise=noise)
+    eng = lambda: engine.sample_actions(
+        x["images"], x["img_masks"], x["tokens"], x["token_masks"], state, noise=noise
+    )
     ort = lambda: runner.sample(*ort_args, noise=noise.numpy())
     diff = float(np.abs(eng().numpy() - ort()).max())
     times: dict[str, list[float]] = {"engine": [], "onnxruntime": []}

@@ -67,7 +67,9 @@ def export(out: Path, models: list[str]) -> None:
         print(f"exported {name}", flush=True)
 
 
-_MEDIAN = re.compile(r"GPU Compute Time: min = [\d.]+ ms, max = [\d.]+ ms, mean = [\d.]+ ms, median = ([\d.]+) ms")
+_MEDIAN = re.compile(
+    r"GPU Compute Time: min = [\d.]+ ms, max = [\d.]+ ms, mean = [\d.]+ ms, median = ([\d.]+) ms"
+)
 
 
 def summarize(out: Path) -> None:
