@@ -235,3 +235,44 @@ def test_full_size_pi05_depth6_exports_in_float16_and_loads(tmp_path):
         seed=0,
     )
     assert actions.shape == (1, 50, 32) and np.isfinite(actions).all()
+
+
+# TensorRT build script (no TensorRT here: a stand-in trtexec checks what the script asks of it) ------------
+
+FAKE_TRTEXEC = """#!/usr/bin/env bash
+if [[ "$1" == "--help" ]]; then echo "  --stronglyTyped  Create a strongly typed network"; exit 0; fi
+echo "$@" >> "$(dirname "$0")/calls.txt"
+for a in "$@"; do case "$a" in --loadInputs=*) IFS=, read -ra specs <<< "${a#--loadInputs=}";
+  for s in "${specs[@]}"; do [[ -f "${s#*:}" ]] || { echo "missing input ${s#*:}"; exit 1; }; done;; esac; done
+echo "[I] GPU Compute Time: min = 0.5 ms, max = 0.9 ms, mean = 0.6 ms, median = 0.55 ms, percentile(90%) = 0.8 ms"
+"""
+
+
+def test_trt_build_script(tmp_path):
+    script = TEACHER.parents[3] / "benchmarks" / "trt_build.sh"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHON": sys.executable}
+    skipped = subprocess.run([str(script), str(tmp_path / "none")], capture_output=True, text=True, env=env)
+    assert skipped.returncode == 0 and "trtexec not found" in skipped.stdout
+    assert not (tmp_path / "none").exists()
+
+    fake = tmp_path / "bin" / "trtexec"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_TRTEXEC)
+    fake.chmod(0o755)
+    out = tmp_path / "trt"
+    proc = subprocess.run(
+        [str(script), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**env, "TRTEXEC": str(fake), "TRT_MODELS": "teacher"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    calls = (fake.parent / "calls.txt").read_text().splitlines()
+    assert len(calls) == 4  # prefix + denoise, fp32 + fp16
+    fp16 = [c for c in calls if "teacher_float16" in c]
+    assert len(fp16) == 2 and all("--stronglyTyped" in c for c in fp16)
+    assert all("--stronglyTyped" not in c and "--fp16" not in c for c in calls if "teacher_float32" in c)
+    timing = json.loads((out / "trt_timing.json").read_text())
+    assert timing["teacher_float16"]["fp16"]["policy_ms"] == pytest.approx(0.55 + 10 * 0.55)
+    assert set(timing) == {"teacher_float16", "teacher_float32"}

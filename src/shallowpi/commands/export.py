@@ -28,12 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--num-steps", type=int, default=None, help="Euler steps in the manifest")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset")
-    parser.add_argument(
-        "--exporter",
-        default="torchscript",
-        choices=["torchscript", "dynamo"],
-        help="torch.onnx exporter (same graphs; torchscript exports ~10x faster)",
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
         cameras=tuple(s.strip() for s in args.cameras.split(",") if s.strip()) if args.cameras else None,
         num_steps=args.num_steps,
         opset=args.opset,
-        exporter=args.exporter,
     )
     start = time.monotonic()
     out = export_policy(args.policy, args.out, opts)

@@ -5,11 +5,12 @@
 Layout and manifest: `shallowpi.onnx_runtime.manifest`. Graphs: `shallowpi.export.graphs`.
 
 Exporter: torch.onnx's TorchScript exporter (`dynamo=False`). Both exporters of torch 2.13 give graphs with
-the same static shapes and the same actions (4.8e-7 from the engine on the bundled teacher, fp32); the
-TorchScript one exports the two graphs about ten times faster (5 s vs 55-105 s for the teacher on 2 CPU
-cores) and needs no onnxscript. `exporter="dynamo"` selects the other one. Either way the weights are then
-rewritten as one external-data file per graph (`<graph>.onnx.data`), which full-size models need (2 GB
-protobuf limit) and TensorRT's parser reads.
+the same static shapes and the same actions (4.8e-7 from the engine on the bundled teacher, fp32, measured
+with both); the TorchScript one exports the two graphs about ten times faster (5 s vs 55-105 s for the
+teacher on 2 CPU cores: torch.export + decompositions + the onnxscript optimizer) and needs no onnxscript.
+It is deprecated since torch 2.9; should it go, `dynamo=True` (+ onnxscript) in `_export_graph` is the
+switch. The weights are then rewritten as one external-data file per graph (`<graph>.onnx.data`), which
+full-size models need (2 GB protobuf limit) and TensorRT's parser reads.
 
 Nothing half-written is left behind: everything goes to a staging folder beside `out`, which is renamed
 into place at the end (an earlier export in `out` is replaced; any other non-empty folder is refused).
@@ -33,7 +34,6 @@ from shallowpi.model import PiModel, load_model
 from shallowpi.model.config import PiConfig
 from shallowpi.onnx_runtime.manifest import DTYPES, FORMAT, MANIFEST, VERSION, TensorSpec, write_manifest
 
-EXPORTERS = ("torchscript", "dynamo")
 TOKENIZER_FILE = "tokenizer.model"
 _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 9: "bool", 6: "int32", 11: "float64"}
 
@@ -46,7 +46,6 @@ class ExportOptions:
     cameras: tuple[str, ...] | None = None  # exported slots; None: those the processor feeds (else all)
     num_steps: int | None = None  # Euler steps; None: the model config's
     opset: int = 18
-    exporter: str = "torchscript"
 
     def validate(self) -> None:
         if self.dtype not in DTYPES:
@@ -57,15 +56,22 @@ class ExportOptions:
             raise ValueError(f"prompt_length must be >= 1, got {self.prompt_length}")
         if self.num_steps is not None and self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
-        if self.exporter not in EXPORTERS:
-            raise ValueError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
 
 
 def euler_schedule(config: PiConfig, num_steps: int | None = None) -> dict:
-    """N steps from t = 1, dt = -1/N: the same floats as `InferenceEngine` / `PiModel.sample_trace`."""
-    steps = num_steps or config.num_inference_steps
-    dt = -1.0 / steps
-    return {"num_steps": steps, "times": [1.0 + k * dt for k in range(steps)], "dts": [dt] * steps}
+    """The model's Euler steps (t_k, dt_k) from t = 1: the same floats as `InferenceEngine` uses.
+
+    A config with a recorded sampling grid (`PiConfig.time_grid`, step-distilled students) gives its grid;
+    otherwise N uniform steps, dt = -1/N.
+    """
+    if hasattr(config, "time_grid"):
+        from shallowpi.model.config import euler_steps
+
+        pairs = euler_steps(config.time_grid(num_steps))
+    else:
+        steps = num_steps or config.num_inference_steps
+        pairs = [(1.0 + k * (-1.0 / steps), -1.0 / steps) for k in range(steps)]
+    return {"num_steps": len(pairs), "times": [t for t, _ in pairs], "dts": [d for _, d in pairs]}
 
 
 def cast_half(model: PiModel) -> PiModel:
@@ -131,9 +137,7 @@ def _export_graph(module, args: tuple, path: Path, inputs, outputs, opts: Export
                 input_names=inputs,
                 output_names=outputs,
                 opset_version=opts.opset,
-                dynamo=opts.exporter == "dynamo",
-                external_data=True,
-                **({"optimize": True, "verbose": False} if opts.exporter == "dynamo" else {}),
+                dynamo=False,  # the TorchScript exporter: see the module docstring
             )
         proto = onnx.load(str(raw))  # pulls in external data, whichever layout the exporter wrote
         onnx.save_model(
@@ -260,7 +264,7 @@ def export_onnx(
             "processor": proc_json,
             "normalization": norm_json,
             "exporter": {
-                "exporter": opts.exporter,
+                "exporter": "torch.onnx (TorchScript)",
                 "opset": opts.opset,
                 "torch": torch.__version__,
                 "source": source,

@@ -76,7 +76,8 @@ class OnnxRunner:
         check_graphs: bool = True,
         num_steps: int | None = None,
     ) -> None:
-        """`num_steps` replaces the manifest's schedule by N uniform Euler steps (t is a graph input)."""
+        """`num_steps` other than the manifest's replaces its schedule by N uniform Euler steps (t is a graph
+        input, so any schedule runs)."""
         self.manifest = read_manifest(directory)
         m = self.manifest
         opts = ort.SessionOptions()
@@ -96,7 +97,7 @@ class OnnxRunner:
                 check_graph(m, graph, self.sessions[graph])
         self.times = [float(t) for t in m.schedule["times"]]
         self.dts = [float(d) for d in m.schedule["dts"]]
-        if num_steps is not None:
+        if num_steps is not None and num_steps != len(self.times):
             if num_steps < 1:
                 raise ValueError(f"num_steps must be >= 1, got {num_steps}")
             dt = -1.0 / num_steps  # the same floats as the engine's schedule
