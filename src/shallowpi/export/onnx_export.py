@@ -251,6 +251,7 @@ def export_onnx(
                 "max_state_dim": cfg.max_state_dim,
                 "depth": cfg.depth,
                 "layer_map": cfg.layer_map,
+                "vlm_layer_map": getattr(cfg, "vlm_layer_map", None),  # backbone's own map, if it differs
                 "image_size": size,
                 "num_patches": cfg.vision.num_patches,
                 "prompt_length": prompt_len,
