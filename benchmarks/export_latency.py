@@ -128,6 +128,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     result: dict = {"environment": environment(torch.device("cpu")), "settings": vars(args), "runs": []}
+    result["complete"] = False  # rewritten after every stage: a run cut short keeps what it measured
     import onnxruntime
 
     result["environment"]["onnxruntime"] = onnxruntime.__version__
@@ -137,9 +138,11 @@ def main() -> None:
             torch.manual_seed(0)
             model = PiModel(preset("mid", depth=depth)).eval()
             result["runs"].append(compare(f"mid_d{depth}", model, 2, 20, work, args))
+            write_json(result, args.out)
             del model
         teacher = load_model(TEACHER)
         result["runs"].append(compare("teacher", teacher, 2, 20, work, args))
+        write_json(result, args.out)
         if not args.skip_full_size:
             out = work / "pi05_d6_fp16"
             full = _child("--full-size-child", out)
@@ -151,6 +154,7 @@ def main() -> None:
                 f"files {full['files_mb']:.0f} MB; onnxruntime load {full['ort_load_s']:.0f} s, "
                 f"peak RSS {full['ort_peak_rss_mb']:.0f} MB"
             )
+    result["complete"] = True
     print(f"wrote {write_json(result, args.out)}")
 
 
