@@ -40,3 +40,12 @@ def pytest_terminal_summary(terminalreporter, config):
             f"{n} cuda test(s) deselected: no CUDA device (torch.cuda.is_available() is False); "
             "run benchmarks/gpu_check.sh on a GPU machine"
         )
+
+
+@pytest.fixture(scope="session")
+def teacher_onnx(tmp_path_factory) -> Path:
+    """The bundled Meta-World teacher exported to ONNX (fp32, batch 1); shared by the export/runner tests."""
+    from onnx_helpers import TEACHER
+    from shallowpi.export.onnx_export import export_policy
+
+    return export_policy(TEACHER, tmp_path_factory.mktemp("onnx") / "teacher")

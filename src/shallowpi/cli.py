@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "eval": "evaluate a policy in simulation",
     "bench": "measure latency, FLOPs and memory",
     "serve": "serve a policy over openpi's websocket protocol",
+    "export": "export a policy to ONNX (prefix + denoise graphs, manifest) for onnxruntime / TensorRT",
     "demo": "teacher -> data -> L6 student -> eval -> bench, in one command",
 }
 

@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy", required=True, help="pretrained folder (model + processor), e.g. a student"
     )
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnxruntime"],
+        help="torch: a pretrained folder; onnxruntime: a folder written by `shallowpi export` (no torch needed)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument(
         "--port", type=int, default=8000, help="TCP port (openpi's default 8000; 0 = any free)"
@@ -69,24 +75,33 @@ async def _serve(server) -> None:
     await server.serve_forever(stop, on_ready=ready)
 
 
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _load_policy(args: argparse.Namespace):
+    common = dict(
+        obs_mapping=args.obs_map,
+        default_prompt=args.default_prompt,
+        seed=None if args.seed < 0 else args.seed,
+    )
+    if args.backend == "onnxruntime":
+        if args.device is not None:
+            raise ValueError("--device is for the torch backend; onnxruntime runs on its CPU provider here")
+        from shallowpi.onnx_runtime.policy import OnnxPolicy  # numpy + onnxruntime only
+
+        return OnnxPolicy.from_exported(args.policy, threads=args.threads, num_steps=args.num_steps, **common)
     from shallowpi.runtime.policy import PiPolicy  # imports torch: only when serving
-    from shallowpi.runtime.server import PolicyServer
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    return PiPolicy.from_pretrained(args.policy, device=args.device, num_steps=args.num_steps, **common)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from shallowpi.runtime.server import PolicyServer
+
     try:
-        policy = PiPolicy.from_pretrained(
-            args.policy,
-            device=args.device,
-            obs_mapping=args.obs_map,
-            default_prompt=args.default_prompt,
-            num_steps=args.num_steps,
-            seed=None if args.seed < 0 else args.seed,
-        )
+        policy = _load_policy(args)
     except (FileNotFoundError, ValueError) as e:  # missing folder/files, mapping that does not fit the model
         print(f"shallowpi serve: cannot load {args.policy}: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,101 @@
+"""`shallowpi serve --backend onnxruntime`: an exported folder on the openpi protocol, with the same checks."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import websockets
+from websockets.sync.client import connect
+
+from onnx_helpers import libero_obs
+from shallowpi.onnx_runtime.policy import OnnxPolicy
+from shallowpi.onnx_runtime.runner import OnnxRunner
+from shallowpi.runtime import msgpack_numpy
+from shallowpi.runtime.server import ServerThread
+
+TIMEOUT = 120
+
+
+def test_serve_onnxruntime_end_to_end(teacher_onnx):
+    cmd = [sys.executable, "-m", "shallowpi", "serve", "--backend", "onnxruntime", "--policy", str(teacher_onnx),
+           "--host", "127.0.0.1", "--port", "0", "--obs-map", "libero", "--threads", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timer = threading.Timer(TIMEOUT, proc.kill)
+    timer.start()
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if m := re.search(r"listening on ws://127\.0\.0\.1:(\d+)", line):
+                port = int(m.group(1))
+                break
+        else:
+            pytest.fail("server exited before listening:\n" + "".join(lines))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+        obs = libero_obs(2)
+        with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None, open_timeout=30) as ws:
+            metadata = msgpack_numpy.unpackb(ws.recv(timeout=30))
+            ws.send(msgpack_numpy.packb(obs))
+            reply = msgpack_numpy.unpackb(ws.recv(timeout=60))
+            bad = {**obs, "observation/state": np.zeros(3, np.float32)}
+            ws.send(msgpack_numpy.packb(bad))
+            error = ws.recv(timeout=60)
+        assert metadata["backend"] == "onnxruntime" and metadata["action_dim"] == 4
+        direct = OnnxPolicy(OnnxRunner(teacher_onnx), obs_mapping="libero").infer(obs)["actions"]
+        assert reply["actions"].shape == (10, 4)
+        np.testing.assert_allclose(reply["actions"], direct, rtol=0, atol=1e-6)
+        assert isinstance(error, str) and "state of shape (4,)" in error
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+class _NanSession:
+    """Stands in for the denoise graph of a policy gone wrong: every velocity is NaN."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    def run(self, names, feeds):
+        return [np.full_like(feeds["x_t"], np.nan)]
+
+    def get_outputs(self):
+        return self.real.get_outputs()
+
+
+def test_non_finite_actions_are_an_error_not_a_reply(teacher_onnx):
+    runner = OnnxRunner(teacher_onnx)
+    runner.sessions["denoise"] = _NanSession(runner.sessions["denoise"])
+    with ServerThread(OnnxPolicy(runner, obs_mapping="libero"), port=0) as srv:
+        ws = connect(srv.url, compression=None, max_size=None, open_timeout=30, close_timeout=30)
+        with ws:
+            ws.recv(timeout=30)  # metadata
+            ws.send(msgpack_numpy.packb(libero_obs(0)))
+            text = ws.recv(timeout=60)
+            assert isinstance(text, str) and "NonFiniteActions" in text
+            with pytest.raises(websockets.ConnectionClosedError) as closed:
+                ws.recv(timeout=30)
+            assert closed.value.rcvd.code == 1011
+
+
+def test_serve_onnxruntime_rejects_a_torch_folder(tmp_path):
+    from onnx_helpers import TEACHER
+
+    cmd = [sys.executable, "-m", "shallowpi", "serve", "--backend", "onnxruntime", "--policy", str(TEACHER)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 2
+    assert "no manifest.json" in proc.stderr and "shallowpi export" in proc.stderr
