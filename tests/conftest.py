@@ -16,3 +16,11 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     return find_reference()
+
+
+@pytest.fixture(scope="session")
+def lerobot_python() -> Path:
+    """python of the real LeRobot 0.4.4 venv with this checkout's shallowpi + plugin (built once, cached)."""
+    from lerobot_venv import ensure
+
+    return ensure()

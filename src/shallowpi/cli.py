@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "bench": "measure latency, FLOPs and memory",
     "serve": "serve a policy over openpi's websocket protocol",
     "demo": "teacher -> data -> L6 student -> eval -> bench, in one command",
+    "to-lerobot": "rewrite a policy folder for LeRobot's lerobot_policy_shallowpi plugin",
 }
 
 

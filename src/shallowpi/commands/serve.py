@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-frame-mb", type=float, default=64.0, help="largest request frame accepted")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="PaliGemma SentencePiece tokenizer.model for LeRobot folders that ship none "
+        "(default: the local Hugging Face cache)",
+    )
 
 
 async def _serve(server) -> None:
@@ -78,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from shallowpi.data.lerobot_processor import use_tokenizer
+
     try:
+        use_tokenizer(args.tokenizer)
         policy = PiPolicy.from_pretrained(
             args.policy,
             device=args.device,
