@@ -20,7 +20,14 @@ from torch import Tensor
 from lerobot_policy_shallowpi.configuration_shallowpi import ShallowPiConfig
 from lerobot_policy_shallowpi.processor_shallowpi import IMAGE_MASKS, IMAGES, STATE, TOKEN_MASKS, TOKENS
 from shallowpi.distill.losses import _action_error as action_error
-from shallowpi.model.checkpoint import EMBED, WEIGHTS_NAME, lerobot_state_dict, load_state_dict
+from shallowpi.model.checkpoint import (
+    EMBED,
+    LM_HEAD,
+    WEIGHTS_NAME,
+    lerobot_state_dict,
+    load_state_dict,
+    to_external,
+)
 from shallowpi.model.pi import PiModel
 
 
@@ -91,7 +98,12 @@ class ShallowPiPolicy(PreTrainedPolicy):
     # weights in LeRobot's key names ------------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path, state_dict: dict | None = None) -> None:
         self.config._save_pretrained(save_directory)
-        sd = {k: v.detach().contiguous().cpu() for k, v in lerobot_state_dict(self.model).items()}
+        if state_dict is None:
+            sd = lerobot_state_dict(self.model)
+        else:  # LeRobot >= 0.5 hands a gathered (FSDP full) state dict in module names: "model.<ours>"
+            sd = {"model." + to_external(k.removeprefix("model.")): v for k, v in state_dict.items()}
+            sd["model." + LM_HEAD] = sd["model." + EMBED]
+        sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
         sd.pop("model." + EMBED)  # tied: stored once, as lm_head (what shallowpi.save_model writes)
         save_file(sd, str(Path(save_directory) / WEIGHTS_NAME), metadata={"format": "pt"})
 
