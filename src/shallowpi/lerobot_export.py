@@ -98,6 +98,8 @@ def plugin_config(
             "cameras": list(cfg.cameras),
         },
     }
+    if cfg.vlm_layer_map is not None:  # the backbone kept other teacher layers than the expert
+        out["shallowpi"]["vlm_layer_map"] = list(cfg.vlm_layer_map)
     out.update({k: cfg.lerobot[k] for k in _CARRY if k in cfg.lerobot})
     return out
 
