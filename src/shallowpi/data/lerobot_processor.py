@@ -314,6 +314,7 @@ def read_lerobot_processor(
         state_key=state_key,
         action_key=action_key,
         pad_state_in_prompt=pad_state,
+        clean_pi0_task="pi0_new_line_processor" not in by_name,  # LeRobot's π0 does not clean the task
     )
     tokenizer_obj = Tokenizer(tok_path)
     return Preprocessor(config, stats, tokenizer_obj), Postprocessor(config, stats)

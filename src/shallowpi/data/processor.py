@@ -62,6 +62,9 @@ class ProcessorConfig:
     # 0.4.4 padded it to max_state_dim first (32 numbers, padded zeros -> bin 128). Default: unpadded; set
     # True to reproduce checkpoints fine-tuned with LeRobot 0.4.4.
     pad_state_in_prompt: bool = False
+    # π0 prompt: openpi's cleaning (strip, "_" -> " ") + "\n" (default), or, as LeRobot's π0 pipeline
+    # (pi0_new_line_processor), the task as given + "\n" (set by the reader of LeRobot's folders).
+    clean_pi0_task: bool = True
 
     def __post_init__(self):
         if self.variant not in ("pi0", "pi05"):
@@ -196,8 +199,11 @@ class Preprocessor:
         padded_state = T.pad_vector(state, c.max_state_dim)  # [max_state_dim]
         if c.variant == "pi05":
             prompt = pi05_prompt(sample["task"], padded_state if c.pad_state_in_prompt else state)
-        else:
+        elif c.clean_pi0_task:
             prompt = pi0_prompt(sample["task"])
+        else:
+            task = sample["task"]
+            prompt = task if task.endswith("\n") else task + "\n"
         tokens, token_masks = self.tokenizer.tokenize(prompt, c.tokenizer_max_length)  # [L], [L]
         out = {
             "images": images,
