@@ -49,3 +49,11 @@ def teacher_onnx(tmp_path_factory) -> Path:
     from shallowpi.export.onnx_export import export_policy
 
     return export_policy(TEACHER, tmp_path_factory.mktemp("onnx") / "teacher")
+
+
+@pytest.fixture(scope="session")
+def lerobot_python() -> Path:
+    """python of the real LeRobot 0.4.4 venv with this checkout's shallowpi + plugin (built once, cached)."""
+    from lerobot_venv import ensure
+
+    return ensure()

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve a policy over openpi's websocket protocol",
     "export": "export a policy to ONNX (prefix + denoise graphs, manifest) for onnxruntime / TensorRT",
     "demo": "teacher -> data -> L6 student -> eval -> bench, in one command",
+    "to-lerobot": "rewrite a policy folder for LeRobot's lerobot_policy_shallowpi plugin",
 }
 
 

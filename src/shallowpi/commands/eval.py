@@ -42,13 +42,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos-per-task", type=int, default=2)
     parser.add_argument("--out", default=None, help="output folder for eval_info.json")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="PaliGemma SentencePiece tokenizer.model for LeRobot folders that ship none "
+        "(default: the local Hugging Face cache)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from shallowpi.data.lerobot_processor import use_tokenizer
     from shallowpi.sim import metaworld_env as mw
     from shallowpi.sim.evaluate import EvalConfig, evaluate
 
     try:
+        use_tokenizer(args.tokenizer)
         cfg = EvalConfig(
             policy=args.policy,
             tasks=mw.resolve_tasks(args.tasks),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from shallowpi.data.lerobot_processor import describe
 from shallowpi.model.checkpoint import WEIGHTS_NAME, read_config
 
 
@@ -66,6 +67,7 @@ def summarise(path: Path) -> dict:
         "chunk_size": cfg.chunk_size,
         "dtype": cfg.dtype,
         "parameters": dict(params) | {"total": sum(params.values())},
+        "processor": describe(path),
         "keys": {"count": n_keys, "dtypes": dict(dtypes)},
     }
 
@@ -85,6 +87,12 @@ def run(args: argparse.Namespace) -> int:
     for k, v in info["sizes"].items():
         print(f"  {k:9s} {v}")
     print(f"  cameras   {', '.join(info['cameras'])}; chunk {info['chunk_size']}")
+    proc = info["processor"]
+    if proc is not None:
+        print(
+            f"  processor {proc['format']}: norm {proc['norm_map']}, tokenizer {proc['tokenizer']}; "
+            f"steps {', '.join(map(str, proc['steps']))}"
+        )
     print("  parameters:")
     for k, v in sorted(info["parameters"].items(), key=lambda kv: -kv[1]):
         print(f"    {k:26s} {v:>14,}")

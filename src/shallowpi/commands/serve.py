@@ -60,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-frame-mb", type=float, default=64.0, help="largest request frame accepted")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="PaliGemma SentencePiece tokenizer.model for LeRobot folders that ship none "
+        "(default: the local Hugging Face cache)",
+    )
 
 
 async def _serve(server) -> None:
@@ -87,7 +93,10 @@ def _load_policy(args: argparse.Namespace):
         from shallowpi.onnx_runtime.policy import OnnxPolicy  # numpy + onnxruntime only
 
         return OnnxPolicy.from_exported(args.policy, threads=args.threads, num_steps=args.num_steps, **common)
+    from shallowpi.data.lerobot_processor import use_tokenizer
     from shallowpi.runtime.policy import PiPolicy  # imports torch: only when serving
+
+    use_tokenizer(args.tokenizer)  # LeRobot folders ship no tokenizer
 
     if args.threads:
         import torch

@@ -62,6 +62,9 @@ class ProcessorConfig:
     # 0.4.4 padded it to max_state_dim first (32 numbers, padded zeros -> bin 128). Default: unpadded; set
     # True to reproduce checkpoints fine-tuned with LeRobot 0.4.4.
     pad_state_in_prompt: bool = False
+    # π0 prompt: openpi's cleaning (strip, "_" -> " ") + "\n" (default), or, as LeRobot's π0 pipeline
+    # (pi0_new_line_processor), the task as given + "\n" (set by the reader of LeRobot's folders).
+    clean_pi0_task: bool = True
 
     def __post_init__(self):
         if self.variant not in ("pi0", "pi05"):
@@ -196,8 +199,11 @@ class Preprocessor:
         padded_state = T.pad_vector(state, c.max_state_dim)  # [max_state_dim]
         if c.variant == "pi05":
             prompt = pi05_prompt(sample["task"], padded_state if c.pad_state_in_prompt else state)
-        else:
+        elif c.clean_pi0_task:
             prompt = pi0_prompt(sample["task"])
+        else:
+            task = sample["task"]
+            prompt = task if task.endswith("\n") else task + "\n"
         tokens, token_masks = self.tokenizer.tokenize(prompt, c.tokenizer_max_length)  # [L], [L]
         out = {
             "images": images,
@@ -377,16 +383,35 @@ def save_processor(
     )
 
 
-def load_processor(directory: str | Path) -> tuple[Preprocessor, Postprocessor]:
+def has_processor(directory: str | Path) -> bool:
+    """Whether `directory` carries a processor: shallowpi's own files or LeRobot's policy_preprocessor.json."""
+    d = Path(directory)
+    return (d / PROCESSOR_CONFIG).is_file() or (d / PREPROCESSOR_JSON).is_file()
+
+
+def load_processor(
+    directory: str | Path, *, tokenizer: str | Path | None = None
+) -> tuple[Preprocessor, Postprocessor]:
+    """The processors saved in a pretrained folder: shallowpi's (`save_processor`), or LeRobot's own
+    policy_preprocessor.json / policy_postprocessor.json (0.4.4, 0.5+, or the shallowpi plugin's), read by
+    `shallowpi.data.lerobot_processor`. `tokenizer`: the SentencePiece file for LeRobot folders, which ship none
+    (their tokenizer step names a Hub id)."""
     d = Path(directory)
     path = d / PROCESSOR_CONFIG
     if not path.is_file():
-        raise FileNotFoundError(f"no {PROCESSOR_CONFIG} in {d}: not saved by shallowpi's save_processor")
+        if (d / PREPROCESSOR_JSON).is_file():
+            from shallowpi.data.lerobot_processor import read_lerobot_processor
+            from shallowpi.model.checkpoint import read_config
+
+            return read_lerobot_processor(d, read_config(d), tokenizer=tokenizer)
+        raise FileNotFoundError(
+            f"no processor in {d}: neither {PROCESSOR_CONFIG} (shallowpi) nor {PREPROCESSOR_JSON} (LeRobot)"
+        )
     meta = json.loads(path.read_text())
     config = ProcessorConfig.from_dict(meta["config"])
     for name in (meta["normalizer_file"], meta["tokenizer_file"]):
         if not (d / name).is_file():
             raise FileNotFoundError(f"processor file missing: {d / name}")
     stats = _unflatten(load_file(str(d / meta["normalizer_file"])))
-    tokenizer = Tokenizer(d / meta["tokenizer_file"])
-    return Preprocessor(config, stats, tokenizer), Postprocessor(config, stats)
+    tok = Tokenizer(d / meta["tokenizer_file"])  # a folder that ships its tokenizer keeps it
+    return Preprocessor(config, stats, tok), Postprocessor(config, stats)

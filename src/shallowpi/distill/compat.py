@@ -40,12 +40,12 @@ def build_preprocessor(
     used, dataset cameras go to the model's slots in order (or per `camera_map`), and the tokenizer is
     `tokenizer` (None = the shipped test-bed tokenizer).
     """
-    from shallowpi.data.processor import PROCESSOR_CONFIG, Preprocessor, ProcessorConfig, load_processor
+    from shallowpi.data.processor import Preprocessor, ProcessorConfig, has_processor, load_processor
     from shallowpi.data.tokenizer import load_tokenizer
 
-    if processor_dir is not None and (Path(processor_dir) / PROCESSOR_CONFIG).is_file():
-        try:
-            pre, _ = load_processor(processor_dir)
+    if processor_dir is not None and has_processor(processor_dir):
+        try:  # shallowpi's processor files or LeRobot's own (a teacher as LeRobot saved it)
+            pre, _ = load_processor(processor_dir, tokenizer=tokenizer)
         except ValueError as e:
             raise DatasetMismatchError(f"the processor saved in {processor_dir} is unusable: {e}") from e
     else:

@@ -132,7 +132,9 @@ class PiConfig:
             raise ValueError("at least one camera slot is needed")
         if self.layer_map is not None and len(self.layer_map) != self.depth:
             raise ValueError(f"layer_map has {len(self.layer_map)} entries for depth {self.depth}")
-        if self.vlm_layer_map is not None and (self.layer_map is None or len(self.vlm_layer_map) != self.depth):
+        if self.vlm_layer_map is not None and (
+            self.layer_map is None or len(self.vlm_layer_map) != self.depth
+        ):
             raise ValueError(
                 f"vlm_layer_map needs a layer_map and {self.depth} entries, got {self.vlm_layer_map}"
             )

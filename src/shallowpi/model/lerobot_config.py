@@ -44,10 +44,39 @@ def _gemma(raw: dict | None, variant: str, where: str) -> GemmaConfig:
     return GemmaConfig(**{k: int(raw[k]) for k in _GEMMA_KEYS})
 
 
+# Fields LeRobot 0.5+ added to its π configs. Accepted as long as they ask for nothing shallowpi lacks.
+# use_relative_actions=true changes what the model predicts (action - state): refused by name.
+# relative_exclude_joints / action_feature_names only matter with it; rtc_training_max_delay only shapes
+# training-time noise (real-time chunking), not the weights' inputs and outputs.
+_NEWER_OK = ("relative_exclude_joints", "action_feature_names", "rtc_training_max_delay")
+PLUGIN_TYPE = "shallowpi"  # config type of the lerobot_policy_shallowpi plugin (variant in "variant")
+
+
+def _check_newer_fields(raw: dict) -> None:
+    if raw.get("use_relative_actions"):
+        raise ValueError(
+            "config.json: use_relative_actions=true (LeRobot 0.5+ relative actions: the model predicts "
+            "action - state) is not supported by shallowpi; use a checkpoint trained with absolute actions"
+        )
+    for k, v in raw.items():
+        if "memory" in k and k not in _NEWER_OK and v not in (None, False, 0, [], {}):
+            raise ValueError(
+                f"config.json: {k}={v!r} (a LeRobot 0.5+ memory field) is not supported by shallowpi; "
+                "it runs memory-less π0 / π0.5 policies only"
+            )
+
+
 def config_from_lerobot(raw: dict) -> PiConfig:
     kind = raw.get("type")
-    if kind not in ("pi0", "pi05"):
-        raise ValueError(f"config.json 'type' must be 'pi0' or 'pi05', got {kind!r}")
+    if kind == PLUGIN_TYPE:
+        kind = raw.get("variant", "pi05")
+        if kind not in ("pi0", "pi05"):
+            raise ValueError(f"config.json (type shallowpi): 'variant' must be 'pi0' or 'pi05', got {kind!r}")
+        if not isinstance(raw.get("shallowpi"), dict):
+            raise ValueError("config.json (type shallowpi) lacks its 'shallowpi' sizes object")
+    elif kind not in ("pi0", "pi05"):
+        raise ValueError(f"config.json 'type' must be 'pi0', 'pi05' or 'shallowpi', got {kind!r}")
+    _check_newer_fields(raw)
     ours = raw.get("shallowpi") or {}
     res = raw.get("image_resolution", [224, 224])
     if res[0] != res[1]:
@@ -61,8 +90,11 @@ def config_from_lerobot(raw: dict) -> PiConfig:
     else:
         vision = SiglipConfig(image_size=int(res[0]))
     feats = raw.get("input_features") or {}
-    cameras = [k for k, f in feats.items() if f.get("type") == "VISUAL"]
-    cameras += [f"observation.images.empty_camera_{i}" for i in range(int(raw.get("empty_cameras", 0)))]
+    if ours.get("cameras"):  # the plugin's model slots (its input_features are the dataset's cameras)
+        cameras = [str(c) for c in ours["cameras"]]
+    else:
+        cameras = [k for k, f in feats.items() if f.get("type") == "VISUAL"]
+        cameras += [f"observation.images.empty_camera_{i}" for i in range(int(raw.get("empty_cameras", 0)))]
     kwargs = {ours_k: raw[k] for k, ours_k in _SCALARS.items() if k in raw}
     cfg = PiConfig(
         variant=kind,
@@ -73,7 +105,9 @@ def config_from_lerobot(raw: dict) -> PiConfig:
         cameras=tuple(cameras) if cameras else PiConfig().cameras,
         layer_map=ours.get("layer_map"),
         vlm_layer_map=ours.get("vlm_layer_map"),
-        lerobot={k: v for k, v in raw.items() if k not in _SCALARS and k not in ("type", "shallowpi")},
+        lerobot={
+            k: v for k, v in raw.items() if k not in _SCALARS and k not in ("type", "shallowpi", "variant")
+        },
         **kwargs,
     )
     return cfg

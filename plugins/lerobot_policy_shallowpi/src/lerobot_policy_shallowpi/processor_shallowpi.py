@@ -1,0 +1,235 @@
+"""LeRobot processor pipelines around shallowpi's own Preprocessor / Postprocessor.
+
+    preprocessor:  rename_observations_processor (LeRobot's; lerobot-eval overrides its map)
+                   -> to_batch_processor -> shallowpi_preprocessor -> device_processor
+    postprocessor: shallowpi_postprocessor -> device_processor (cpu)
+
+`shallowpi_preprocessor` runs shallowpi's processor on each sample of the batch (camera map,
+resize-with-pad, [-1, 1] pixels, state / action normalisation and padding, the π0 / π0.5 prompt, SentencePiece
+tokenisation), so LeRobot feeds the model exactly what shallowpi's own commands feed it. Its JSON config is
+the processor config; its state file holds the stats (flat `observation.state.q01`, ...) and the tokenizer's
+bytes, so a saved pipeline needs no other file. The model inputs travel as `observation.shallowpi.*` keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from lerobot.processor import (
+    AddBatchDimensionProcessorStep,
+    DeviceProcessorStep,
+    PolicyProcessorPipeline,
+    ProcessorStep,
+    ProcessorStepRegistry,
+    RenameObservationsProcessorStep,
+    TransitionKey,
+)
+from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
+
+from lerobot_policy_shallowpi.configuration_shallowpi import ShallowPiConfig
+from shallowpi.data.lerobot_processor import (
+    PLUGIN_POST,
+    PLUGIN_PRE,
+    TOKENIZER_KEY,
+    plugin_post_state,
+    plugin_pre_state,
+    tokenizer_from_bytes,
+)
+from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig, collate
+from shallowpi.data.stats import Stats
+from shallowpi.data.tokenizer import Tokenizer, load_tokenizer
+
+IMAGES, IMAGE_MASKS = "observation.shallowpi.images", "observation.shallowpi.image_masks"
+TOKENS, TOKEN_MASKS = "observation.shallowpi.tokens", "observation.shallowpi.token_masks"
+STATE = "observation.state"
+
+
+def _unflat(state: dict[str, torch.Tensor]) -> Stats:
+    out: Stats = {}
+    for key, v in state.items():
+        if key != TOKENIZER_KEY:
+            feat, name = key.rsplit(".", 1)
+            out.setdefault(feat, {})[name] = v.double().numpy()
+    return out
+
+
+@ProcessorStepRegistry.register(PLUGIN_PRE)
+@dataclass
+class ShallowPiPreprocessorStep(ProcessorStep):
+    processor: dict[str, Any] = field(default_factory=dict)  # ProcessorConfig.to_dict()
+    stats: Stats | None = None  # not in the JSON: in the state file
+    tokenizer: Tokenizer | None = None
+    _pre: Preprocessor | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        self.config = ProcessorConfig.from_dict(self.processor)
+        self._build()
+
+    def _build(self) -> None:
+        if self.stats is not None and self.tokenizer is not None:
+            self._pre = Preprocessor(self.config, self.stats, self.tokenizer)
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        if self._pre is None:
+            raise RuntimeError(f"{PLUGIN_PRE}: no stats / tokenizer loaded (load the pipeline's state file)")
+        return self._pre
+
+    def __call__(self, transition):
+        pre = self.preprocessor
+        c = pre.config
+        obs = dict(transition.get(TransitionKey.OBSERVATION) or {})
+        comp = dict(transition.get(TransitionKey.COMPLEMENTARY_DATA) or {})
+        action = transition.get(TransitionKey.ACTION)
+        if c.state_key not in obs:
+            raise ValueError(f"observation lacks {c.state_key!r} (has {sorted(obs)})")
+        state = obs[c.state_key]  # [B, S]
+        b = state.shape[0]
+        tasks = comp.get("task")
+        if tasks is None:
+            raise ValueError("the shallowpi policy needs a task string (complementary data 'task')")
+        tasks = [tasks] * b if isinstance(tasks, str) else list(tasks)
+        pad = comp.get("action_is_pad")
+        examples = []
+        for i in range(b):
+            sample = {
+                "images": {k: obs[k][i].detach().cpu() for k in c.camera_map if k in obs},
+                "state": state[i].detach().cpu().float(),
+                "task": tasks[i],
+            }
+            if action is not None and torch.is_tensor(action) and action.ndim == 3:
+                sample["actions"] = action[i].detach().cpu().float()  # [chunk, A]
+                sample["action_is_pad"] = None if pad is None else pad[i].detach().cpu()
+            examples.append(pre(sample))
+        batch = collate(examples)
+        new = transition.copy()
+        new[TransitionKey.OBSERVATION] = {
+            IMAGES: batch["images"],  # [B, n_slots, 3, S, S] in [-1, 1]
+            IMAGE_MASKS: batch["image_masks"],  # [B, n_slots]
+            TOKENS: batch["tokens"],  # [B, L]
+            TOKEN_MASKS: batch["token_masks"],  # [B, L]
+            STATE: batch["state"],  # [B, max_state_dim], normalised, zero-padded
+        }
+        if "actions" in batch:
+            new[TransitionKey.ACTION] = batch["actions"]  # [B, chunk, max_action_dim], normalised
+            comp["action_is_pad"] = batch["action_is_pad"]
+            new[TransitionKey.COMPLEMENTARY_DATA] = comp
+        return new
+
+    def get_config(self) -> dict[str, Any]:
+        return {"processor": self.config.to_dict()}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return plugin_pre_state(self.preprocessor)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if TOKENIZER_KEY not in state:
+            raise ValueError(f"{PLUGIN_PRE} state lacks the tokenizer ({TOKENIZER_KEY})")
+        self.stats = _unflat(state)
+        self.tokenizer = tokenizer_from_bytes(state[TOKENIZER_KEY].numpy().tobytes())
+        self._build()
+
+    def transform_features(self, features):
+        return features
+
+
+@ProcessorStepRegistry.register(PLUGIN_POST)
+@dataclass
+class ShallowPiPostprocessorStep(ProcessorStep):
+    processor: dict[str, Any] = field(default_factory=dict)
+    stats: Stats | None = None
+    _post: Postprocessor | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        self.config = ProcessorConfig.from_dict(self.processor)
+        if self.stats is not None:
+            self._post = Postprocessor(self.config, self.stats)
+
+    def __call__(self, transition):
+        if self._post is None:
+            raise RuntimeError(f"{PLUGIN_POST}: no stats loaded (load the pipeline's state file)")
+        action = transition.get(TransitionKey.ACTION)
+        new = transition.copy()
+        # [..., max_action_dim] normalised -> [..., action_dim] robot units
+        new[TransitionKey.ACTION] = self._post(action.detach().float().cpu()).to(action.device)
+        return new
+
+    def get_config(self) -> dict[str, Any]:
+        return {"processor": self.config.to_dict()}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {} if self._post is None else plugin_post_state(self._post)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.stats = _unflat(state)
+        self._post = Postprocessor(self.config, self.stats)
+
+    def transform_features(self, features):
+        return features
+
+
+def processor_config(config: ShallowPiConfig, dataset_stats: Stats | None) -> ProcessorConfig:
+    model = config.model_config()
+    state_ft, action_ft = config.robot_state_feature, config.action_feature
+    norm = {k: getattr(v, "value", v) for k, v in config.normalization_mapping.items()}
+    return ProcessorConfig(
+        variant=model.variant,
+        camera_map=config.resolved_camera_map(),
+        cameras=model.cameras,
+        image_size=model.vision.image_size,
+        max_state_dim=model.max_state_dim,
+        max_action_dim=model.max_action_dim,
+        chunk_size=model.chunk_size,
+        tokenizer_max_length=model.tokenizer_max_length,
+        state_norm=norm.get("STATE", "IDENTITY"),
+        action_norm=norm.get("ACTION", "IDENTITY"),
+        state_dim=state_ft.shape[0] if state_ft is not None else None,
+        action_dim=action_ft.shape[0] if action_ft is not None else None,
+        pad_state_in_prompt=config.pad_state_in_prompt,
+    )
+
+
+def _numpy_stats(dataset_stats) -> Stats | None:
+    if dataset_stats is None:
+        return None
+    return {
+        feat: {name: np.asarray(torch.as_tensor(v).double().cpu().numpy()) for name, v in d.items()}
+        for feat, d in dataset_stats.items()
+    }
+
+
+def make_shallowpi_pre_post_processors(config: ShallowPiConfig, dataset_stats=None):
+    """LeRobot's factory hook (`make_<type>_pre_post_processors`) for a fresh shallowpi policy."""
+    from lerobot.utils.constants import POLICY_POSTPROCESSOR_DEFAULT_NAME, POLICY_PREPROCESSOR_DEFAULT_NAME
+
+    pcfg = processor_config(config, dataset_stats)
+    stats = _numpy_stats(dataset_stats)
+    tokenizer = load_tokenizer(config.tokenizer_path)
+    if tokenizer.vocab_size > config.model_config().vocab_size:
+        raise ValueError(
+            f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces, more than the model's vocabulary "
+            f"{config.model_config().vocab_size}"
+        )
+    processor = pcfg.to_dict()
+    pre = PolicyProcessorPipeline(
+        steps=[
+            RenameObservationsProcessorStep(rename_map={}),
+            AddBatchDimensionProcessorStep(),
+            ShallowPiPreprocessorStep(processor=processor, stats=stats, tokenizer=tokenizer),
+            DeviceProcessorStep(device=config.device),
+        ],
+        name=POLICY_PREPROCESSOR_DEFAULT_NAME,
+    )
+    post = PolicyProcessorPipeline(
+        steps=[
+            ShallowPiPostprocessorStep(processor=processor, stats=stats),
+            DeviceProcessorStep(device="cpu"),
+        ],
+        name=POLICY_POSTPROCESSOR_DEFAULT_NAME,
+        to_transition=policy_action_to_transition,
+        to_output=transition_to_policy_action,
+    )
+    return pre, post

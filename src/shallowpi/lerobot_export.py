@@ -1,0 +1,182 @@
+"""A shallowpi policy folder -> a folder LeRobot loads with the `lerobot_policy_shallowpi` plugin.
+
+Why a conversion and not the folder as it is: a shallowpi folder says `"type": "pi05"` (or pi0), which
+LeRobot routes to its own PI05Policy (18 layers hard-coded, patched transformers), and its tokenizer step
+names a local file LeRobot's TokenizerProcessorStep cannot take. The exported folder is what the plugin's
+own `save_pretrained` writes (and what `lerobot-train --policy.type=shallowpi` saves), so shallowpi reads it
+back through the same path:
+
+    config.json              "type": "shallowpi", "variant", the sizes / layer map / camera slots object,
+                             input_features = the cameras and state the processor reads (what the env or
+                             dataset gives), output_features = the real action dim
+    model.safetensors        unchanged (LeRobot key names)
+    policy_preprocessor.json rename (empty) -> to_batch -> shallowpi_preprocessor -> device
+      + ..._step_2_shallowpi_preprocessor.safetensors (stats + tokenizer bytes)
+    policy_postprocessor.json shallowpi_postprocessor -> device(cpu)
+      + ..._step_0_shallowpi_postprocessor.safetensors (action stats)
+
+No lerobot import here: the files are plain JSON + safetensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from shallowpi.data.lerobot_processor import (
+    PLUGIN_POST,
+    PLUGIN_PRE,
+    POSTPROCESSOR_JSON,
+    PREPROCESSOR_JSON,
+    plugin_post_state,
+    plugin_pre_state,
+)
+from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig, load_processor
+from shallowpi.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+from shallowpi.model.config import PiConfig
+from shallowpi.model.lerobot_config import PLUGIN_TYPE
+
+_GEMMA_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim")
+_VISION_KEYS = ("image_size", "patch_size", "width", "depth", "mlp_dim", "num_heads")
+PRE_STATE = f"policy_preprocessor_step_2_{PLUGIN_PRE}.safetensors"
+POST_STATE = f"policy_postprocessor_step_0_{PLUGIN_POST}.safetensors"
+# optimizer / scheduler fields a LeRobot π config carries over to the plugin's config as they are
+_CARRY = (
+    "optimizer_lr",
+    "optimizer_betas",
+    "optimizer_eps",
+    "optimizer_weight_decay",
+    "optimizer_grad_clip_norm",
+    "scheduler_warmup_steps",
+    "scheduler_decay_steps",
+    "scheduler_decay_lr",
+)
+
+
+def plugin_config(
+    cfg: PiConfig, pc: ProcessorConfig, state_dim: int, action_dim: int, n_action_steps: int
+) -> dict:
+    """config.json of the plugin's `shallowpi` type for this model and processor."""
+    size = cfg.vision.image_size
+    out = {
+        "type": PLUGIN_TYPE,
+        "variant": cfg.variant,
+        "n_obs_steps": 1,
+        "input_features": {src: {"type": "VISUAL", "shape": [3, size, size]} for src in pc.camera_map}
+        | {pc.state_key: {"type": "STATE", "shape": [state_dim]}},
+        "output_features": {pc.action_key: {"type": "ACTION", "shape": [action_dim]}},
+        "device": "cpu",
+        "chunk_size": cfg.chunk_size,
+        "n_action_steps": n_action_steps,
+        "max_state_dim": cfg.max_state_dim,
+        "max_action_dim": cfg.max_action_dim,
+        "num_inference_steps": cfg.num_inference_steps,
+        "tokenizer_max_length": cfg.tokenizer_max_length,
+        "image_resolution": [size, size],
+        "min_period": cfg.min_period,
+        "max_period": cfg.max_period,
+        "time_sampling_beta_alpha": cfg.time_beta_alpha,
+        "time_sampling_beta_beta": cfg.time_beta_beta,
+        "time_sampling_scale": cfg.time_scale,
+        "time_sampling_offset": cfg.time_offset,
+        "dtype": cfg.dtype,
+        "normalization_mapping": {"VISUAL": "IDENTITY", "STATE": pc.state_norm, "ACTION": pc.action_norm},
+        "camera_map": dict(pc.camera_map),
+        "pad_state_in_prompt": pc.pad_state_in_prompt,
+        "shallowpi": {
+            "vlm": {k: getattr(cfg.vlm, k) for k in _GEMMA_KEYS},
+            "expert": {k: getattr(cfg.expert, k) for k in _GEMMA_KEYS},
+            "vision": {k: getattr(cfg.vision, k) for k in _VISION_KEYS},
+            "vocab_size": cfg.vocab_size,
+            "layer_map": list(cfg.layer_map) if cfg.layer_map is not None else None,
+            "cameras": list(cfg.cameras),
+        },
+    }
+    if cfg.vlm_layer_map is not None:  # the backbone kept other teacher layers than the expert
+        out["shallowpi"]["vlm_layer_map"] = list(cfg.vlm_layer_map)
+    out.update({k: cfg.lerobot[k] for k in _CARRY if k in cfg.lerobot})
+    return out
+
+
+def processor_files(pre: Preprocessor, post: Postprocessor) -> dict[str, object]:
+    """name -> JSON dict or safetensors state, the plugin's pipeline layout."""
+    proc = pre.config.to_dict()
+    pre_json = {
+        "name": "policy_preprocessor",
+        "steps": [
+            {"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
+            {"registry_name": "to_batch_processor", "config": {}},
+            {"registry_name": PLUGIN_PRE, "config": {"processor": proc}, "state_file": PRE_STATE},
+            {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}},
+        ],
+    }
+    post_json = {
+        "name": "policy_postprocessor",
+        "steps": [
+            {"registry_name": PLUGIN_POST, "config": {"processor": proc}, "state_file": POST_STATE},
+            {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}},
+        ],
+    }
+    return {
+        PREPROCESSOR_JSON: pre_json,
+        POSTPROCESSOR_JSON: post_json,
+        PRE_STATE: plugin_pre_state(pre),
+        POST_STATE: plugin_post_state(post),
+    }
+
+
+def export_lerobot(
+    policy: str | Path,
+    out: str | Path,
+    *,
+    camera_map: dict[str, str] | None = None,
+    n_action_steps: int | None = None,
+    tokenizer: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write `out` (atomically: a temp folder, then rename). `camera_map` replaces the processor's map
+    (input key -> model slot), e.g. {"observation.image": "observation.images.base_0_rgb"} to feed LeRobot's
+    Meta-World env to a policy trained on shallowpi's corner4 renders."""
+    src, dst = Path(policy), Path(out)
+    if src.resolve() == dst.resolve():
+        raise ValueError("--out must differ from the policy folder")
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst} exists (pass --overwrite to replace it)")
+    cfg = read_config(src)
+    if not (src / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {src}")
+    pre, post = load_processor(src, tokenizer=tokenizer)
+    pc = pre.config
+    if camera_map is not None:
+        pc = dataclasses.replace(pc, camera_map=dict(camera_map))  # validated against the model's slots
+    pc = dataclasses.replace(pc, state_dim=pre.state_dim, action_dim=pre.action_dim)
+    pre, post = Preprocessor(pc, pre.raw_stats, pre.tokenizer), Postprocessor(pc, pre.raw_stats)
+    steps = n_action_steps or int(cfg.lerobot.get("n_action_steps") or cfg.chunk_size)
+    if not 1 <= steps <= cfg.chunk_size:
+        raise ValueError(f"n_action_steps {steps} must be in [1, chunk_size={cfg.chunk_size}]")
+    config = plugin_config(cfg, pc, pre.state_dim, post.action_dim, steps)
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        shutil.copyfile(src / WEIGHTS_NAME, tmp / WEIGHTS_NAME)
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=4) + "\n")
+        for name, content in processor_files(pre, post).items():
+            if name.endswith(".json"):
+                (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
+            else:
+                save_file(content, str(tmp / name))
+        os.chmod(tmp, 0o755)
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst

@@ -1,0 +1,87 @@
+"""Tiny policies for the LeRobot interop tests, and running Python inside the LeRobot 0.4.4 venv."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shallowpi.data.processor import ProcessorConfig, save_processor
+from shallowpi.data.tokenizer import load_tokenizer
+from shallowpi.distill.student import make_student
+from shallowpi.model import PiModel, save_model
+from shallowpi.model.config import tiny
+
+SCRIPTS = Path(__file__).resolve().parent / "lerobot_scripts"
+META_WORLD_CAMERA = "observation.image"  # LeRobot's Meta-World env: corner2 as observation.image
+
+
+def vec_stats(dim: int, scale: float = 1.0) -> dict[str, np.ndarray]:
+    i = np.arange(dim, dtype=np.float64)
+    return {
+        "mean": 0.1 * i * scale,
+        "std": 1.0 + 0.1 * i,
+        "q01": -1.0 - 0.1 * i,
+        "q99": 1.0 + 0.3 * i,
+        "min": -2.0 - i,
+        "max": 2.0 + i,
+    }
+
+
+def save_tiny_student(
+    path: Path,
+    *,
+    variant: str = "pi05",
+    camera: str = META_WORLD_CAMERA,
+    state_dim: int = 4,
+    action_dim: int = 4,
+) -> Path:
+    """A depth-2 student (layer map [0, 3]) of a random depth-4 tiny teacher, as `shallowpi distill` saves it:
+    one camera fed (`camera` -> slot 0; the other slots masked), Meta-World's state 4 / action 4."""
+    torch.manual_seed(0)
+    teacher = PiModel(tiny(variant, depth=4)).eval()
+    student = make_student(teacher, depth=2)
+    cfg = student.config
+    save_model(student, path)
+    proc = ProcessorConfig(
+        variant=variant,
+        camera_map={camera: cfg.cameras[0]},
+        cameras=cfg.cameras,
+        image_size=cfg.vision.image_size,
+        chunk_size=cfg.chunk_size,
+        tokenizer_max_length=cfg.tokenizer_max_length,
+    )
+    stats = {"observation.state": vec_stats(state_dim), "action": vec_stats(action_dim, scale=-0.5)}
+    save_processor(path, proc, stats, load_tokenizer())
+    return path
+
+
+def venv_run(
+    python: Path, args: list[str], *, timeout: float, cwd: Path | None = None, env: dict | None = None
+):
+    """Run `python args...` (or a console script beside it) in the LeRobot venv; raise with its output on failure."""
+    full_env = {
+        **os.environ,
+        "MUJOCO_GL": "egl",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **(env or {}),
+    }
+    full_env.pop("PYTHONPATH", None)  # the venv runs the editable installs of this checkout, nothing else
+    proc = subprocess.run(
+        [str(python), *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{args[0]} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc

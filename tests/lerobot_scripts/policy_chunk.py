@@ -1,0 +1,41 @@
+"""Run by the LeRobot venv: load a policy folder the way lerobot-eval does (plugins registered, config from
+config.json, policy class and processors from LeRobot's factory), run one fixed observation through it.
+
+    python policy_chunk.py FOLDER IO_IN IO_OUT
+
+IO_IN (safetensors): image [3,H,W] float in [0,1], state [S], noise [1, chunk, max_action_dim], and the task
+in FOLDER/../task.txt. IO_OUT: chunk [1, chunk, A] (postprocessed) and first_action [1, A] from select_action.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+from lerobot.utils.import_utils import register_third_party_plugins
+from safetensors.torch import load_file, save_file
+
+register_third_party_plugins()
+folder, io_in, io_out = sys.argv[1], sys.argv[2], sys.argv[3]
+io = load_file(io_in)
+task = (Path(io_in).parent / "task.txt").read_text()
+cfg = PreTrainedConfig.from_pretrained(folder)
+cfg.pretrained_path = folder
+policy = get_policy_class(cfg.type).from_pretrained(folder, config=cfg)
+pre, post = make_pre_post_processors(
+    cfg,
+    pretrained_path=folder,
+    preprocessor_overrides={
+        "device_processor": {"device": "cpu"},
+        "rename_observations_processor": {"rename_map": {}},
+    },
+)
+obs = {"observation.image": io["image"][None], "observation.state": io["state"][None], "task": [task]}
+batch = pre(obs)
+with torch.inference_mode():
+    chunk = post(policy.predict_action_chunk(batch, noise=io["noise"]))
+    policy.reset()
+    first = post(policy.select_action(batch, noise=io["noise"]))
+save_file({"chunk": chunk.contiguous(), "first_action": first.contiguous()}, io_out)
+print("ok", type(policy).__name__, tuple(chunk.shape))
