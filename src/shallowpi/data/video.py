@@ -18,8 +18,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from shallowpi.errors import UserError
 
-class VideoDecodeError(RuntimeError):
+
+class VideoDecodeError(UserError, RuntimeError):
     """A video file is missing, corrupt, or has no frame at the requested time."""
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shallowpi.errors import UserError
+
 # One instruction per task (Meta-World ships none). MT10 first; the rest of MT50 after.
 MT10 = (
     "reach-v3",
@@ -112,7 +114,7 @@ def resolve_tasks(spec: str) -> list[str]:
         name = raw.strip()
         name = name if name.endswith("-v3") else f"{name}-v3"
         if name not in INSTRUCTIONS:
-            raise ValueError(
+            raise UserError(
                 f"unknown Meta-World task {raw.strip()!r}; known: mt10, mt50 or {', '.join(MT50)}"
             )
         names.append(name)
@@ -122,7 +124,7 @@ def resolve_tasks(spec: str) -> list[str]:
 def check_cameras(cameras: list[str]) -> list[str]:
     for cam in cameras:
         if cam not in CAMERAS:
-            raise ValueError(f"unknown Meta-World camera {cam!r}; choose from {', '.join(CAMERAS)}")
+            raise UserError(f"unknown Meta-World camera {cam!r}; choose from {', '.join(CAMERAS)}")
     return cameras
 
 
@@ -185,7 +187,7 @@ class MetaWorldEnv:
         import mujoco
 
         if task not in INSTRUCTIONS:
-            raise ValueError(f"unknown Meta-World task {task!r}")
+            raise UserError(f"unknown Meta-World task {task!r}")
         self.task, self.seed, self.image_size = task, seed, image_size
         self.cameras = check_cameras(list(cameras))
         self.state_layout = check_state_layout(state_layout)
