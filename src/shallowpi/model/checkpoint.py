@@ -350,7 +350,11 @@ def save_model(model: PiModel, path: str | Path, *, lerobot_overrides: dict | No
             return path
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
         os.replace(path, old / "x")
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.replace(old / "x", path)  # put the old pair back
+            raise
         shutil.rmtree(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
