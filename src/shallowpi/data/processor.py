@@ -455,7 +455,7 @@ def load_processor(directory: str | Path) -> tuple[Preprocessor, Postprocessor]:
     path = d / PROCESSOR_CONFIG
     if not path.is_file():
         raise MissingFileError(f"no {PROCESSOR_CONFIG} in {d}: not saved by shallowpi's save_processor")
-    meta = json.loads(path.read_text())
+    meta = _read_json(path)
     config = ProcessorConfig.from_dict(meta["config"])
     for name in (meta["normalizer_file"], meta["tokenizer_file"]):
         if not (d / name).is_file():
@@ -466,13 +466,20 @@ def load_processor(directory: str | Path) -> tuple[Preprocessor, Postprocessor]:
     return pre, Postprocessor(config, _postprocessor_stats(d, pre))
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON: {e}") from e
+
+
 def _postprocessor_stats(d: Path, pre: Preprocessor) -> Stats:
     """The unnormaliser's own statistics file (what LeRobot reads), checked equal to the preprocessor's
     action statistics: two copies that disagree would unnormalise with numbers training never saw."""
     path = d / POSTPROCESSOR_JSON
     if not path.is_file():
         raise MissingFileError(f"processor file missing: {path}")
-    steps = json.loads(path.read_text()).get("steps", [])
+    steps = _read_json(path).get("steps", [])
     files = [
         s["state_file"]
         for s in steps

@@ -108,7 +108,10 @@ def parse_camera_map(text: str | None) -> dict[str, str] | None:
 def make_source(args: argparse.Namespace, config: PiConfig, processor_dir: str | Path | None):
     """-> (example source, write_extra for saved models or None)."""
     if args.dataset.startswith(SYNTHETIC):
-        return SyntheticSource(config, num_samples=int(args.dataset[len(SYNTHETIC) :]), seed=args.seed), None
+        n = args.dataset[len(SYNTHETIC) :]
+        if not n.isdigit():
+            raise UserError(f"--dataset {args.dataset}: expected synthetic:N with N a number of examples")
+        return SyntheticSource(config, num_samples=int(n), seed=args.seed), None
     from shallowpi.data.lerobot_dataset import LeRobotDataset
     from shallowpi.data.processor import save_processor
 

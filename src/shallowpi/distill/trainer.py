@@ -44,6 +44,7 @@ from shallowpi.distill.parallel import (
     freeze,
     init_distributed,
     shard_fsdp,
+    without_gradient,
 )
 from shallowpi.distill.schedule import ScheduleConfig, make_scheduler
 from shallowpi.errors import MissingFileError, UserError
@@ -198,6 +199,13 @@ def train(
 
     student.to(device).train()
     freeze(student, vision=cfg.freeze_vision)
+    w = loss_fn.config.weights
+    if w.task == 0 and w.kd == 0:  # attention KD alone: the layers past the captured one get no gradient
+        probe = to_batch(
+            MicroBatches(source, plan, student.config, start_step, start_step + 1)[0], student.config.variant
+        )
+        for name in without_gradient(student, loss_fn, probe.to(device)):
+            student.get_parameter(name).requires_grad_(False)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(student)
     if teacher is not None:
