@@ -130,9 +130,7 @@ def check_cameras(cameras: list[str]) -> list[str]:
 
 def check_state_layout(layout: str) -> str:
     if layout not in STATE_LAYOUTS:
-        raise ValueError(
-            f"unknown Meta-World state layout {layout!r}; choose from {', '.join(STATE_LAYOUTS)}"
-        )
+        raise UserError(f"unknown Meta-World state layout {layout!r}; choose from {', '.join(STATE_LAYOUTS)}")
     return layout
 
 
@@ -142,7 +140,7 @@ def state_layout_for_dim(dim: int) -> str:
         if len(names) == dim:
             return name
     known = ", ".join(f"{n} ({len(v[0])})" for n, v in STATE_LAYOUTS.items())
-    raise ValueError(f"no Meta-World state layout has {dim} dims; known: {known}")
+    raise UserError(f"no Meta-World state layout has {dim} dims; known: {known}")
 
 
 def camera_key(camera: str) -> str:
