@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from shallowpi.errors import UserError
+
 COMMANDS: dict[str, str] = {
     "inspect": "show a checkpoint: variant, depths, layer map, parameters per component",
     "collect": "collect scripted demonstrations into a LeRobotDataset",
@@ -47,9 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     try:
         return int(_module(args.command).run(args) or 0)
-    except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
-        print(f"shallowpi {args.command}: error: {e}", file=sys.stderr)
+    except UserError as e:  # bad input, bad file, mismatch: one line, no traceback; anything else is a bug
+        print(f"shallowpi {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
+
+
+def one_line(e: BaseException) -> str:
+    """A user error as one line (multi-line messages, e.g. lists of bad checkpoint keys, joined by '; ')."""
+    return "; ".join(part.strip() for part in str(e).splitlines() if part.strip())
 
 
 if __name__ == "__main__":

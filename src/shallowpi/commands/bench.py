@@ -12,8 +12,9 @@ shallowpi/runtime/bench.py for the fields) plus a latency-vs-depth PNG when matp
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from shallowpi.errors import UserError
 
 MIN_ITERS = 20
 
@@ -73,14 +74,11 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.runtime.bench import BenchSettings, plot_latency, run_bench, write_json
 
     if args.iters < MIN_ITERS:
-        print(f"error: --iters must be >= {MIN_ITERS} for a meaningful median/p90", file=sys.stderr)
-        return 2
+        raise UserError(f"--iters must be >= {MIN_ITERS} for a meaningful median/p90")
     if args.compare and args.depth:
-        print("error: give --depth or --compare, not both", file=sys.stderr)
-        return 2
+        raise UserError("give --depth or --compare, not both")
     if args.policy and (args.compare or args.depth or args.variant):
-        print("error: --depth/--compare/--variant apply to --preset only", file=sys.stderr)
-        return 2
+        raise UserError("--depth/--compare/--variant apply to --preset only")
     cuda = args.device.startswith("cuda")
     modes = args.modes or (["engine", "compiled", "cuda_graph"] if cuda else ["reference", "engine"])
     settings = BenchSettings(
@@ -102,11 +100,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         count_flops=not args.no_count_flops,
     )
-    try:
-        result = run_bench(settings)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = run_bench(settings)
     out = Path(args.out)
     plot = args.plot or (out.with_suffix(".png") if len({r["depth"] for r in result["runs"]}) > 1 else None)
     result["plot"] = None

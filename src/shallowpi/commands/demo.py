@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from shallowpi.atomic import write_json_atomic, write_text_atomic
+from shallowpi.errors import UserError
 
 DEFAULT_TASKS = "reach,drawer-close,button-press-topdown"
 
@@ -82,7 +83,7 @@ def _sizes(args: argparse.Namespace) -> DemoSizes:
             setattr(s, name, v)
     for name in ("demos", "episodes", "steps", "batch_size", "max_steps", "workers"):
         if getattr(s, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(s, name)}")
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(s, name)}")
     return s
 
 
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     sizes = _sizes(args)
     if sizes.threads is not None and sizes.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {sizes.threads}")
+        raise UserError(f"--threads must be >= 1, got {sizes.threads}")
     tasks = mw.resolve_tasks(sizes.tasks)
     teacher_path = P.resolve_teacher(args.teacher)  # one clear line when missing (cli.py prints it)
     out = Path(args.out)
@@ -124,14 +125,14 @@ def run(args: argparse.Namespace) -> int:
     st.start("teacher", str(teacher_path))
     teacher = P.teacher_info(teacher_path)
     if not 1 <= args.depth < teacher.depth:
-        raise ValueError(f"--depth must be in [1, {teacher.depth - 1}] (below the teacher's {teacher.depth})")
+        raise UserError(f"--depth must be in [1, {teacher.depth - 1}] (below the teacher's {teacher.depth})")
     policies = out / "policies"
     teacher_link = policies / "teacher"  # bench names runs by folder name
     policies.mkdir(parents=True, exist_ok=True)
     if teacher_link.is_symlink():
         teacher_link.unlink()
     elif teacher_link.exists():
-        raise ValueError(
+        raise UserError(
             f"{teacher_link} exists and is not this demo's link to the teacher; use another --out"
         )
     os.symlink(teacher_path.resolve(), teacher_link)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from shallowpi.distill.run import add_training_arguments
+from shallowpi.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = train_config(args)
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     if args.depth is None and layers is None:
-        raise SystemExit("shallowpi distill: give --depth N or --layers i,j,...")
+        raise UserError("give --depth N or --layers i,j,...")
     loss_cfg = DistillLossConfig(
         weights=LossWeights.parse(args.weights),
         attn_pairs=parse_attn_pairs(args.attn_layers) if args.attn_layers else None,

@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", default=None, metavar="DIR", help="write MP4s of the first episodes here")
     parser.add_argument("--videos-per-task", type=int, default=2)
     parser.add_argument("--out", default=None, help="output folder for eval_info.json")
+    parser.add_argument(
+        "--truncate-prompt",
+        action="store_true",
+        help="cut prompts longer than the model reads (pi05: the task text, never the state) instead of failing",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--tokenizer",
@@ -55,29 +60,26 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.sim import metaworld_env as mw
     from shallowpi.sim.evaluate import EvalConfig, evaluate
 
-    try:
-        use_tokenizer(args.tokenizer)
-        cfg = EvalConfig(
-            policy=args.policy,
-            tasks=mw.resolve_tasks(args.tasks),
-            episodes_per_task=args.episodes_per_task,
-            seed=args.seed,
-            max_steps=args.max_steps,
-            n_action_steps=args.n_action_steps,
-            workers=args.workers,
-            image_size=args.image_size,
-            device=args.device,
-            num_steps=args.num_steps,
-            blank_images=args.blank_images,
-            video_dir=args.video,
-            videos_per_task=args.videos_per_task,
-        )
-        cfg.validate()
-        out = Path(args.out) if args.out else Path("outputs/eval") / Path(args.policy).resolve().name
-        run_ = evaluate(cfg, out, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    use_tokenizer(args.tokenizer)
+    cfg = EvalConfig(
+        policy=args.policy,
+        tasks=mw.resolve_tasks(args.tasks),
+        episodes_per_task=args.episodes_per_task,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        n_action_steps=args.n_action_steps,
+        workers=args.workers,
+        image_size=args.image_size,
+        device=args.device,
+        num_steps=args.num_steps,
+        blank_images=args.blank_images,
+        video_dir=args.video,
+        videos_per_task=args.videos_per_task,
+        truncate_prompt=args.truncate_prompt or None,
+    )
+    cfg.validate()
+    out = Path(args.out) if args.out else Path("outputs/eval") / Path(args.policy).resolve().name
+    run_ = evaluate(cfg, out, progress=not args.no_progress)
     overall = run_.info["overall"]
     for task, g in run_.info["per_group"].items():
         print(f"  {task:<28} {g['pc_success']:6.1f} %  ({g['n_episodes']} episodes)")
@@ -85,4 +87,12 @@ def run(args: argparse.Namespace) -> int:
         f"overall {overall['pc_success']:.1f} % over {overall['n_episodes']} episodes "
         f"in {overall['eval_s']:.0f} s; wrote {run_.path}"
     )
+    if overall["n_stopped"]:
+        first = next(r for r in run_.results if r.stopped)
+        print(
+            f"{overall['n_stopped']} episode(s) stopped: the policy produced unsafe actions, never sent to the "
+            f"env (first: {first.task} episode {first.episode}: {first.stopped})",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from shallowpi.data.lerobot_processor import describe
-from shallowpi.model.checkpoint import WEIGHTS_NAME, read_config
+from shallowpi.model.checkpoint import WEIGHTS_NAME, validate_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,8 @@ def _group(key: str) -> str:
 
 
 def summarise(path: Path) -> dict:
-    cfg = read_config(path)
+    """What the checkpoint holds, after the checks `load_model` makes (a bad checkpoint raises UserError)."""
+    cfg = validate_checkpoint(path)
     weights = path / WEIGHTS_NAME
     params: Counter[str] = Counter()
     dtypes: Counter[str] = Counter()

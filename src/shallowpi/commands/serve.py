@@ -15,9 +15,19 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 
+from shallowpi.errors import UserError
 from shallowpi.runtime.obs_mapping import PRESETS
+
+
+def _positive_mb(text: str) -> float:
+    try:
+        mb = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MiB, got {text!r}") from None
+    if not mb > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return mb
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch CPU threads (default: torch's; 1 can cut tail latency "
         "when clients share the server's cores)",
     )
-    parser.add_argument("--max-frame-mb", type=float, default=64.0, help="largest request frame accepted")
+    parser.add_argument(
+        "--max-frame-mb",
+        type=_positive_mb,
+        default=None,
+        help="largest request frame accepted, in MiB (default: the policy's largest valid observation, "
+        "every camera up to 1280x1280 uint8)",
+    )
+    parser.add_argument(
+        "--truncate-prompt",
+        action="store_true",
+        help="cut prompts longer than the model reads (pi05: the task text, never the state) instead of "
+        "answering an error",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument(
         "--tokenizer",
@@ -102,22 +124,25 @@ def _load_policy(args: argparse.Namespace):
         import torch
 
         torch.set_num_threads(args.threads)
-    return PiPolicy.from_pretrained(args.policy, device=args.device, num_steps=args.num_steps, **common)
+    return PiPolicy.from_pretrained(
+        args.policy,
+        device=args.device,
+        num_steps=args.num_steps,
+        truncate_prompt=args.truncate_prompt or None,
+        **common,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from shallowpi.runtime.server import PolicyServer
 
-    try:
-        policy = _load_policy(args)
-    except (FileNotFoundError, ValueError) as e:  # missing folder/files, mapping that does not fit the model
-        print(f"shallowpi serve: cannot load {args.policy}: {e}", file=sys.stderr)
-        return 2
-    server = PolicyServer(policy, args.host, args.port, max_frame_bytes=int(args.max_frame_mb * 2**20))
+    policy = _load_policy(args)
+    max_frame = None if args.max_frame_mb is None else int(args.max_frame_mb * 2**20)
+    server = PolicyServer(policy, args.host, args.port, max_frame_bytes=max_frame)
+    logging.getLogger(__name__).info("largest request frame accepted: %d bytes", server.max_frame_bytes)
     try:
         asyncio.run(_serve(server))
     except OSError as e:  # typically: the port is taken
-        print(f"shallowpi serve: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
-        return 1
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {e}") from e
     return 0

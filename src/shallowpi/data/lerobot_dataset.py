@@ -28,18 +28,19 @@ from torch.utils.data import Dataset
 
 from shallowpi.data.stats import Stats, load_stats
 from shallowpi.data.video import VideoDecoder, decode_png
+from shallowpi.errors import MissingFileError, UserError
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
 CAMERA_DTYPES = ("video", "image")
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError):
     """The files on disk do not form a readable LeRobotDataset (corrupt or inconsistent)."""
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
     if not path.is_file():
-        raise FileNotFoundError(f"missing parquet file: {path}")
+        raise MissingFileError(f"missing parquet file: {path}")
     try:
         return pq.read_table(path, columns=columns)
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as e:
@@ -113,7 +114,7 @@ class LeRobotDataset(Dataset):
         self.root = Path(root)
         info_path = self.root / "meta" / "info.json"
         if not info_path.is_file():
-            raise FileNotFoundError(f"not a LeRobotDataset: {info_path} is missing")
+            raise MissingFileError(f"not a LeRobotDataset: {info_path} is missing")
         try:
             self.info = json.loads(info_path.read_text())
         except json.JSONDecodeError as e:
@@ -132,7 +133,7 @@ class LeRobotDataset(Dataset):
         if cameras is not None:
             unknown = [c for c in cameras if c not in all_cams]
             if unknown:
-                raise ValueError(f"unknown camera {unknown[0]!r}; this dataset has cameras {all_cams}")
+                raise UserError(f"unknown camera {unknown[0]!r}; this dataset has cameras {all_cams}")
         self.camera_keys = list(all_cams if cameras is None else cameras) if load_images else []
         if state_key not in self.features:
             raise DatasetFormatError(
@@ -161,7 +162,7 @@ class LeRobotDataset(Dataset):
         )
         ep_files = sorted((meta / "episodes").glob("chunk-*/file-*.parquet"))
         if not ep_files:
-            raise FileNotFoundError(f"missing episode table: no {meta}/episodes/chunk-*/file-*.parquet")
+            raise MissingFileError(f"missing episode table: no {meta}/episodes/chunk-*/file-*.parquet")
         keep = [c for c in read_parquet(ep_files[0]).column_names if not c.startswith("stats/")]
         ep_rows = []
         for f in ep_files:
@@ -196,7 +197,7 @@ class LeRobotDataset(Dataset):
         meta = self.root / "meta"
         for name in ("tasks.jsonl", "episodes.jsonl"):
             if not (meta / name).is_file():
-                raise FileNotFoundError(f"missing {meta / name}")
+                raise MissingFileError(f"missing {meta / name}")
         self.tasks = {}
         for line in (meta / "tasks.jsonl").read_text().splitlines():
             if line.strip():
@@ -266,7 +267,7 @@ class LeRobotDataset(Dataset):
     def _check_videos_exist(self) -> None:
         for path, _ in set(self._video_loc.values()):
             if not Path(path).is_file():
-                raise FileNotFoundError(f"missing video file: {path}")
+                raise MissingFileError(f"missing video file: {path}")
 
     # ------------------------------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -291,7 +292,7 @@ class LeRobotDataset(Dataset):
     def column(self, name: str) -> np.ndarray:
         """A low-dimensional feature for every frame, [N, D] (used for stats)."""
         if name not in self._data:
-            raise ValueError(f"no low-dimensional column {name!r}; have {sorted(self._data)}")
+            raise UserError(f"no low-dimensional column {name!r}; have {sorted(self._data)}")
         return self._data[name].reshape(len(self), -1)
 
     def stats(self) -> Stats:
@@ -301,7 +302,7 @@ class LeRobotDataset(Dataset):
         """uint8 [3, H, W] frame of `camera` at dataset position i."""
         if camera not in self.features or self.features[camera]["dtype"] not in CAMERA_DTYPES:
             cams = [k for k, f in self.features.items() if f["dtype"] in CAMERA_DTYPES]
-            raise ValueError(f"unknown camera {camera!r}; this dataset has cameras {cams}")
+            raise UserError(f"unknown camera {camera!r}; this dataset has cameras {cams}")
         if self.features[camera]["dtype"] == "video":
             path, from_ts = self._video_loc[(int(self._data["episode_index"][i]), camera)]
             hwc = self.decoder.frame_at(path, from_ts + float(self._data["timestamp"][i]))

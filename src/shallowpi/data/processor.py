@@ -32,6 +32,7 @@ from shallowpi.data import transforms as T
 from shallowpi.data.prompt import pi0_prompt, pi05_prompt
 from shallowpi.data.stats import Stats, write_json_atomic
 from shallowpi.data.tokenizer import Tokenizer
+from shallowpi.errors import MissingFileError, UserError
 from shallowpi.model.config import DEFAULT_CAMERAS
 
 Variant = Literal["pi0", "pi05"]
@@ -65,10 +66,13 @@ class ProcessorConfig:
     # π0 prompt: openpi's cleaning (strip, "_" -> " ") + "\n" (default), or, as LeRobot's π0 pipeline
     # (pi0_new_line_processor), the task as given + "\n" (set by the reader of LeRobot's folders).
     clean_pi0_task: bool = True
+    # A prompt longer than tokenizer_max_length is an error naming its token count. True: cut it to fit,
+    # as LeRobot does silently; π0.5 cuts the task text only, never the state that follows it.
+    truncate_prompt: bool = False
 
     def __post_init__(self):
         if self.variant not in ("pi0", "pi05"):
-            raise ValueError(f"unknown variant {self.variant!r}; choose 'pi0' or 'pi05'")
+            raise UserError(f"unknown variant {self.variant!r}; choose 'pi0' or 'pi05'")
         self.cameras = tuple(self.cameras)
         self.wrist_cameras = tuple(self.wrist_cameras)
         default_norm = "MEAN_STD" if self.variant == "pi0" else "QUANTILES"
@@ -76,16 +80,16 @@ class ProcessorConfig:
         self.action_norm = self.action_norm or default_norm
         for name in ("state_norm", "action_norm"):
             if getattr(self, name) not in T.NORM_MODES:
-                raise ValueError(f"{name}={getattr(self, name)!r}; choose from {T.NORM_MODES}")
+                raise UserError(f"{name}={getattr(self, name)!r}; choose from {T.NORM_MODES}")
         if self.tokenizer_max_length is None:
             self.tokenizer_max_length = 48 if self.variant == "pi0" else 200
         bad = [s for s in self.camera_map.values() if s not in self.cameras]
         if bad:
-            raise ValueError(
+            raise UserError(
                 f"camera_map targets unknown model slot {bad[0]!r}; model slots: {list(self.cameras)}"
             )
         if len(set(self.camera_map.values())) != len(self.camera_map):
-            raise ValueError(f"camera_map sends two cameras to one slot: {self.camera_map}")
+            raise UserError(f"camera_map sends two cameras to one slot: {self.camera_map}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -94,6 +98,10 @@ class ProcessorConfig:
     def from_dict(cls, d: dict) -> ProcessorConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class PromptTooLongError(UserError):
+    """The prompt has more tokens than the model reads, and truncation was not asked for."""
 
 
 def _stats_tensors(stats: Stats, key: str) -> dict[str, torch.Tensor]:
@@ -105,13 +113,19 @@ def _stats_tensors(stats: Stats, key: str) -> dict[str, torch.Tensor]:
 def _check_stats(stats: dict[str, torch.Tensor], key: str, mode: str, dim: int) -> None:
     need = {"MEAN_STD": ("mean", "std"), "QUANTILES": ("q01", "q99"), "IDENTITY": ()}[mode]
     for name in need:
+        if name in stats and not bool(torch.isfinite(stats[name]).all()):
+            bad = (~torch.isfinite(stats[name])).nonzero().flatten().tolist()
+            raise UserError(
+                f"normalisation statistic {key}.{name} holds non-finite values (nan/inf at index "
+                f"{', '.join(map(str, bad[:8]))}): refusing stats that would make every action non-finite"
+            )
         if name not in stats:
             hint = " (run `shallowpi compute-stats DATASET` to add quantiles)" if name.startswith("q") else ""
-            raise ValueError(
+            raise UserError(
                 f"{mode} normalisation of {key!r} needs stat {name!r}, which the stats lack{hint}"
             )
         if stats[name].numel() != dim:
-            raise ValueError(f"stats {key}.{name} have {stats[name].numel()} values, expected {dim}")
+            raise UserError(f"stats {key}.{name} have {stats[name].numel()} values, expected {dim}")
 
 
 def _infer_dim(stats: dict[str, torch.Tensor], given: int | None, key: str) -> int:
@@ -120,27 +134,27 @@ def _infer_dim(stats: dict[str, torch.Tensor], given: int | None, key: str) -> i
     for name in ("mean", "q01", "min"):
         if name in stats:
             return stats[name].numel()
-    raise ValueError(f"cannot tell the dim of {key!r}: no stats for it and no dim given in ProcessorConfig")
+    raise UserError(f"cannot tell the dim of {key!r}: no stats for it and no dim given in ProcessorConfig")
 
 
 def image_to_chw(img, name: str) -> torch.Tensor:
     """Any camera frame -> float [3, H, W] in [0, 1]. Accepts torch/numpy, uint8/float, CHW/HWC."""
     x = torch.from_numpy(np.ascontiguousarray(img)) if isinstance(img, np.ndarray) else torch.as_tensor(img)
     if x.ndim != 3 or 3 not in (x.shape[0], x.shape[-1]):
-        raise ValueError(
+        raise UserError(
             f"camera {name!r}: expected an RGB image [3,H,W] or [H,W,3], got shape {tuple(x.shape)}"
         )
     if x.shape[0] != 3:
         x = x.permute(2, 0, 1)  # HWC -> CHW
     if x.dtype not in (torch.uint8, torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        raise ValueError(f"camera {name!r}: expected uint8 or float pixels, got {x.dtype}")
+        raise UserError(f"camera {name!r}: expected uint8 or float pixels, got {x.dtype}")
     return T.to_float_image(x)
 
 
 def _vector(x, name: str, dim: int) -> torch.Tensor:
     v = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x).float()
     if v.shape[-1] != dim:
-        raise ValueError(f"{name} has dim {v.shape[-1]}, expected {dim}")
+        raise UserError(f"{name} has dim {v.shape[-1]}, expected {dim}")
     return v
 
 
@@ -155,7 +169,7 @@ class Preprocessor:
         _check_stats(self.state_stats, config.state_key, config.state_norm, self.state_dim)
         _check_stats(self.action_stats, config.action_key, config.action_norm, self.action_dim)
         if self.state_dim > config.max_state_dim or self.action_dim > config.max_action_dim:
-            raise ValueError(
+            raise UserError(
                 f"state/action dims {self.state_dim}/{self.action_dim} exceed max "
                 f"{config.max_state_dim}/{config.max_action_dim}"
             )
@@ -167,7 +181,7 @@ class Preprocessor:
         c = self.config
         unknown = [k for k in images if k not in c.camera_map]
         if unknown:
-            raise ValueError(f"unknown camera {unknown[0]!r}; the processor maps {sorted(c.camera_map)}")
+            raise UserError(f"unknown camera {unknown[0]!r}; the processor maps {sorted(c.camera_map)}")
         out, masks = [], []
         for slot in c.cameras:
             src = self.slot_source.get(slot)
@@ -176,7 +190,7 @@ class Preprocessor:
                 masks.append(False)
                 continue
             if src not in images:
-                raise ValueError(f"missing camera {src!r} (model slot {slot!r}); got {sorted(images)}")
+                raise UserError(f"missing camera {src!r} (model slot {slot!r}); got {sorted(images)}")
             img = T.resize_with_pad(image_to_chw(images[src], src), c.image_size)  # [3, S, S] in [0, 1]
             if train:
                 wrist = src in c.wrist_cameras or slot in c.wrist_cameras
@@ -191,20 +205,15 @@ class Preprocessor:
         c = self.config
         for key in ("images", "state", "task"):
             if key not in sample:
-                raise ValueError(f"sample lacks {key!r} (has {sorted(sample)})")
+                raise UserError(f"sample lacks {key!r} (has {sorted(sample)})")
         if not isinstance(sample["task"], str):
-            raise ValueError(f"task must be a string, got {type(sample['task']).__name__}")
+            raise UserError(f"task must be a string, got {type(sample['task']).__name__}")
         images, image_masks = self._images(sample["images"], train, generator)
         state = T.normalize(_vector(sample["state"], "state", self.state_dim), self.state_stats, c.state_norm)
         padded_state = T.pad_vector(state, c.max_state_dim)  # [max_state_dim]
-        if c.variant == "pi05":
-            prompt = pi05_prompt(sample["task"], padded_state if c.pad_state_in_prompt else state)
-        elif c.clean_pi0_task:
-            prompt = pi0_prompt(sample["task"])
-        else:
-            task = sample["task"]
-            prompt = task if task.endswith("\n") else task + "\n"
-        tokens, token_masks = self.tokenizer.tokenize(prompt, c.tokenizer_max_length)  # [L], [L]
+        tokens, token_masks = self.prompt_tokens(
+            sample["task"], padded_state if c.pad_state_in_prompt else state
+        )  # [L], [L]
         out = {
             "images": images,
             "image_masks": image_masks,
@@ -215,7 +224,7 @@ class Preprocessor:
         if sample.get("actions") is not None:
             actions = _vector(sample["actions"], "actions", self.action_dim)
             if actions.ndim != 2 or actions.shape[0] != c.chunk_size:
-                raise ValueError(
+                raise UserError(
                     f"actions must be [chunk_size={c.chunk_size}, {self.action_dim}], "
                     f"got {tuple(actions.shape)}"
                 )
@@ -231,6 +240,72 @@ class Preprocessor:
 
     def model_inputs(self, batch: dict) -> dict:
         return model_inputs(batch, self.config.variant)
+
+    @property
+    def max_task_chars(self) -> int:
+        """Longest task text that can fit the prompt (no token stands for more characters than this
+        tokenizer's longest piece); checked before tokenising, so a huge prompt costs nothing."""
+        return self.config.tokenizer_max_length * self.tokenizer.max_piece_chars
+
+    def check_task(self, task: str) -> None:
+        """A task too long to ever fit the prompt is refused without tokenising it (unless truncating)."""
+        limit = self.max_task_chars
+        if not self.config.truncate_prompt and len(task) > limit:
+            raise PromptTooLongError(
+                f"the task is {len(task)} characters, more than a {self.config.tokenizer_max_length}-token "
+                f"prompt can hold (at most {limit} characters); shorten it or ask for truncation "
+                "(truncate_prompt / --truncate-prompt)"
+            )
+
+    def check_prompt(self, task: str) -> None:
+        """PromptTooLongError now if `task` cannot fit (unless truncating), with a state of 3-digit bins: a
+        start-up check over a dataset's tasks (the state in a sample's prompt is rarely longer)."""
+        state = torch.full((self.state_dim,), 0.99)  # [S] normalised: bin 254
+        if self.config.pad_state_in_prompt:
+            state = T.pad_vector(state, self.config.max_state_dim)
+        self.prompt_tokens(task, state)
+
+    def prompt_tokens(self, task: str, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The π0 / π0.5 prompt as (ids [L], mask [L]); `state` is the normalised state π0.5 writes into it.
+
+        Too long: PromptTooLongError naming the token count and the limit, or with `truncate_prompt` the
+        prompt cut to fit (π0: the last tokens, as LeRobot; π0.5: the end of the task, so the state and
+        "Action: " always stay whole).
+        """
+        c, tok = self.config, self.tokenizer
+        limit = c.tokenizer_max_length
+        self.check_task(task)
+        task = task[: self.max_task_chars]  # truncating: text past this can never be kept anyway
+        if c.variant == "pi05":
+            build = lambda t: pi05_prompt(t, state)  # noqa: E731
+        elif c.clean_pi0_task:
+            build = pi0_prompt
+        else:  # LeRobot's π0 pipeline: the task as given + "\n"
+            build = lambda t: t if t.endswith("\n") else t + "\n"  # noqa: E731
+        ids = tok.encode(build(task), add_bos=True)
+        if len(ids) <= limit:
+            return tok.pad(ids, limit)
+        if not c.truncate_prompt:
+            raise PromptTooLongError(
+                f"the prompt is {len(ids)} tokens, more than the limit of {limit} (tokenizer_max_length) for "
+                f"task {task[:60]!r}{'...' if len(task) > 60 else ''}; shorten the task or ask for truncation "
+                "(truncate_prompt / --truncate-prompt)"
+            )
+        if c.variant == "pi0":
+            return tok.pad(ids[:limit], limit)
+        if len(tok.encode(build(""), add_bos=True)) > limit:
+            raise PromptTooLongError(
+                f"the pi05 prompt without any task is {len(tok.encode(build(''), add_bos=True))} tokens "
+                f"(the state takes them), more than the limit of {limit}: raise tokenizer_max_length"
+            )
+        lo, hi = 0, len(task)  # characters of the task kept; `lo` always fits
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if len(tok.encode(build(task[:mid]), add_bos=True)) <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        return tok.pad(tok.encode(build(task[:lo]), add_bos=True), limit)
 
 
 def collate(examples: list[dict]) -> dict:
@@ -404,14 +479,49 @@ def load_processor(
             from shallowpi.model.checkpoint import read_config
 
             return read_lerobot_processor(d, read_config(d), tokenizer=tokenizer)
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no processor in {d}: neither {PROCESSOR_CONFIG} (shallowpi) nor {PREPROCESSOR_JSON} (LeRobot)"
         )
-    meta = json.loads(path.read_text())
+    meta = _read_json(path)
     config = ProcessorConfig.from_dict(meta["config"])
     for name in (meta["normalizer_file"], meta["tokenizer_file"]):
         if not (d / name).is_file():
-            raise FileNotFoundError(f"processor file missing: {d / name}")
+            raise MissingFileError(f"processor file missing: {d / name}")
     stats = _unflatten(load_file(str(d / meta["normalizer_file"])))
-    tok = Tokenizer(d / meta["tokenizer_file"])  # a folder that ships its tokenizer keeps it
-    return Preprocessor(config, stats, tok), Postprocessor(config, stats)
+    tokenizer = Tokenizer(d / meta["tokenizer_file"])
+    pre = Preprocessor(config, stats, tokenizer)
+    return pre, Postprocessor(config, _postprocessor_stats(d, pre))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON: {e}") from e
+
+
+def _postprocessor_stats(d: Path, pre: Preprocessor) -> Stats:
+    """The unnormaliser's own statistics file (what LeRobot reads), checked equal to the preprocessor's
+    action statistics: two copies that disagree would unnormalise with numbers training never saw."""
+    path = d / POSTPROCESSOR_JSON
+    if not path.is_file():
+        raise MissingFileError(f"processor file missing: {path}")
+    steps = _read_json(path).get("steps", [])
+    files = [
+        s["state_file"]
+        for s in steps
+        if s.get("registry_name") == "unnormalizer_processor" and "state_file" in s
+    ]
+    if len(files) != 1 or not (d / files[0]).is_file():
+        raise MissingFileError(f"{path} names no unnormalizer statistics file that exists in {d}")
+    post = _unflatten(load_file(str(d / files[0])))
+    key = pre.config.action_key
+    ours = {k: v.numpy() for k, v in pre.action_stats.items()}
+    theirs = {k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in post.get(key, {}).items()}
+    for name in sorted(set(ours) | set(theirs)):
+        if name not in theirs or name not in ours or not np.array_equal(ours[name], theirs[name]):
+            raise UserError(
+                f"the postprocessor's statistic {key}.{name} ({files[0]}) differs from the preprocessor's "
+                f"(or one lacks it): the two statistics files of {d} must agree"
+            )
+    return post

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from shallowpi.atomic import write_json_atomic
+from shallowpi.errors import MissingFileError, UserError
 
 Stats = dict[str, dict[str, np.ndarray]]
 
@@ -35,7 +36,7 @@ def load_stats(root: str | Path) -> Stats:
         try:
             return stats_from_json(json.loads((meta / "stats.json").read_text()))
         except json.JSONDecodeError as e:
-            raise ValueError(f"corrupt stats file {meta / 'stats.json'}: {e}") from e
+            raise UserError(f"corrupt stats file {meta / 'stats.json'}: {e}") from e
     if (meta / "episodes_stats.jsonl").is_file():
         episodes = [
             json.loads(line)["stats"]
@@ -43,7 +44,7 @@ def load_stats(root: str | Path) -> Stats:
             if line
         ]
         return aggregate_stats([stats_from_json(e) for e in episodes])
-    raise FileNotFoundError(f"no normalisation stats in {meta}: expected stats.json or episodes_stats.jsonl")
+    raise MissingFileError(f"no normalisation stats in {meta}: expected stats.json or episodes_stats.jsonl")
 
 
 def aggregate_stats(per_episode: list[Stats]) -> Stats:
@@ -117,7 +118,7 @@ def add_quantiles(root: str | Path, features: list[str] | None = None, overwrite
     updated = []
     for feat in wanted:
         if feat not in ds.features:
-            raise ValueError(f"unknown feature {feat!r}; dataset has {sorted(ds.features)}")
+            raise UserError(f"unknown feature {feat!r}; dataset has {sorted(ds.features)}")
         if has_quantiles(stats, feat) and not overwrite:
             continue
         column = ds.column(feat)  # [N, D]

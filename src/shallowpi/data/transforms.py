@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shallowpi.errors import UserError
+
 NormMode = Literal["MEAN_STD", "QUANTILES", "IDENTITY"]
 NORM_MODES = ("MEAN_STD", "QUANTILES", "IDENTITY")
 EPS = 1e-8  # LeRobot's eps (openpi uses 1e-6)
@@ -24,7 +26,7 @@ EPS = 1e-8  # LeRobot's eps (openpi uses 1e-6)
 def _stat(stats: Mapping[str, object], name: str, like: torch.Tensor) -> torch.Tensor:
     if name not in stats:
         hint = " (run `shallowpi compute-stats DATASET` to add quantiles)" if name.startswith("q") else ""
-        raise ValueError(f"normalisation needs stat {name!r}, which the stats lack{hint}")
+        raise UserError(f"normalisation needs stat {name!r}, which the stats lack{hint}")
     return torch.as_tensor(np.asarray(stats[name]), dtype=like.dtype, device=like.device).reshape(-1)
 
 
@@ -39,7 +41,7 @@ def normalize(x: torch.Tensor, stats: Mapping[str, object], mode: NormMode) -> t
         denom = hi - lo
         denom = torch.where(denom == 0, torch.full_like(denom, EPS), denom)  # eps only where q01 == q99
         return 2 * (x - lo) / denom - 1  # no clipping, as LeRobot
-    raise ValueError(f"unknown normalisation mode {mode!r}; choose from {NORM_MODES}")
+    raise UserError(f"unknown normalisation mode {mode!r}; choose from {NORM_MODES}")
 
 
 def unnormalize(x: torch.Tensor, stats: Mapping[str, object], mode: NormMode) -> torch.Tensor:
@@ -53,14 +55,14 @@ def unnormalize(x: torch.Tensor, stats: Mapping[str, object], mode: NormMode) ->
         denom = hi - lo
         denom = torch.where(denom == 0, torch.full_like(denom, EPS), denom)
         return (x + 1) * denom / 2 + lo
-    raise ValueError(f"unknown normalisation mode {mode!r}; choose from {NORM_MODES}")
+    raise UserError(f"unknown normalisation mode {mode!r}; choose from {NORM_MODES}")
 
 
 def pad_vector(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Zero-pad the last dim of x [..., D] to [..., dim]."""
     d = x.shape[-1]
     if d > dim:
-        raise ValueError(f"vector of dim {d} does not fit the model's max dim {dim}")
+        raise UserError(f"vector of dim {d} does not fit the model's max dim {dim}")
     return F.pad(x, (0, dim - d))
 
 

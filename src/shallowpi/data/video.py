@@ -23,6 +23,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from shallowpi.errors import UserError
+
 # PyAV >= 17 converts frames with swscale slice threads by default (`threads=0`, auto); older versions have
 # neither the threads nor the option.
 _TO_RGB = (
@@ -31,7 +33,7 @@ _TO_RGB = (
 _INHERITED: list = []  # FFmpeg handles a forked child got from its parent: kept alive, never freed there
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(UserError, RuntimeError):
     """A video file is missing, corrupt, or has no frame at the requested time."""
 
 

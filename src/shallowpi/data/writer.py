@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shallowpi.data.stats import aggregate_stats, image_stats, stats_to_json, vector_stats, write_json_atomic
+from shallowpi.errors import UserError
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000  # files per chunk folder
@@ -129,7 +130,7 @@ class LeRobotDatasetWriter:
         if self.root.exists() and not overwrite:
             raise FileExistsError(f"output folder already exists: {self.root} (pass overwrite to replace it)")
         if (video or VideoSpec()).codec not in _ENCODERS:
-            raise ValueError(
+            raise UserError(
                 f"unknown video codec {(video or VideoSpec()).codec!r}; choose from {sorted(_ENCODERS)}"
             )
         self.root.parent.mkdir(parents=True, exist_ok=True)
@@ -175,25 +176,23 @@ class LeRobotDatasetWriter:
         """Append one episode: images {camera: uint8 [T, H, W, 3]}, state [T, S], actions [T, A]. Returns its index."""
         T = len(state)
         if T == 0:
-            raise ValueError("empty episode")
+            raise UserError("empty episode")
         if set(images) != set(self.cameras):
-            raise ValueError(
+            raise UserError(
                 f"episode cameras {sorted(images)} differ from the dataset's {sorted(self.cameras)}"
             )
         for cam, frames in images.items():
             h, w = self.cameras[cam]
             if frames.shape != (T, h, w, 3) or frames.dtype != np.uint8:
-                raise ValueError(
+                raise UserError(
                     f"camera {cam!r}: expected uint8 {(T, h, w, 3)}, got {frames.dtype} {frames.shape}"
                 )
         state = np.asarray(state, np.float32).reshape(T, -1)
         actions = np.asarray(actions, np.float32).reshape(T, -1)
         if state.shape[1] != self.features["observation.state"]["shape"][0]:
-            raise ValueError(
-                f"state dim {state.shape[1]} != {self.features['observation.state']['shape'][0]}"
-            )
+            raise UserError(f"state dim {state.shape[1]} != {self.features['observation.state']['shape'][0]}")
         if actions.shape[1] != self.features["action"]["shape"][0]:
-            raise ValueError(f"action dim {actions.shape[1]} != {self.features['action']['shape'][0]}")
+            raise UserError(f"action dim {actions.shape[1]} != {self.features['action']['shape'][0]}")
         ep = len(self.episodes)
         task_index = self.tasks.setdefault(task, len(self.tasks))
         cols = {
@@ -369,7 +368,7 @@ class LeRobotDatasetWriter:
         """Close files, write meta/, and move the finished dataset to `root`."""
         if not self.episodes:
             self.abort()
-            raise ValueError(f"no episodes were added; nothing written to {self.root}")
+            raise UserError(f"no episodes were added; nothing written to {self.root}")
         for video in self._videos.values():
             video.close()
         self._videos.clear()

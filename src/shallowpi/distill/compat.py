@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shallowpi.errors import UserError
 from shallowpi.model import PiConfig
 
 
-class DatasetMismatchError(ValueError):
+class DatasetMismatchError(UserError):
     """The dataset cannot feed this model (names every mismatch found)."""
 
 

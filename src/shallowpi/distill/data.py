@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from shallowpi.distill.losses import Batch
+from shallowpi.errors import UserError
 from shallowpi.model import PiConfig, PiModel
 
 
@@ -56,10 +57,10 @@ class StreamPlan:
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
-            raise ValueError("the dataset is empty")
+            raise UserError("the dataset is empty")
         per = self.world_size * self.grad_accum
         if self.global_batch < per or self.global_batch % per:
-            raise ValueError(
+            raise UserError(
                 f"global batch {self.global_batch} must be a multiple of world size × accumulation steps "
                 f"({self.world_size} × {self.grad_accum} = {per})"
             )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from shallowpi.errors import UserError
 from shallowpi.model import PiModel
 
 # Guard for the attention KL: renormalising VL-key probabilities divides by their sum, and log(0) appears
@@ -75,7 +76,7 @@ def attention_kd_loss(
     """Forward KL(teacher ‖ student) of action → VL attention, per head and query, averaged over heads,
     queries and batch. teacher/student probs (B, nh, T, T); prefix_pad (B, P) valid VL keys."""
     if teacher_probs.shape != student_probs.shape:
-        raise ValueError(
+        raise UserError(
             f"teacher attention {tuple(teacher_probs.shape)} and student attention "
             f"{tuple(student_probs.shape)} differ: they must see the same inputs and have the same heads"
         )
@@ -99,13 +100,13 @@ class LossWeights:
         for part in filter(None, (p.strip() for p in text.split(","))):
             name, sep, value = part.partition("=")
             if not sep or name.strip() not in ("task", "kd", "attn"):
-                raise ValueError(f"bad loss weight {part!r}; expected task=X, kd=X or attn=X")
+                raise UserError(f"bad loss weight {part!r}; expected task=X, kd=X or attn=X")
             try:
                 w = float(value)
             except ValueError as e:
-                raise ValueError(f"bad loss weight {part!r}: {value!r} is not a number") from e
+                raise UserError(f"bad loss weight {part!r}: {value!r} is not a number") from e
             if w < 0:
-                raise ValueError(f"loss weight {part!r} is negative")
+                raise UserError(f"loss weight {part!r} is negative")
             setattr(out, name.strip(), w)
         return out
 
@@ -168,12 +169,14 @@ class DistillLoss:
 
     def __init__(self, student: PiModel, teacher: PiModel | None, config: DistillLossConfig) -> None:
         w = config.weights
+        if w.task == w.kd == w.attn == 0:
+            raise UserError("every loss weight is 0 (task, kd, attn): there is nothing to train on")
         self.config = config
         self.teacher = teacher
         self.chunk = student.config.chunk_size
         self.max_action_dim = student.config.max_action_dim
         if teacher is None and (w.kd > 0 or w.attn > 0):
-            raise ValueError(
+            raise UserError(
                 "KD and attention losses need a teacher (set their weights to 0 to train without)"
             )
         self.pairs = list(config.attn_pairs) if config.attn_pairs is not None else default_attn_pairs(student)
@@ -183,7 +186,7 @@ class DistillLoss:
             for name in ("variant", "chunk_size", "max_action_dim", "cameras"):
                 a, b = getattr(student.config, name), getattr(teacher.config, name)
                 if a != b:
-                    raise ValueError(f"student and teacher differ in {name}: {a!r} vs {b!r}")
+                    raise UserError(f"student and teacher differ in {name}: {a!r} vs {b!r}")
 
     @property
     def student_capture(self) -> tuple[int, ...]:
@@ -233,14 +236,14 @@ class DistillLoss:
 
 def check_attn_pairs(pairs: Sequence[tuple[int, int]], student_depth: int, teacher_depth: int) -> None:
     if not pairs:
-        raise ValueError("attention KD needs at least one (student layer, teacher layer) pair")
+        raise UserError("attention KD needs at least one (student layer, teacher layer) pair")
     for s, t in pairs:
         if not 0 <= s < student_depth:
-            raise ValueError(
+            raise UserError(
                 f"attention pair ({s}, {t}): student layer {s} out of range 0..{student_depth - 1}"
             )
         if not 0 <= t < teacher_depth:
-            raise ValueError(
+            raise UserError(
                 f"attention pair ({s}, {t}): teacher layer {t} out of range 0..{teacher_depth - 1}"
             )
 
@@ -253,7 +256,7 @@ def parse_attn_pairs(text: str) -> list[tuple[int, int]]:
         try:
             out.append((int(s), int(t)))
         except ValueError as e:
-            raise ValueError(f"bad attention layer pair {part!r}; expected STUDENT:TEACHER, e.g. 3:10") from e
+            raise UserError(f"bad attention layer pair {part!r}; expected STUDENT:TEACHER, e.g. 3:10") from e
         if not sep:
-            raise ValueError(f"bad attention layer pair {part!r}; expected STUDENT:TEACHER, e.g. 3:10")
+            raise UserError(f"bad attention layer pair {part!r}; expected STUDENT:TEACHER, e.g. 3:10")
     return out

@@ -80,6 +80,16 @@ def freeze(model: PiModel, *, vision: bool) -> None:
             p.requires_grad_(False)
 
 
+def without_gradient(model: PiModel, loss_fn, batch) -> list[str]:
+    """Trainable parameters this loss gives no gradient (one probe backward, gradients cleared after).
+    Frozen like `never_trained`, so DDP needs no unused-parameter search and one process equals N."""
+    total, _ = loss_fn(JointForward(model), batch)
+    total.backward()
+    names = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    model.zero_grad(set_to_none=True)
+    return names
+
+
 def enable_gradient_checkpointing(model: PiModel) -> None:
     """Recompute each joint layer (attention included) and each SigLIP layer in backward."""
     model.set_gradient_checkpointing(True)

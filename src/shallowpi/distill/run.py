@@ -10,6 +10,7 @@ from shallowpi.distill.compat import build_preprocessor
 from shallowpi.distill.data import ProcessedSource, SyntheticSource
 from shallowpi.distill.schedule import ScheduleConfig
 from shallowpi.distill.trainer import TrainConfig
+from shallowpi.errors import MissingFileError, UserError
 from shallowpi.model import PiConfig
 
 SYNTHETIC = "synthetic:"
@@ -52,6 +53,12 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (fixed for reproducible CPU runs)"
     )
+    p.add_argument(
+        "--truncate-prompt",
+        action="store_true",
+        help="cut prompts longer than the model reads (pi05: the task text, never the state) instead of "
+        "failing; saved with the model's processor",
+    )
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -93,7 +100,7 @@ def parse_camera_map(text: str | None) -> dict[str, str] | None:
     for part in text.split(","):
         src, sep, slot = part.partition("=")
         if not sep:
-            raise ValueError(f"bad --camera-map entry {part!r}; expected DATASET_CAMERA=MODEL_SLOT")
+            raise UserError(f"bad --camera-map entry {part!r}; expected DATASET_CAMERA=MODEL_SLOT")
         out[src.strip()] = slot.strip()
     return out
 
@@ -101,12 +108,15 @@ def parse_camera_map(text: str | None) -> dict[str, str] | None:
 def make_source(args: argparse.Namespace, config: PiConfig, processor_dir: str | Path | None):
     """-> (example source, write_extra for saved models or None)."""
     if args.dataset.startswith(SYNTHETIC):
-        return SyntheticSource(config, num_samples=int(args.dataset[len(SYNTHETIC) :]), seed=args.seed), None
+        n = args.dataset[len(SYNTHETIC) :]
+        if not n.isdigit():
+            raise UserError(f"--dataset {args.dataset}: expected synthetic:N with N a number of examples")
+        return SyntheticSource(config, num_samples=int(n), seed=args.seed), None
     from shallowpi.data.lerobot_dataset import LeRobotDataset
     from shallowpi.data.processor import save_processor
 
     if not os.path.isdir(args.dataset):
-        raise FileNotFoundError(f"--dataset {args.dataset}: no such folder")
+        raise MissingFileError(f"--dataset {args.dataset}: no such folder")
     dataset = LeRobotDataset(args.dataset, chunk_size=config.chunk_size)
     pre = build_preprocessor(
         config,
@@ -115,6 +125,10 @@ def make_source(args: argparse.Namespace, config: PiConfig, processor_dir: str |
         tokenizer=args.tokenizer,
         camera_map=parse_camera_map(args.camera_map),
     )
+    if getattr(args, "truncate_prompt", False):
+        pre.config.truncate_prompt = True
+    for task in sorted(set(dataset.tasks.values())):  # at start-up, not at the first batch that has it
+        pre.check_prompt(task)
 
     def write_extra(directory: Path) -> None:  # stats + tokenizer travel with every saved model
         save_processor(directory, pre.config, pre.raw_stats, pre.tokenizer)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from shallowpi.errors import UserError
+
 
 @dataclass
 class ScheduleConfig:
@@ -32,7 +34,7 @@ def make_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR whose state (last_epoch = steps taken) is all that a checkpoint needs to store."""
     if cfg.peak_lr <= 0:
-        raise ValueError(f"peak learning rate must be > 0, got {cfg.peak_lr}")
+        raise UserError(f"peak learning rate must be > 0, got {cfg.peak_lr}")
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = cfg.peak_lr
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg, total_steps) / cfg.peak_lr)

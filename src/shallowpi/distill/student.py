@@ -15,6 +15,7 @@ import re
 import numpy as np
 import torch
 
+from shallowpi.errors import UserError
 from shallowpi.model import PiModel
 
 _LAYER_KEY = re.compile(r"^(vlm|expert)\.layers\.(\d+)\.(.+)$")
@@ -26,25 +27,25 @@ def default_layer_map(teacher_depth: int, depth: int) -> list[int]:
     L18 -> L6 [0,3,7,10,14,17], L9 [0,2,4,6,8,11,13,15,17], L4 [0,6,11,17], L3 [0,8,17].
     """
     if not 1 <= depth <= teacher_depth:
-        raise ValueError(f"student depth must be in [1, {teacher_depth}] (the teacher's depth), got {depth}")
+        raise UserError(f"student depth must be in [1, {teacher_depth}] (the teacher's depth), got {depth}")
     return [int(x) for x in np.round(np.linspace(0, teacher_depth - 1, depth))]
 
 
 def check_layer_map(layers: list[int], teacher_depth: int) -> list[int]:
     """Validate an explicit layer list: integers, in range, strictly increasing (one clear error)."""
     if len(layers) == 0:
-        raise ValueError("layer list is empty; a student needs at least one layer")
+        raise UserError("layer list is empty; a student needs at least one layer")
     if any(not isinstance(i, (int, np.integer)) or isinstance(i, bool) for i in layers):
-        raise ValueError(f"layer list must contain integers, got {layers}")
+        raise UserError(f"layer list must contain integers, got {layers}")
     layers = [int(i) for i in layers]
     bad = [i for i in layers if not 0 <= i < teacher_depth]
     if bad:
-        raise ValueError(
+        raise UserError(
             f"layers {bad} are out of range for a teacher of depth {teacher_depth} (0..{teacher_depth - 1})"
         )
     if any(b <= a for a, b in zip(layers, layers[1:], strict=False)):
         # Layers run in order; a repeated or reversed index is almost always a typo.
-        raise ValueError(f"layer list must be strictly increasing, got {layers}")
+        raise UserError(f"layer list must be strictly increasing, got {layers}")
     return layers
 
 
@@ -54,10 +55,10 @@ def resolve_layer_map(
     if layers is not None:
         layers = check_layer_map(list(layers), teacher_depth)
         if depth is not None and depth != len(layers):
-            raise ValueError(f"depth {depth} does not match the {len(layers)} layers given ({layers})")
+            raise UserError(f"depth {depth} does not match the {len(layers)} layers given ({layers})")
         return layers
     if depth is None:
-        raise ValueError("give a student depth or an explicit layer list")
+        raise UserError("give a student depth or an explicit layer list")
     return default_layer_map(teacher_depth, depth)
 
 

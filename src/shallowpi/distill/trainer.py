@@ -33,6 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from shallowpi.atomic import write_text_atomic
 from shallowpi.distill import checkpointing as ckpt
 from shallowpi.distill.data import ExampleSource, MicroBatches, StreamPlan, to_batch
 from shallowpi.distill.losses import DistillLoss, DistillLossConfig
@@ -43,12 +44,14 @@ from shallowpi.distill.parallel import (
     freeze,
     init_distributed,
     shard_fsdp,
+    without_gradient,
 )
 from shallowpi.distill.schedule import ScheduleConfig, make_scheduler
+from shallowpi.errors import MissingFileError, UserError
 from shallowpi.model import PiModel, load_state_dict
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """A loss term (or the gradient norm) became NaN/inf; the run stops before applying the update."""
 
 
@@ -80,7 +83,7 @@ class TrainConfig:
             self.schedule = ScheduleConfig(**self.schedule)
         for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def _device(cfg: TrainConfig, info: DistInfo) -> torch.device:
@@ -97,11 +100,30 @@ def _device(cfg: TrainConfig, info: DistInfo) -> torch.device:
     return torch.device("cpu")
 
 
+def _drop_records_after(path: Path, step: int) -> None:
+    """Keep only the records of steps <= `step`: a resumed run re-runs the steps after its checkpoint, and
+    metrics.jsonl must hold each step once (the re-run's numbers replace the lost run's)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill: dropped
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(k + "\n" for k in kept))
+
+
 class _Logger:
     """JSONL metrics (+ TensorBoard if installed and asked for) on rank 0."""
 
-    def __init__(self, out: Path, enabled: bool, tensorboard: bool) -> None:
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool, start_step: int = 0) -> None:
         self.enabled = enabled
+        if enabled:
+            _drop_records_after(out / "metrics.jsonl", start_step)
         self.file = open(out / "metrics.jsonl", "a") if enabled else None  # noqa: SIM115
         self.tb = None
         if enabled and tensorboard:
@@ -166,12 +188,12 @@ def train(
     if resume:
         last = ckpt.last_checkpoint(out)
         if last is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {out / ckpt.CHECKPOINTS}")
+            raise MissingFileError(f"--resume: no checkpoint in {out / ckpt.CHECKPOINTS}")
         state = ckpt.load_training_state(last)
         data = state["training_step"]["data"]
         for key, now in (("seed", cfg.seed), ("global_batch", cfg.batch_size), ("num_samples", len(source))):
             if data[key] != now:
-                raise ValueError(
+                raise UserError(
                     f"--resume: the checkpoint was written with {key}={data[key]}, this run has {now}; "
                     "an exact resume needs the same value"
                 )
@@ -182,13 +204,20 @@ def train(
 
     student.to(device).train()
     freeze(student, vision=cfg.freeze_vision)
+    w = loss_fn.config.weights
+    if w.task == 0 and w.kd == 0:  # attention KD alone: the layers past the captured one get no gradient
+        probe = to_batch(
+            MicroBatches(source, plan, student.config, start_step, start_step + 1)[0], student.config.variant
+        )
+        for name in without_gradient(student, loss_fn, probe.to(device)):
+            student.get_parameter(name).requires_grad_(False)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(student)
     if teacher is not None:
         teacher.to(device).eval().requires_grad_(False)
     if cfg.fsdp:
         if not info.enabled:
-            raise ValueError("--fsdp needs a process group (launch with torchrun)")
+            raise UserError("--fsdp needs several processes (launch with torchrun)")
         shard_fsdp(student)
         if teacher is not None:
             shard_fsdp(teacher, frozen=True)
@@ -227,7 +256,7 @@ def train(
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else nullcontext()
     )
-    logger = _Logger(out, info.is_main, cfg.tensorboard)
+    logger = _Logger(out, info.is_main, cfg.tensorboard, start_step)
     bar = None
     if info.is_main and cfg.progress:
         from tqdm import tqdm

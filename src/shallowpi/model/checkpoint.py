@@ -6,10 +6,13 @@ A pretrained folder is LeRobot's layout: `config.json` (LeRobot's fields, `type`
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from shallowpi.errors import MissingFileError, UserError
 from shallowpi.model.config import GemmaConfig, PiConfig, SiglipConfig
 from shallowpi.model.lerobot_config import config_from_lerobot, config_to_lerobot
 from shallowpi.model.pi import PiModel
@@ -37,7 +41,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint does not fit the model config (missing / unexpected / wrongly shaped keys, wrong variant)."""
 
 
@@ -81,59 +85,104 @@ def _summarise(kind: str, keys: list[str], limit: int = 20) -> str:
     return f"  {kind} ({len(keys)}):\n    {shown}{more}"
 
 
-def load_state_dict(
-    model: PiModel, source: Mapping[str, torch.Tensor] | str | Path, *, assign: bool = False
-) -> None:
-    """Strictly load LeRobot (`model.` prefix) or openpi (no prefix) weights into `model`.
+class _Source:
+    """Uniform access to a state dict or a .safetensors file (read lazily, tensor by tensor)."""
 
-    `source` is a dict or a .safetensors path (read lazily: the expert's unused lm_head is never loaded).
-    Missing, unexpected or wrongly shaped keys raise one CheckpointError that lists them; nothing is copied
-    unless everything fits.
+    def __init__(self, source: Mapping[str, torch.Tensor] | str | Path) -> None:
+        if isinstance(source, (str, Path)):
+            try:
+                self._handle = safe_open(str(source), framework="pt")
+            except Exception as e:  # truncated file, corrupt header: safetensors' own error types
+                raise CheckpointError(f"cannot read {source}: {e}") from e
+            self.names = list(self._handle.keys())
+            self._dict = None
+        else:
+            self._handle, self._dict = None, source
+            self.names = list(source.keys())
+        self.label = str(source) if isinstance(source, (str, Path)) else "the state dict"
+
+    def get(self, n: str) -> torch.Tensor:
+        if self._dict is not None:
+            return self._dict[n]
+        try:
+            return self._handle.get_tensor(n)
+        except Exception as e:  # data past the end of a truncated file
+            raise CheckpointError(f"cannot read tensor {n} from {self.label}: {e}") from e
+
+    def shape(self, n: str) -> tuple[int, ...]:
+        if self._dict is not None:
+            return tuple(self._dict[n].shape)
+        return tuple(self._handle.get_slice(n).get_shape())
+
+    def dtype(self, n: str) -> str:
+        """'F32', 'BF16', 'F16', 'I64', ... (safetensors' names) for files; torch's for dicts."""
+        if self._dict is not None:
+            return str(self._dict[n].dtype).removeprefix("torch.")
+        return str(self._handle.get_slice(n).get_dtype())
+
+
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "float64", "float32", "float16", "bfloat16"}
+_LAYER = re.compile(r"(language_model|gemma_expert\.model|vision_model\.encoder)\.layers\.(\d+)\.")
+_STACKS = {"language_model": "backbone", "gemma_expert.model": "expert", "vision_model.encoder": "vision"}
+
+
+def _depth_mismatch(cfg: PiConfig, names: set[str]) -> str | None:
+    """'config.json says depth X but the weights hold Y layers', per stack, if they disagree."""
+    held: dict[str, int] = {}
+    for n in names:
+        if m := _LAYER.search(n):
+            stack = _STACKS[m.group(1)]
+            held[stack] = max(held.get(stack, 0), int(m.group(2)) + 1)
+    want = {"backbone": cfg.vlm.depth, "expert": cfg.expert.depth, "vision": cfg.vision.depth}
+    bad = [
+        f"{s} depth {want[s]} but the weights hold {held[s]} layers"
+        for s in want
+        if s in held and held[s] != want[s]
+    ]
+    if bad:
+        return "the config depth disagrees with the weights: the config says " + "; ".join(bad)
+    return None
+
+
+def _plan(model_shapes: Mapping[str, tuple[int, ...]], cfg: PiConfig, src: _Source) -> dict[str, str]:
+    """Internal parameter name -> checkpoint name, after every check that needs no tensor data.
+
+    Raises one CheckpointError naming what does not fit: a mixed or wrong-variant checkpoint, a depth that
+    disagrees with the config, missing / unexpected / misshaped keys, non-float tensors.
     """
-    if isinstance(source, (str, Path)):
-        handle = safe_open(str(source), framework="pt")
-        names = list(handle.keys())
-
-        def get(n: str) -> torch.Tensor:
-            return handle.get_tensor(n)
-
-        def shape_of(n: str) -> tuple[int, ...]:
-            return tuple(handle.get_slice(n).get_shape())
-    else:
-        names = list(source.keys())
-
-        def get(n: str) -> torch.Tensor:
-            return source[n]
-
-        def shape_of(n: str) -> tuple[int, ...]:
-            return tuple(source[n].shape)
-
+    names = src.names
+    if not names:
+        raise CheckpointError(f"{src.label} holds no tensors")
     external = {n.removeprefix("model."): n for n in names}
     if len(external) != len(names):
         raise CheckpointError("checkpoint mixes LeRobot ('model.' prefix) and openpi names for the same keys")
-    problem = _variant_mismatch(model.config, set(external))
+    problem = _variant_mismatch(cfg, set(external))
     if problem:
         raise CheckpointError(problem)
 
-    expected = {to_external(k): (k, tuple(v.shape)) for k, v in model.state_dict().items()}
+    expected = {to_external(k): (k, tuple(v)) for k, v in model_shapes.items()}
     # Tied embedding: accept embed_tokens, lm_head or both (then they must agree).
     if EMBED not in external and LM_HEAD in external:
         external[EMBED] = external.pop(LM_HEAD)
     elif LM_HEAD in external:
         tied = external.pop(LM_HEAD)
-        if shape_of(tied) != shape_of(external[EMBED]) or not torch.equal(get(tied), get(external[EMBED])):
+        if src.shape(tied) != src.shape(external[EMBED]) or not torch.equal(
+            src.get(tied), src.get(external[EMBED])
+        ):
             raise CheckpointError(f"{LM_HEAD} and {EMBED} are both present but differ (they are tied)")
     external.pop(EXPERT_LM_HEAD, None)
 
     missing = sorted(set(expected) - set(external))
     unexpected = sorted(set(external) - set(expected))
     shapes = sorted(
-        f"{k}: checkpoint {shape_of(external[k])} vs model {expected[k][1]}"
+        f"{k}: checkpoint {src.shape(external[k])} vs model {expected[k][1]}"
         for k in set(expected) & set(external)
-        if shape_of(external[k]) != expected[k][1]
+        if src.shape(external[k]) != expected[k][1]
     )
     if missing or unexpected or shapes:
-        parts = ["checkpoint does not match the model config (strict loading):"]
+        depth = _depth_mismatch(cfg, set(external))
+        parts = [depth] if depth else []
+        parts.append("checkpoint does not match the model config (strict loading):")
         if missing:
             parts.append(_summarise("missing keys", missing))
         if unexpected:
@@ -141,7 +190,38 @@ def load_state_dict(
         if shapes:
             parts.append(_summarise("wrongly shaped keys", shapes))
         raise CheckpointError("\n".join(parts))
-    state = {expected[k][0]: get(external[k]) for k in expected}
+    not_float = sorted(external[k] for k in expected if src.dtype(external[k]) not in _FLOAT_DTYPES)
+    if not_float:
+        raise CheckpointError(
+            f"tensor {not_float[0]} has dtype {src.dtype(not_float[0])}; weights must be floating point"
+            + (f" ({len(not_float) - 1} more)" if len(not_float) > 1 else "")
+        )
+    return {expected[k][0]: external[k] for k in expected}
+
+
+def _check_finite(name: str, t: torch.Tensor, label: str) -> None:
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        n_bad = int((~torch.isfinite(t)).sum())
+        raise CheckpointError(
+            f"tensor {name} in {label} holds {n_bad} non-finite value(s) (nan/inf): refusing to load it"
+        )
+
+
+def load_state_dict(
+    model: PiModel, source: Mapping[str, torch.Tensor] | str | Path, *, assign: bool = False
+) -> None:
+    """Strictly load LeRobot (`model.` prefix) or openpi (no prefix) weights into `model`.
+
+    `source` is a dict or a .safetensors path (read lazily: the expert's unused lm_head is never loaded).
+    Missing, unexpected, wrongly shaped, non-float or non-finite tensors raise one CheckpointError that
+    names them; nothing is copied unless everything fits.
+    """
+    src = _Source(source)
+    plan = _plan({k: tuple(v.shape) for k, v in model.state_dict().items()}, model.config, src)
+    state = {}
+    for ours, theirs in plan.items():
+        state[ours] = src.get(theirs)
+        _check_finite(theirs, state[ours], src.label)
     model.load_state_dict(state, strict=True, assign=assign)
 
 
@@ -152,7 +232,7 @@ def read_config(path: str | Path) -> PiConfig:
     path = Path(path)
     cfg_file = path / CONFIG_NAME if path.is_dir() else path
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"no {CONFIG_NAME} in {path} (expected a LeRobot pretrained_model folder)")
+        raise MissingFileError(f"no {CONFIG_NAME} in {path} (expected a LeRobot pretrained_model folder)")
     try:
         raw = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
@@ -160,35 +240,88 @@ def read_config(path: str | Path) -> PiConfig:
     return config_from_lerobot(raw)
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: str | None = None) -> PiModel:
-    """Load a pretrained folder (LeRobot layout) into a PiModel. Strict: any key mismatch raises."""
-    path = Path(path)
-    cfg = read_config(path)
+def _empty_model(cfg: PiConfig) -> PiModel:
+    with torch.device("meta"):
+        return PiModel(cfg)
+
+
+def _weights_file(path: Path) -> Path:
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
-        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
+        raise MissingFileError(f"no {WEIGHTS_NAME} in {path}")
+    return weights
+
+
+def validate_checkpoint(path: str | Path) -> PiConfig:
+    """Every check `load_model` makes (config, keys, shapes, depth, dtypes, finite values), reading one tensor
+    at a time and keeping none: what `shallowpi inspect` runs. Returns the config."""
+    path = Path(path)
+    cfg = read_config(path)
+    src = _Source(_weights_file(path))
+    plan = _plan({k: tuple(v.shape) for k, v in _empty_model(cfg).state_dict().items()}, cfg, src)
+    for theirs in plan.values():
+        _check_finite(theirs, src.get(theirs), src.label)
+    return cfg
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: str | None = None) -> PiModel:
+    """Load a pretrained folder (LeRobot layout) into a PiModel. Strict: any key mismatch raises.
+
+    The weights end up in `dtype` (default: config.json's) whatever the file stores: fp32, or LeRobot's
+    bf16 policy (`PiModel.to_bfloat16`). fp16 / fp64 tensors are cast; non-float ones are refused.
+    """
+    path = Path(path)
+    cfg = read_config(path)
+    weights = _weights_file(path)
     want_dtype = dtype or cfg.dtype
-    cfg.dtype = "float32"  # build plainly, take the stored tensors as they are, then apply the dtype policy
-    with torch.device("meta"):
-        model = PiModel(cfg)
-    try:
-        load_state_dict(model, weights, assign=True)
-    except CheckpointError:
-        raise
-    except Exception as e:  # safetensors header errors, truncated files
-        raise CheckpointError(f"cannot read {weights}: {e}") from e
+    if want_dtype not in ("float32", "bfloat16"):
+        raise UserError(f"dtype must be 'float32' or 'bfloat16', got {want_dtype!r}")
+    cfg.dtype = "float32"  # build plainly, load the stored tensors, then apply the dtype policy
+    model = _empty_model(cfg)
+    load_state_dict(model, weights, assign=True)
+    model.float()  # stored bf16 / fp16 / fp64 -> fp32 (exact except from fp64)
     if want_dtype == "bfloat16":
         model.to_bfloat16()
     model.config.dtype = want_dtype
     return model.to(device).eval()
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # instant, and the old folder's removal does not touch it
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # file system without the flag
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
 def save_model(model: PiModel, path: str | Path, *, lerobot_overrides: dict | None = None) -> Path:
-    """Write `config.json` + `model.safetensors` (LeRobot naming) atomically: a temp folder, then rename.
+    """Write `config.json` + `model.safetensors` (LeRobot naming) atomically, as a pair.
+
+    Both files are written into a staged folder beside `path` (with links to the other files already in
+    `path`, e.g. the processor's, which are kept), then the staged folder replaces `path` in one step
+    (renameat2 exchange; elsewhere two renames, the old folder kept as `.<name>.old-*` until the second).
+    A reader never sees the new weights with the old config or the reverse.
 
     The tied embedding is written once, as `…paligemma.lm_head.weight`, which is what LeRobot's own
     `save_pretrained` (safetensors' `save_model` keeps the first name of tied tensors) and openpi's converter
-    write; storing both names would double the largest tensor. Files other than ours in `path` are kept.
+    write; storing both names would double the largest tensor.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,12 +332,30 @@ def save_model(model: PiModel, path: str | Path, *, lerobot_overrides: dict | No
         save_file(sd, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         cfg = config_to_lerobot(model.config, overrides=lerobot_overrides)
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=4) + "\n")
-        if path.exists():
-            for name in (WEIGHTS_NAME, CONFIG_NAME):
-                os.replace(tmp / name, path / name)
-            shutil.rmtree(tmp)
-        else:
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700 folders; models are meant to be shared
+        if not path.exists():
             os.replace(tmp, path)
+            return path
+        for entry in path.iterdir():
+            if entry.name in (WEIGHTS_NAME, CONFIG_NAME):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, tmp / entry.name, symlinks=True, copy_function=_link_or_copy)
+            elif entry.is_symlink():
+                os.symlink(os.readlink(entry), tmp / entry.name)
+            else:
+                _link_or_copy(str(entry), str(tmp / entry.name))
+        if _exchange(tmp, path):  # tmp now holds the old folder
+            shutil.rmtree(tmp)
+            return path
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+        os.replace(path, old / "x")
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.replace(old / "x", path)  # put the old pair back
+            raise
+        shutil.rmtree(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -221,5 +372,7 @@ __all__ = [
     "read_config",
     "save_model",
     "to_external",
+    "validate_checkpoint",
     "to_internal",
+    "validate_checkpoint",
 ]

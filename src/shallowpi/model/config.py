@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from shallowpi.errors import UserError
+
 Variant = Literal["pi0", "pi05"]
 DType = Literal["float32", "bfloat16"]
 
@@ -106,40 +108,40 @@ class PiConfig:
 
     def validate(self) -> None:
         if self.variant not in ("pi0", "pi05"):
-            raise ValueError(f"variant must be 'pi0' or 'pi05', got {self.variant!r}")
+            raise UserError(f"variant must be 'pi0' or 'pi05', got {self.variant!r}")
         if self.vlm.depth < 1 or self.expert.depth < 1:
-            raise ValueError(f"depth must be >= 1, got vlm {self.vlm.depth}, expert {self.expert.depth}")
+            raise UserError(f"depth must be >= 1, got vlm {self.vlm.depth}, expert {self.expert.depth}")
         if self.vlm.depth != self.expert.depth:
-            raise ValueError(
+            raise UserError(
                 f"backbone depth {self.vlm.depth} != expert depth {self.expert.depth}: joint attention pairs "
                 "backbone layer i with expert layer i, so both stacks need the same depth"
             )
         for name in ("num_heads", "num_kv_heads", "head_dim"):
             a, b = getattr(self.vlm, name), getattr(self.expert, name)
             if a != b:
-                raise ValueError(
+                raise UserError(
                     f"{name} differs between backbone ({a}) and expert ({b}); joint attention needs equal"
                 )
         if self.vlm.num_heads % self.vlm.num_kv_heads:
-            raise ValueError("num_heads must be a multiple of num_kv_heads")
+            raise UserError("num_heads must be a multiple of num_kv_heads")
         if self.vlm.head_dim % 2 or self.expert.width % 2:
-            raise ValueError("head_dim and expert width must be even (RoPE halves, sin/cos time embedding)")
+            raise UserError("head_dim and expert width must be even (RoPE halves, sin/cos time embedding)")
         if self.vision.image_size % self.vision.patch_size:
-            raise ValueError(
+            raise UserError(
                 f"image_size {self.vision.image_size} is not a multiple of patch_size {self.vision.patch_size}"
             )
         if not self.cameras:
-            raise ValueError("at least one camera slot is needed")
+            raise UserError("at least one camera slot is needed")
         if self.layer_map is not None and len(self.layer_map) != self.depth:
-            raise ValueError(f"layer_map has {len(self.layer_map)} entries for depth {self.depth}")
+            raise UserError(f"layer_map has {len(self.layer_map)} entries for depth {self.depth}")
         if self.vlm_layer_map is not None and (
             self.layer_map is None or len(self.vlm_layer_map) != self.depth
         ):
-            raise ValueError(
+            raise UserError(
                 f"vlm_layer_map needs a layer_map and {self.depth} entries, got {self.vlm_layer_map}"
             )
         if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+            raise UserError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
 
     # Sequence lengths ------------------------------------------------------------------------------------
     @property
@@ -172,7 +174,7 @@ class PiConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown PiConfig fields: {sorted(unknown)}")
+            raise UserError(f"unknown PiConfig fields: {sorted(unknown)}")
         return cls(**d)
 
 
@@ -235,7 +237,7 @@ PRESETS = {"pi0": pi0, "pi05": pi05, "tiny": tiny, "mid": mid, "testbed": testbe
 
 def preset(name: str, **overrides) -> PiConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+        raise UserError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
     cfg = PRESETS[name]()
     depth = overrides.pop("depth", None)
     if overrides:

@@ -9,6 +9,7 @@ LeRobot fields we do not model (features, normalisation mapping, optimizer prese
 
 from __future__ import annotations
 
+from shallowpi.errors import UserError
 from shallowpi.model.config import GemmaConfig, PiConfig, SiglipConfig, gemma_2b, gemma_300m
 
 _GEMMA_VARIANTS = {"gemma_2b": gemma_2b, "gemma_300m": gemma_300m}
@@ -34,13 +35,13 @@ _SCALARS = {
 def _gemma(raw: dict | None, variant: str, where: str) -> GemmaConfig:
     if raw is None:
         if variant not in _GEMMA_VARIANTS:
-            raise ValueError(
+            raise UserError(
                 f"{where}: unknown Gemma variant {variant!r} (LeRobot knows gemma_2b, gemma_300m)"
             )
         return _GEMMA_VARIANTS[variant]()
     missing = [k for k in _GEMMA_KEYS if k not in raw]
     if missing:
-        raise ValueError(f"config.json shallowpi.{where} lacks {missing}")
+        raise UserError(f"config.json shallowpi.{where} lacks {missing}")
     return GemmaConfig(**{k: int(raw[k]) for k in _GEMMA_KEYS})
 
 
@@ -71,21 +72,21 @@ def config_from_lerobot(raw: dict) -> PiConfig:
     if kind == PLUGIN_TYPE:
         kind = raw.get("variant", "pi05")
         if kind not in ("pi0", "pi05"):
-            raise ValueError(f"config.json (type shallowpi): 'variant' must be 'pi0' or 'pi05', got {kind!r}")
+            raise UserError(f"config.json (type shallowpi): 'variant' must be 'pi0' or 'pi05', got {kind!r}")
         if not isinstance(raw.get("shallowpi"), dict):
-            raise ValueError("config.json (type shallowpi) lacks its 'shallowpi' sizes object")
+            raise UserError("config.json (type shallowpi) lacks its 'shallowpi' sizes object")
     elif kind not in ("pi0", "pi05"):
-        raise ValueError(f"config.json 'type' must be 'pi0', 'pi05' or 'shallowpi', got {kind!r}")
+        raise UserError(f"config.json 'type' must be 'pi0', 'pi05' or 'shallowpi', got {kind!r}")
     _check_newer_fields(raw)
     ours = raw.get("shallowpi") or {}
     res = raw.get("image_resolution", [224, 224])
     if res[0] != res[1]:
-        raise ValueError(f"only square image_resolution is supported, got {res}")
+        raise UserError(f"only square image_resolution is supported, got {res}")
     if "vision" in ours:
         v = ours["vision"]
         missing = [k for k in _VISION_KEYS if k not in v]
         if missing:
-            raise ValueError(f"config.json shallowpi.vision lacks {missing}")
+            raise UserError(f"config.json shallowpi.vision lacks {missing}")
         vision = SiglipConfig(**{k: int(v[k]) for k in _VISION_KEYS})
     else:
         vision = SiglipConfig(image_size=int(res[0]))

@@ -354,7 +354,7 @@ class PiModel(nn.Module):
             noise = torch.randn(shape, device=prefix.tokens.device)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
-        steps = num_steps or self.config.num_inference_steps
+        steps = self.config.num_inference_steps if num_steps is None else num_steps
         if steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {steps}")
         prefix_embs, prefix_pad = self.embed_prefix(prefix)

@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from shallowpi.atomic import save_figure_atomic, write_json_atomic
+from shallowpi.errors import UserError
 from shallowpi.model.config import PiConfig, preset
 from shallowpi.model.pi import PiModel
 from shallowpi.runtime.engine import STAGES, InferenceEngine
@@ -81,24 +82,24 @@ class BenchSettings:
 
     def validate(self) -> None:
         if not self.policies and not self.preset:
-            raise ValueError("give --policy PATH or --preset NAME")
+            raise UserError("give --policy PATH or --preset NAME")
         bad = [m for m in self.modes if m not in MODES]
         if bad:
-            raise ValueError(f"unknown mode {bad[0]!r}; choose from {', '.join(MODES)}")
+            raise UserError(f"unknown mode {bad[0]!r}; choose from {', '.join(MODES)}")
         if not self.modes:
-            raise ValueError("no modes to run")
+            raise UserError("no modes to run")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device!r} asked for but CUDA is not available")
+            raise UserError(f"device {self.device!r} asked for but CUDA is not available")
         if not self.device.startswith("cuda") and any("cuda_graph" in m for m in self.modes):
-            raise ValueError("cuda_graph modes need --device cuda")
+            raise UserError("cuda_graph modes need --device cuda")
         if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+            raise UserError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.iters < 1 or self.warmup < 0 or self.batch < 1:
-            raise ValueError("iters and batch must be >= 1 and warmup >= 0")
+            raise UserError("iters and batch must be >= 1 and warmup >= 0")
         if any(d < 1 for d in self.depths):
-            raise ValueError(f"depths must be >= 1, got {self.depths}")
+            raise UserError(f"depths must be >= 1, got {self.depths}")
         if self.policies and self.depths:
-            raise ValueError("depths apply to presets; pass several --policy folders to compare checkpoints")
+            raise UserError("depths apply to presets; pass several --policy folders to compare checkpoints")
 
 
 # inputs ------------------------------------------------------------------------------------------------------
@@ -109,9 +110,9 @@ def make_inputs(
 ) -> dict[str, object]:
     """Deterministic random inputs: `cameras` valid slots (the others masked, image -1), `lang_tokens` valid."""
     if not 1 <= cameras <= len(cfg.cameras):
-        raise ValueError(f"cameras must be in [1, {len(cfg.cameras)}] (the model's slots), got {cameras}")
+        raise UserError(f"cameras must be in [1, {len(cfg.cameras)}] (the model's slots), got {cameras}")
     if not 1 <= lang_tokens <= cfg.tokenizer_max_length:
-        raise ValueError(f"lang_tokens must be in [1, {cfg.tokenizer_max_length}], got {lang_tokens}")
+        raise UserError(f"lang_tokens must be in [1, {cfg.tokenizer_max_length}], got {lang_tokens}")
     g = torch.Generator().manual_seed(seed)
     s = cfg.vision.image_size
     images, masks = [], []
@@ -365,7 +366,7 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
             cfg0.tokenizer_max_length,
             cfg0.chunk_size,
         ):
-            raise ValueError(
+            raise UserError(
                 "compared models must share camera slots, image size, prompt length and chunk size"
             )
 

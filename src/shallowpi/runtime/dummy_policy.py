@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shallowpi.runtime.obs_mapping import ObservationError, ObsMapping, get_mapping
+from shallowpi.runtime.obs_mapping import (
+    ObservationError,
+    ObsMapping,
+    PreparedObservation,
+    get_mapping,
+    max_request_bytes,
+)
 
 
 def expected_actions(state: np.ndarray, chunk: int = 10, action_dim: int = 7) -> np.ndarray:
@@ -35,6 +41,7 @@ class DummyPolicy:
     action_dim: int = 7
     delay_s: float = 0.0
     default_prompt: str | None = None
+    max_prompt_chars: int = 4096
 
     def __post_init__(self) -> None:
         self.mapping = get_mapping(self.mapping)
@@ -50,13 +57,28 @@ class DummyPolicy:
             "obs_mapping": self.mapping.describe(self.cameras),
         }
 
-    def infer(self, obs: dict) -> dict:
+    @property
+    def max_request_bytes(self) -> int:
         assert isinstance(self.mapping, ObsMapping)
-        start = time.monotonic()
+        fed = len(self.mapping.resolve(self.cameras))
+        return max_request_bytes(fed, self.state_dim, self.max_prompt_chars)
+
+    def prepare(self, obs: dict) -> PreparedObservation:
+        assert isinstance(self.mapping, ObsMapping)
         sample = self.mapping.extract(obs, self.cameras, self.default_prompt)
         state = sample.get("state", np.zeros(0, np.float32))
         if state.shape != (self.state_dim,):
             raise ObservationError(f"state must have shape ({self.state_dim},), got {state.shape}")
+        if len(sample["task"]) > self.max_prompt_chars:
+            raise ObservationError(
+                f"prompt of {len(sample['task'])} characters (limit {self.max_prompt_chars})"
+            )
+        return PreparedObservation(sample)
+
+    def infer(self, obs: dict | PreparedObservation) -> dict:
+        start = time.monotonic()
+        sample = (obs if isinstance(obs, PreparedObservation) else self.prepare(obs)).sample
+        state = sample["state"]
         if self.delay_s:
             time.sleep(self.delay_s)
         actions = expected_actions(state, self.chunk, self.action_dim)

@@ -124,7 +124,7 @@ class InferenceEngine:
 
         `marks(stage)` is called after each of "vision", "prefix", "denoise" has been issued (bench timing).
         """
-        steps = num_steps or self.config.num_inference_steps
+        steps = self.config.num_inference_steps if num_steps is None else num_steps
         if steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {steps}")
         prefix, state = self.check(images, img_masks, tokens, token_masks, state)

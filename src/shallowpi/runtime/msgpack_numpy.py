@@ -78,9 +78,47 @@ Packer = functools.partial(msgpack.Packer, default=pack_array)
 packb = functools.partial(msgpack.packb, default=pack_array)
 
 
-def unpackb(data: bytes) -> Any:
-    """Decode one frame. Any malformation (truncated bytes, trailing bytes, bad array map) -> ValueError."""
+class TooManyItems(ValueError):
+    """A frame holds more maps/lists entries than `max_items` (memory bound for untrusted frames)."""
+
+
+def _counting_hooks(max_items: int):
+    """object_hook / list_hook that count container entries: a frame of a million empty maps costs
+    ~100 bytes of Python objects per byte of msgpack, so a frame-size cap alone does not bound memory."""
+    count = 0
+
+    def add(n: int) -> None:
+        nonlocal count
+        count += n + 1
+        if count > max_items:
+            raise TooManyItems(f"more than {max_items} maps/list entries in one frame")
+
+    def object_hook(obj: dict) -> Any:
+        add(len(obj))
+        return unpack_array(obj)
+
+    def list_hook(obj: list) -> list:
+        add(len(obj))
+        return obj
+
+    return object_hook, list_hook
+
+
+def unpackb(data: bytes, *, max_items: int | None = None) -> Any:
+    """Decode one frame. Any malformation (truncated bytes, trailing bytes, bad array map) -> ValueError.
+
+    `max_items` bounds the number of map / list entries (the server's guard; None: no bound).
+    """
     try:
-        return msgpack.unpackb(data, object_hook=unpack_array)
+        if max_items is None:
+            return msgpack.unpackb(data, object_hook=unpack_array)
+        object_hook, list_hook = _counting_hooks(max_items)
+        return msgpack.unpackb(
+            data,
+            object_hook=object_hook,
+            list_hook=list_hook,
+            max_array_len=max_items,  # refused before the list is allocated
+            max_map_len=max_items,
+        )
     except Exception as e:  # msgpack's FormatError/ExtraData/..., our array checks, unhashable keys
         raise ValueError(f"malformed msgpack frame: {type(e).__name__}: {e}") from e

@@ -45,10 +45,31 @@ from typing import Any
 
 import numpy as np
 
+from shallowpi.errors import UserError
+
 KeyPath = str | tuple[str, ...]  # a flat key ("observation/image") or a path into nested dicts
 
+# The largest camera frame a request is sized for (px per side, uint8): HD frames fit; openpi's clients
+# send 224 x 224. It sizes the server's default frame cap (`max_request_bytes`); --max-frame-mb raises it.
+MAX_IMAGE_SIDE = 1280
 
-class ObservationError(ValueError):
+
+def max_request_bytes(n_cameras: int, state_dim: int, max_prompt_chars: int) -> int:
+    """Bytes of the largest valid request: every camera at MAX_IMAGE_SIDE² uint8 RGB, the state as float64,
+    the longest prompt (4 bytes per character at most in UTF-8), plus 25 % and 64 KiB for msgpack framing."""
+    payload = n_cameras * MAX_IMAGE_SIDE**2 * 3 + 8 * state_dim + 4 * max_prompt_chars
+    return int(payload * 1.25) + 64 * 2**10
+
+
+@dataclass(frozen=True)
+class PreparedObservation:
+    """A client observation already checked and turned into a processor sample (off the inference thread);
+    a policy's `infer` accepts it in place of the raw observation."""
+
+    sample: dict
+
+
+class ObservationError(UserError):
     """The client sent an observation the policy cannot use; the message names the key and the problem."""
 
 
@@ -140,12 +161,12 @@ class ObsMapping:
         for target, key in self.images.items():
             if isinstance(target, int):
                 if not 0 <= target < len(cameras) or cameras[target] is None:
-                    raise ValueError(
+                    raise UserError(
                         f"mapping {self.name!r}: no camera feeds model slot {target} (slots: {list(cameras)})"
                     )
                 target = cameras[target]
             elif target not in known:
-                raise ValueError(
+                raise UserError(
                     f"mapping {self.name!r}: camera {target!r} is not one of the processor's {known}"
                 )
             out[target] = key
@@ -225,14 +246,14 @@ def _key_from_json(value: Any, what: str) -> KeyPath:
         return value
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise ValueError(f"{what}: a key must be a string or a non-empty list of strings, got {value!r}")
+    raise UserError(f"{what}: a key must be a string or a non-empty list of strings, got {value!r}")
 
 
 def mapping_from_dict(d: Mapping, name: str = "custom") -> ObsMapping:
     """Build a mapping from the JSON form described in the module docstring."""
     unknown = set(d) - {"images", "state", "prompt", "images_by_camera_name"}
     if unknown:
-        raise ValueError(f"unknown observation-mapping fields: {sorted(unknown)}")
+        raise UserError(f"unknown observation-mapping fields: {sorted(unknown)}")
     images: dict[str | int, KeyPath] = {}
     for target, key in dict(d.get("images", {})).items():
         tgt: str | int = int(target) if str(target).isdigit() else str(target)
@@ -259,4 +280,4 @@ def get_mapping(spec: str | ObsMapping) -> ObsMapping:
     path = Path(spec)
     if path.suffix == ".json" and path.is_file():
         return mapping_from_dict(json.loads(path.read_text()), name=path.stem)
-    raise ValueError(f"unknown observation mapping {spec!r}: use one of {sorted(PRESETS)} or a .json file")
+    raise UserError(f"unknown observation mapping {spec!r}: use one of {sorted(PRESETS)} or a .json file")

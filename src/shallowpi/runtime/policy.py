@@ -32,9 +32,17 @@ from shallowpi.data.processor import (
     save_processor,
 )
 from shallowpi.data.tokenizer import load_tokenizer
+from shallowpi.errors import UserError
 from shallowpi.model import PiModel, load_model, save_model
 from shallowpi.model.config import tiny
-from shallowpi.runtime.obs_mapping import ObservationError, ObsMapping, get_mapping
+from shallowpi.runtime.actions import check_actions
+from shallowpi.runtime.obs_mapping import (
+    ObservationError,
+    ObsMapping,
+    PreparedObservation,
+    get_mapping,
+    max_request_bytes,
+)
 
 
 def default_device() -> str:
@@ -49,19 +57,29 @@ class ActionPredictor:
     """
 
     def __init__(
-        self, model: PiModel, preprocessor: Preprocessor, postprocessor: Postprocessor, *, num_steps=None
+        self,
+        model: PiModel,
+        preprocessor: Preprocessor,
+        postprocessor: Postprocessor,
+        *,
+        num_steps: int | None = None,
+        truncate_prompt: bool | None = None,  # None: the processor config's choice
     ) -> None:
         from shallowpi.runtime.engine import InferenceEngine
 
         pc, cfg = preprocessor.config, model.config
         if tuple(pc.cameras) != tuple(cfg.cameras) or pc.image_size != cfg.vision.image_size:
-            raise ValueError(
+            raise UserError(
                 f"processor (slots {list(pc.cameras)}, {pc.image_size} px) does not fit the model "
                 f"(slots {list(cfg.cameras)}, {cfg.vision.image_size} px)"
             )
+        if num_steps is not None and num_steps < 1:
+            raise UserError(f"num_steps must be >= 1, got {num_steps}")
         self.model, self.config = model.eval(), cfg
         self.pre, self.post = preprocessor, postprocessor
         self.num_steps = num_steps
+        if truncate_prompt is not None:
+            preprocessor.config.truncate_prompt = truncate_prompt
         self.engine = InferenceEngine(self.model, batch_size=1)
 
     @classmethod
@@ -88,7 +106,9 @@ class ActionPredictor:
         inputs = {k: _to(v, self.model.device) for k, v in inputs.items()}
         actions = self.engine.sample_actions(**inputs, noise=self.noise(seed), num_steps=self.num_steps)
         actions = self.post(actions.float().cpu())  # (1, chunk, action_dim), unnormalised
-        return actions[0].numpy().astype(np.float32, copy=False)
+        out = actions[0].numpy().astype(np.float32, copy=False)
+        check_actions(out)
+        return out
 
 
 class PiPolicy:
@@ -103,8 +123,11 @@ class PiPolicy:
         num_steps: int | None = None,
         seed: int | None = 0,
         name: str = "shallowpi",
+        truncate_prompt: bool | None = None,  # None: the processor config's choice
     ) -> None:
-        self.predictor = ActionPredictor(model, preprocessor, postprocessor, num_steps=num_steps)
+        self.predictor = ActionPredictor(
+            model, preprocessor, postprocessor, num_steps=num_steps, truncate_prompt=truncate_prompt
+        )
         self.model, self.config = self.predictor.model, model.config
         self.pre, self.post = preprocessor, postprocessor
         self.mapping = get_mapping(obs_mapping)
@@ -118,7 +141,7 @@ class PiPolicy:
         fed = set(self.mapping.resolve(self.cameras))  # fails at start-up, not on the first request
         unfed = sorted(set(pc.camera_map) - fed)
         if unfed:
-            raise ValueError(
+            raise UserError(
                 f"observation mapping {self.mapping.name!r} feeds no client key to camera(s) {unfed}"
             )
         self.state_dim: int = preprocessor.state_dim
@@ -146,14 +169,30 @@ class PiPolicy:
             "state_dim": self.state_dim,
             "cameras": dict(zip(c.cameras, self.cameras, strict=True)),  # model slot -> processor camera
             "image_size": c.vision.image_size,
-            "num_steps": self.num_steps or c.num_inference_steps,
+            "num_steps": c.num_inference_steps if self.num_steps is None else self.num_steps,
             "obs_mapping": self.mapping.describe(self.cameras),
         }
 
-    def infer(self, obs: dict) -> dict:
-        start = time.monotonic()
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest valid request (the server's default frame cap): see obs_mapping.max_request_bytes."""
+        fed = sum(c is not None for c in self.cameras)
+        return max_request_bytes(fed, self.state_dim, self.pre.max_task_chars)
+
+    def prepare(self, obs: dict) -> PreparedObservation:
+        """Every check that needs no model (keys, dtypes, shapes, finite state, prompt length), thread-safe:
+        the server runs it beside the event loop, so the inference thread only ever sees usable requests."""
         sample = self.mapping.extract(obs, self.cameras, self.default_prompt)
         self._check_state(sample)
+        try:
+            self.pre.check_task(sample["task"])
+        except ValueError as e:
+            raise ObservationError(str(e)) from e
+        return PreparedObservation(sample)
+
+    def infer(self, obs: dict | PreparedObservation) -> dict:
+        start = time.monotonic()
+        sample = (obs if isinstance(obs, PreparedObservation) else self.prepare(obs)).sample
         try:
             actions = self.predictor.predict(sample, seed=self.seed)
         except ValueError as e:  # anything the processor still finds wrong came from the client
@@ -194,6 +233,7 @@ def save_tiny_policy(path: str | Path, *, state_dim: int = 8, action_dim: int = 
     path = Path(path)
     torch.manual_seed(seed)
     config = tiny("pi05")
+    config.tokenizer_max_length = 64  # room for a sentence and an 8-dim state (the prompt must fit)
     save_model(PiModel(config).eval(), path)
     cams = config.cameras
     proc = ProcessorConfig(

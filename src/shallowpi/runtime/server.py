@@ -7,10 +7,17 @@ Protocol, per connection:
     on any error      text    the reason (traceback for internal errors), then close 1011
     GET /healthz      HTTP 200 "OK\\n" (no websocket)
 
-Concurrency: the event loop only moves bytes; every `policy.infer` runs on ONE worker thread (a model is not
-re-entrant, and one model saturates the cores anyway), so requests from all connections queue FIFO there
-while the loop keeps reading and writing for everyone. A slow or stuck client only ever blocks its own
-coroutine. An error in one connection closes that connection only.
+Concurrency: the event loop only moves bytes. Decoding a frame and checking the observation
+(`policy.prepare`, when the policy has it) run on a small thread pool, and every `policy.infer` on ONE
+worker thread (a model is not re-entrant, and one model saturates the cores anyway), so requests from all
+connections queue FIFO there while the loop keeps reading and writing for everyone. A slow, stuck or
+hostile client only ever costs its own work. An error in one connection closes that connection only.
+
+Memory bounds per connection: frames above `max_frame_bytes` are refused by the websocket layer (close
+1009; default: the policy's largest valid observation, `policy.max_request_bytes`), at most
+`MAX_QUEUED_FRAMES` frames wait unread (then the socket is not read: TCP backpressure), and a frame may hold
+at most `MAX_ITEMS` map / list entries. A reply is checked before it is sent: non-finite actions, or
+actions of another shape than the metadata promises, are never sent; the client gets an error instead.
 
 Run programmatically:
     with ServerThread(policy, port=0) as srv:   # port 0 = a free port; srv.port tells which
@@ -34,7 +41,9 @@ import websockets
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 from websockets.frames import CloseCode
 
+from shallowpi.errors import UserError
 from shallowpi.runtime import msgpack_numpy
+from shallowpi.runtime.actions import UnsafeActionError, check_actions
 from shallowpi.runtime.obs_mapping import ObservationError
 
 logger = logging.getLogger(__name__)
@@ -42,7 +51,9 @@ logger = logging.getLogger(__name__)
 # openpi's close reason; the client itself only looks at the text frame before it.
 INTERNAL_ERROR_REASON = "Internal server error. Traceback included in previous frame."
 BAD_REQUEST_REASON = "Invalid request. Reason included in previous frame."
-DEFAULT_MAX_FRAME_BYTES = 64 * 2**20  # far above 3 x 224x224 RGB + state; bounds a hostile client's memory
+DEFAULT_MAX_FRAME_BYTES = 16 * 2**20  # for policies that do not say how large a request can be
+MAX_QUEUED_FRAMES = 2  # per connection: a client pipelining big frames holds at most this many
+MAX_ITEMS = 10_000  # map / list entries per frame; an observation has tens
 
 
 class Policy(Protocol):
@@ -54,7 +65,7 @@ class Policy(Protocol):
     def infer(self, obs: dict) -> dict: ...
 
 
-class BadRequest(ValueError):
+class BadRequest(UserError):
     """A frame that is not an observation at all (text frame, malformed msgpack, not a map)."""
 
 
@@ -71,15 +82,28 @@ class PolicyServer:
         host: str = "127.0.0.1",
         port: int = 8000,
         *,
-        max_frame_bytes: int | None = DEFAULT_MAX_FRAME_BYTES,
+        max_frame_bytes: int | None = None,
+        decode_threads: int = 4,
     ) -> None:
         self.policy = policy
         self.host, self.port = host, port
+        if max_frame_bytes is None:
+            max_frame_bytes = int(getattr(policy, "max_request_bytes", DEFAULT_MAX_FRAME_BYTES))
+        if max_frame_bytes <= 0:
+            raise UserError(f"max_frame_bytes must be > 0, got {max_frame_bytes}")
         self.max_frame_bytes = max_frame_bytes
-        self._metadata_frame = msgpack_numpy.packb(dict(policy.metadata))  # fixed for the server's life
+        metadata = dict(policy.metadata)
+        self._metadata_frame = msgpack_numpy.packb(metadata)  # fixed for the server's life
+        chunk, dim = metadata.get("action_chunk"), metadata.get("action_dim")
+        self._action_shape = (chunk, dim) if isinstance(chunk, int) and isinstance(dim, int) else None
+        self._prepare = getattr(policy, "prepare", None)
         # One inference thread: FIFO queue across all connections, the policy is never called concurrently.
         self._worker = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="shallowpi-infer"
+        )
+        # Decoding and observation checks: off the event loop, beside the model.
+        self._decoder = concurrent.futures.ThreadPoolExecutor(
+            max_workers=decode_threads, thread_name_prefix="shallowpi-decode"
         )
         self.requests_served = 0
 
@@ -90,6 +114,7 @@ class PolicyServer:
         end = time.monotonic()
         if not isinstance(result, dict) or "actions" not in result:
             raise TypeError(f"policy.infer must return a dict with 'actions', got {type(result).__name__}")
+        check_actions(result["actions"], self._action_shape)  # nothing unsafe reaches the robot
         result = dict(result)
         result["server_timing"] = {"infer_ms": (end - start) * 1e3, "queue_ms": (start - queued_at) * 1e3}
         return result
@@ -105,15 +130,26 @@ class PolicyServer:
             while True:
                 frame = await ws.recv()
                 start = time.monotonic()
-                obs = self._decode(frame)
+                obs = await loop.run_in_executor(self._decoder, self._decode_and_prepare, frame)
+                del frame  # the decoded arrays are views of it; nothing else needs it
                 reply = await loop.run_in_executor(self._worker, self._infer, obs, start)
                 if prev_total_ms is not None:
                     reply["server_timing"]["prev_total_ms"] = prev_total_ms
                 await ws.send(msgpack_numpy.packb(reply))
                 self.requests_served += 1
                 prev_total_ms = (time.monotonic() - start) * 1e3
-        except websockets.ConnectionClosed:
+        except websockets.ConnectionClosed as e:
+            if e.sent is not None and e.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                logger.warning(
+                    "refused a frame from %s larger than %d bytes (raise --max-frame-mb if it was valid)",
+                    peer,
+                    self.max_frame_bytes,
+                )
             logger.info("connection from %s closed", peer)
+        except UnsafeActionError as e:
+            # The model's fault, not the client's: the robot gets a reason, never the actions.
+            logger.error("refused to send unsafe actions to %s: %s", peer, e)
+            await self._fail(ws, f"{type(e).__name__}: {e}", INTERNAL_ERROR_REASON)
         except (BadRequest, ObservationError) as e:
             # The client's fault: a one-line reason is more useful to a robot operator than our traceback.
             logger.warning("bad request from %s: %s", peer, e)
@@ -122,12 +158,16 @@ class PolicyServer:
             logger.exception("inference failed for %s", peer)
             await self._fail(ws, traceback.format_exc(), INTERNAL_ERROR_REASON)
 
+    def _decode_and_prepare(self, frame: str | bytes) -> Any:
+        obs = self._decode(frame)
+        return self._prepare(obs) if self._prepare is not None else obs
+
     @staticmethod
     def _decode(frame: str | bytes) -> dict:
         if isinstance(frame, str):
             raise BadRequest("expected a binary msgpack frame, got a text frame")
         try:
-            obs = msgpack_numpy.unpackb(frame)
+            obs = msgpack_numpy.unpackb(frame, max_items=MAX_ITEMS)
         except ValueError as e:
             raise BadRequest(str(e)) from e
         if not isinstance(obs, dict):
@@ -155,6 +195,7 @@ class PolicyServer:
                 self.port,
                 compression=None,  # as openpi: frames are mostly incompressible image bytes
                 max_size=self.max_frame_bytes,
+                max_queue=MAX_QUEUED_FRAMES,
                 process_request=_health_check,
             ) as server:
                 port = next(iter(server.sockets)).getsockname()[1]
@@ -170,6 +211,7 @@ class PolicyServer:
                 await (stop.wait() if stop is not None else server.serve_forever())
         finally:
             self._worker.shutdown(wait=True, cancel_futures=True)
+            self._decoder.shutdown(wait=True, cancel_futures=True)
 
 
 class ServerThread:

@@ -30,6 +30,8 @@ from typing import Protocol
 import numpy as np
 
 from shallowpi.atomic import write_json_atomic
+from shallowpi.errors import MissingFileError, UserError
+from shallowpi.runtime.actions import UnsafeActionError, check_actions
 from shallowpi.sim import metaworld_env as mw
 
 CONFIGS_PER_SEED = 50  # MT1(task, seed).train_tasks has 50 configurations
@@ -65,22 +67,25 @@ class EvalConfig:
     video_dir: str | None = None
     videos_per_task: int = 2  # first N episodes of each task are recorded when video_dir is set
     threads_per_worker: int | None = None  # torch threads; None: cores / workers
+    truncate_prompt: bool | None = None  # None: the policy's processor config decides (default: refuse)
 
     def validate(self) -> None:
         if self.episodes_per_task < 1:
-            raise ValueError(f"episodes-per-task must be >= 1, got {self.episodes_per_task}")
+            raise UserError(f"episodes-per-task must be >= 1, got {self.episodes_per_task}")
         if not 1 <= self.max_steps <= MAX_PATH_LENGTH:
-            raise ValueError(
+            raise UserError(
                 f"max-steps must be in [1, {MAX_PATH_LENGTH}] (Meta-World's limit), got {self.max_steps}"
             )
         if self.n_action_steps is not None and self.n_action_steps < 1:
-            raise ValueError(f"n-action-steps must be >= 1, got {self.n_action_steps}")
+            raise UserError(f"n-action-steps must be >= 1, got {self.n_action_steps}")
+        if self.num_steps is not None and self.num_steps < 1:
+            raise UserError(f"num-steps must be >= 1, got {self.num_steps}")
         if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise UserError(f"workers must be >= 1, got {self.workers}")
         if not self.tasks:
-            raise ValueError("no tasks to evaluate")
+            raise UserError("no tasks to evaluate")
         if not Path(self.policy).is_dir():
-            raise FileNotFoundError(f"policy folder not found: {self.policy}")
+            raise MissingFileError(f"policy folder not found: {self.policy}")
 
 
 @dataclass
@@ -96,6 +101,8 @@ class EpisodeResult:
     policy_calls: int
     policy_s: float  # time spent inside the policy
     video_path: str | None = None
+    # Why the episode was stopped early, e.g. non-finite actions (never sent to the env); None: it ran.
+    stopped: str | None = None
 
 
 # the policy -------------------------------------------------------------------------------------------------
@@ -105,24 +112,33 @@ class PretrainedPolicy:
     """A pretrained folder as a Meta-World policy: env cameras -> the shared ActionPredictor (training
     Preprocessor, InferenceEngine, Postprocessor) -> (chunk, 4) unnormalised actions."""
 
-    def __init__(self, path: str | Path, *, device: str = "cpu", num_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        num_steps: int | None = None,
+        truncate_prompt: bool | None = None,
+    ) -> None:
         from shallowpi.runtime.policy import ActionPredictor
 
-        self.predictor = ActionPredictor.from_pretrained(path, device=device, num_steps=num_steps)
+        self.predictor = ActionPredictor.from_pretrained(
+            path, device=device, num_steps=num_steps, truncate_prompt=truncate_prompt
+        )
         self.model, pre, post = self.predictor.model, self.predictor.pre, self.predictor.post
         prefix = mw.camera_key("")
         self.cameras = []
         for key in pre.config.camera_map:
             cam = key.removeprefix(prefix)
             if not key.startswith(prefix) or cam not in mw.CAMERAS:
-                raise ValueError(
+                raise UserError(
                     f"policy camera {key!r} is not a Meta-World camera; expected {prefix}<one of {', '.join(mw.CAMERAS)}>"
                 )
             self.cameras.append(cam)
         if not self.cameras:
-            raise ValueError(f"the policy in {path} maps no camera (processor camera_map is empty)")
+            raise UserError(f"the policy in {path} maps no camera (processor camera_map is empty)")
         if post.action_dim != 4:
-            raise ValueError(f"Meta-World has action dim 4; the policy has {post.action_dim}")
+            raise UserError(f"Meta-World has action dim 4; the policy has {post.action_dim}")
         self.state_layout = mw.state_layout_for_dim(pre.state_dim)  # 4: hand, 7: hand + goal
         self.num_steps = num_steps
         self.chunk = self.model.config.chunk_size
@@ -155,6 +171,7 @@ def run_episode(
     frames: list[np.ndarray] = []
     rewards: list[float] = []
     success, calls, policy_s, steps = False, 0, 0.0, 0
+    stopped = None
     images = None
     for step in range(cfg.max_steps):
         if not queue or video_path is not None:
@@ -164,11 +181,17 @@ def run_episode(
         if not queue:
             seen = {c: np.zeros_like(v) for c, v in images.items()} if cfg.blank_images else images
             t0 = time.perf_counter()
-            chunk = policy(
-                seen, env.state(obs), env.instruction, _call_seed(cfg.seed, env.task, episode, calls)
-            )
-            policy_s += time.perf_counter() - t0
-            calls += 1
+            try:
+                chunk = policy(
+                    seen, env.state(obs), env.instruction, _call_seed(cfg.seed, env.task, episode, calls)
+                )
+                check_actions(chunk)  # whatever the ChunkPolicy: a NaN never reaches the env
+            except UnsafeActionError as e:
+                stopped = f"unsafe actions at step {step} (policy call {calls + 1}): {e}"
+                break
+            finally:
+                policy_s += time.perf_counter() - t0
+                calls += 1
             if chunk.ndim != 2 or chunk.shape[1] != 4:
                 raise ValueError(f"policy returned actions of shape {chunk.shape}, expected (chunk, 4)")
             queue = list(chunk[: cfg.n_action_steps or len(chunk)])
@@ -195,6 +218,7 @@ def run_episode(
         policy_calls=calls,
         policy_s=policy_s,
         video_path=written,
+        stopped=stopped,
     )
 
 
@@ -273,7 +297,9 @@ def _close_worker_env() -> None:
 
 
 def default_policy_factory(cfg: EvalConfig) -> ChunkPolicy:
-    return PretrainedPolicy(cfg.policy, device=cfg.device, num_steps=cfg.num_steps)
+    return PretrainedPolicy(
+        cfg.policy, device=cfg.device, num_steps=cfg.num_steps, truncate_prompt=cfg.truncate_prompt
+    )
 
 
 def iter_results(
@@ -312,6 +338,7 @@ def _aggregate(results: list[EpisodeResult]) -> dict:
         "avg_max_reward": _mean([r.max_reward for r in results]),
         "pc_success": _mean([float(r.success) for r in results]) * 100 if results else float("nan"),
         "n_episodes": len(results),
+        "n_stopped": sum(r.stopped is not None for r in results),  # episodes stopped for unsafe actions
         "video_paths": [r.video_path for r in results if r.video_path],
     }
 
@@ -334,6 +361,7 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
                     "seeds": [r.mt1_seed for r in rs],
                     "config_indices": [r.config_index for r in rs],
                     "video_paths": [r.video_path for r in rs if r.video_path],
+                    "stopped": [r.stopped for r in rs],  # None, or why the episode was stopped
                 },
             }
         )

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shallowpi.errors import UserError
+
 # One instruction per task (Meta-World ships none). MT10 first; the rest of MT50 after.
 MT10 = (
     "reach-v3",
@@ -112,7 +114,7 @@ def resolve_tasks(spec: str) -> list[str]:
         name = raw.strip()
         name = name if name.endswith("-v3") else f"{name}-v3"
         if name not in INSTRUCTIONS:
-            raise ValueError(
+            raise UserError(
                 f"unknown Meta-World task {raw.strip()!r}; known: mt10, mt50 or {', '.join(MT50)}"
             )
         names.append(name)
@@ -122,15 +124,13 @@ def resolve_tasks(spec: str) -> list[str]:
 def check_cameras(cameras: list[str]) -> list[str]:
     for cam in cameras:
         if cam not in CAMERAS:
-            raise ValueError(f"unknown Meta-World camera {cam!r}; choose from {', '.join(CAMERAS)}")
+            raise UserError(f"unknown Meta-World camera {cam!r}; choose from {', '.join(CAMERAS)}")
     return cameras
 
 
 def check_state_layout(layout: str) -> str:
     if layout not in STATE_LAYOUTS:
-        raise ValueError(
-            f"unknown Meta-World state layout {layout!r}; choose from {', '.join(STATE_LAYOUTS)}"
-        )
+        raise UserError(f"unknown Meta-World state layout {layout!r}; choose from {', '.join(STATE_LAYOUTS)}")
     return layout
 
 
@@ -140,7 +140,7 @@ def state_layout_for_dim(dim: int) -> str:
         if len(names) == dim:
             return name
     known = ", ".join(f"{n} ({len(v[0])})" for n, v in STATE_LAYOUTS.items())
-    raise ValueError(f"no Meta-World state layout has {dim} dims; known: {known}")
+    raise UserError(f"no Meta-World state layout has {dim} dims; known: {known}")
 
 
 def camera_key(camera: str) -> str:
@@ -185,7 +185,7 @@ class MetaWorldEnv:
         import mujoco
 
         if task not in INSTRUCTIONS:
-            raise ValueError(f"unknown Meta-World task {task!r}")
+            raise UserError(f"unknown Meta-World task {task!r}")
         self.task, self.seed, self.image_size = task, seed, image_size
         self.cameras = check_cameras(list(cameras))
         self.state_layout = check_state_layout(state_layout)

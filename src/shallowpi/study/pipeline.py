@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shallowpi.errors import MissingFileError, UserError
+
 BUNDLED_TEACHER = "teacher_metaworld"  # src/shallowpi/assets/<this>: a pretrained_model folder
 HELD_OUT_SEED = 1000  # eval configurations: MT1(task, 1000); demos use seed 0
 
@@ -32,14 +34,14 @@ def resolve_teacher(path: str | Path | None) -> Path:
     if path is None:
         p = bundled_teacher_path()
         if not (p / "config.json").is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no bundled teacher in this install ({p} is missing); pass --teacher PATH "
                 "(a pretrained_model folder: config.json, model.safetensors, processor files)"
             )
         return p
     p = Path(path)
     if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"--teacher {p}: not a pretrained_model folder (no config.json)")
+        raise MissingFileError(f"--teacher {p}: not a pretrained_model folder (no config.json)")
     return p
 
 
@@ -65,7 +67,7 @@ def teacher_info(path: Path) -> TeacherInfo:
     cams = [by_slot[s].removeprefix(prefix) for s in cfg.cameras if s in by_slot]
     bad = [c for c in cams if c not in mw.CAMERAS]
     if not cams or bad:
-        raise ValueError(
+        raise UserError(
             f"the teacher in {path} is not a Meta-World policy: its cameras are {list(pre.config.camera_map)}"
         )
     layout = mw.state_layout_for_dim(pre.state_dim)
@@ -91,7 +93,7 @@ def export_pretrained(train_out: str | Path, dest: str | Path) -> Path:
 
     last = ckpt.last_checkpoint(train_out)
     if last is None:
-        raise FileNotFoundError(f"no checkpoint in {train_out}")
+        raise MissingFileError(f"no checkpoint in {train_out}")
     return copy_folder(last / ckpt.PRETRAINED, dest)
 
 
@@ -216,7 +218,7 @@ def bench_policies(
 
     names = [Path(p).name for p in policies]
     if len(set(names)) != len(names):
-        raise ValueError(f"benchmarked policy folders need distinct names, got {names}")
+        raise UserError(f"benchmarked policy folders need distinct names, got {names}")
     from shallowpi.model.checkpoint import read_config
 
     settings = BenchSettings(
