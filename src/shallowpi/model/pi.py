@@ -280,11 +280,11 @@ class PiModel(nn.Module):
         return (t * c.time_scale + c.time_offset).float().to(device)
 
     # inference --------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def prefix_cache(
         self, prefix_embs: torch.Tensor, prefix_pad: torch.Tensor
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Run the backbone once over the prefix; per layer post-RoPE K and V, (B, nkv, P, hd) each."""
+        """Run the backbone once over the prefix; per layer post-RoPE K and V, (B, nkv, P, hd) each.
+        Differentiable (step distillation trains through it); the samplers call it under no_grad."""
         mask = additive(make_att_2d(prefix_pad, torch.zeros_like(prefix_pad, dtype=torch.long)))
         cos, sin = rope_cos_sin(positions(prefix_pad), self.config.vlm.head_dim, self.config.vlm.rope_theta)
         x = prefix_embs.to(self.compute_dtype)
@@ -299,7 +299,6 @@ class PiModel(nn.Module):
             x = layer.finish(x, out, None, None)
         return cache
 
-    @torch.no_grad()
     def denoise_step(
         self,
         cache: list[tuple[torch.Tensor, torch.Tensor]],
@@ -310,7 +309,8 @@ class PiModel(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One expert pass over the suffix against the cached prefix: -> v_t (B, chunk, max_action_dim)."""
+        """One expert pass over the suffix against the cached prefix: -> v_t (B, chunk, max_action_dim).
+        Differentiable, like `prefix_cache`."""
         suffix_embs, suffix_pad, suffix_ar, cond = self.embed_suffix(x_t, t, state)
         if rope is None or mask is None:
             rope, mask = self.suffix_rope_and_mask(prefix_pad, suffix_pad, suffix_ar)

@@ -61,6 +61,7 @@ class ActionPredictor:
             )
         self.model, self.config = model.eval(), cfg
         self.pre, self.post = preprocessor, postprocessor
+        cfg.time_grid(num_steps)  # a bad step count fails here, not on the first request
         self.num_steps = num_steps
         self.engine = InferenceEngine(self.model, batch_size=1)
 
@@ -147,6 +148,7 @@ class PiPolicy:
             "cameras": dict(zip(c.cameras, self.cameras, strict=True)),  # model slot -> processor camera
             "image_size": c.vision.image_size,
             "num_steps": self.num_steps or c.num_inference_steps,
+            "time_grid": c.time_grid(self.num_steps),  # the schedule every reply is sampled with
             "obs_mapping": self.mapping.describe(self.cameras),
         }
 
