@@ -175,3 +175,25 @@ def test_inconsistent_sampling_in_config_json_is_one_clear_error(tmp_path, edit,
     path.write_text(json.dumps(raw))
     with pytest.raises((ValueError, CheckpointError), match=problem):
         read_config(tmp_path / "s")
+
+
+def test_bench_samples_each_policy_with_its_own_schedule(tmp_path) -> None:
+    """A 10-step teacher and a 2-step student benched in one process: each run records (and is timed and
+    FLOP-counted with) its own schedule; an explicit step count applies to both."""
+    from shallowpi.runtime.bench import BenchSettings, run_bench
+
+    save_model(_model(grid=None), tmp_path / "teacher")
+    save_model(_model(grid=[1.0, 0.6, 0.0]), tmp_path / "student")
+    s = BenchSettings(
+        preset=None, policies=[str(tmp_path / "teacher"), str(tmp_path / "student")], modes=["engine"]
+    )
+    s.warmup, s.iters, s.threads = 1, 3, 1
+    runs = {r["name"].split("/")[0]: r for r in run_bench(s, log=lambda m: None)["runs"]}
+    assert (runs["teacher"]["steps"], runs["student"]["steps"]) == (10, 2)
+    assert runs["student"]["time_grid"] == [1.0, 0.6, 0.0]
+    assert runs["student"]["flops"]["denoise"] * 5 == runs["teacher"]["flops"]["denoise"]
+    assert runs["student"]["flops_counted"]["denoise"] * 5 == runs["teacher"]["flops_counted"]["denoise"]
+    s.steps = 1
+    runs = {r["name"].split("/")[0]: r for r in run_bench(s, log=lambda m: None)["runs"]}
+    assert runs["teacher"]["steps"] == runs["student"]["steps"] == 1
+    assert runs["student"]["time_grid"] == [1.0, 0.0]
