@@ -74,6 +74,19 @@ def test_bad_step_config_is_one_clear_error() -> None:
     teacher = random_teacher("pi05")
     with pytest.raises(ValueError, match="differ in variant"):
         StepDistillLoss(random_teacher("pi0"), teacher, StepDistillConfig(grid=[1.0, 0.0]))
+    with pytest.raises(ValueError, match="teacher or the L-layer student"):
+        StepDistillLoss(teacher, None, StepDistillConfig(grid=[1.0, 0.0]))
+
+
+def test_unsupported_trainer_options_fail_before_anything_is_written(tmp_path) -> None:
+    teacher = random_teacher()
+    source = SyntheticSource(teacher.config, num_samples=8, seed=0)
+    for option in ("fsdp", "gradient_checkpointing"):
+        cfg = TrainConfig(output_dir=str(tmp_path / option), steps=1, batch_size=4, progress=False)
+        setattr(cfg, option, True)
+        with pytest.raises(ValueError, match="does not support --fsdp or --gradient-checkpointing"):
+            train(copy.deepcopy(teacher), source, cfg, StepDistillConfig(grid=[1.0, 0.0]), teacher=teacher)
+        assert not (tmp_path / option).exists()
 
 
 def test_gradient_reaches_expert_backbone_and_vision() -> None:

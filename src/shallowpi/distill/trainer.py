@@ -145,6 +145,11 @@ def train(
     `write_extra(pretrained_dir)` adds files to every saved pretrained_model (the processor: stats and
     tokenizer travel with the model). Raises NonFiniteLossError naming the step and the term.
     """
+    if isinstance(loss_cfg, StepDistillConfig) and (cfg.fsdp or cfg.gradient_checkpointing):
+        raise ValueError(
+            "step distillation does not support --fsdp or --gradient-checkpointing (it trains through the "
+            "cached-prefix sampler, not the joint pass)"
+        )
     device_type = (
         "cuda"
         if (cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
@@ -161,8 +166,6 @@ def train(
     plan = StreamPlan(len(source), cfg.batch_size, info.world_size, info.rank, cfg.grad_accum, cfg.seed)
     loss_cfg = dataclasses.replace(loss_cfg, action_dim=loss_cfg.action_dim or source.action_dim)
     if isinstance(loss_cfg, StepDistillConfig):
-        if cfg.fsdp:
-            raise ValueError("step distillation does not support --fsdp (it runs the cached-prefix sampler)")
         loss_fn = StepDistillLoss(student, teacher, loss_cfg)
         student.config.sampling_grid, student.config.num_inference_steps = (
             list(loss_cfg.grid),

@@ -372,7 +372,7 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
     runners = [_make_runner(f"{label}/{mode}", mode, m, s, inputs) for label, m in models for mode in s.modes]
     log(
         f"bench: {len(runners)} runner(s) on {device}, {s.dtype}, batch {s.batch}, {cameras}/{slots} cameras, "
-        f"{lang} prompt tokens, {steps} steps; warm-up {s.warmup}, {s.iters} timed calls each"
+        f"{lang} prompt tokens, {s.steps or 'each model its own'} steps; warm-up {s.warmup}, {s.iters} timed calls each"
     )
 
     runs, outputs = [], {}
