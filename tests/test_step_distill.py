@@ -32,7 +32,7 @@ def _loss(student, teacher, batch, **kw) -> torch.Tensor:
     cfg = StepDistillConfig(**{"grid": [1.0, 0.5, 0.0], **kw})
     fn = StepDistillLoss(student, teacher, cfg)
     total, terms = fn(fn.forward_module(student), batch)
-    assert torch.equal(total, terms["step"])
+    assert torch.equal(total, terms["trajectory"])
     return total
 
 
@@ -134,7 +134,8 @@ def test_trained_one_step_student_is_closer_to_the_10_step_target_than_naive_eul
     distilled = _gap(loaded, teacher, source.action_dim)  # its own (1-step) schedule by default
     assert distilled < 0.3 * naive, (distilled, naive)  # measured 0.0023 vs 0.0246
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["loss"] < lines[0]["loss"]
+    assert [x["step"] for x in lines] == [10, 20, 30, 40]
+    assert lines[-1]["trajectory"] < lines[0]["trajectory"] and lines[-1]["loss"] == lines[-1]["trajectory"]
 
 
 def _cli(*argv, cwd=None) -> subprocess.CompletedProcess:

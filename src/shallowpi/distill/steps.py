@@ -6,7 +6,7 @@ teacher, or the depth-distilled student itself) integrates its ODE from the inte
 ⌈target_steps·(g_k − g_{k+1})⌉ uniform Euler sub-steps; the student's single velocity at (x_k, g_k) is
 trained to equal the target's average velocity over the interval,
 
-    v*_k = Σ_j (dt_j / Σ_i dt_i) · v_φ(x_{k,j}, s_{k,j}),   L_step = mean_k ‖v_θ(x_k, g_k) − v*_k‖²,
+    v*_k = Σ_j (dt_j / Σ_i dt_i) · v_φ(x_{k,j}, s_{k,j}),   L_trajectory = mean_k ‖v_θ(x_k, g_k) − v*_k‖²,
 
 so one student step lands where the target's sub-steps land. With one sub-step per interval and a student
 equal to its target the loss is exactly 0 (the weights are then exactly 1.0 and both sides run the same
@@ -40,7 +40,8 @@ States = Literal["student", "target"]
 
 @dataclass
 class StepWeights:
-    step: float = 1.0
+    # The term is "trajectory", not "step": the trainer's metrics records already use "step" for the step.
+    trajectory: float = 1.0
 
 
 @dataclass
@@ -59,8 +60,8 @@ class StepDistillConfig:
             raise ValueError(f"target_steps must be >= 1, got {self.target_steps}")
         if self.states not in ("student", "target"):
             raise ValueError(f"states must be 'student' or 'target', got {self.states!r}")
-        if self.weights.step <= 0:
-            raise ValueError(f"the step loss weight must be > 0, got {self.weights.step}")
+        if self.weights.trajectory <= 0:
+            raise ValueError(f"the trajectory loss weight must be > 0, got {self.weights.trajectory}")
 
     @property
     def num_steps(self) -> int:
@@ -131,7 +132,7 @@ def pad_noise(model: PiModel, noise: torch.Tensor) -> torch.Tensor:
 
 
 class StepDistillLoss:
-    """λ_step · L_step (module docstring); `student_forward` is a StepForward, or DDP around one."""
+    """λ · L_trajectory (module docstring); `student_forward` is a StepForward, or DDP around one."""
 
     def __init__(self, student: PiModel, teacher: PiModel | None, config: StepDistillConfig) -> None:
         if teacher is None:
@@ -178,8 +179,8 @@ class StepDistillLoss:
             v_target, _ = self.targets(batch, starts.detach())
         err = (v_s.float() - v_target.float()).pow(2).flatten(0, 1)  # (K*B, chunk, max_action_dim)
         # The targets are the model's own outputs, not data: no chunk step is padding.
-        terms = {"step": _action_error(err, self.config.action_dim, None)}
-        return self.config.weights.step * terms["step"], terms
+        terms = {"trajectory": _action_error(err, self.config.action_dim, None)}
+        return self.config.weights.trajectory * terms["trajectory"], terms
 
 
 __all__ = ["StepDistillConfig", "StepDistillLoss", "StepForward", "StepWeights"]
