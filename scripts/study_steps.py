@@ -230,6 +230,8 @@ class Study:
                 str(info.image_size),
                 "--cameras",
                 ",".join(info.cameras),
+                "--state",
+                info.state_layout,
                 "--workers",
                 str(a.workers),
                 "--no-progress",
