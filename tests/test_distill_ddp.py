@@ -14,6 +14,7 @@ from distill_helpers import random_teacher
 from shallowpi.distill.data import SyntheticSource
 from shallowpi.distill.losses import DistillLossConfig
 from shallowpi.distill.schedule import ScheduleConfig
+from shallowpi.distill.steps import StepDistillConfig
 from shallowpi.distill.student import make_student
 from shallowpi.distill.trainer import TrainConfig, train
 
@@ -26,7 +27,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(rank: int, world: int, port: int, out: str, grad_accum: int, fsdp: bool = False) -> None:
+def _run(
+    rank: int, world: int, port: int, out: str, grad_accum: int, fsdp: bool = False, steps: bool = False
+) -> None:
     torch.set_num_threads(1)
     if world > 1:
         os.environ.update(
@@ -52,7 +55,9 @@ def _run(rank: int, world: int, port: int, out: str, grad_accum: int, fsdp: bool
         fsdp=fsdp,
     )
     try:
-        train(student, SyntheticSource(teacher.config, 24), cfg, DistillLossConfig(), teacher=teacher)
+        # steps: the step-distillation stage (its own DDP-wrapped student pass), 2-step student, 4 sub-steps
+        loss = StepDistillConfig(grid=[1.0, 0.5, 0.0], target_steps=4) if steps else DistillLossConfig()
+        train(student, SyntheticSource(teacher.config, 24), cfg, loss, teacher=teacher)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -68,10 +73,10 @@ def _assert_close(a: dict, b: dict) -> None:
     assert worst < 2e-5, f"largest weight difference {worst}"
 
 
-def _one_process(tmp_path, grad_accum: int = 1):
-    out = tmp_path / f"single_{grad_accum}"
+def _one_process(tmp_path, grad_accum: int = 1, steps: bool = False):
+    out = tmp_path / f"single_{grad_accum}_{steps}"
     ctx = mp.get_context("spawn")  # a fresh process: same thread settings as the ranks
-    p = ctx.Process(target=_run, args=(0, 1, 0, str(out), grad_accum))
+    p = ctx.Process(target=_run, args=(0, 1, 0, str(out), grad_accum, False, steps))
     p.start()
     p.join()
     assert p.exitcode == 0
@@ -102,3 +107,10 @@ def test_two_process_fsdp2_matches_one_process(tmp_path):
     fsdp = tmp_path / "fsdp"
     mp.spawn(_run, args=(2, _free_port(), str(fsdp), 1, True), nprocs=2, join=True)
     _assert_close(_weights(single), _weights(fsdp))
+
+
+def test_two_process_ddp_matches_one_process_for_step_distillation(tmp_path):
+    single = _one_process(tmp_path, steps=True)
+    ddp = tmp_path / "ddp_steps"
+    mp.spawn(_run, args=(2, _free_port(), str(ddp), 1, False, True), nprocs=2, join=True)
+    _assert_close(_weights(single), _weights(ddp))

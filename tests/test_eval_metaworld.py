@@ -96,6 +96,7 @@ def test_eval_writes_lerobot_shaped_eval_info(policy_dir: Path, tmp_path: Path) 
     # 20 steps, 5 actions per call: at least one call per episode, at most 4
     assert 4 <= overall["policy_calls"] <= 16
     assert info["settings"]["max_steps"] == 20 and info["settings"]["env"] == "metaworld"
+    assert info["settings"]["time_grid"] == tiny().time_grid()  # the schedule it was sampled with
 
     # one video per task (first episode), decodable, of the rendered size
     assert len(overall["video_paths"]) == 2

@@ -2,6 +2,10 @@
 
 shallowpi distill --teacher TEACHER_DIR --dataset DATA --depth 6 --steps 30000 --batch-size 64 --output OUT
 torchrun --nproc-per-node 8 -m shallowpi distill ...        # DDP (add --fsdp for FSDP2)
+
+Step distillation (docs/step-distillation.md): a K-step student whose steps match the frozen target's 10-step
+solution, from a depth-distilled student (or straight from the teacher with --depth):
+shallowpi distill --teacher TEACHER_DIR --student L6_DIR --num-steps 2 --dataset DATA --steps N --output OUT
 """
 
 from __future__ import annotations
@@ -24,8 +28,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--weights",
-        default="task=1,kd=1,attn=1",
-        help="loss weights, e.g. task=1,kd=1,attn=1 (attn=1 is a placeholder until the study tunes it)",
+        default=None,
+        help="loss weights, e.g. task=1,kd=1,attn=1 (default; attn=1 is a placeholder until the study tunes "
+        "it); not used by step distillation",
+    )
+    g = p.add_argument_group("step distillation (fewer denoising steps)")
+    g.add_argument(
+        "--num-steps",
+        type=int,
+        default=None,
+        help="distil a K-step student (uniform grid); its config.json records the schedule",
+    )
+    g.add_argument("--time-grid", default=None, help="explicit student grid instead, e.g. 1,0.6,0")
+    g.add_argument(
+        "--student",
+        default=None,
+        help="start from this (depth-distilled) pretrained folder instead of subsampling the teacher; "
+        "--teacher is the frozen target (give the same folder to distil a model from its own 10 steps)",
+    )
+    g.add_argument(
+        "--target-steps",
+        type=int,
+        default=None,
+        help="Euler steps of the target over [1, 0] (default: its config's, 10)",
+    )
+    g.add_argument(
+        "--states",
+        choices=("student", "target"),
+        default="student",
+        help="start state of each interval: the student's own rollout (default) or the target's trajectory",
     )
     p.add_argument(
         "--attn-layers",
@@ -38,6 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from shallowpi.distill.losses import DistillLossConfig, LossWeights, parse_attn_pairs
     from shallowpi.distill.run import make_source, setup_threads, train_config
+    from shallowpi.distill.steps import StepDistillConfig
     from shallowpi.distill.student import make_student
     from shallowpi.distill.trainer import train
     from shallowpi.model import load_model
@@ -45,16 +77,33 @@ def run(args: argparse.Namespace) -> int:
     setup_threads(args)
     cfg = train_config(args)
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
-    if args.depth is None and layers is None:
+    grid = step_grid(args)
+    if grid is None and args.student is not None:
+        raise UserError("--student is for step distillation; add --num-steps K")
+    if args.student is not None and (args.depth is not None or layers is not None or args.vlm_layers):
+        raise UserError("give --student or --depth/--layers/--vlm-layers, not both")
+    if args.student is None and args.depth is None and layers is None:
         raise UserError("give --depth N or --layers i,j,...")
-    loss_cfg = DistillLossConfig(
-        weights=LossWeights.parse(args.weights),
-        attn_pairs=parse_attn_pairs(args.attn_layers) if args.attn_layers else None,
-    )
     teacher = load_model(args.teacher, dtype="float32")
-    vlm_layers = [int(x) for x in args.vlm_layers.split(",")] if args.vlm_layers else None
-    student = make_student(teacher, depth=args.depth, layers=layers, vlm_layers=vlm_layers)
-    source, write_extra = make_source(args, teacher.config, processor_dir=args.teacher)
+    if grid is not None:
+        if args.weights is not None or args.attn_layers is not None:
+            raise UserError("--weights / --attn-layers do not apply to step distillation")
+        loss_cfg = StepDistillConfig(
+            grid=grid,
+            target_steps=args.target_steps or teacher.config.num_inference_steps,
+            states=args.states,
+        )
+    else:
+        loss_cfg = DistillLossConfig(
+            weights=LossWeights.parse(args.weights or "task=1,kd=1,attn=1"),
+            attn_pairs=parse_attn_pairs(args.attn_layers) if args.attn_layers else None,
+        )
+    if args.student is not None:
+        student = load_model(args.student, dtype="float32").train()
+    else:
+        vlm_layers = [int(x) for x in args.vlm_layers.split(",")] if args.vlm_layers else None
+        student = make_student(teacher, depth=args.depth, layers=layers, vlm_layers=vlm_layers)
+    source, write_extra = make_source(args, teacher.config, processor_dir=args.student or args.teacher)
     final = train(
         student,
         source,
@@ -69,7 +118,28 @@ def run(args: argparse.Namespace) -> int:
             "dataset": args.dataset,
             "layer_map": student.config.layer_map,
             "vlm_layer_map": student.config.vlm_layer_map,
+            "student": args.student,
+            "time_grid": grid,
         },
     )
     print(f"student saved in {final}")
     return 0
+
+
+def step_grid(args: argparse.Namespace) -> list[float] | None:
+    """--num-steps / --time-grid -> the student's time grid (validated), or None (depth distillation)."""
+    from shallowpi.model.config import check_time_grid, uniform_time_grid
+
+    if args.time_grid is not None:
+        try:
+            grid = check_time_grid([float(x) for x in args.time_grid.split(",")])
+        except ValueError as e:
+            raise UserError(f"--time-grid {args.time_grid}: {e}") from e
+        if args.num_steps is not None and args.num_steps != len(grid) - 1:
+            raise UserError(f"--num-steps {args.num_steps} but --time-grid has {len(grid) - 1}")
+        return grid
+    if args.num_steps is None:
+        return None
+    if args.num_steps < 1:
+        raise UserError(f"--num-steps must be >= 1, got {args.num_steps}")
+    return uniform_time_grid(args.num_steps)

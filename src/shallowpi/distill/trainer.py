@@ -47,6 +47,7 @@ from shallowpi.distill.parallel import (
     without_gradient,
 )
 from shallowpi.distill.schedule import ScheduleConfig, make_scheduler
+from shallowpi.distill.steps import StepDistillConfig, StepDistillLoss
 from shallowpi.errors import MissingFileError, UserError
 from shallowpi.model import PiModel, load_state_dict
 
@@ -155,7 +156,7 @@ def train(
     student: PiModel,
     source: ExampleSource,
     cfg: TrainConfig,
-    loss_cfg: DistillLossConfig,
+    loss_cfg: DistillLossConfig | StepDistillConfig,
     *,
     teacher: PiModel | None = None,
     resume: bool = False,
@@ -164,9 +165,18 @@ def train(
 ) -> Path:
     """Train `student` (in place) and return the final checkpoint folder.
 
+    `loss_cfg` picks the stage: DistillLossConfig (depth distillation / task-only training, joint pass) or
+    StepDistillConfig (step distillation: the student's config then records the K-step time grid, so every
+    checkpoint samples with it).
+
     `write_extra(pretrained_dir)` adds files to every saved pretrained_model (the processor: stats and
     tokenizer travel with the model). Raises NonFiniteLossError naming the step and the term.
     """
+    if isinstance(loss_cfg, StepDistillConfig) and (cfg.fsdp or cfg.gradient_checkpointing):
+        raise ValueError(
+            "step distillation does not support --fsdp or --gradient-checkpointing (it trains through the "
+            "cached-prefix sampler, not the joint pass)"
+        )
     device_type = (
         "cuda"
         if (cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
@@ -182,7 +192,17 @@ def train(
 
     plan = StreamPlan(len(source), cfg.batch_size, info.world_size, info.rank, cfg.grad_accum, cfg.seed)
     loss_cfg = dataclasses.replace(loss_cfg, action_dim=loss_cfg.action_dim or source.action_dim)
-    loss_fn = DistillLoss(student, teacher, loss_cfg)  # validates weights / attention pairs / configs
+    if isinstance(loss_cfg, StepDistillConfig):
+        loss_fn = StepDistillLoss(student, teacher, loss_cfg)
+        student.config.sampling_grid, student.config.num_inference_steps = (
+            list(loss_cfg.grid),
+            len(loss_cfg.grid) - 1,
+        )
+        student.config.validate()
+    else:
+        loss_fn = DistillLoss(student, teacher, loss_cfg)  # validates weights / attention pairs / configs
+    # What DDP wraps: the stage's differentiable student pass (the joint pass unless the stage has its own).
+    module = loss_fn.forward_module(student) if hasattr(loss_fn, "forward_module") else JointForward(student)
 
     start_step, state = 0, None
     if resume:
@@ -227,10 +247,10 @@ def train(
             return o.v_t, o.attn, o.prefix_pad
     elif info.enabled:
         forward = DistributedDataParallel(
-            JointForward(student), device_ids=[device.index] if device.type == "cuda" else None
+            module, device_ids=[device.index] if device.type == "cuda" else None
         )
     else:
-        forward = JointForward(student)
+        forward = module
 
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(

@@ -7,6 +7,8 @@ standard π0/π0.5 ones travel in a "shallowpi" object inside config.json (see c
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -84,6 +86,9 @@ class PiConfig:
     # Backbone layers' teacher layers where they differ from the expert's `layer_map` (the authors' released
     # initialisation keeps the backbone's first layers and subsamples only the expert); None: `layer_map`.
     vlm_layer_map: list[int] | None = None
+    # The sampling schedule a step-distilled student was trained for: t values from 1 (noise) to 0 (data),
+    # num_inference_steps + 1 of them. None: uniform Euler over num_inference_steps (LeRobot's sampler).
+    sampling_grid: list[float] | None = None
     # LeRobot config.json fields we do not model (features, normalisation mapping, optimizer presets, ...),
     # kept verbatim so that a LeRobot config survives load -> save.
     lerobot: dict = field(default_factory=dict)
@@ -142,6 +147,38 @@ class PiConfig:
             )
         if self.dtype not in ("float32", "bfloat16"):
             raise UserError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.num_inference_steps < 1:
+            raise UserError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if self.sampling_grid is not None:
+            self.sampling_grid = check_time_grid(self.sampling_grid)
+            if len(self.sampling_grid) != self.num_inference_steps + 1:
+                raise UserError(
+                    f"sampling_grid {self.sampling_grid} has {len(self.sampling_grid) - 1} steps but "
+                    f"num_inference_steps is {self.num_inference_steps}"
+                )
+
+    # Sampling schedule ------------------------------------------------------------------------------------
+    def time_grid(self, num_steps: int | None = None) -> list[float]:
+        """The t values of the Euler sampler, 1.0 first, 0.0 last (num_steps + 1 of them).
+
+        None: the model's own schedule (its recorded `sampling_grid`, else uniform over
+        num_inference_steps). An explicit step count that differs from the recorded one means plain uniform
+        Euler with that many steps (the naive few-step baseline); the same count keeps the recorded grid.
+        """
+        if num_steps is None:
+            num_steps = self.num_inference_steps
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise UserError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+        if self.sampling_grid is not None and num_steps == len(self.sampling_grid) - 1:
+            return list(self.sampling_grid)
+        return uniform_time_grid(num_steps)
+
+    def with_sampling(self, grid: Sequence[float] | None) -> PiConfig:
+        """Same config sampled with `grid` (None: back to uniform Euler over num_inference_steps)."""
+        if grid is None:
+            return dataclasses.replace(self, sampling_grid=None)
+        grid = check_time_grid(grid)
+        return dataclasses.replace(self, sampling_grid=grid, num_inference_steps=len(grid) - 1)
 
     # Sequence lengths ------------------------------------------------------------------------------------
     @property
@@ -176,6 +213,45 @@ class PiConfig:
         if unknown:
             raise UserError(f"unknown PiConfig fields: {sorted(unknown)}")
         return cls(**d)
+
+
+def uniform_time_grid(num_steps: int) -> list[float]:
+    """LeRobot's / openpi's Euler times t_k = 1 + k·(−1/steps), then 0.0 (the same floats they compute)."""
+    dt = -1.0 / num_steps
+    return [1.0 + k * dt for k in range(num_steps)] + [0.0]
+
+
+def euler_steps(grid: Sequence[float]) -> list[tuple[float, float]]:
+    """[(t_k, dt_k)] of the Euler sampler along `grid`. On the uniform grid dt is exactly −1/steps, the float
+    LeRobot and openpi step with (t_{k+1} − t_k can differ from it in the last bit)."""
+    grid = [float(t) for t in grid]
+    n = len(grid) - 1
+    if grid == uniform_time_grid(n):
+        return [(t, -1.0 / n) for t in grid[:-1]]
+    return [(a, b - a) for a, b in zip(grid, grid[1:], strict=False)]
+
+
+def check_time_grid(grid: Sequence[float], *, full: bool = True) -> list[float]:
+    """A sampling schedule as floats: finite, strictly decreasing, from 1.0 to 0.0 (`full`), or any
+    decreasing sub-interval of [0, 1] (`full=False`). Raises one ValueError that shows the grid."""
+    try:
+        values = [float(t) for t in grid]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"time grid must be a list of numbers, got {grid!r}") from e
+    problem = None
+    if len(values) < 2:
+        problem = "it needs at least 2 values (one step)"
+    elif not all(math.isfinite(t) for t in values):
+        problem = "every value must be finite"
+    elif any(b >= a for a, b in zip(values, values[1:], strict=False)):
+        problem = "it must be strictly decreasing (t = 1 is noise, t = 0 is data)"
+    elif full and (values[0] != 1.0 or values[-1] != 0.0):
+        problem = "it must start at 1.0 and end at 0.0"
+    elif not full and (values[0] > 1.0 or values[-1] < 0.0):
+        problem = "it must lie within [0, 1]"
+    if problem:
+        raise ValueError(f"bad time grid {values}: {problem}")
+    return values
 
 
 # Presets ---------------------------------------------------------------------------------------------------

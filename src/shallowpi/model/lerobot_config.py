@@ -1,7 +1,9 @@
 """Translate between PiConfig and LeRobot 0.4.4's config.json (draccus dump of PI0Config / PI05Config).
 
 LeRobot has no size fields; our sizes go in a "shallowpi" object:
-{"vlm": {...}, "expert": {...}, "vision": {...}, "vocab_size": N, "layer_map": null | [ints]}.
+{"vlm": {...}, "expert": {...}, "vision": {...}, "vocab_size": N, "layer_map": null | [ints]}, and for a
+step-distilled student "sampling": {"num_steps": K, "time_grid": [1.0, ..., 0.0]} (its Euler schedule;
+LeRobot's own num_inference_steps is K too, so LeRobot samples the same step count, uniformly).
 Without it the standard LeRobot sizes apply (gemma_2b + gemma_300m + SigLIP So400m/14).
 LeRobot fields we do not model (features, normalisation mapping, optimizer presets...) are kept verbatim in
 `PiConfig.lerobot` and written back, so a config survives a round trip.
@@ -10,7 +12,14 @@ LeRobot fields we do not model (features, normalisation mapping, optimizer prese
 from __future__ import annotations
 
 from shallowpi.errors import UserError
-from shallowpi.model.config import GemmaConfig, PiConfig, SiglipConfig, gemma_2b, gemma_300m
+from shallowpi.model.config import (
+    GemmaConfig,
+    PiConfig,
+    SiglipConfig,
+    check_time_grid,
+    gemma_2b,
+    gemma_300m,
+)
 
 _GEMMA_VARIANTS = {"gemma_2b": gemma_2b, "gemma_300m": gemma_300m}
 _GEMMA_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim")
@@ -55,16 +64,39 @@ PLUGIN_TYPE = "shallowpi"  # config type of the lerobot_policy_shallowpi plugin 
 
 def _check_newer_fields(raw: dict) -> None:
     if raw.get("use_relative_actions"):
-        raise ValueError(
+        raise UserError(
             "config.json: use_relative_actions=true (LeRobot 0.5+ relative actions: the model predicts "
             "action - state) is not supported by shallowpi; use a checkpoint trained with absolute actions"
         )
     for k, v in raw.items():
         if "memory" in k and k not in _NEWER_OK and v not in (None, False, 0, [], {}):
-            raise ValueError(
+            raise UserError(
                 f"config.json: {k}={v!r} (a LeRobot 0.5+ memory field) is not supported by shallowpi; "
                 "it runs memory-less π0 / π0.5 policies only"
             )
+
+
+def _sampling(raw: dict, ours: dict) -> dict:
+    """shallowpi.sampling -> PiConfig kwargs (sampling_grid, num_inference_steps); one error if inconsistent."""
+    sampling = ours.get("sampling")
+    if sampling is None:
+        return {}
+    if not isinstance(sampling, dict) or "time_grid" not in sampling:
+        raise UserError(
+            f"config.json shallowpi.sampling must be {{'num_steps', 'time_grid'}}, got {sampling!r}"
+        )
+    try:
+        grid = check_time_grid(sampling["time_grid"])
+    except ValueError as e:
+        raise UserError(f"config.json shallowpi.sampling.time_grid: {e}") from e
+    steps = sampling.get("num_steps", len(grid) - 1)
+    lerobot_steps = raw.get("num_inference_steps", steps)
+    if steps != len(grid) - 1 or lerobot_steps != steps:
+        raise UserError(
+            f"config.json: shallowpi.sampling has num_steps {steps} and a {len(grid) - 1}-step time_grid, "
+            f"num_inference_steps is {lerobot_steps}; all three must agree"
+        )
+    return {"sampling_grid": grid, "num_inference_steps": len(grid) - 1}
 
 
 def config_from_lerobot(raw: dict) -> PiConfig:
@@ -96,7 +128,7 @@ def config_from_lerobot(raw: dict) -> PiConfig:
     else:
         cameras = [k for k, f in feats.items() if f.get("type") == "VISUAL"]
         cameras += [f"observation.images.empty_camera_{i}" for i in range(int(raw.get("empty_cameras", 0)))]
-    kwargs = {ours_k: raw[k] for k, ours_k in _SCALARS.items() if k in raw}
+    kwargs = {ours_k: raw[k] for k, ours_k in _SCALARS.items() if k in raw} | _sampling(raw, ours)
     cfg = PiConfig(
         variant=kind,
         vlm=_gemma(ours.get("vlm"), raw.get("paligemma_variant", "gemma_2b"), "vlm"),
@@ -177,4 +209,10 @@ def config_to_lerobot(cfg: PiConfig, overrides: dict | None = None) -> dict:
     }
     if cfg.vlm_layer_map is not None:  # written only when the stacks differ: older readers stay valid
         out["shallowpi"]["vlm_layer_map"] = list(cfg.vlm_layer_map)
+    if cfg.sampling_grid is not None:
+        out["num_inference_steps"] = len(cfg.sampling_grid) - 1
+        out["shallowpi"]["sampling"] = {
+            "num_steps": len(cfg.sampling_grid) - 1,
+            "time_grid": list(cfg.sampling_grid),
+        }
     return out

@@ -1,7 +1,8 @@
 """π0 / π0.5: SigLIP + Gemma backbone (prefix) + Gemma action expert (suffix), sampled by flow matching.
 
 Conventions (openpi / LeRobot 0.4.4): t = 1 is noise, t = 0 is data; x_t = t·ε + (1 − t)·a; the model
-predicts u = ε − a; Euler from t = 1 with dt = −1/steps. Layer i of the expert attends jointly with layer i of
+predicts u = ε − a; Euler from t = 1 to 0 over the config's time grid (`PiConfig.time_grid`: uniform
+dt = −1/steps unless a step-distilled student recorded its own). Layer i of the expert attends jointly with layer i of
 the backbone over [prefix | suffix]. At inference the prefix runs once into a KV cache and only the expert
 runs per step.
 """
@@ -18,7 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from shallowpi.model.attention import additive, attend, make_att_2d, positions
-from shallowpi.model.config import PiConfig
+from shallowpi.model.config import PiConfig, check_time_grid, euler_steps
 from shallowpi.model.gemma import GemmaStack, apply_rope, rope_cos_sin
 from shallowpi.model.inputs import Prefix, check_inputs, pad_last
 from shallowpi.model.siglip import SiglipVisionModel
@@ -138,21 +139,25 @@ class PiModel(nn.Module):
         self, x_t: torch.Tensor, t: torch.Tensor, state: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """-> embs (B, S, W_exp), pad (B, S), ar (B, S), adaRMS cond (B, W_exp) or None."""
-        b, chunk, _ = x_t.shape
         time_emb = self.time_embedding(t)  # (B, W)
         act = self.action_in_proj(x_t)  # (B, chunk, W)
-        ar = [1] + [0] * (chunk - 1)
         if self.config.variant == "pi0":
             state_tok = self.state_proj(state)[:, None]  # (B, 1, W)
             h = torch.cat([act, time_emb[:, None].expand_as(act)], dim=-1)  # (B, chunk, 2W)
             act = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(h)))
-            embs, ar, cond = torch.cat([state_tok, act], dim=1), [1] + ar, None
+            embs, cond = torch.cat([state_tok, act], dim=1), None
         else:
             embs = act
             cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(time_emb))))  # (B, W)
-        ar_t = torch.tensor(ar, dtype=torch.long, device=x_t.device).expand(b, -1)
-        pad = torch.ones(b, len(ar), dtype=torch.bool, device=x_t.device)
+        pad, ar_t = self.suffix_layout(x_t.shape[0], x_t.device)
         return embs, pad, ar_t, cond
+
+    def suffix_layout(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Suffix validity (B, S) and block starts (B, S): [state (π0)] | action chunk, each its own block."""
+        c = self.config
+        ar = [1] * (c.suffix_len - c.chunk_size + 1) + [0] * (c.chunk_size - 1)
+        ar_t = torch.tensor(ar, dtype=torch.long, device=device).expand(batch, -1)
+        return torch.ones(batch, len(ar), dtype=torch.bool, device=device), ar_t
 
     def _velocity(self, suffix_hidden: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         out, _ = self.expert.norm(suffix_hidden, cond)
@@ -275,11 +280,11 @@ class PiModel(nn.Module):
         return (t * c.time_scale + c.time_offset).float().to(device)
 
     # inference --------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def prefix_cache(
         self, prefix_embs: torch.Tensor, prefix_pad: torch.Tensor
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Run the backbone once over the prefix; per layer post-RoPE K and V, (B, nkv, P, hd) each."""
+        """Run the backbone once over the prefix; per layer post-RoPE K and V, (B, nkv, P, hd) each.
+        Differentiable (step distillation trains through it); the samplers call it under no_grad."""
         mask = additive(make_att_2d(prefix_pad, torch.zeros_like(prefix_pad, dtype=torch.long)))
         cos, sin = rope_cos_sin(positions(prefix_pad), self.config.vlm.head_dim, self.config.vlm.rope_theta)
         x = prefix_embs.to(self.compute_dtype)
@@ -294,7 +299,6 @@ class PiModel(nn.Module):
             x = layer.finish(x, out, None, None)
         return cache
 
-    @torch.no_grad()
     def denoise_step(
         self,
         cache: list[tuple[torch.Tensor, torch.Tensor]],
@@ -305,7 +309,8 @@ class PiModel(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One expert pass over the suffix against the cached prefix: -> v_t (B, chunk, max_action_dim)."""
+        """One expert pass over the suffix against the cached prefix: -> v_t (B, chunk, max_action_dim).
+        Differentiable, like `prefix_cache`."""
         suffix_embs, suffix_pad, suffix_ar, cond = self.embed_suffix(x_t, t, state)
         if rope is None or mask is None:
             rope, mask = self.suffix_rope_and_mask(prefix_pad, suffix_pad, suffix_ar)
@@ -344,7 +349,8 @@ class PiModel(nn.Module):
         compact: bool = True,
         keep_trace: bool = True,
     ) -> SampleTrace:
-        """Euler sampling from t = 1 with the prefix cached once; keeps every step's x_t and v_t."""
+        """Euler sampling over `config.time_grid(num_steps)` with the prefix cached once; keeps every step's
+        t, x_t and v_t."""
         prefix, state = check_inputs(
             self.config, images, img_masks, tokens, token_masks, state, compact=compact
         )
@@ -354,28 +360,38 @@ class PiModel(nn.Module):
             noise = torch.randn(shape, device=prefix.tokens.device)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
-        steps = self.config.num_inference_steps if num_steps is None else num_steps
-        if steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {steps}")
+        grid = self.config.time_grid(num_steps)
         prefix_embs, prefix_pad = self.embed_prefix(prefix)
         cache = self.prefix_cache(prefix_embs, prefix_pad)
-        dt = -1.0 / steps
-        x = noise.float()
-        trace = SampleTrace(actions=x, kv=cache if keep_trace else [], prefix_pad=prefix_pad)
-        rope = mask = None
-        for k in range(steps):
-            t = torch.full((b,), 1.0 + k * dt, dtype=torch.float32, device=x.device)
-            if rope is None:  # positions and masks are the same at every step
-                _, s_pad, s_ar, _ = self.embed_suffix(x, t, state)
-                rope, mask = self.suffix_rope_and_mask(prefix_pad, s_pad, s_ar)
+        trace = SampleTrace(actions=noise, kv=cache if keep_trace else [], prefix_pad=prefix_pad)
+        trace.actions = self.integrate(
+            cache, prefix_pad, noise.float(), grid, state, trace if keep_trace else None
+        )
+        return trace
+
+    @torch.no_grad()
+    def integrate(
+        self,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        prefix_pad: torch.Tensor,
+        x: torch.Tensor,
+        grid: Sequence[float],
+        state: torch.Tensor | None,
+        trace: SampleTrace | None = None,
+    ) -> torch.Tensor:
+        """Euler x ← x + (t_{k+1} − t_k)·v(x, t_k) along `grid` (decreasing, within [0, 1]; it need not
+        start at 1: step distillation integrates single intervals) over a cached prefix. x (B, chunk, A)."""
+        b = x.shape[0]
+        rope, mask = self.suffix_rope_and_mask(prefix_pad, *self.suffix_layout(b, x.device))  # every step's
+        for t_k, dt in euler_steps(check_time_grid(grid, full=False)):
+            t = torch.full((b,), t_k, dtype=torch.float32, device=x.device)
             v = self.denoise_step(cache, prefix_pad, x, t, state, rope, mask)
-            if keep_trace:
-                trace.t.append(1.0 + k * dt)
+            if trace is not None:
+                trace.t.append(t_k)
                 trace.x_t.append(x)
                 trace.v_t.append(v)
             x = x + dt * v
-        trace.actions = x
-        return trace
+        return x
 
     def sample_actions(
         self,

@@ -373,7 +373,7 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
     runners = [_make_runner(f"{label}/{mode}", mode, m, s, inputs) for label, m in models for mode in s.modes]
     log(
         f"bench: {len(runners)} runner(s) on {device}, {s.dtype}, batch {s.batch}, {cameras}/{slots} cameras, "
-        f"{lang} prompt tokens, {steps} steps; warm-up {s.warmup}, {s.iters} timed calls each"
+        f"{lang} prompt tokens, {s.steps or 'each model its own'} steps; warm-up {s.warmup}, {s.iters} timed calls each"
     )
 
     runs, outputs = [], {}
@@ -385,18 +385,19 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
         first = next(x for x in runners if x.model is r.model)  # this model's first mode
         diff = None if first is r else float((box["out"].float() - outputs[first.name].float()).abs().max())
         compact = "nocompact" not in r.mode
+        r_steps = s.steps or r.config.num_inference_steps  # each model samples with its own schedule
         flops = call_flops(
             r.config,
             batch=s.batch,
             cameras=cameras if compact else slots,
             lang_tokens=lang if compact else r.config.tokenizer_max_length,
-            steps=steps,
+            steps=r_steps,
             cached_conditioning=r.engine is not None,
         )
         counted = None
         if s.count_flops:
             if r.engine is not None:
-                counted = count_engine_flops(r.engine, inputs, steps)
+                counted = count_engine_flops(r.engine, inputs, r_steps)
             else:
                 counted = {"total": count_flops(lambda r=r: r.call(None))}
         params = sum(p.numel() for p in r.model.parameters())
@@ -407,6 +408,8 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
                 "mode": r.mode,
                 "variant": r.config.variant,
                 "depth": r.config.depth,
+                "steps": r_steps,
+                "time_grid": r.config.time_grid(s.steps),
                 "params": params,
                 "weights_mb": weights / 2**20,
                 "flops": flops,

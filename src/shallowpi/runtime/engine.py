@@ -5,7 +5,9 @@
     actions = engine.sample_actions(images, img_masks, tokens, token_masks, state, noise=noise)
 
 What it does beyond `PiModel.sample_actions` (whose outputs it equals within 1e-5 in fp32 on CPU):
-- Per-call work that depends only on the weights and the time schedule is done once per `num_steps` and
+- The schedule is the model's (`PiConfig.time_grid`: its recorded grid for a step-distilled student, else
+  uniform Euler); an explicit `num_steps` overrides it as in `PiModel.sample_actions`.
+- Per-call work that depends only on the weights and the time schedule is done once per time grid and
   cached: the sin/cos time embeddings, π0.5's time MLP and every adaRMS modulation (scale, shift, gate) of
   every expert layer and step, π0's time half of `action_time_mlp_in`. Call `refresh()` after changing weights.
 - The KV cache is one preallocated (B, nkv, P + S, hd) buffer per layer: the prefix fills [:P] once, each
@@ -29,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from shallowpi.model.attention import additive, make_att_2d, positions
+from shallowpi.model.config import euler_steps
 from shallowpi.model.gemma import _rms, apply_rope, rope_cos_sin
 from shallowpi.model.inputs import Prefix, check_inputs
 from shallowpi.model.pi import PiModel, sincos_time_embedding
@@ -39,9 +42,10 @@ Marks = Callable[[str], None]  # called with a stage name when that stage's work
 
 @dataclass
 class _Conditioning:
-    """Per-`num_steps` constants of the Euler loop (depend on weights and the t schedule only)."""
+    """Per-time-grid constants of the Euler loop (depend on weights and the t schedule only)."""
 
-    times: list[float]
+    times: list[float]  # t_k at which the velocity is evaluated
+    dts: list[float]  # Euler step after each evaluation (negative)
     # π0.5: per expert layer (s1p_in, shift_in, gate_in, s1p_post, shift_post, gate_post), each (steps, B, 1, W)
     layer_mods: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
     final_mods: tuple[torch.Tensor, torch.Tensor] | None = None  # (s1p, shift), each (steps, B, 1, W)
@@ -62,7 +66,7 @@ class _Buffers:
     noise: torch.Tensor  # (B, chunk, A) fp32, copied in per call
     state: torch.Tensor | None  # π0: (B, max_state_dim) fp32
     out: torch.Tensor | None = None  # result of the captured graph
-    graphs: dict = field(default_factory=dict)  # num_steps -> torch.cuda.CUDAGraph
+    graphs: dict = field(default_factory=dict)  # time grid (tuple) -> torch.cuda.CUDAGraph
 
 
 class InferenceEngine:
@@ -124,15 +128,13 @@ class InferenceEngine:
 
         `marks(stage)` is called after each of "vision", "prefix", "denoise" has been issued (bench timing).
         """
-        steps = self.config.num_inference_steps if num_steps is None else num_steps
-        if steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {steps}")
+        grid = self.config.time_grid(num_steps)  # validates num_steps before any work
         prefix, state = self.check(images, img_masks, tokens, token_masks, state)
         embs, pad = self.encode(prefix)
         _mark(marks, "vision")
         buf = self.prefill(embs, pad, state)
         _mark(marks, "prefix")
-        actions = self.denoise(buf, noise, steps)
+        actions = self.denoise(buf, noise, len(grid) - 1)
         _mark(marks, "denoise")
         return actions
 
@@ -197,7 +199,9 @@ class InferenceEngine:
             buf.state.copy_(state)
         return buf
 
-    def denoise(self, buf: _Buffers, noise: torch.Tensor | None, steps: int) -> torch.Tensor:
+    def denoise(self, buf: _Buffers, noise: torch.Tensor | None, steps: int | None = None) -> torch.Tensor:
+        """Euler loop over `config.time_grid(steps)` (None: the model's own schedule)."""
+        grid = tuple(self.config.time_grid(steps))
         b, c = self.batch_size, self.config
         shape = (b, c.chunk_size, c.max_action_dim)
         if noise is None:
@@ -205,23 +209,22 @@ class InferenceEngine:
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
         buf.noise.copy_(noise)
-        cond = self._conditioning(steps)
+        cond = self._conditioning(grid)
         if not self.cuda_graph:
             return self._loop(buf, cond)
-        if steps not in buf.graphs:
-            buf.graphs[steps] = self._capture(buf, cond)
-        buf.graphs[steps].replay()
+        if grid not in buf.graphs:
+            buf.graphs[grid] = self._capture(buf, cond)
+        buf.graphs[grid].replay()
         return buf.out.clone()
 
     # the Euler loop ---------------------------------------------------------------------------------------
     def _denoise_loop(self, buf: _Buffers, cond: _Conditioning) -> torch.Tensor:
         """x_{t+dt} = x_t + dt·v(x_t, t) from t = 1 over the cached prefix; reads only static tensors."""
         x = buf.noise
-        dt = -1.0 / len(cond.times)
         state_tok = None
         if self.config.variant == "pi0":
             state_tok = self.model.state_proj(buf.state)[:, None]  # (B, 1, W): the same at every step
-        for k in range(len(cond.times)):
+        for k, dt in enumerate(cond.dts):
             x = x + dt * self._velocity(buf, cond, k, x, state_tok)
         return x
 
@@ -263,16 +266,20 @@ class InferenceEngine:
         return m.action_out_proj(out.float() if out.dtype != torch.float32 else out)
 
     # caches -----------------------------------------------------------------------------------------------
-    def _conditioning(self, steps: int) -> _Conditioning:
-        if steps in self._cond:
-            return self._cond[steps]
+    def _conditioning(self, grid: tuple[float, ...] | int | None) -> _Conditioning:
+        """Constants for one time grid (a step count or None means `config.time_grid(that)`)."""
+        if grid is None or isinstance(grid, int):
+            grid = tuple(self.config.time_grid(grid))
+        if grid in self._cond:
+            return self._cond[grid]
         m, c, b = self.model, self.config, self.batch_size
-        dt = -1.0 / steps
-        times = [1.0 + k * dt for k in range(steps)]  # same floats as PiModel.sample_trace
+        schedule = euler_steps(grid)  # same floats as PiModel.integrate
+        times, dts = [t for t, _ in schedule], [dt for _, dt in schedule]
+        steps = len(times)
         t = torch.tensor(times, dtype=torch.float32, device=self.device).repeat_interleave(b)  # (steps*B,)
         w = c.expert.width
         temb = sincos_time_embedding(t, w, c.min_period, c.max_period).to(m.action_in_proj.weight.dtype)
-        cond = _Conditioning(times)
+        cond = _Conditioning(times, dts)
         if c.uses_adarms:
             tc = F.silu(m.time_mlp_out(F.silu(m.time_mlp_in(temb))))  # (steps*B, W)
 
@@ -287,7 +294,7 @@ class InferenceEngine:
         else:
             w_time = m.action_time_mlp_in.weight[:, w:]  # (W, W): acts on the time embedding
             cond.time_proj = F.linear(temb, w_time, m.action_time_mlp_in.bias).view(steps, b, 1, w)
-        self._cond[steps] = cond
+        self._cond[grid] = cond
         return cond
 
     def _buffers_for(self, prefix_len: int) -> _Buffers:

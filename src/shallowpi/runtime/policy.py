@@ -77,6 +77,7 @@ class ActionPredictor:
             raise UserError(f"num_steps must be >= 1, got {num_steps}")
         self.model, self.config = model.eval(), cfg
         self.pre, self.post = preprocessor, postprocessor
+        cfg.time_grid(num_steps)  # a bad step count fails here, not on the first request
         self.num_steps = num_steps
         if truncate_prompt is not None:
             preprocessor.config.truncate_prompt = truncate_prompt
@@ -170,6 +171,7 @@ class PiPolicy:
             "cameras": dict(zip(c.cameras, self.cameras, strict=True)),  # model slot -> processor camera
             "image_size": c.vision.image_size,
             "num_steps": c.num_inference_steps if self.num_steps is None else self.num_steps,
+            "time_grid": c.time_grid(self.num_steps),  # the schedule every reply is sampled with
             "obs_mapping": self.mapping.describe(self.cameras),
         }
 

@@ -377,6 +377,10 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
     }
     settings = asdict(cfg)
     settings["env"] = "metaworld"
+    if (Path(cfg.policy) / "config.json").is_file():  # the schedule the policy was sampled with
+        from shallowpi.model.checkpoint import read_config
+
+        settings["time_grid"] = read_config(cfg.policy).time_grid(cfg.num_steps)
     return {"per_task": per_task, "per_group": per_group, "overall": overall, "settings": settings}
 
 

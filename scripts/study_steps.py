@@ -1,0 +1,519 @@
+#!/usr/bin/env python3
+"""Fewer steps on top of fewer layers (issue 16), end to end, resumable: results/steps.md (+ .json, plot).
+
+    python scripts/study_steps.py --work outputs/steps --l6 L6_DIR            # full size (hours on 2 CPUs)
+    python scripts/study_steps.py --work outputs/steps --smoke                # every stage at toy sizes
+    python scripts/study_steps.py --work outputs/steps --stages eval,bench,report --l6 L6_DIR
+
+Policies: teacher@10, L6@10 (the depth-distilled student), and for every K in --ks the same L6 sampled
+naively with K Euler steps (no training) and L6 step-distilled to K steps (docs/step-distillation.md).
+
+Stages (each skips what is already finished; training resumes from its last checkpoint):
+  collect   MT10 scripted demonstrations, seed 0 (observations for distillation) -> WORK/data
+  depth     the L6 student (task+KD+attn), unless --l6 gives one             -> WORK/policies/L6
+  steps     `shallowpi distill --student L6 --num-steps K` for each K         -> WORK/policies/L6_K<k>_distilled
+  naive     L6 copies whose config samples K uniform Euler steps              -> WORK/policies/L6_K<k>_naive
+  eval      every policy on the held-out setups (seed 1000), its own schedule -> WORK/eval/<name>/eval_info.json
+  bench     CPU latency of every policy in ONE process, same inputs, with the vision / prefix / denoise split
+  report    results/steps.md (+ .json) and results/steps_pareto.png (--results; --smoke: WORK/results)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from shallowpi.atomic import write_json_atomic, write_text_atomic
+
+STAGES = ("collect", "depth", "steps", "naive", "eval", "bench", "report")
+REPO = Path(__file__).resolve().parents[1]
+
+# Targets of issue 16.
+MAX_DROP_PTS = 2.0  # L6@2 distilled within 2 pts of the teacher@10
+MIN_GAIN_OVER_NAIVE_PTS = 5.0  # and >= 5 pts above L6@2 naive
+MAX_LATENCY_RATIO = 0.30  # L6@2 end to end <= 0.30 x teacher@10 (stated for the mid config)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # folder name under WORK/policies (bench names runs by it)
+    label: str
+    depth: int
+    steps: int
+    kind: str  # teacher | student | naive | distilled
+
+
+def variants(teacher_depth: int, ks: list[int]) -> list[Variant]:
+    out = [Variant("teacher", f"teacher L{teacher_depth} @10", teacher_depth, 10, "teacher")]
+    out.append(Variant("L6", "L6 @10", 6, 10, "student"))
+    for k in ks:
+        out.append(Variant(f"L6_K{k}_naive", f"L6 @{k} naive", 6, k, "naive"))
+        out.append(Variant(f"L6_K{k}_distilled", f"L6 @{k} distilled", 6, k, "distilled"))
+    return out
+
+
+SMOKE = {
+    "tasks": "reach,drawer-close",
+    "demos_per_task": 2,
+    "depth_steps": 2,
+    "step_steps": 2,
+    "batch": 4,
+    "episodes_per_task": 1,
+    "max_steps": 10,
+    "bench_iters": 5,
+    "save_every": 2,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--work", default="outputs/steps", help="big outputs (data, checkpoints, evals); not in git"
+    )
+    p.add_argument("--results", default=None, help="report folder (default results/; --smoke: WORK/results)")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="toy sizes for every stage (" + ", ".join(f"{k}={v}" for k, v in SMOKE.items()) + ")",
+    )
+    p.add_argument("--teacher", default=None, help="teacher folder (default: the bundled test-bed teacher)")
+    p.add_argument("--l6", default=None, help="depth-distilled L6 folder (skips the depth stage)")
+    p.add_argument("--data", default=None, help="LeRobot dataset of demonstrations (skips collect)")
+    p.add_argument("--ks", default="2,1", help="student step counts")
+    p.add_argument(
+        "--target",
+        choices=("teacher", "l6"),
+        default="teacher",
+        help="frozen target of step distillation: the teacher's or the L6 student's own 10 steps",
+    )
+    p.add_argument("--states", choices=("student", "target"), default="student")
+    p.add_argument("--tasks", default="mt10")
+    p.add_argument("--demos-per-task", type=int, default=50)
+    p.add_argument("--depth-steps", type=int, default=3600, help="L6 depth-distillation steps")
+    p.add_argument("--depth-lr", type=float, default=2e-4)
+    p.add_argument("--step-steps", type=int, default=1500, help="step-distillation steps per K")
+    p.add_argument("--step-lr", type=float, default=1e-4)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--episodes-per-task", type=int, default=100)
+    p.add_argument("--max-steps", type=int, default=200)
+    p.add_argument("--workers", type=int, default=2, help="sim worker processes (collect, eval)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for training, eval and bench")
+    p.add_argument("--bench-iters", type=int, default=50)
+    args = p.parse_args(argv)
+    if args.smoke:
+        given = {
+            a.split("=")[0].lstrip("-").replace("-", "_")
+            for a in (argv or sys.argv[1:])
+            if a.startswith("--")
+        }
+        for k, v in SMOKE.items():
+            if k not in given:
+                setattr(args, k, v)
+    args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in args.stages if s not in STAGES]
+    if bad:
+        p.error(f"unknown stage {bad[0]!r}; choose from {', '.join(STAGES)}")
+    try:
+        args.ks = [int(k) for k in args.ks.split(",")]
+    except ValueError:
+        p.error(f"--ks {args.ks}: expected comma-separated integers, e.g. 2,1")
+    if any(k < 1 for k in args.ks):
+        p.error("--ks: every step count must be >= 1")
+    if args.results is None:
+        args.results = str(Path(args.work) / "results") if args.smoke else str(REPO / "results")
+    return args
+
+
+class Study:
+    def __init__(self, args: argparse.Namespace) -> None:
+        from shallowpi.model.checkpoint import read_config
+        from shallowpi.study import pipeline as P
+
+        self.args = args
+        self.work = Path(args.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.teacher_path = P.resolve_teacher(args.teacher)
+        self.teacher_depth = read_config(self.teacher_path).depth
+        self.data = Path(args.data) if args.data else self.work / "data"
+        self.policies = self.work / "policies"
+        self.log_path = self.work / "commands.log"
+
+    def say(self, msg: str) -> None:
+        print(f"[steps {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    def shallowpi(self, argv: list[str]) -> None:
+        cmd = "shallowpi " + shlex.join(argv)
+        self.say(cmd)
+        with open(self.log_path, "a") as f:
+            f.write(cmd + "\n")
+        env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+        subprocess.run([sys.executable, "-m", "shallowpi", *argv], check=True, env=env)
+
+    def threads(self) -> list[str]:
+        return ["--threads", str(self.args.threads)] if self.args.threads else []
+
+    def policy_dir(self, v: Variant) -> Path:
+        if v.kind == "teacher":
+            return self.policies / "teacher"  # a link to the teacher: bench names runs by folder
+        if v.kind == "student" and self.args.l6:
+            return Path(self.args.l6)
+        return self.policies / v.name
+
+    def train(self, name: str, argv: list[str], steps: int, lr: float) -> None:
+        from shallowpi.study import pipeline as P
+
+        out = self.work / "train" / name
+        done = P.trained_step(out)
+        if done >= steps:
+            self.say(f"{name}: trained ({done} steps), skipping")
+        else:
+            schedule = [
+                "--lr",
+                f"{lr:g}",
+                "--end-lr",
+                f"{lr / 10:g}",
+                "--warmup-steps",
+                str(max(1, steps // 10)),
+            ]
+            self.shallowpi(
+                [
+                    *argv,
+                    *schedule,
+                    "--batch-size",
+                    str(self.args.batch),
+                    "--seed",
+                    "1000",
+                    "--output",
+                    str(out),
+                    "--steps",
+                    str(steps),
+                    "--save-every",
+                    str(min(self.args.save_every, steps)),
+                    "--no-progress",
+                    *self.threads(),
+                    *(["--resume"] if done > 0 else []),
+                ]
+            )
+        P.export_pretrained(out, self.policies / name)
+
+    # stages ---------------------------------------------------------------------------------------------------
+
+    def collect(self) -> None:
+        from shallowpi.study import pipeline as P
+
+        if (self.data / "meta" / "info.json").is_file():
+            self.say(f"collect: {self.data} exists, skipping")
+            return
+        info = P.teacher_info(self.teacher_path)
+        a = self.args
+        self.shallowpi(
+            [
+                "collect",
+                "metaworld",
+                "--tasks",
+                a.tasks,
+                "--episodes-per-task",
+                str(a.demos_per_task),
+                "--seed",
+                "0",
+                "--image-size",
+                str(info.image_size),
+                "--cameras",
+                ",".join(info.cameras),
+                "--state",
+                info.state_layout,
+                "--workers",
+                str(a.workers),
+                "--no-progress",
+                "--out",
+                str(self.data),
+            ]
+        )
+
+    def depth(self) -> None:
+        if self.args.l6:
+            self.say(f"depth: using {self.args.l6}")
+            return
+        argv = ["distill", "--teacher", str(self.teacher_path), "--dataset", str(self.data), "--depth", "6"]
+        self.train(
+            "L6", [*argv, "--weights", "task=1,kd=1,attn=1"], self.args.depth_steps, self.args.depth_lr
+        )
+
+    def steps(self) -> None:
+        l6 = self.policy_dir(Variant("L6", "", 6, 10, "student"))
+        target = self.teacher_path if self.args.target == "teacher" else l6
+        for v in variants(self.teacher_depth, self.args.ks):
+            if v.kind != "distilled":
+                continue
+            argv = ["distill", "--teacher", str(target), "--student", str(l6), "--dataset", str(self.data)]
+            argv += ["--num-steps", str(v.steps), "--states", self.args.states]
+            self.train(v.name, argv, self.args.step_steps, self.args.step_lr)
+
+    def naive(self) -> None:
+        """L6 with num_inference_steps = K and no recorded grid: plain uniform Euler, the weights unchanged."""
+        from shallowpi.model.checkpoint import CONFIG_NAME
+        from shallowpi.study import pipeline as P
+
+        l6 = self.policy_dir(Variant("L6", "", 6, 10, "student"))
+        for v in variants(self.teacher_depth, self.args.ks):
+            if v.kind != "naive":
+                continue
+            with P.staged_folder(self.policy_dir(v)) as build:
+                shutil.copytree(l6, build)
+                raw = json.loads((build / CONFIG_NAME).read_text())
+                raw["num_inference_steps"] = v.steps
+                raw.get("shallowpi", {}).pop("sampling", None)
+                (build / CONFIG_NAME).write_text(json.dumps(raw, indent=4) + "\n")
+            self.say(f"naive: {v.name} = {l6} sampled with {v.steps} Euler steps")
+
+    def _link_teacher(self) -> None:
+        link = self.policies / "teacher"
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(self.teacher_path.resolve())
+
+    def eval_spec(self):
+        from shallowpi.sim import metaworld_env as mw
+        from shallowpi.study import pipeline as P
+
+        a = self.args
+        return P.EvalSpec(
+            tasks=mw.resolve_tasks(a.tasks),
+            episodes_per_task=a.episodes_per_task,
+            image_size=P.teacher_info(self.teacher_path).image_size,
+            max_steps=a.max_steps,
+            workers=a.workers,
+            threads=a.threads,
+        )
+
+    def _available(self) -> list[tuple[Variant, Path]]:
+        self._link_teacher()
+        out = []
+        for v in variants(self.teacher_depth, self.args.ks):
+            path = self.policy_dir(v)
+            if (path / "config.json").is_file():
+                out.append((v, path))
+            else:
+                self.say(f"{v.name}: no policy at {path} (run its stage first), left out")
+        return out
+
+    def eval(self) -> None:
+        from shallowpi.study import pipeline as P
+
+        spec = self.eval_spec()
+        for v, path in self._available():
+            info = P.evaluate_policy(path, spec, self.work / "eval" / v.name, progress=False)
+            self.say(f"eval: {v.name} {info['overall']['pc_success']:.1f} %")
+
+    def bench(self) -> None:
+        from shallowpi.runtime.bench import write_json
+        from shallowpi.study import pipeline as P
+
+        paths = [p for _, p in self._available()]
+        out = self.work / "bench.json"
+        if out.is_file():
+            old = json.loads(out.read_text())
+            if (
+                old["settings"]["policies"] == [str(p) for p in paths]
+                and old["settings"]["iters"] == self.args.bench_iters
+            ):
+                self.say(f"bench: {out} is up to date, skipping")
+                return
+        self.say(f"bench: {', '.join(p.name for p in paths)} in one process, each with its own schedule")
+        result = P.bench_policies(
+            paths, iters=self.args.bench_iters, threads=self.args.threads, log=lambda m: self.say(m.strip())
+        )
+        write_json(result, out)
+
+    def report(self) -> None:
+        from shallowpi.study import pipeline as P
+        from shallowpi.study import report as R
+
+        a, spec = self.args, self.eval_spec()
+        bench_path = self.work / "bench.json"
+        runs = {}
+        if bench_path.is_file():
+            for run in json.loads(bench_path.read_text())["runs"]:
+                runs[run["name"].split("/")[0]] = run
+        rows, results = [], {}
+        for v, path in self._available():
+            info_path = self.work / "eval" / v.name / "eval_info.json"
+            if not info_path.is_file():
+                self.say(f"report: no eval for {v.name}; left out")
+                continue
+            info = json.loads(info_path.read_text())
+            r = R.PolicyResult(
+                v.name,
+                v.label,
+                v.depth,
+                {"naive": "skip", "distilled": "student"}.get(v.kind, v.kind),
+                P.success_by_task(info),
+                info["settings"]["episodes_per_task"],
+                outcomes=P.outcomes_by_task(info),
+            )
+            run = runs.get(path.name)
+            if run is not None:
+                r.latency_ms, r.latency_p90_ms = run["latency_ms"]["median"], run["latency_ms"]["p90"]
+                r.flops = float(run["flops"]["total"])
+            results[v.name] = r
+            rows.append((v, r, run))
+        teacher = results.get("teacher")
+        for r in results.values():
+            if teacher is not None and teacher.latency_ms and r.latency_ms:
+                r.speedup = teacher.latency_ms / r.latency_ms
+        lines = [
+            "# Fewer steps on top of fewer layers (Meta-World test bed)",
+            "",
+            "Success on the held-out setups (mean over tasks ± 95 % interval), CPU latency of one action chunk "
+            "(engine, batch 1, all models in one process, calls interleaved) and its vision / prefix / denoise "
+            "split. Each policy samples with its own schedule (its config's step count and time grid).",
+            "",
+            "| policy | layers | steps | success % | Δ vs teacher (paired) | latency ms | × teacher | vision | prefix | denoise |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for v, r, run in rows:
+            pd = R.paired_difference(r, teacher) if teacher is not None and r is not teacher else None
+            st = (run or {}).get("stages_ms") or {}
+            ratio = (
+                None
+                if not (teacher and teacher.latency_ms and r.latency_ms)
+                else r.latency_ms / teacher.latency_ms
+            )
+            lines.append(
+                f"| {v.label} | {v.depth} | {v.steps} | {r.mean:.1f} ± {r.ci95:.1f} | "
+                + (f"{pd[0]:+.1f} ± {pd[1]:.1f}" if pd else "–")
+                + f" | {R._fmt(r.latency_ms)} | {R._fmt(ratio, '.2f')} | "
+                + " | ".join(
+                    R._fmt(st[k]["median"]) if k in st else "–" for k in ("vision", "prefix", "denoise")
+                )
+                + " |"
+            )
+        targets = self.targets(results)
+        lines += ["", "## Targets (issue 16)", ""]
+        lines += [
+            f"- {'met' if t.met else 'not met' if t.met is False else 'not measured'}: {t.text} — {t.detail}"
+            for t in targets
+        ]
+        commands = self.log_path.read_text().splitlines() if self.log_path.is_file() else []
+        settings = {
+            "teacher": str(self.teacher_path),
+            "L6": str(self.policy_dir(Variant("L6", "", 6, 10, "student"))),
+            "step distillation": f"target {a.target} @10, states {a.states}, {a.step_steps} steps x batch "
+            f"{a.batch}, lr {a.step_lr}",
+            "eval": f"{spec.episodes_per_task} episodes per task, tasks {','.join(spec.tasks)}, MT1 seed "
+            f"{spec.seed}, <= {spec.max_steps} steps",
+            "bench": f"{a.bench_iters} interleaved calls per policy, threads {a.threads or 'default'}",
+            "smoke run (toy sizes, numbers meaningless)": "yes" if a.smoke else "no",
+        }
+        lines += ["", "## Settings", ""] + [f"- {k}: {v}" for k, v in settings.items()]
+        lines += ["", "## Commands", "", "```"] + commands + ["```", ""]
+        lines += ["Regenerate: `python " + shlex.join(["scripts/study_steps.py", *sys.argv[1:]]) + "`", ""]
+        results_dir = Path(a.results)
+        png = R.plot_pareto(
+            list(results.values()),
+            results_dir / "steps_pareto.png",
+            title="Meta-World: layers x steps, CPU",
+            log=self.say,
+        )
+        if png:
+            lines.insert(4, f"![success vs latency]({png.name})\n")
+        out = write_text_atomic(results_dir / "steps.md", "\n".join(lines))
+        write_json_atomic(
+            obj={
+                "results": [
+                    {k: val for k, val in asdict(r).items() if k != "outcomes"}
+                    | {
+                        "mean": r.mean,
+                        "ci95": r.ci95,
+                        "steps": v.steps,
+                        "stages_ms": (run or {}).get("stages_ms"),
+                    }
+                    for v, r, run in rows
+                ],
+                "targets": [asdict(t) for t in targets],
+                "settings": settings,
+            },
+            path=results_dir / "steps.json",
+        )
+        self.say(f"report: {out}" + (f" and {png}" if png else ""))
+
+    def targets(self, results: dict) -> list:
+        from shallowpi.study import report as R
+
+        t, d2, n2 = results.get("teacher"), results.get("L6_K2_distilled"), results.get("L6_K2_naive")
+        out = []
+        if t and d2:
+            drop = t.mean - d2.mean
+            out.append(
+                R.Target(
+                    f"L6@2 distilled within {MAX_DROP_PTS:g} pts of teacher@10",
+                    drop <= MAX_DROP_PTS,
+                    f"{d2.mean:.1f} vs {t.mean:.1f} %",
+                )
+            )
+        else:
+            out.append(
+                R.Target(f"L6@2 distilled within {MAX_DROP_PTS:g} pts of teacher@10", None, "not evaluated")
+            )
+        if d2 and n2:
+            gain = d2.mean - n2.mean
+            out.append(
+                R.Target(
+                    f"L6@2 distilled >= {MIN_GAIN_OVER_NAIVE_PTS:g} pts above L6@2 naive",
+                    gain >= MIN_GAIN_OVER_NAIVE_PTS,
+                    f"{gain:+.1f} pts",
+                )
+            )
+        else:
+            out.append(
+                R.Target(
+                    f"L6@2 distilled >= {MIN_GAIN_OVER_NAIVE_PTS:g} pts above L6@2 naive",
+                    None,
+                    "not evaluated",
+                )
+            )
+        if t and d2 and t.latency_ms and d2.latency_ms:
+            ratio = d2.latency_ms / t.latency_ms
+            out.append(
+                R.Target(
+                    f"L6@2 latency <= {MAX_LATENCY_RATIO:g} x teacher@10 (issue states it for the mid config)",
+                    ratio <= MAX_LATENCY_RATIO,
+                    f"{ratio:.2f} on the test bed",
+                )
+            )
+        else:
+            out.append(R.Target(f"L6@2 latency <= {MAX_LATENCY_RATIO:g} x teacher@10", None, "not benched"))
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    study = Study(args)
+    study.say(
+        f"stages {','.join(args.stages)}; work {study.work}; results {args.results}"
+        + (" (smoke)" if args.smoke else "")
+    )
+    for stage in STAGES:
+        if stage in args.stages:
+            study.say(f"== {stage} ==")
+            getattr(study, stage)()
+    study.say("done")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
