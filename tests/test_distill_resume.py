@@ -22,7 +22,8 @@ from shallowpi.distill.losses import DistillLossConfig
 from shallowpi.distill.schedule import ScheduleConfig
 from shallowpi.distill.student import make_student
 from shallowpi.distill.trainer import TrainConfig, train
-from shallowpi.model import save_model
+from shallowpi.model import PiModel, save_model
+from shallowpi.model.config import tiny
 
 STEPS, EVERY = 12, 3
 
@@ -134,7 +135,10 @@ def one_thread():
 def test_workers_interrupted_and_resumed_equal_one_run_without_workers(tmp_path, one_thread):
     """Real dataset (video decoding in the workers), num_workers=2 as the CLI defaults to: a run that dies
     mid-way and resumes ends bit-identical to an uninterrupted run that loads in the main process."""
-    teacher = random_teacher("pi05", depth=2)
+    torch.manual_seed(0)
+    cfg = tiny("pi05", 2)
+    cfg.tokenizer_max_length = 64  # the sample's π0.5 prompt (task + 6 state bins) must fit: no truncation
+    teacher = PiModel(cfg).eval()
     dataset = LeRobotDataset(
         find_reference() / "lerobot_dataset_v3_small", chunk_size=teacher.config.chunk_size
     )
