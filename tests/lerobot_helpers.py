@@ -42,7 +42,9 @@ def save_tiny_student(
     """A depth-2 student (layer map [0, 3]) of a random depth-4 tiny teacher, as `shallowpi distill` saves it:
     one camera fed (`camera` -> slot 0; the other slots masked), Meta-World's state 4 / action 4."""
     torch.manual_seed(0)
-    teacher = PiModel(tiny(variant, depth=4)).eval()
+    tcfg = tiny(variant, depth=4)
+    tcfg.tokenizer_max_length = 48  # a Meta-World prompt with its 4 state bins fits: nothing is cut
+    teacher = PiModel(tcfg).eval()
     student = make_student(teacher, depth=2)
     cfg = student.config
     save_model(student, path)

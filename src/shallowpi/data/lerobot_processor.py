@@ -39,6 +39,7 @@ from shallowpi.data import transforms as T
 from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig
 from shallowpi.data.stats import Stats
 from shallowpi.data.tokenizer import Tokenizer
+from shallowpi.errors import MissingFileError, UserError
 from shallowpi.model.config import PiConfig
 
 PREPROCESSOR_JSON = "policy_preprocessor.json"
@@ -64,7 +65,7 @@ _KNOWN = _PASSIVE | {
 }
 
 
-class ProcessorFormatError(ValueError):
+class ProcessorFormatError(UserError):
     """LeRobot processor files that shallowpi cannot reproduce (names the step and the reason)."""
 
 
@@ -81,7 +82,7 @@ def find_tokenizer(name: str | None, folder: Path, tokenizer: str | Path | None 
     given = tokenizer or os.environ.get(TOKENIZER_ENV)
     if given:
         if not Path(given).is_file():
-            raise FileNotFoundError(f"tokenizer file not found: {given}")
+            raise MissingFileError(f"tokenizer file not found: {given}")
         return Path(given)
     if (folder / "tokenizer.model").is_file():
         return folder / "tokenizer.model"
@@ -90,7 +91,7 @@ def find_tokenizer(name: str | None, folder: Path, tokenizer: str | Path | None 
     found = sorted(repo.glob("*/tokenizer.model")) if repo.is_dir() else []
     if found:
         return found[-1]
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{folder} has no tokenizer file (its tokenizer step names {name!r}, which LeRobot would download). "
         f"Give the SentencePiece model with --tokenizer PATH (or ${TOKENIZER_ENV}), or put it in the local "
         f"Hugging Face cache: {repo}/<revision>/tokenizer.model"
@@ -103,7 +104,7 @@ def use_tokenizer(path: str | Path | None) -> None:
     if path is None:
         return
     if not Path(path).is_file():
-        raise FileNotFoundError(f"--tokenizer: file not found: {path}")
+        raise MissingFileError(f"--tokenizer: file not found: {path}")
     os.environ[TOKENIZER_ENV] = str(Path(path).resolve())
 
 
@@ -175,7 +176,7 @@ def _state(folder: Path, step: dict, where: str) -> dict[str, torch.Tensor]:
     if not name:
         raise ProcessorFormatError(f"{where}: the {step['registry_name']} step has no state_file")
     if not (folder / name).is_file():
-        raise FileNotFoundError(f"processor state file missing: {folder / name}")
+        raise MissingFileError(f"processor state file missing: {folder / name}")
     return load_file(str(folder / name))
 
 
@@ -220,7 +221,7 @@ def read_lerobot_processor(
     pre_steps = _steps(d / PREPROCESSOR_JSON)
     post_path = d / POSTPROCESSOR_JSON
     if not post_path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no {POSTPROCESSOR_JSON} in {d} (LeRobot writes it next to {PREPROCESSOR_JSON})"
         )
     post_steps = _steps(post_path)
@@ -289,7 +290,7 @@ def read_lerobot_processor(
     if tok_file and not tokenizer and not os.environ.get(TOKENIZER_ENV):
         tok_path = d / tok_file
         if not tok_path.is_file():
-            raise FileNotFoundError(f"processor file missing: {tok_path}")
+            raise MissingFileError(f"processor file missing: {tok_path}")
     else:
         tok_path = find_tokenizer(tcfg.get("tokenizer_name"), d, tokenizer)
 
