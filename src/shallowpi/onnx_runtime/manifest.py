@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shallowpi.errors import MissingFileError, UserError
+
 MANIFEST = "manifest.json"
 FORMAT = "shallowpi-onnx"
 VERSION = 1
@@ -33,7 +35,7 @@ GRAPHS = ("prefix", "denoise")
 DTYPES = ("float32", "float16")  # export dtypes (weights + compute); inputs/outputs named in the manifest
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """An exported folder that cannot be run: missing files, or a manifest that does not fit the graphs."""
 
 
@@ -106,9 +108,9 @@ def read_manifest(directory: str | Path) -> Manifest:
     root = Path(directory)
     path = root / MANIFEST
     if not root.is_dir():
-        raise FileNotFoundError(f"exported policy folder not found: {root}")
+        raise MissingFileError(f"exported policy folder not found: {root}")
     if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in {root}: not a folder written by `shallowpi export`")
+        raise MissingFileError(f"no {MANIFEST} in {root}: not a folder written by `shallowpi export`")
     try:
         raw: Any = json.loads(path.read_text())
     except json.JSONDecodeError as e:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shallowpi.errors import UserError
 from shallowpi.onnx_runtime.processor import ProcessorError
 from shallowpi.onnx_runtime.runner import OnnxRunner
 from shallowpi.runtime.obs_mapping import ObservationError, ObsMapping, get_mapping
@@ -29,9 +30,9 @@ class OnnxPolicy:
         name: str = "shallowpi-onnx",
     ) -> None:
         if runner.processor is None:
-            raise ValueError(f"{runner.manifest.root} was exported without a processor; it cannot be served")
+            raise UserError(f"{runner.manifest.root} was exported without a processor; it cannot be served")
         if runner.batch_size != 1:
-            raise ValueError(
+            raise UserError(
                 f"serving takes one observation per request; this export has batch_size={runner.batch_size}"
             )
         self.runner, self.proc = runner, runner.processor
@@ -45,7 +46,7 @@ class OnnxPolicy:
         fed = set(self.mapping.resolve(self.cameras))  # fails at start-up, not on the first request
         unfed = sorted({c for c in self.cameras if c is not None} - fed)
         if unfed:
-            raise ValueError(
+            raise UserError(
                 f"observation mapping {self.mapping.name!r} feeds no client key to camera(s) {unfed}"
             )
         self.state_dim, self.action_dim = self.proc.state_dim, self.proc.action_dim

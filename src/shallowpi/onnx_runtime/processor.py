@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from shallowpi.errors import MissingFileError, UserError
+
 EPS = 1e-8  # LeRobot's normalisation eps (shallowpi.data.transforms.EPS)
 STATE_BINS = 256
 
 
-class ProcessorError(ValueError):
+class ProcessorError(UserError):
     """A sample the exported policy cannot take; the message names the key."""
 
 
@@ -129,7 +131,7 @@ class SentencePieceTokenizer:
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"tokenizer model not found: {path}")
+            raise MissingFileError(f"tokenizer model not found: {path}")
         try:
             self.sp = spm.SentencePieceProcessor(model_file=str(path))
         except (RuntimeError, OSError) as e:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from shallowpi.errors import UserError
 from shallowpi.onnx_runtime.manifest import GRAPHS, Manifest, ManifestError, TensorSpec, read_manifest
 from shallowpi.onnx_runtime.processor import NumpyProcessor, ProcessorError
 
@@ -99,7 +100,7 @@ class OnnxRunner:
         self.dts = [float(d) for d in m.schedule["dts"]]
         if num_steps is not None and num_steps != len(self.times):
             if num_steps < 1:
-                raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+                raise UserError(f"num_steps must be >= 1, got {num_steps}")
             dt = -1.0 / num_steps  # the same floats as the engine's schedule
             self.times, self.dts = [1.0 + k * dt for k in range(num_steps)], [dt] * num_steps
         self.batch_size = m.batch_size
