@@ -49,7 +49,12 @@ _worker_env: mw.MetaWorldEnv | None = None  # one env (and one renderer) per wor
 
 def _get_env(cfg: CollectConfig, task: str) -> mw.MetaWorldEnv:
     global _worker_env
-    if _worker_env is None or _worker_env.task != task:
+    want = (task, cfg.seed, cfg.image_size, list(cfg.cameras), cfg.state)
+    have = None
+    if _worker_env is not None:
+        e = _worker_env
+        have = (e.task, e.seed, e.image_size, e.cameras, e.state_layout)
+    if have != want:  # an env made for other settings (an earlier inline run) must not be reused
         if _worker_env is not None:
             _worker_env.close()  # release the old renderer before making a new one
         _worker_env = mw.MetaWorldEnv(

@@ -380,18 +380,38 @@ def render_markdown(
 # files ------------------------------------------------------------------------------------------------------
 
 
-def plot_pareto(
-    results: list[PolicyResult], path: str | Path, title: str = "", log: Callable[[str], None] = print
-) -> Path | None:
-    """Mean success vs median CPU latency; teacher + main students joined as the Pareto line. Needs the
-    `plot` extra; without matplotlib it logs why and returns None (the markdown is still written)."""
+def _pyplot(what: str, log: Callable[[str], None]):
+    """matplotlib.pyplot on the Agg backend, or None (logged) without the `plot` extra."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log("pareto plot skipped: matplotlib is not installed (pip install 'shallowpi[plot]')")
+        log(f"{what} plot skipped: matplotlib is not installed (pip install 'shallowpi[plot]')")
+        return None
+    return plt
+
+
+def _finish(fig, ax, title: str, path: Path) -> Path:
+    """The success axis every study plot shares, then an atomic PNG write."""
+    ax.set_ylabel("mean success on held-out setups, %")
+    ax.set_ylim(-3, 103)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure_atomic(fig, path)
+
+
+def plot_pareto(
+    results: list[PolicyResult], path: str | Path, title: str = "", log: Callable[[str], None] = print
+) -> Path | None:
+    """Mean success vs median CPU latency; teacher + main students joined as the Pareto line. Needs the
+    `plot` extra; without matplotlib it logs why and returns None (the markdown is still written)."""
+    plt = _pyplot("pareto", log)
+    if plt is None:
         return None
     pts = [r for r in results if r.latency_ms is not None and not math.isnan(r.mean) and r.pooled_in is None]
     if not pts:
@@ -447,15 +467,8 @@ def plot_pareto(
                 arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5},
             )
     ax.set_xlabel("CPU latency per action chunk, ms (median)")
-    ax.set_ylabel("mean success on held-out setups, %")
-    ax.set_ylim(-3, 103)
     ax.set_xlim(left=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure_atomic(fig, path)
+    return _finish(fig, ax, title, path)
 
 
 def plot_schedule(
@@ -466,13 +479,8 @@ def plot_schedule(
     log: Callable[[str], None] = print,
 ) -> Path | None:
     """L6 success (with its 95 % interval) against distillation steps, the teacher as a line."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("schedule plot skipped: matplotlib is not installed (pip install 'shallowpi[plot]')")
+    plt = _pyplot("schedule", log)
+    if plt is None:
         return None
     if not rows:
         log("schedule plot skipped: no schedule run was evaluated")
@@ -488,14 +496,7 @@ def plot_schedule(
     ax.set_xscale("log")
     ax.set_xticks(xs, [str(n) for n in xs])
     ax.set_xlabel("distillation steps (each a full schedule)")
-    ax.set_ylabel("mean success on held-out setups, %")
-    ax.set_ylim(-3, 103)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure_atomic(fig, path)
+    return _finish(fig, ax, title, path)
 
 
 def attach_bench(results: list[PolicyResult], bench: dict) -> None:
