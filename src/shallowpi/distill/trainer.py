@@ -225,7 +225,8 @@ def train(
     student.to(device).train()
     freeze(student, vision=cfg.freeze_vision)
     w = loss_fn.config.weights
-    if isinstance(loss_fn, DistillLoss) and w.task == 0 and w.kd == 0:  # attention KD alone: the layers past the captured one get no gradient
+    # Attention KD alone: the layers past the captured one get no gradient.
+    if isinstance(loss_fn, DistillLoss) and w.task == 0 and w.kd == 0:
         probe = to_batch(
             MicroBatches(source, plan, student.config, start_step, start_step + 1)[0], student.config.variant
         )
