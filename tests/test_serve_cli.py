@@ -2,44 +2,27 @@
 
 from __future__ import annotations
 
-import http.client
-import re
-import signal
-import subprocess
-import sys
-import threading
-
 import numpy as np
-import pytest
 from websockets.sync.client import connect
 
+from serve_process import serving
 from shallowpi.runtime import msgpack_numpy
 from shallowpi.runtime.policy import PiPolicy, save_tiny_policy
-
-TIMEOUT = 120
 
 
 def test_serve_command_end_to_end(tmp_path):
     policy_dir = save_tiny_policy(tmp_path / "tiny", state_dim=8, action_dim=7)
-    cmd = [sys.executable, "-m", "shallowpi", "serve", "--policy", str(policy_dir), "--host", "127.0.0.1",
-           "--port", "0", "--device", "cpu", "--num-steps", "2", "--default-prompt", "pick up the bowl"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    timer = threading.Timer(TIMEOUT, proc.kill)  # bounds the whole test even if the server hangs
-    timer.start()
-    try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if m := re.search(r"listening on ws://127\.0\.0\.1:(\d+)", line):
-                port = int(m.group(1))
-                break
-        else:
-            pytest.fail("server exited before listening:\n" + "".join(lines))
-
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("GET", "/healthz")
-        assert conn.getresponse().status == 200
-
+    args = [
+        "--policy",
+        str(policy_dir),
+        "--device",
+        "cpu",
+        "--num-steps",
+        "2",
+        "--default-prompt",
+        "pick up the bowl",
+    ]
+    with serving(args) as port:
         rng = np.random.default_rng(0)
         obs = {  # no "prompt": the server's --default-prompt is used
             "observation/image": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8),
@@ -55,12 +38,3 @@ def test_serve_command_end_to_end(tmp_path):
             policy_dir, device="cpu", num_steps=2, default_prompt="pick up the bowl"
         )
         np.testing.assert_allclose(reply["actions"], direct.infer(obs)["actions"], rtol=0, atol=1e-6)
-
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import http.client
-import re
-import signal
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -15,32 +11,25 @@ import websockets
 from websockets.sync.client import connect
 
 from onnx_helpers import libero_obs
+from serve_process import TIMEOUT, serving
 from shallowpi.onnx_runtime.policy import OnnxPolicy
 from shallowpi.onnx_runtime.runner import OnnxRunner
 from shallowpi.runtime import msgpack_numpy
 from shallowpi.runtime.server import ServerThread
 
-TIMEOUT = 120
-
 
 def test_serve_onnxruntime_end_to_end(teacher_onnx):
-    cmd = [sys.executable, "-m", "shallowpi", "serve", "--backend", "onnxruntime", "--policy", str(teacher_onnx),
-           "--host", "127.0.0.1", "--port", "0", "--obs-map", "libero", "--threads", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    timer = threading.Timer(TIMEOUT, proc.kill)
-    timer.start()
-    try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if m := re.search(r"listening on ws://127\.0\.0\.1:(\d+)", line):
-                port = int(m.group(1))
-                break
-        else:
-            pytest.fail("server exited before listening:\n" + "".join(lines))
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("GET", "/healthz")
-        assert conn.getresponse().status == 200
+    args = [
+        "--backend",
+        "onnxruntime",
+        "--policy",
+        str(teacher_onnx),
+        "--obs-map",
+        "libero",
+        "--threads",
+        "1",
+    ]
+    with serving(args) as port:
         obs = libero_obs(2)
         with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None, open_timeout=30) as ws:
             metadata = msgpack_numpy.unpackb(ws.recv(timeout=30))
@@ -54,14 +43,6 @@ def test_serve_onnxruntime_end_to_end(teacher_onnx):
         assert reply["actions"].shape == (10, 4)
         np.testing.assert_allclose(reply["actions"], direct, rtol=0, atol=1e-6)
         assert isinstance(error, str) and "state of shape (4,)" in error
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
 
 
 class _NanSession:
