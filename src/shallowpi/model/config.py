@@ -294,8 +294,9 @@ def mid(variant: Variant = "pi05", depth: int = 18) -> PiConfig:
 
 
 def testbed(variant: Variant = "pi05", depth: int = 18) -> PiConfig:
-    """The Meta-World test-bed teacher: π0.5-shaped (adaRMS expert), 18 layers in both stacks like the real
-    models, sized to train on a 2-core CPU: 64 px images from 2 cameras, 16 tokens each (patch 16)."""
+    """The Meta-World test-bed policy: 18 layers in both stacks like the real models, sized to train on a
+    2-core CPU: 64 px images from 2 cameras, 16 tokens each (patch 16). `variant` picks π0.5 (adaRMS expert,
+    state as prompt text) or π0 (continuous state token in the action expert's suffix)."""
     return PiConfig(
         variant=variant,
         vlm=GemmaConfig(width=64, depth=depth, mlp_dim=256, num_heads=8, num_kv_heads=1, head_dim=16),
@@ -304,7 +305,8 @@ def testbed(variant: Variant = "pi05", depth: int = 18) -> PiConfig:
         vocab_size=1024,  # the shipped test-bed tokenizer
         cameras=DEFAULT_CAMERAS[:2],
         chunk_size=10,
-        tokenizer_max_length=64,  # room for a 7-dim state (hand + goal) in the π0.5 prompt: <= 48 tokens
+        # π0.5 writes the state into the prompt (7 dims: <= 36 tokens); π0 prompts hold the task text only
+        tokenizer_max_length=64 if variant == "pi05" else 16,
     )
 
 
