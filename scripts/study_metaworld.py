@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -169,14 +166,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     args = p.parse_args(argv)
     if args.smoke:
-        given = {
-            a.split("=")[0].lstrip("-").replace("-", "_")
-            for a in (argv or sys.argv[1:])
-            if a.startswith("--")
-        }
-        for k, v in SMOKE.items():
-            if k not in given:
-                setattr(args, k, v)
+        from shallowpi.study.workspace import smoke_defaults
+
+        smoke_defaults(args, SMOKE, argv)
     if args.state is None:
         from shallowpi.study.pipeline import teacher_info
 
@@ -198,32 +190,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 class Study:
     def __init__(self, args: argparse.Namespace) -> None:
+        from shallowpi.study.workspace import Workspace
+
         self.args = args
-        self.work = Path(args.work)
-        self.work.mkdir(parents=True, exist_ok=True)
+        self.ws = Workspace(args.work, tag="study")
+        self.work, self.policies = self.ws.work, self.ws.policies
         self.data = self.work / "data"
-        self.policies = self.work / "policies"
-        self.log_path = self.work / "commands.log"
-        self.timings_path = self.work / "timings.json"
-        self.timings = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
 
     def say(self, msg: str) -> None:
-        print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-    def shallowpi(self, argv: list[str]) -> None:
-        """Run a `shallowpi` command in a fresh process (memory freed after, a crash isolated) and log it."""
-        cmd = "shallowpi " + shlex.join(argv)
-        self.say(cmd)
-        with open(self.log_path, "a") as f:
-            f.write(cmd + "\n")
-        env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-        subprocess.run([sys.executable, "-m", "shallowpi", *argv], check=True, env=env)
-
-    def timed(self, key: str, fn) -> None:
-        t0 = time.perf_counter()
-        fn()
-        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
-        self.timings_path.write_text(json.dumps(self.timings, indent=2) + "\n")
+        self.ws.say(msg)
 
     @property
     def teacher_path(self) -> Path:
@@ -246,77 +221,26 @@ class Study:
     def policy_dir(self, v: Variant) -> Path:
         return self.teacher_path if v.kind == "teacher" else self.policies / v.name
 
-    def threads(self) -> list[str]:
-        return ["--threads", str(self.args.threads)] if self.args.threads else []
+    def train(self, name: str, argv: list[str], steps: int, lr: float) -> None:
+        from shallowpi.study.workspace import Schedule
 
-    # training with resume ------------------------------------------------------------------------------------
-
-    def train(self, name: str, argv: list[str], steps: int) -> None:
-        from shallowpi.study import pipeline as P
-
-        out = self.work / "train" / name
-        done = P.trained_step(out)
-        if done >= steps:
-            self.say(f"{name}: trained ({done} steps), skipping")
-        else:
-            resume = ["--resume"] if done > 0 else []
-            if resume:
-                self.say(f"{name}: resuming at step {done}/{steps}")
-            self.shallowpi(
-                [
-                    *argv,
-                    "--output",
-                    str(out),
-                    "--steps",
-                    str(steps),
-                    "--save-every",
-                    str(min(self.args.save_every, steps)),
-                    "--no-progress",
-                    *self.threads(),
-                    *resume,
-                ]
-            )
-        P.export_pretrained(out, self.policies / name)
-
-    def schedule(self, steps: int, lr: float) -> list[str]:
-        return [
-            "--lr",
-            f"{lr:g}",
-            "--end-lr",
-            f"{lr / 10:g}",
-            "--warmup-steps",
-            str(max(1, min(1000, steps // 10))),
-        ]
+        self.ws.train(
+            name, argv, Schedule(steps, lr), save_every=self.args.save_every, threads=self.args.threads
+        )
 
     # stages ---------------------------------------------------------------------------------------------------
 
     def collect(self) -> None:
         a = self.args
-        if (self.data / "meta" / "info.json").is_file():
-            self.say(f"collect: {self.data} exists, skipping")
-            return
-        self.shallowpi(
-            [
-                "collect",
-                "metaworld",
-                "--tasks",
-                a.tasks,
-                "--episodes-per-task",
-                str(a.demos_per_task),
-                "--seed",
-                "0",
-                "--image-size",
-                str(a.image_size),
-                "--cameras",
-                a.cameras,
-                "--state",
-                a.state,
-                "--workers",
-                str(a.workers),
-                "--no-progress",
-                "--out",
-                str(self.data),
-            ]
+        cams = a.cameras.split(",")
+        self.ws.collect(
+            self.data,
+            tasks=a.tasks,
+            episodes_per_task=a.demos_per_task,
+            image_size=a.image_size,
+            cameras=cams,
+            state=a.state,
+            workers=a.workers,
         )
 
     def teacher(self) -> None:
@@ -338,9 +262,9 @@ class Study:
                 str(a.teacher_batch),
                 "--seed",
                 "1000",
-                *self.schedule(a.teacher_steps, a.teacher_lr),
             ],
             a.teacher_steps,
+            a.teacher_lr,
         )
 
     def students(self) -> None:
@@ -376,9 +300,9 @@ class Study:
                         str(a.student_batch),
                         "--seed",
                         str(v.seed),
-                        *self.schedule(steps, a.teacher_lr),
                     ],
                     steps,
+                    a.teacher_lr,
                 )
                 continue
             argv = [
@@ -395,7 +319,6 @@ class Study:
                 str(a.student_batch),
                 "--seed",
                 str(v.seed),
-                *self.schedule(steps, a.student_lr),
             ]
             if v.vlm_layers is not None:
                 argv += ["--vlm-layers", v.vlm_layers]
@@ -403,7 +326,7 @@ class Study:
                 layer_map = default_layer_map(a.teacher_depth, v.depth)
                 s = 0 if v.attn == "initial" else v.depth - 1
                 argv += ["--attn-layers", f"{s}:{layer_map[s]}"]
-            self.train(v.name, argv, steps)
+            self.train(v.name, argv, steps, a.student_lr)
 
     def eval_spec(self):
         from shallowpi.sim import metaworld_env as mw
@@ -424,32 +347,18 @@ class Study:
 
     def kept_eval(self, v: Variant) -> dict | None:
         """The committed evaluation of `v` when it was made with this study's settings."""
-        path = self.kept_eval_path(v)
-        if not path.is_file():
-            return None
-        info = json.loads(path.read_text())
-        return info if self.eval_spec().matches(info) else None
+        return self.ws.kept_eval(v.name, self.eval_spec(), Path(self.args.results) / "evals")
 
     def eval(self) -> None:
-        from shallowpi.study import pipeline as P
-
         spec = self.eval_spec()
         for v in self.selected():
-            if self.kept_eval(v) is not None:
-                self.say(f"eval: {v.name} kept in {self.kept_eval_path(v)}, skipping")
-                continue
             path = self.policy_dir(v)
-            if not (path / "config.json").is_file():
+            if self.kept_eval(v) is None and not (path / "config.json").is_file():
                 self.say(f"eval: {v.name} has no policy at {path} (run its stage first), skipping")
                 continue
-            self.say(f"eval: {v.name} ({len(spec.tasks)} tasks x {spec.episodes_per_task} episodes)")
-            info = P.evaluate_policy(path, spec, self.work / "eval" / v.name, progress=False)
-            kept = {k: val for k, val in info.items() if k != "video_paths"}
-            write_json_atomic(obj=kept, path=self.kept_eval_path(v))
-            self.say(f"eval: {v.name} {info['overall']['pc_success']:.1f} %")
+            self.ws.evaluate(v.name, path, spec, keep_in=Path(self.args.results) / "evals")
 
     def bench(self) -> None:
-        from shallowpi.runtime.bench import write_json
         from shallowpi.study import pipeline as P
 
         # One architecture per depth. Latency does not depend on the weights, so each depth is timed on the
@@ -461,25 +370,8 @@ class Study:
                 P.save_layer_skip_student(str(self.teacher_path), d, arch)
             paths.append(arch)
         if self.teacher_path.name != "teacher":  # bench names runs by folder name
-            link = self.policies / "teacher"
-            if not link.exists():
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(self.teacher_path.resolve())
-            paths[0] = link  # before the up-to-date check: bench.json records this path
-        out = self.work / "bench.json"
-        if out.is_file():
-            old = json.loads(out.read_text())
-            if (
-                old["settings"]["policies"] == [str(p) for p in paths]
-                and old["settings"]["iters"] == self.args.bench_iters
-            ):
-                self.say(f"bench: {out} is up to date, skipping")
-                return
-        self.say(f"bench: {', '.join(p.name for p in paths)} in one process")
-        result = P.bench_policies(
-            paths, iters=self.args.bench_iters, threads=self.args.threads, log=lambda m: self.say(m.strip())
-        )
-        write_json(result, out)
+            paths[0] = self.ws.link("teacher", self.teacher_path)
+        self.ws.bench(paths, iters=self.args.bench_iters, threads=self.args.threads)
 
     def report(self) -> None:
         from shallowpi.study import pipeline as P
@@ -536,7 +428,7 @@ class Study:
             title=f"Meta-World {a.tasks}, held-out seed {spec.seed}, CPU latency",
             log=self.say,
         )
-        commands = self.log_path.read_text().splitlines() if self.log_path.is_file() else []
+        commands = self.ws.commands()
         env = bench["environment"] if bench else {}
         settings = {
             "tasks": ",".join(spec.tasks),
@@ -552,7 +444,7 @@ class Study:
             "bench": f"engine runtime, batch 1, {a.bench_iters} interleaved calls per model, torch "
             f"{env.get('torch', '?')}, {env.get('torch_threads', '?')} threads, "
             f"{env.get('cpu_count', '?')} CPUs ({env.get('platform', '?')})",
-            "stage wall times": ", ".join(f"{k} {v / 60:.1f} min" for k, v in self.timings.items()) or "–",
+            "stage wall times": ", ".join(f"{k} {v / 60:.1f} min" for k, v in self.ws.timings.items()) or "–",
             "smoke run (toy sizes, numbers meaningless)": "yes" if a.smoke else "no",
         }
         md = R.render_markdown(
@@ -592,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage in STAGES:
         if stage in args.stages:
             study.say(f"== {stage} ==")
-            study.timed(stage, getattr(study, stage))
+            study.ws.timed(stage, getattr(study, stage))
     study.say("done")
     return 0
 

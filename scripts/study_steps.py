@@ -22,12 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import shutil
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,14 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bench-iters", type=int, default=50)
     args = p.parse_args(argv)
     if args.smoke:
-        given = {
-            a.split("=")[0].lstrip("-").replace("-", "_")
-            for a in (argv or sys.argv[1:])
-            if a.startswith("--")
-        }
-        for k, v in SMOKE.items():
-            if k not in given:
-                setattr(args, k, v)
+        from shallowpi.study.workspace import smoke_defaults
+
+        smoke_defaults(args, SMOKE, argv)
     args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in args.stages if s not in STAGES]
     if bad:
@@ -138,29 +129,17 @@ class Study:
     def __init__(self, args: argparse.Namespace) -> None:
         from shallowpi.model.checkpoint import read_config
         from shallowpi.study import pipeline as P
+        from shallowpi.study.workspace import Workspace
 
         self.args = args
-        self.work = Path(args.work)
-        self.work.mkdir(parents=True, exist_ok=True)
+        self.ws = Workspace(args.work, tag="steps")
+        self.work, self.policies = self.ws.work, self.ws.policies
         self.teacher_path = P.resolve_teacher(args.teacher)
         self.teacher_depth = read_config(self.teacher_path).depth
         self.data = Path(args.data) if args.data else self.work / "data"
-        self.policies = self.work / "policies"
-        self.log_path = self.work / "commands.log"
 
     def say(self, msg: str) -> None:
-        print(f"[steps {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-    def shallowpi(self, argv: list[str]) -> None:
-        cmd = "shallowpi " + shlex.join(argv)
-        self.say(cmd)
-        with open(self.log_path, "a") as f:
-            f.write(cmd + "\n")
-        env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-        subprocess.run([sys.executable, "-m", "shallowpi", *argv], check=True, env=env)
-
-    def threads(self) -> list[str]:
-        return ["--threads", str(self.args.threads)] if self.args.threads else []
+        self.ws.say(msg)
 
     def policy_dir(self, v: Variant) -> Path:
         if v.kind == "teacher":
@@ -170,74 +149,28 @@ class Study:
         return self.policies / v.name
 
     def train(self, name: str, argv: list[str], steps: int, lr: float) -> None:
-        from shallowpi.study import pipeline as P
+        from shallowpi.study.workspace import Schedule
 
-        out = self.work / "train" / name
-        done = P.trained_step(out)
-        if done >= steps:
-            self.say(f"{name}: trained ({done} steps), skipping")
-        else:
-            schedule = [
-                "--lr",
-                f"{lr:g}",
-                "--end-lr",
-                f"{lr / 10:g}",
-                "--warmup-steps",
-                str(max(1, steps // 10)),
-            ]
-            self.shallowpi(
-                [
-                    *argv,
-                    *schedule,
-                    "--batch-size",
-                    str(self.args.batch),
-                    "--seed",
-                    "1000",
-                    "--output",
-                    str(out),
-                    "--steps",
-                    str(steps),
-                    "--save-every",
-                    str(min(self.args.save_every, steps)),
-                    "--no-progress",
-                    *self.threads(),
-                    *(["--resume"] if done > 0 else []),
-                ]
-            )
-        P.export_pretrained(out, self.policies / name)
+        a = self.args
+        argv = [*argv, "--batch-size", str(a.batch), "--seed", "1000"]
+        self.ws.train(
+            name, argv, Schedule(steps, lr, max_warmup=steps), save_every=a.save_every, threads=a.threads
+        )
 
     # stages ---------------------------------------------------------------------------------------------------
 
     def collect(self) -> None:
         from shallowpi.study import pipeline as P
 
-        if (self.data / "meta" / "info.json").is_file():
-            self.say(f"collect: {self.data} exists, skipping")
-            return
         info = P.teacher_info(self.teacher_path)
-        a = self.args
-        self.shallowpi(
-            [
-                "collect",
-                "metaworld",
-                "--tasks",
-                a.tasks,
-                "--episodes-per-task",
-                str(a.demos_per_task),
-                "--seed",
-                "0",
-                "--image-size",
-                str(info.image_size),
-                "--cameras",
-                ",".join(info.cameras),
-                "--state",
-                info.state_layout,
-                "--workers",
-                str(a.workers),
-                "--no-progress",
-                "--out",
-                str(self.data),
-            ]
+        self.ws.collect(
+            self.data,
+            tasks=self.args.tasks,
+            episodes_per_task=self.args.demos_per_task,
+            image_size=info.image_size,
+            cameras=info.cameras,
+            state=info.state_layout,
+            workers=self.args.workers,
         )
 
     def depth(self) -> None:
@@ -261,26 +194,13 @@ class Study:
 
     def naive(self) -> None:
         """L6 with num_inference_steps = K and no recorded grid: plain uniform Euler, the weights unchanged."""
-        from shallowpi.model.checkpoint import CONFIG_NAME
         from shallowpi.study import pipeline as P
 
         l6 = self.policy_dir(Variant("L6", "", 6, 10, "student"))
         for v in variants(self.teacher_depth, self.args.ks):
-            if v.kind != "naive":
-                continue
-            with P.staged_folder(self.policy_dir(v)) as build:
-                shutil.copytree(l6, build)
-                raw = json.loads((build / CONFIG_NAME).read_text())
-                raw["num_inference_steps"] = v.steps
-                raw.get("shallowpi", {}).pop("sampling", None)
-                (build / CONFIG_NAME).write_text(json.dumps(raw, indent=4) + "\n")
-            self.say(f"naive: {v.name} = {l6} sampled with {v.steps} Euler steps")
-
-    def _link_teacher(self) -> None:
-        link = self.policies / "teacher"
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(self.teacher_path.resolve())
+            if v.kind == "naive":
+                P.save_with_steps(l6, v.steps, self.policy_dir(v))
+                self.say(f"naive: {v.name} = {l6} sampled with {v.steps} Euler steps")
 
     def eval_spec(self):
         from shallowpi.sim import metaworld_env as mw
@@ -297,7 +217,7 @@ class Study:
         )
 
     def _available(self) -> list[tuple[Variant, Path]]:
-        self._link_teacher()
+        self.ws.link("teacher", self.teacher_path)
         out = []
         for v in variants(self.teacher_depth, self.args.ks):
             path = self.policy_dir(v)
@@ -308,32 +228,13 @@ class Study:
         return out
 
     def eval(self) -> None:
-        from shallowpi.study import pipeline as P
-
         spec = self.eval_spec()
         for v, path in self._available():
-            info = P.evaluate_policy(path, spec, self.work / "eval" / v.name, progress=False)
-            self.say(f"eval: {v.name} {info['overall']['pc_success']:.1f} %")
+            self.ws.evaluate(v.name, path, spec)
 
     def bench(self) -> None:
-        from shallowpi.runtime.bench import write_json
-        from shallowpi.study import pipeline as P
-
         paths = [p for _, p in self._available()]
-        out = self.work / "bench.json"
-        if out.is_file():
-            old = json.loads(out.read_text())
-            if (
-                old["settings"]["policies"] == [str(p) for p in paths]
-                and old["settings"]["iters"] == self.args.bench_iters
-            ):
-                self.say(f"bench: {out} is up to date, skipping")
-                return
-        self.say(f"bench: {', '.join(p.name for p in paths)} in one process, each with its own schedule")
-        result = P.bench_policies(
-            paths, iters=self.args.bench_iters, threads=self.args.threads, log=lambda m: self.say(m.strip())
-        )
-        write_json(result, out)
+        self.ws.bench(paths, iters=self.args.bench_iters, threads=self.args.threads)
 
     def report(self) -> None:
         from shallowpi.study import pipeline as P
@@ -404,7 +305,7 @@ class Study:
             f"- {'met' if t.met else 'not met' if t.met is False else 'not measured'}: {t.text} — {t.detail}"
             for t in targets
         ]
-        commands = self.log_path.read_text().splitlines() if self.log_path.is_file() else []
+        commands = self.ws.commands()
         settings = {
             "teacher": str(self.teacher_path),
             "L6": str(self.policy_dir(Variant("L6", "", 6, 10, "student"))),

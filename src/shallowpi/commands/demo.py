@@ -12,7 +12,7 @@ teacher and student on held-out setups (seed 1000) -> benchmark both in one proc
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import time
 from dataclasses import dataclass
 
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     from shallowpi.sim import metaworld_env as mw
     from shallowpi.study import pipeline as P
+    from shallowpi.study.workspace import Schedule, Workspace
 
     sizes = _sizes(args)
     if sizes.threads is not None and sizes.threads < 1:
@@ -126,16 +127,8 @@ def run(args: argparse.Namespace) -> int:
     teacher = P.teacher_info(teacher_path)
     if not 1 <= args.depth < teacher.depth:
         raise UserError(f"--depth must be in [1, {teacher.depth - 1}] (below the teacher's {teacher.depth})")
-    policies = out / "policies"
-    teacher_link = policies / "teacher"  # bench names runs by folder name
-    policies.mkdir(parents=True, exist_ok=True)
-    if teacher_link.is_symlink():
-        teacher_link.unlink()
-    elif teacher_link.exists():
-        raise UserError(
-            f"{teacher_link} exists and is not this demo's link to the teacher; use another --out"
-        )
-    os.symlink(teacher_path.resolve(), teacher_link)
+    ws = Workspace(out, tag="demo", in_process=True)  # the study's pipeline, run in this process
+    teacher_link = ws.link("teacher", teacher_path)  # bench names runs by folder name
     st.done(
         f"{teacher.variant}, {teacher.depth} layers, cameras {','.join(teacher.cameras)}, "
         f"{teacher.image_size} px"
@@ -143,73 +136,30 @@ def run(args: argparse.Namespace) -> int:
 
     data = out / "data"
     st.start("collect", f"{sizes.demos} scripted demonstration(s) x {len(tasks)} task(s), seed 0 -> {data}")
-    from shallowpi.sim.collect import CollectConfig, collect
-
-    summary = collect(
-        CollectConfig(
-            tasks=tasks,
-            episodes_per_task=sizes.demos,
-            seed=0,
-            image_size=teacher.image_size,
-            cameras=teacher.cameras,
-            state=teacher.state_layout,
-            workers=min(sizes.workers, len(tasks) * sizes.demos),
-        ),
+    ws.collect(
         data,
-        overwrite=True,
-        progress=True,
+        tasks=",".join(tasks),
+        episodes_per_task=sizes.demos,
+        image_size=teacher.image_size,
+        cameras=teacher.cameras,
+        state=teacher.state_layout,
+        workers=min(sizes.workers, len(tasks) * sizes.demos),
+        overwrite=True,  # the demo's sizes may have changed since the last run in this folder
     )
-    st.done(
-        f"{summary['episodes_kept']}/{summary['episodes_attempted']} episodes kept, {summary['frames']} frames"
-    )
+    info = json.loads((data / "meta" / "info.json").read_text())
+    st.done(f"{info['total_episodes']} episodes kept, {info['total_frames']} frames")
 
     name = f"student_L{args.depth}"
-    train_out = out / f"{name}_train"
     st.start(
         "distill",
         f"L{args.depth} student from the L{teacher.depth} teacher, task + KD + attention, "
         f"{sizes.steps} steps x batch {sizes.batch_size}",
     )
-    argv = [
-        "distill",
-        "--teacher",
-        str(teacher_path),
-        "--dataset",
-        str(data),
-        "--depth",
-        str(args.depth),
-        "--weights",
-        "task=1,kd=1,attn=1",
-        "--steps",
-        str(sizes.steps),
-        "--batch-size",
-        str(sizes.batch_size),
-        "--lr",
-        str(args.lr),
-        "--warmup-steps",
-        str(max(1, sizes.steps // 10)),
-        "--save-every",
-        str(sizes.steps),
-        "--num-workers",
-        "0",
-        "--output",
-        str(train_out),
-    ]
-    if sizes.threads:
-        argv += ["--threads", str(sizes.threads)]
-    if P.trained_step(train_out) >= sizes.steps:
-        print(f"      reusing {train_out} (already trained {sizes.steps} steps)")
-    else:
-        from shallowpi.cli import main as cli_main
-
-        if train_out.exists():  # a stale or partial run of this demo: start clean
-            import shutil
-
-            shutil.rmtree(train_out)
-        rc = cli_main(argv)
-        if rc:
-            return rc
-    student_path = P.export_pretrained(train_out, policies / name)
+    argv = ["distill", "--teacher", str(teacher_path), "--dataset", str(data), "--depth", str(args.depth)]
+    argv += ["--weights", "task=1,kd=1,attn=1", "--batch-size", str(sizes.batch_size), "--num-workers", "0"]
+    schedule = Schedule(sizes.steps, args.lr, end_ratio=None, max_warmup=sizes.steps)
+    # a partial run of an earlier demo in this folder may have had other sizes: restart it
+    student_path = ws.train(name, argv, schedule, save_every=sizes.steps, threads=sizes.threads, resume=False)
     st.done(f"student saved in {student_path}")
 
     spec = P.EvalSpec(
@@ -227,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     )
     infos = {}
     for label, path in (("teacher", teacher_link), (name, student_path)):
-        infos[label] = P.evaluate_policy(path, spec, out / "eval" / label)
+        infos[label] = ws.evaluate(label, path, spec, progress=True)
         print(f"      {label}: {infos[label]['overall']['pc_success']:.1f} % success", flush=True)
     probe = P.probe_actions(
         {"teacher": teacher_link, name: student_path}, tasks, teacher.image_size, threads=sizes.threads
@@ -240,11 +190,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     st.start("bench", "CPU latency of one action chunk, both models in one process, same inputs")
-    bench = P.bench_policies(
-        [teacher_link, student_path],
-        iters=sizes.bench_iters,
-        threads=sizes.threads,
-        log=lambda m: print("      " + m.strip(), flush=True),
+    bench = ws.bench(
+        [teacher_link, student_path], iters=sizes.bench_iters, threads=sizes.threads, cache=False
     )
     st.done("done")
 
@@ -271,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     R.attach_bench(results, bench)
     png = R.plot_pareto(results, out / "demo_pareto.png", title="shallowpi demo (CPU)")
-    commands = ["shallowpi " + " ".join(argv)]
+    commands = ws.ran
     md = R.render_markdown(
         "shallowpi demo",
         results,

@@ -283,3 +283,20 @@ def probe_actions(
             "executed_max": float(np.nanmax(executed)),
         }
     return out
+
+
+# naive few-step copies --------------------------------------------------------------------------------------
+
+
+def save_with_steps(policy: str | Path, steps: int, dest: str | Path) -> Path:
+    """A copy of `policy` that samples `steps` uniform Euler steps, weights unchanged (no recorded time grid):
+    the naive few-step baseline of step distillation."""
+    from shallowpi.model.checkpoint import CONFIG_NAME
+
+    with staged_folder(dest) as build:
+        shutil.copytree(policy, build)
+        raw = json.loads((build / CONFIG_NAME).read_text())
+        raw["num_inference_steps"] = steps
+        raw.get("shallowpi", {}).pop("sampling", None)
+        (build / CONFIG_NAME).write_text(json.dumps(raw, indent=4) + "\n")
+    return Path(dest)

@@ -1,0 +1,225 @@
+"""The one study pipeline: a work folder whose stages (collect, train, evaluate, bench) are run by
+`scripts/study_metaworld.py`, `scripts/study_steps.py` and `shallowpi demo` alike.
+
+Every stage is idempotent: finished outputs are detected and reused, training resumes from its last
+checkpoint, and each `shallowpi` command is written to WORK/commands.log (the reports quote it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shallowpi.errors import UserError
+from shallowpi.study import pipeline as P
+
+
+@dataclass
+class Schedule:
+    """Optimizer schedule of one training run: peak lr, cosine to lr * end_ratio, warmup a tenth of the run
+    (at most `max_warmup` steps)."""
+
+    steps: int
+    lr: float
+    end_ratio: float | None = 0.1  # None: the CLI's default end lr
+    max_warmup: int = 1000
+
+    def argv(self) -> list[str]:
+        out = ["--steps", str(self.steps), "--lr", f"{self.lr:g}"]
+        if self.end_ratio is not None:
+            out += ["--end-lr", f"{self.lr * self.end_ratio:g}"]
+        return out + ["--warmup-steps", str(max(1, min(self.max_warmup, self.steps // 10)))]
+
+
+class Workspace:
+    """WORK/{data, train/<name>, policies/<name>, eval/<name>, bench.json, commands.log, timings.json}.
+
+    `in_process=True` runs commands through `shallowpi.cli.main` (the demo: no interpreter start-up per
+    stage); otherwise each runs in a fresh process (the studies: memory freed after, a crash isolated)."""
+
+    def __init__(self, work: str | Path, *, tag: str = "study", in_process: bool = False) -> None:
+        self.work = Path(work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.tag, self.in_process = tag, in_process
+        self.policies = self.work / "policies"
+        self.log_path = self.work / "commands.log"
+        self.timings_path = self.work / "timings.json"
+        self.timings = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
+        self.ran: list[str] = []  # the commands this process ran (the log keeps every session's)
+
+    # plumbing -----------------------------------------------------------------------------------------------
+
+    def say(self, msg: str) -> None:
+        print(f"[{self.tag} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    def commands(self) -> list[str]:
+        return self.log_path.read_text().splitlines() if self.log_path.is_file() else []
+
+    def shallowpi(self, argv: Sequence[str]) -> None:
+        """Run one `shallowpi` command and log it; a failure raises (CalledProcessError / SystemExit)."""
+        cmd = "shallowpi " + shlex.join(argv)
+        self.say(cmd)
+        with open(self.log_path, "a") as f:
+            f.write(cmd + "\n")
+        self.ran.append(cmd)
+        if self.in_process:
+            from shallowpi.cli import main
+
+            rc = main(list(argv))
+            if rc:
+                raise SystemExit(rc)
+            return
+        env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+        subprocess.run([sys.executable, "-m", "shallowpi", *argv], check=True, env=env)
+
+    def timed(self, key: str, fn: Callable[[], object]) -> None:
+        t0 = time.perf_counter()
+        fn()
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+        self.timings_path.write_text(json.dumps(self.timings, indent=2) + "\n")
+
+    # stages -------------------------------------------------------------------------------------------------
+
+    def collect(
+        self,
+        data: Path,
+        *,
+        tasks: str,
+        episodes_per_task: int,
+        image_size: int,
+        cameras: Sequence[str],
+        state: str,
+        workers: int,
+        overwrite: bool = False,
+    ) -> Path:
+        """Scripted demonstrations (MT1 seed 0) in `data`; an existing dataset is kept unless `overwrite`."""
+        if (data / "meta" / "info.json").is_file() and not overwrite:
+            self.say(f"collect: {data} exists, skipping")
+            return data
+        argv = ["collect", "metaworld", "--tasks", tasks, "--episodes-per-task", str(episodes_per_task)]
+        argv += ["--seed", "0", "--image-size", str(image_size), "--cameras", ",".join(cameras)]
+        argv += ["--state", state, "--workers", str(workers), "--no-progress", "--out", str(data)]
+        self.shallowpi(argv + (["--overwrite"] if overwrite else []))
+        return data
+
+    def train(
+        self,
+        name: str,
+        argv: Sequence[str],
+        schedule: Schedule,
+        *,
+        save_every: int,
+        threads: int | None = None,
+        resume: bool = True,
+    ) -> Path:
+        """`shallowpi train|distill ARGV` into WORK/train/NAME, resumed from its last checkpoint (or, with
+        `resume=False`, an unfinished run is restarted), then the final pretrained_model copied to
+        WORK/policies/NAME (returned)."""
+        out = self.work / "train" / name
+        done = P.trained_step(out)
+        if not resume and done < schedule.steps and out.exists():
+            shutil.rmtree(out)
+            done = 0
+        if done >= schedule.steps:
+            self.say(f"{name}: trained ({done} steps), skipping")
+        else:
+            if done:
+                self.say(f"{name}: resuming at step {done}/{schedule.steps}")
+            self.shallowpi(
+                [
+                    *argv,
+                    *schedule.argv(),
+                    "--save-every",
+                    str(min(save_every, schedule.steps)),
+                    "--output",
+                    str(out),
+                    "--no-progress",
+                    *(["--threads", str(threads)] if threads else []),
+                    *(["--resume"] if done else []),
+                ]
+            )
+        return P.export_pretrained(out, self.policies / name)
+
+    def link(self, name: str, target: Path) -> Path:
+        """WORK/policies/NAME -> target (bench names its runs by folder name; the teacher is linked)."""
+        link = self.policies / name
+        if link.is_symlink():
+            if link.resolve() == target.resolve():
+                return link
+            link.unlink()
+        elif link.exists():
+            raise UserError(f"{link} exists and is not a link made by this study; use another work folder")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target.resolve())
+        return link
+
+    def evaluate(
+        self,
+        name: str,
+        policy: Path,
+        spec: P.EvalSpec,
+        *,
+        keep_in: Path | None = None,
+        progress: bool = False,
+    ) -> dict:
+        """eval_info of `policy` (reused when WORK/eval/NAME or KEEP_IN/NAME.json has the same settings).
+        `keep_in` also stores a copy without video paths: small enough to commit, so a later session
+        resumes from it."""
+        from shallowpi.atomic import write_json_atomic
+
+        kept = self.kept_eval(name, spec, keep_in)
+        if kept is not None:
+            return kept
+        self.say(f"eval: {name} ({len(spec.tasks)} tasks x {spec.episodes_per_task} episodes)")
+        info = P.evaluate_policy(policy, spec, self.work / "eval" / name, progress=progress)
+        if keep_in is not None:
+            small = {k: v for k, v in info.items() if k != "video_paths"}
+            write_json_atomic(obj=small, path=Path(keep_in) / f"{name}.json")
+        self.say(f"eval: {name} {info['overall']['pc_success']:.1f} %")
+        return info
+
+    @staticmethod
+    def kept_eval(name: str, spec: P.EvalSpec, keep_in: Path | None) -> dict | None:
+        if keep_in is None or not (Path(keep_in) / f"{name}.json").is_file():
+            return None
+        info = json.loads((Path(keep_in) / f"{name}.json").read_text())
+        return info if spec.matches(info) else None
+
+    def bench(
+        self, paths: Sequence[Path], *, iters: int, threads: int | None = None, cache: bool = True
+    ) -> dict:
+        """CPU latency of every policy in ONE process (P.bench_policies), saved as WORK/bench.json and
+        reused while the policies and iteration count are the same."""
+        from shallowpi.runtime.bench import write_json
+
+        out = self.work / "bench.json"
+        if cache and out.is_file():
+            old = json.loads(out.read_text())
+            s = old["settings"]
+            if s["policies"] == [str(p) for p in paths] and s["iters"] == iters:
+                self.say(f"bench: {out} is up to date, skipping")
+                return old
+        self.say(f"bench: {', '.join(Path(p).name for p in paths)} in one process")
+        result = P.bench_policies(
+            list(paths), iters=iters, threads=threads, log=lambda m: self.say(m.strip())
+        )
+        write_json(result, out)
+        return result
+
+
+def smoke_defaults(args, smoke: dict, argv: Sequence[str] | None) -> None:
+    """Apply a script's --smoke sizes to every option the command line did not give."""
+    given = {
+        a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")
+    }
+    for k, v in smoke.items():
+        if k not in given:
+            setattr(args, k, v)
