@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shallowpi.bench import make_inputs, write_json
+from shallowpi.bench.results import environment, summary
 from shallowpi.export.onnx_export import ExportOptions, export_onnx, random_model
+from shallowpi.infer.engine import InferenceEngine
 from shallowpi.model import PiModel, load_model
 from shallowpi.model.config import pi05, preset
 from shallowpi.onnx_runtime.runner import OnnxRunner
-from shallowpi.runtime.bench import _summary, environment, make_inputs, write_json
-from shallowpi.runtime.engine import InferenceEngine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEACHER = Path(__file__).resolve().parents[1] / "src" / "shallowpi" / "assets" / "teacher_metaworld"
@@ -73,7 +74,7 @@ def compare(label: str, model: PiModel, cameras: int, lang: int, work: Path, arg
             t = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - t) * 1e3)
-    lat = {k: _summary(v) for k, v in times.items()}
+    lat = {k: summary(v) for k, v in times.items()}
     r = {
         "label": label,
         "depth": cfg.depth,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shallowpi.runtime.bench import BenchSettings, plot_latency, run_bench, write_json
+from shallowpi.bench import BenchSettings, plot_latency, run_bench, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -33,7 +33,7 @@ def client(url: str, requests: int, image_size: int, seed: int, barrier, results
     """One robot: connect, read metadata, warm up, wait for the others, then `requests` timed round trips."""
     from websockets.sync.client import connect
 
-    from shallowpi.runtime import msgpack_numpy
+    from shallowpi.serve import msgpack_numpy
 
     rng = np.random.default_rng(seed)
     obs = {
@@ -64,10 +64,11 @@ def client(url: str, requests: int, image_size: int, seed: int, barrier, results
 
 def make_policy(spec: str, num_steps: int | None, workdir: Path):
     if spec == "dummy":
-        from shallowpi.runtime.dummy_policy import DummyPolicy
+        from shallowpi.testing import DummyPolicy
 
         return DummyPolicy()
-    from shallowpi.runtime.policy import PiPolicy, save_tiny_policy
+    from shallowpi.serve.policy import PiPolicy
+    from shallowpi.testing import save_tiny_policy
 
     path = save_tiny_policy(workdir / "tiny", state_dim=8, action_dim=7) if spec == "tiny" else Path(spec)
     return PiPolicy.from_pretrained(path, device="cpu", obs_mapping="libero", num_steps=num_steps)
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from shallowpi.runtime.server import ServerThread
+    from shallowpi.serve.server import ServerThread
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)

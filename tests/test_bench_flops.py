@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from shallowpi.bench import make_inputs
+from shallowpi.infer.engine import InferenceEngine
+from shallowpi.infer.flops import call_flops, count_engine_flops, count_flops
 from shallowpi.model.config import mid, tiny
 from shallowpi.model.pi import PiModel
-from shallowpi.runtime.bench import make_inputs
-from shallowpi.runtime.engine import InferenceEngine
-from shallowpi.runtime.flops import call_flops, count_engine_flops, count_flops
 
 
 @pytest.mark.parametrize("variant", ["pi05", "pi0"])

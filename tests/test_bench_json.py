@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from shallowpi.bench import MODES, SCHEMA
 from shallowpi.cli import main
-from shallowpi.runtime.bench import MODES, SCHEMA
 
 
 def test_bench_json_has_every_field(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_bench_rejects_bad_arguments(tmp_path: Path, capsys) -> None:
 
 
 def test_all_modes_are_documented() -> None:
-    import shallowpi.runtime.bench as bench
+    import shallowpi.bench as bench
 
     for mode in MODES:
         assert mode in bench.__doc__

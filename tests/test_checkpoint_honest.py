@@ -21,7 +21,8 @@ from shallowpi.errors import UserError
 from shallowpi.model import CheckpointError, PiModel, load_model, save_model
 from shallowpi.model import checkpoint as ckpt
 from shallowpi.model.config import tiny
-from shallowpi.runtime.policy import PiPolicy, save_tiny_policy
+from shallowpi.serve.policy import PiPolicy
+from shallowpi.testing import save_tiny_policy
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from shallowpi.distill.losses import DistillLossConfig
 from shallowpi.distill.schedule import ScheduleConfig
 from shallowpi.distill.student import make_student
 from shallowpi.distill.trainer import TrainConfig, train
+from shallowpi.infer.engine import InferenceEngine
 from shallowpi.model import load_model
-from shallowpi.runtime.engine import InferenceEngine
 from shallowpi.study.pipeline import bundled_teacher_path
 from test_engine_bf16 import ACTION_DIM, BF16_MAX, BF16_MEAN
 
@@ -48,7 +48,7 @@ def exact_fp32():
 
 
 def _inputs(model, seed: int) -> dict:
-    from shallowpi.runtime.bench import make_inputs
+    from shallowpi.bench import make_inputs
 
     return make_inputs(model.config, batch=2, cameras=2, lang_tokens=20, device="cuda", seed=seed)
 

@@ -18,12 +18,12 @@ from shallowpi.data.processor import collate, load_processor
 from shallowpi.distill.student import make_student
 from shallowpi.export import onnx_export
 from shallowpi.export.onnx_export import ExportOptions, export_onnx, random_model
+from shallowpi.infer.engine import InferenceEngine
+from shallowpi.infer.predictor import ActionPredictor
 from shallowpi.model import PiModel, load_model
 from shallowpi.model.checkpoint import load_state_dict
 from shallowpi.model.config import pi05
 from shallowpi.onnx_runtime import ManifestError, OnnxRunner, ProcessorError
-from shallowpi.runtime.engine import InferenceEngine
-from shallowpi.runtime.policy import ActionPredictor
 
 TOL = 1e-4
 

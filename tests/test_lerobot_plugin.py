@@ -19,9 +19,9 @@ from paths import find_reference
 from reference_bundle import load_bundle
 from shallowpi.data.processor import load_processor
 from shallowpi.data.tokenizer import TESTBED_TOKENIZER
+from shallowpi.infer.predictor import ActionPredictor
 from shallowpi.lerobot_export import export_lerobot
 from shallowpi.model import load_model
-from shallowpi.runtime.policy import ActionPredictor
 
 
 def _bin(python: Path, name: str) -> Path:

@@ -15,12 +15,12 @@ from websockets.sync.client import connect
 
 from shallowpi.data.processor import load_processor
 from shallowpi.errors import UserError
+from shallowpi.infer.actions import UnsafeActionError
 from shallowpi.model import CheckpointError, load_model
-from shallowpi.runtime import msgpack_numpy
-from shallowpi.runtime.actions import UnsafeActionError
-from shallowpi.runtime.dummy_policy import DummyPolicy
-from shallowpi.runtime.policy import PiPolicy, save_tiny_policy
-from shallowpi.runtime.server import ServerThread
+from shallowpi.serve import msgpack_numpy
+from shallowpi.serve.policy import PiPolicy
+from shallowpi.serve.server import ServerThread
+from shallowpi.testing import DummyPolicy, save_tiny_policy
 
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:DeprecationWarning")
 TIMEOUT = 60
@@ -90,7 +90,7 @@ class NanDummy(DummyPolicy):
 @pytest.mark.parametrize("which", ["model", "server check"])
 def test_server_answers_an_error_and_logs_never_the_actions(tiny_dir, which, caplog):
     policy = _nan_policy(tiny_dir) if which == "model" else NanDummy()
-    caplog.set_level(logging.ERROR, logger="shallowpi.runtime.server")
+    caplog.set_level(logging.ERROR, logger="shallowpi.serve.server")
     with (
         ServerThread(policy, port=0) as srv,
         connect(srv.url, compression=None, max_size=None, open_timeout=TIMEOUT) as ws,

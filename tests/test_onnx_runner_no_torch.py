@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from onnx_helpers import TEACHER, libero_obs, metaworld_sample
+from shallowpi.infer.predictor import ActionPredictor
 from shallowpi.onnx_runtime.policy import OnnxPolicy
 from shallowpi.onnx_runtime.runner import OnnxRunner
-from shallowpi.runtime.policy import ActionPredictor
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # The versions this environment runs, so the venv tests the same runtime (and pip reuses its wheel cache).

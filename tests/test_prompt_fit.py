@@ -13,8 +13,10 @@ import torch
 from shallowpi.cli import main
 from shallowpi.data.processor import PromptTooLongError, load_processor
 from shallowpi.data.prompt import pi05_prompt
-from shallowpi.runtime.obs_mapping import ObservationError
-from shallowpi.runtime.policy import ActionPredictor, PiPolicy, save_tiny_policy
+from shallowpi.infer.predictor import ActionPredictor
+from shallowpi.serve.obs_mapping import ObservationError
+from shallowpi.serve.policy import PiPolicy
+from shallowpi.testing import save_tiny_policy
 
 LONG_TASK = " ".join(["carefully pick up the small red cube next to the bowl and place it"] * 5)  # 65 words
 

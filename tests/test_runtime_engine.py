@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from shallowpi.infer.engine import InferenceEngine
 from shallowpi.model.config import tiny
 from shallowpi.model.pi import PiModel
-from shallowpi.runtime.engine import InferenceEngine
 
 TOL = 1e-5
 

@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
+import shallowpi.infer.engine as engine_module
 import shallowpi.model.pi as pi_module
-import shallowpi.runtime.engine as engine_module
+from shallowpi.infer.engine import InferenceEngine
 from shallowpi.model import load_model, save_model
 from shallowpi.model.checkpoint import CheckpointError, read_config
 from shallowpi.model.config import check_time_grid, euler_steps, tiny, uniform_time_grid
 from shallowpi.model.pi import PiModel
-from shallowpi.runtime.engine import InferenceEngine
 
 GRID = [1.0, 0.7, 0.2, 0.0]  # deliberately non-uniform
 
@@ -180,7 +180,7 @@ def test_inconsistent_sampling_in_config_json_is_one_clear_error(tmp_path, edit,
 def test_bench_samples_each_policy_with_its_own_schedule(tmp_path) -> None:
     """A 10-step teacher and a 2-step student benched in one process: each run records (and is timed and
     FLOP-counted with) its own schedule; an explicit step count applies to both."""
-    from shallowpi.runtime.bench import BenchSettings, run_bench
+    from shallowpi.bench import BenchSettings, run_bench
 
     save_model(_model(grid=None), tmp_path / "teacher")
     save_model(_model(grid=[1.0, 0.6, 0.0]), tmp_path / "student")

@@ -6,8 +6,9 @@ import numpy as np
 from websockets.sync.client import connect
 
 from serve_process import serving
-from shallowpi.runtime import msgpack_numpy
-from shallowpi.runtime.policy import PiPolicy, save_tiny_policy
+from shallowpi.serve import msgpack_numpy
+from shallowpi.serve.policy import PiPolicy
+from shallowpi.testing import save_tiny_policy
 
 
 def test_serve_command_end_to_end(tmp_path):

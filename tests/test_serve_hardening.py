@@ -23,9 +23,9 @@ from websockets.sync.client import connect
 
 from shallowpi.cli import main
 from shallowpi.errors import UserError
-from shallowpi.runtime import msgpack_numpy
-from shallowpi.runtime.dummy_policy import DummyPolicy, expected_actions
-from shallowpi.runtime.server import PolicyServer
+from shallowpi.serve import msgpack_numpy
+from shallowpi.serve.server import PolicyServer
+from shallowpi.testing import DummyPolicy, expected_actions
 
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:DeprecationWarning")
 
@@ -34,8 +34,8 @@ RSS_GROWTH_LIMIT_MB = 400  # the old server grew by 2,300 MB on the empty-maps f
 
 SERVER = r"""
 import sys
-from shallowpi.runtime.dummy_policy import DummyPolicy
-from shallowpi.runtime.server import ServerThread
+from shallowpi.testing import DummyPolicy
+from shallowpi.serve.server import ServerThread
 with ServerThread(DummyPolicy(delay_s=0.002), port=0) as srv:
     print(srv.port, srv.server.max_frame_bytes, flush=True)
     sys.stdin.read()  # until the test closes our stdin

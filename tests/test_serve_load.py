@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from shallowpi.runtime import msgpack_numpy
-from shallowpi.runtime.dummy_policy import DummyPolicy, expected_actions
-from shallowpi.runtime.server import ServerThread
+from shallowpi.serve import msgpack_numpy
+from shallowpi.serve.server import ServerThread
+from shallowpi.testing import DummyPolicy, expected_actions
 
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:DeprecationWarning")
 

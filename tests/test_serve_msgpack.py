@@ -6,7 +6,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from shallowpi.runtime import msgpack_numpy
+from shallowpi.serve import msgpack_numpy
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from shallowpi.runtime.obs_mapping import PRESETS, ObservationError, get_mapping
+from shallowpi.serve.obs_mapping import PRESETS, ObservationError, get_mapping
 
 CAMS = (
     "observation.images.base_0_rgb",

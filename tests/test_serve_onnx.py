@@ -14,8 +14,8 @@ from onnx_helpers import libero_obs
 from serve_process import TIMEOUT, serving
 from shallowpi.onnx_runtime.policy import OnnxPolicy
 from shallowpi.onnx_runtime.runner import OnnxRunner
-from shallowpi.runtime import msgpack_numpy
-from shallowpi.runtime.server import ServerThread
+from shallowpi.serve import msgpack_numpy
+from shallowpi.serve.server import ServerThread
 
 
 def test_serve_onnxruntime_end_to_end(teacher_onnx):

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shallowpi.runtime.dummy_policy import DummyPolicy, expected_actions
-from shallowpi.runtime.server import ServerThread
+from shallowpi.serve.server import ServerThread
+from shallowpi.testing import DummyPolicy, expected_actions
 
 OPENPI_CLIENT = "openpi-client==0.1.2"
 # 0.1.2 imports typing_extensions without declaring it; a robot's environment has it from elsewhere.
@@ -147,13 +147,13 @@ def test_openpi_client_protocol_with_dummy_policy(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_policy_dir(tmp_path_factory) -> Path:
     """A tiny random-weight π0.5 with its processor, saved the way `shallowpi serve --policy` reads it."""
-    from shallowpi.runtime.policy import save_tiny_policy
+    from shallowpi.testing import save_tiny_policy
 
     return save_tiny_policy(tmp_path_factory.mktemp("tiny_policy"), state_dim=8, action_dim=7)
 
 
 def test_openpi_client_gets_what_a_direct_pipolicy_call_gives(tiny_policy_dir, tmp_path):
-    from shallowpi.runtime.policy import PiPolicy
+    from shallowpi.serve.policy import PiPolicy
 
     policy = PiPolicy.from_pretrained(tiny_policy_dir, device="cpu", obs_mapping="libero")
     obs = [libero_obs(10), libero_obs(11, size=200)]  # a non-square-to-model size: resize-with-pad path

@@ -8,8 +8,9 @@ import torch
 
 from shallowpi.data import transforms as T
 from shallowpi.data.processor import collate
-from shallowpi.runtime.obs_mapping import ObservationError
-from shallowpi.runtime.policy import PiPolicy, save_tiny_policy
+from shallowpi.serve.obs_mapping import ObservationError
+from shallowpi.serve.policy import PiPolicy
+from shallowpi.testing import save_tiny_policy
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ import pytest
 import websockets
 from websockets.sync.client import connect
 
-from shallowpi.runtime import msgpack_numpy
-from shallowpi.runtime.dummy_policy import DummyPolicy, expected_actions
-from shallowpi.runtime.server import ServerThread
+from shallowpi.serve import msgpack_numpy
+from shallowpi.serve.server import ServerThread
+from shallowpi.testing import DummyPolicy, expected_actions
 
 # websockets 17 warns about connect() outside `with`; openpi-client 0.1.2 calls it that way, and so do we.
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:DeprecationWarning")

@@ -10,8 +10,9 @@ from shallowpi import cli
 from shallowpi.distill.losses import DistillLoss, DistillLossConfig, LossWeights
 from shallowpi.distill.student import make_student
 from shallowpi.errors import UserError
-from shallowpi.runtime.engine import InferenceEngine
-from shallowpi.runtime.policy import ActionPredictor, save_tiny_policy
+from shallowpi.infer.engine import InferenceEngine
+from shallowpi.infer.predictor import ActionPredictor
+from shallowpi.testing import save_tiny_policy
 
 
 def test_distill_without_depth_exits_2_with_one_line(tmp_path, capsys):

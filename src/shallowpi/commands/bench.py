@@ -6,7 +6,7 @@
     shallowpi bench --preset pi05 --depth 6 --device cuda --dtype bfloat16 --cameras 2
 
 Runs every model x mode in one process on the same inputs, calls interleaved, and writes one JSON (see
-shallowpi/runtime/bench.py for the fields) plus a latency-vs-depth PNG when matplotlib is installed.
+shallowpi/bench/ for the fields) plus a latency-vs-depth PNG when matplotlib is installed.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shallowpi.runtime.bench import BenchSettings, plot_latency, run_bench, write_json
+    from shallowpi.bench import BenchSettings, plot_latency, run_bench, write_json
 
     if args.iters < MIN_ITERS:
         raise UserError(f"--iters must be >= {MIN_ITERS} for a meaningful median/p90")

@@ -17,7 +17,7 @@ import logging
 import signal
 
 from shallowpi.errors import UserError
-from shallowpi.runtime.obs_mapping import PRESETS
+from shallowpi.serve.obs_mapping import PRESETS
 
 
 def _positive_mb(text: str) -> float:
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--obs-map",
         default="libero",
         help=f"observation keys the robot sends: one of {sorted(PRESETS)} or a .json mapping file "
-        "(see shallowpi/runtime/obs_mapping.py)",
+        "(see shallowpi/serve/obs_mapping.py)",
     )
     parser.add_argument(
         "--num-steps", type=int, default=None, help="Euler steps (default: the model config's)"
@@ -116,7 +116,7 @@ def _load_policy(args: argparse.Namespace):
 
         return OnnxPolicy.from_exported(args.policy, threads=args.threads, num_steps=args.num_steps, **common)
     from shallowpi.data.lerobot_processor import use_tokenizer
-    from shallowpi.runtime.policy import PiPolicy  # imports torch: only when serving
+    from shallowpi.serve.policy import PiPolicy  # imports torch: only when serving
 
     use_tokenizer(args.tokenizer)  # LeRobot folders ship no tokenizer
 
@@ -135,7 +135,7 @@ def _load_policy(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from shallowpi.runtime.server import PolicyServer
+    from shallowpi.serve.server import PolicyServer
 
     policy = _load_policy(args)
     max_frame = None if args.max_frame_mb is None else int(args.max_frame_mb * 2**20)

@@ -1,6 +1,6 @@
 """OnnxPolicy: the server's policy interface (`metadata`, `infer`) over an exported folder, without torch.
 
-Same contract and checks as `shallowpi.runtime.policy.PiPolicy`: the observation mapping validates every
+Same contract and checks as `shallowpi.serve.policy.PiPolicy`: the observation mapping validates every
 client key, the state must have the processor's dim, bad input raises `ObservationError` (the client gets
 the reason and close code 1011), and non-finite actions raise `NonFiniteActions` (an internal error, never
 a reply).
@@ -16,7 +16,7 @@ import numpy as np
 from shallowpi.errors import UserError
 from shallowpi.onnx_runtime.processor import ProcessorError
 from shallowpi.onnx_runtime.runner import OnnxRunner
-from shallowpi.runtime.obs_mapping import ObservationError, ObsMapping, get_mapping
+from shallowpi.serve.obs_mapping import ObservationError, ObsMapping, get_mapping
 
 
 class OnnxPolicy:

@@ -31,7 +31,7 @@ import numpy as np
 
 from shallowpi.atomic import write_json_atomic
 from shallowpi.errors import MissingFileError, UserError
-from shallowpi.runtime.actions import UnsafeActionError, check_actions
+from shallowpi.infer.actions import UnsafeActionError, check_actions
 from shallowpi.sim import metaworld_env as mw
 
 CONFIGS_PER_SEED = 50  # MT1(task, seed).train_tasks has 50 configurations
@@ -120,7 +120,7 @@ class PretrainedPolicy:
         num_steps: int | None = None,
         truncate_prompt: bool | None = None,
     ) -> None:
-        from shallowpi.runtime.policy import ActionPredictor
+        from shallowpi.infer.predictor import ActionPredictor
 
         self.predictor = ActionPredictor.from_pretrained(
             path, device=device, num_steps=num_steps, truncate_prompt=truncate_prompt

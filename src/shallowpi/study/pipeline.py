@@ -214,7 +214,7 @@ def bench_policies(
 ) -> dict:
     """CPU latency + FLOPs of several policy folders in ONE process, same inputs, calls interleaved.
     Folder names must differ (they name the runs)."""
-    from shallowpi.runtime.bench import BenchSettings, run_bench
+    from shallowpi.bench import BenchSettings, run_bench
 
     names = [Path(p).name for p in policies]
     if len(set(names)) != len(names):

@@ -500,7 +500,7 @@ def plot_schedule(
 
 
 def attach_bench(results: list[PolicyResult], bench: dict) -> None:
-    """Copy latency / FLOPs from a `shallowpi.runtime.bench` result into results, matched by depth (all models
+    """Copy latency / FLOPs from a `shallowpi.bench` result into results, matched by depth (all models
     of one depth share an architecture); speed-up is against the teacher (the deepest benched model)."""
     runs = {}
     for run in bench["runs"]:

@@ -198,7 +198,7 @@ class Workspace:
     ) -> dict:
         """CPU latency of every policy in ONE process (P.bench_policies), saved as WORK/bench.json and
         reused while the policies and iteration count are the same."""
-        from shallowpi.runtime.bench import write_json
+        from shallowpi.bench import write_json
 
         out = self.work / "bench.json"
         if cache and out.is_file():

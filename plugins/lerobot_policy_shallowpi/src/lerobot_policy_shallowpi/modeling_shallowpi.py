@@ -70,7 +70,7 @@ class ShallowPiPolicy(PreTrainedPolicy):
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
         """-> (B, chunk, action_dim), normalised (the postprocessor unnormalises)."""
-        from shallowpi.runtime.engine import InferenceEngine
+        from shallowpi.infer.engine import InferenceEngine
 
         inputs = self._inputs(batch)
         b = inputs["tokens"].shape[0]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shallowpi.runtime.obs_mapping import (
+from shallowpi.serve.obs_mapping import (
     ObservationError,
     ObsMapping,
     PreparedObservation,

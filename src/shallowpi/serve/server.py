@@ -42,9 +42,9 @@ from websockets.asyncio.server import Request, Response, ServerConnection, serve
 from websockets.frames import CloseCode
 
 from shallowpi.errors import UserError
-from shallowpi.runtime import msgpack_numpy
-from shallowpi.runtime.actions import UnsafeActionError, check_actions
-from shallowpi.runtime.obs_mapping import ObservationError
+from shallowpi.infer.actions import UnsafeActionError, check_actions
+from shallowpi.serve import msgpack_numpy
+from shallowpi.serve.obs_mapping import ObservationError
 
 logger = logging.getLogger(__name__)
 

@@ -20,96 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from shallowpi.data.processor import (
-    Postprocessor,
-    Preprocessor,
-    ProcessorConfig,
-    collate,
-    load_processor,
-    save_processor,
-)
-from shallowpi.data.tokenizer import load_tokenizer
+from shallowpi.data.processor import Postprocessor, Preprocessor, load_processor
+from shallowpi.device import resolve_device
 from shallowpi.errors import UserError
-from shallowpi.model import PiModel, load_model, save_model
-from shallowpi.model.config import tiny
-from shallowpi.runtime.actions import check_actions
-from shallowpi.runtime.obs_mapping import (
+from shallowpi.infer.predictor import ActionPredictor
+from shallowpi.model import PiModel, load_model
+from shallowpi.serve.obs_mapping import (
     ObservationError,
     ObsMapping,
     PreparedObservation,
     get_mapping,
     max_request_bytes,
 )
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class ActionPredictor:
-    """A model and its processors: one processor sample in, one unnormalised action chunk out.
-
-    The inference path shared by the websocket server (`PiPolicy`) and simulation evaluation, so both see
-    exactly the inputs training saw. Runs the fast `InferenceEngine` (equal to the reference path).
-    """
-
-    def __init__(
-        self,
-        model: PiModel,
-        preprocessor: Preprocessor,
-        postprocessor: Postprocessor,
-        *,
-        num_steps: int | None = None,
-        truncate_prompt: bool | None = None,  # None: the processor config's choice
-    ) -> None:
-        from shallowpi.runtime.engine import InferenceEngine
-
-        pc, cfg = preprocessor.config, model.config
-        if tuple(pc.cameras) != tuple(cfg.cameras) or pc.image_size != cfg.vision.image_size:
-            raise UserError(
-                f"processor (slots {list(pc.cameras)}, {pc.image_size} px) does not fit the model "
-                f"(slots {list(cfg.cameras)}, {cfg.vision.image_size} px)"
-            )
-        if num_steps is not None and num_steps < 1:
-            raise UserError(f"num_steps must be >= 1, got {num_steps}")
-        self.model, self.config = model.eval(), cfg
-        self.pre, self.post = preprocessor, postprocessor
-        cfg.time_grid(num_steps)  # a bad step count fails here, not on the first request
-        self.num_steps = num_steps
-        if truncate_prompt is not None:
-            preprocessor.config.truncate_prompt = truncate_prompt
-        self.engine = InferenceEngine(self.model, batch_size=1)
-
-    @classmethod
-    def from_pretrained(
-        cls, path: str | Path, *, device: str | None = None, **kwargs: Any
-    ) -> ActionPredictor:
-        """Model (`shallowpi.load_model`) and processors (`load_processor`) from one pretrained folder."""
-        model = load_model(path, device=device or default_device())
-        pre, post = load_processor(path)
-        return cls(model, pre, post, **kwargs)
-
-    def noise(self, seed: int | None) -> torch.Tensor | None:
-        """Flow-matching noise from a CPU generator (same noise on every device); None: fresh noise."""
-        if seed is None:
-            return None
-        c = self.config
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        return torch.randn((1, c.chunk_size, c.max_action_dim), generator=gen).to(self.model.device)
-
-    @torch.inference_mode()
-    def predict(self, sample: dict, *, seed: int | None = None) -> np.ndarray:
-        """sample {"images": {camera: image}, "state": (S,), "task": str} -> (chunk, action_dim) float32."""
-        inputs = self.pre.model_inputs(collate([self.pre(sample)]))
-        inputs = {k: _to(v, self.model.device) for k, v in inputs.items()}
-        actions = self.engine.sample_actions(**inputs, noise=self.noise(seed), num_steps=self.num_steps)
-        actions = self.post(actions.float().cpu())  # (1, chunk, action_dim), unnormalised
-        out = actions[0].numpy().astype(np.float32, copy=False)
-        check_actions(out)
-        return out
 
 
 class PiPolicy:
@@ -151,7 +73,7 @@ class PiPolicy:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | None = None, **kwargs: Any) -> PiPolicy:
         """Model (`shallowpi.load_model`) and processors (`load_processor`) from one pretrained folder."""
-        model = load_model(path, device=device or default_device())
+        model = load_model(path, device=resolve_device(device))
         pre, post = load_processor(path)
         return cls(model, pre, post, name=Path(path).name, **kwargs)
 
@@ -216,43 +138,3 @@ class PiPolicy:
             raise ObservationError(
                 f"observation {key} must have shape ({self.state_dim},), got {state.shape}"
             )
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, list | tuple):
-        return type(value)(_to(v, device) for v in value)
-    return value
-
-
-def save_tiny_policy(path: str | Path, *, state_dim: int = 8, action_dim: int = 7, seed: int = 0) -> Path:
-    """A servable folder with a tiny random-weight π0.5 (56 px, chunk 10) and its processor (tests, benchmarks).
-
-    Cameras as in LeRobot's LIBERO datasets: observation.images.image -> slot 0, .wrist_image -> slot 1,
-    slot 2 unfed. Stats differ per dimension so that normalising and unnormalising really do something.
-    """
-    path = Path(path)
-    torch.manual_seed(seed)
-    config = tiny("pi05")
-    config.tokenizer_max_length = 64  # room for a sentence and an 8-dim state (the prompt must fit)
-    save_model(PiModel(config).eval(), path)
-    cams = config.cameras
-    proc = ProcessorConfig(
-        variant="pi05",
-        camera_map={"observation.images.image": cams[0], "observation.images.wrist_image": cams[1]},
-        cameras=cams,
-        image_size=config.vision.image_size,
-        max_state_dim=config.max_state_dim,
-        max_action_dim=config.max_action_dim,
-        chunk_size=config.chunk_size,
-        tokenizer_max_length=config.tokenizer_max_length,
-    )
-
-    def vec_stats(dim: int) -> dict[str, np.ndarray]:
-        i = np.arange(dim, dtype=np.float64)
-        return {"mean": 0.1 * i, "std": 1.0 + 0.1 * i, "q01": -1.0 - 0.1 * i, "q99": 1.0 + 0.3 * i}
-
-    stats = {"observation.state": vec_stats(state_dim), "action": vec_stats(action_dim)}
-    save_processor(path, proc, stats, load_tokenizer())
-    return path

@@ -1,0 +1,148 @@
+"""Runners (one model in one mode, as a call) and their interleaved timing.
+
+Timed calls are interleaved (call i of every runner, then call i + 1, ...), so load from other processes hits
+every runner alike. Timing: CPU wall clock (time.perf_counter); CUDA events on the current stream. Stage
+times (vision, prefix, denoise) come from marks the engine sets between stages, so reference modes report
+totals only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from shallowpi.bench.inputs import state_arg
+from shallowpi.bench.settings import BenchSettings
+from shallowpi.infer.engine import STAGES, InferenceEngine
+from shallowpi.model.config import PiConfig, preset
+from shallowpi.model.pi import PiModel
+
+
+class Clock:
+    """Marks stage boundaries of one call: perf_counter on CPU, CUDA events on GPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.marks: list[tuple[str, object]] = []
+
+    def _now(self):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self.marks = [("start", self._now())]
+
+    def mark(self, name: str) -> None:
+        self.marks.append((name, self._now()))
+
+    def elapsed_ms(self) -> dict[str, float]:
+        """-> {"total": ms, stage: ms, ...} for the marks set since start()."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            diff = lambda a, b: a.elapsed_time(b)
+        else:
+            diff = lambda a, b: (b - a) * 1e3
+        out = {"total": diff(self.marks[0][1], self.marks[-1][1])}
+        for (_, a), (name, b) in zip(self.marks, self.marks[1:], strict=False):
+            if name in STAGES:
+                out[name] = diff(a, b)
+        return out
+
+
+@dataclass
+class Runner:
+    name: str
+    mode: str
+    config: PiConfig
+    model: PiModel
+    call: Callable[[Callable[[str], None] | None], torch.Tensor]  # marks -> actions
+    engine: InferenceEngine | None = None
+
+
+def time_runners(runners: list[Runner], *, warmup: int, iters: int, device: torch.device) -> dict[str, dict]:
+    """Interleaved timing: -> name -> {"total": [ms...], "vision": [...], ...}."""
+    clock = Clock(device)
+    for r in runners:
+        for _ in range(warmup):
+            r.call(None)
+    samples: dict[str, dict[str, list[float]]] = {r.name: {} for r in runners}
+    for _ in range(iters):
+        for r in runners:
+            clock.start()
+            r.call(clock.mark if r.engine is not None else None)
+            clock.mark("end")
+            for k, v in clock.elapsed_ms().items():
+                samples[r.name].setdefault(k, []).append(v)
+    return samples
+
+
+def make_runner(name: str, mode: str, model: PiModel, s: BenchSettings, inputs: dict) -> Runner:
+    cfg = model.config
+    args = (
+        inputs["images"],
+        inputs["img_masks"],
+        inputs["tokens"],
+        inputs["token_masks"],
+        state_arg(cfg, inputs),
+    )
+    kw = {"noise": inputs["noise"], "num_steps": s.steps}
+    if mode == "reference":
+        return Runner(name, mode, cfg, model, lambda marks: model.sample_actions(*args, **kw))
+    if mode == "reference_nocompact":
+        return Runner(
+            name,
+            mode,
+            cfg,
+            model,
+            lambda marks: model.sample_trace(*args, **kw, compact=False, keep_trace=False).actions,
+        )
+    engine = InferenceEngine(
+        model,
+        batch_size=s.batch,
+        device=s.device,
+        dtype=s.dtype,
+        compile=mode.startswith("compiled"),
+        cuda_graph=mode.endswith("cuda_graph"),
+        compact=mode != "engine_nocompact",
+    )
+    return Runner(
+        name, mode, cfg, model, lambda marks: engine.sample_actions(*args, **kw, marks=marks), engine
+    )
+
+
+def build_models(s: BenchSettings) -> list[tuple[str, PiModel]]:
+    """-> [(label, model)], deepest first for presets."""
+    from shallowpi.model.checkpoint import load_model
+
+    device = torch.device(s.device)
+    out = []
+    if s.policies:
+        for path in s.policies:
+            model = load_model(path, device=device, dtype=s.dtype)
+            if s.chunk:
+                model.config.chunk_size = s.chunk  # latency what-if: the weights do not depend on the chunk
+            out.append((Path(path).name, model.eval()))
+        return out
+    base = preset(s.preset)
+    overrides = {}
+    if s.variant:
+        overrides["variant"] = s.variant
+    if s.chunk:
+        overrides["chunk_size"] = s.chunk
+    if s.variant and s.variant != base.variant:
+        overrides["tokenizer_max_length"] = 48 if s.variant == "pi0" else base.tokenizer_max_length
+    for depth in sorted(set(s.depths or [base.depth]), reverse=True):
+        torch.manual_seed(s.seed)
+        cfg = preset(s.preset, depth=depth, **overrides)
+        model = PiModel(cfg).to(device).eval()
+        if s.dtype == "bfloat16":
+            model.to_bfloat16()
+        out.append((f"{s.preset}_d{depth}", model))
+    return out

@@ -1,0 +1,62 @@
+"""What one benchmark run measures (`BenchSettings`, its validation) and the names of its modes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from shallowpi.errors import UserError
+
+MODES = (
+    "reference",
+    "reference_nocompact",
+    "engine",
+    "engine_nocompact",
+    "compiled",
+    "cuda_graph",
+    "compiled_cuda_graph",
+)
+SCHEMA = "shallowpi.bench/1"
+
+
+@dataclass
+class BenchSettings:
+    preset: str | None = "mid"  # model preset (random weights) when no policies are given
+    variant: str | None = None  # override the preset's variant (pi0 | pi05)
+    depths: list[int] = field(default_factory=list)  # empty: the preset's depth
+    policies: list[str] = field(default_factory=list)  # pretrained folders (e.g. teacher and student)
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch: int = 1
+    cameras: int | None = None  # valid camera slots (the rest are masked); None: all but one if > 1 slot
+    lang_tokens: int | None = None  # valid prompt tokens; None: min(20, tokenizer_max_length)
+    steps: int | None = None  # Euler steps; None: the config's
+    chunk: int | None = None  # action chunk; None: the config's
+    modes: list[str] = field(default_factory=lambda: ["reference", "engine"])
+    warmup: int = 3
+    iters: int = 20
+    threads: int | None = None
+    seed: int = 0
+    count_flops: bool = True  # cross-check the analytic FLOPs with torch's counter (one extra call each)
+
+    def validate(self) -> None:
+        if not self.policies and not self.preset:
+            raise UserError("give --policy PATH or --preset NAME")
+        bad = [m for m in self.modes if m not in MODES]
+        if bad:
+            raise UserError(f"unknown mode {bad[0]!r}; choose from {', '.join(MODES)}")
+        if not self.modes:
+            raise UserError("no modes to run")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"device {self.device!r} asked for but CUDA is not available")
+        if not self.device.startswith("cuda") and any("cuda_graph" in m for m in self.modes):
+            raise UserError("cuda_graph modes need --device cuda")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise UserError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.iters < 1 or self.warmup < 0 or self.batch < 1:
+            raise UserError("iters and batch must be >= 1 and warmup >= 0")
+        if any(d < 1 for d in self.depths):
+            raise UserError(f"depths must be >= 1, got {self.depths}")
+        if self.policies and self.depths:
+            raise UserError("depths apply to presets; pass several --policy folders to compare checkpoints")

@@ -1,0 +1,122 @@
+"""`run_bench`: every model x mode of one `BenchSettings` in one process, on the same inputs -> one result."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import torch
+
+from shallowpi.bench.inputs import make_inputs
+from shallowpi.bench.memory import measure_peak, memory_method
+from shallowpi.bench.results import environment, ratios, summary
+from shallowpi.bench.runners import build_models, make_runner, time_runners
+from shallowpi.bench.settings import SCHEMA, BenchSettings
+from shallowpi.errors import UserError
+from shallowpi.infer.engine import STAGES
+from shallowpi.infer.flops import call_flops, count_engine_flops, count_flops
+
+
+def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
+    s.validate()
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    device = torch.device(s.device)
+    models = build_models(s)
+    cfg0 = models[0][1].config
+    slots = len(cfg0.cameras)
+    cameras = s.cameras if s.cameras is not None else (slots - 1 if slots > 1 else 1)
+    lang = s.lang_tokens if s.lang_tokens is not None else min(20, cfg0.tokenizer_max_length)
+    steps = s.steps or cfg0.num_inference_steps
+    inputs = make_inputs(cfg0, batch=s.batch, cameras=cameras, lang_tokens=lang, device=device, seed=s.seed)
+    for _, m in models[1:]:
+        c = m.config
+        if (c.cameras, c.vision.image_size, c.tokenizer_max_length, c.chunk_size) != (
+            cfg0.cameras,
+            cfg0.vision.image_size,
+            cfg0.tokenizer_max_length,
+            cfg0.chunk_size,
+        ):
+            raise UserError(
+                "compared models must share camera slots, image size, prompt length and chunk size"
+            )
+
+    runners = [make_runner(f"{label}/{mode}", mode, m, s, inputs) for label, m in models for mode in s.modes]
+    log(
+        f"bench: {len(runners)} runner(s) on {device}, {s.dtype}, batch {s.batch}, {cameras}/{slots} cameras, "
+        f"{lang} prompt tokens, {s.steps or 'each model its own'} steps; warm-up {s.warmup}, {s.iters} timed calls each"
+    )
+
+    runs, outputs = [], {}
+    for r in runners:
+        box: dict = {}
+        # First call (cold: builds caches / compiles / captures), measured for peak memory.
+        mem = measure_peak(lambda r=r, box=box: box.update(out=r.call(None)), device)
+        outputs[r.name] = box["out"]
+        first = next(x for x in runners if x.model is r.model)  # this model's first mode
+        diff = None if first is r else float((box["out"].float() - outputs[first.name].float()).abs().max())
+        compact = "nocompact" not in r.mode
+        r_steps = s.steps or r.config.num_inference_steps  # each model samples with its own schedule
+        flops = call_flops(
+            r.config,
+            batch=s.batch,
+            cameras=cameras if compact else slots,
+            lang_tokens=lang if compact else r.config.tokenizer_max_length,
+            steps=r_steps,
+            cached_conditioning=r.engine is not None,
+        )
+        counted = None
+        if s.count_flops:
+            if r.engine is not None:
+                counted = count_engine_flops(r.engine, inputs, r_steps)
+            else:
+                counted = {"total": count_flops(lambda r=r: r.call(None))}
+        params = sum(p.numel() for p in r.model.parameters())
+        weights = sum(p.numel() * p.element_size() for p in r.model.parameters())
+        runs.append(
+            {
+                "name": r.name,
+                "mode": r.mode,
+                "variant": r.config.variant,
+                "depth": r.config.depth,
+                "steps": r_steps,
+                "time_grid": r.config.time_grid(s.steps),
+                "params": params,
+                "weights_mb": weights / 2**20,
+                "flops": flops,
+                "flops_counted": counted,
+                "memory": mem,
+                "max_abs_diff_vs_first_mode": diff,
+            }
+        )
+        log(f"  prepared {r.name}: {flops['total'] / 1e9:.2f} GFLOP/call, peak +{mem['delta_mb']:.0f} MiB")
+
+    samples = time_runners(runners, warmup=s.warmup, iters=s.iters, device=device)
+    for run in runs:
+        smp = samples[run["name"]]
+        run["latency_ms"] = summary(smp["total"])
+        run["stages_ms"] = {k: summary(smp[k]) for k in STAGES if k in smp} or None
+        log(
+            f"  {run['name']:<40} median {run['latency_ms']['median']:8.1f} ms  p90 {run['latency_ms']['p90']:8.1f} ms"
+        )
+
+    result = {
+        "schema": SCHEMA,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "environment": environment(device),
+        "settings": {
+            **dataclasses.asdict(s),
+            "camera_slots": slots,
+            "cameras_valid": cameras,
+            "lang_tokens_valid": lang,
+            "prompt_length": cfg0.tokenizer_max_length,
+            "steps": steps,
+            "chunk": cfg0.chunk_size,
+        },
+        "timing": "CUDA events" if device.type == "cuda" else "time.perf_counter wall clock",
+        "memory_method": memory_method(device),
+        "runs": runs,
+        "ratios": ratios(runs),
+    }
+    return result

@@ -1,0 +1,93 @@
+"""ActionPredictor: a model and its processors, one processor sample in, one unnormalised action chunk out.
+
+    sample {"images", "state", "task"}
+        --Preprocessor--> normalise state, resize-with-pad images, tokenise prompt --> model inputs (B = 1)
+        --InferenceEngine.sample_actions--> normalised (1, chunk, max_action_dim)
+        --Postprocessor--> unnormalised, cropped: (chunk, action_dim) float32, checked finite
+
+The inference path the websocket server (`shallowpi.serve.policy.PiPolicy`) and simulation evaluation share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shallowpi.data.processor import Postprocessor, Preprocessor, collate, load_processor
+from shallowpi.device import resolve_device
+from shallowpi.errors import UserError
+from shallowpi.infer.actions import check_actions
+from shallowpi.infer.engine import InferenceEngine
+from shallowpi.model import PiModel, load_model
+
+
+class ActionPredictor:
+    """A model and its processors: one processor sample in, one unnormalised action chunk out.
+
+    The inference path shared by the websocket server (`PiPolicy`) and simulation evaluation, so both see
+    exactly the inputs training saw. Runs the fast `InferenceEngine` (equal to the reference path).
+    """
+
+    def __init__(
+        self,
+        model: PiModel,
+        preprocessor: Preprocessor,
+        postprocessor: Postprocessor,
+        *,
+        num_steps: int | None = None,
+        truncate_prompt: bool | None = None,  # None: the processor config's choice
+    ) -> None:
+        pc, cfg = preprocessor.config, model.config
+        if tuple(pc.cameras) != tuple(cfg.cameras) or pc.image_size != cfg.vision.image_size:
+            raise UserError(
+                f"processor (slots {list(pc.cameras)}, {pc.image_size} px) does not fit the model "
+                f"(slots {list(cfg.cameras)}, {cfg.vision.image_size} px)"
+            )
+        if num_steps is not None and num_steps < 1:
+            raise UserError(f"num_steps must be >= 1, got {num_steps}")
+        self.model, self.config = model.eval(), cfg
+        self.pre, self.post = preprocessor, postprocessor
+        cfg.time_grid(num_steps)  # a bad step count fails here, not on the first request
+        self.num_steps = num_steps
+        if truncate_prompt is not None:
+            preprocessor.config.truncate_prompt = truncate_prompt
+        self.engine = InferenceEngine(self.model, batch_size=1)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, device: str | None = None, **kwargs: Any
+    ) -> ActionPredictor:
+        """Model (`shallowpi.load_model`) and processors (`load_processor`) from one pretrained folder."""
+        model = load_model(path, device=resolve_device(device))
+        pre, post = load_processor(path)
+        return cls(model, pre, post, **kwargs)
+
+    def noise(self, seed: int | None) -> torch.Tensor | None:
+        """Flow-matching noise from a CPU generator (same noise on every device); None: fresh noise."""
+        if seed is None:
+            return None
+        c = self.config
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        return torch.randn((1, c.chunk_size, c.max_action_dim), generator=gen).to(self.model.device)
+
+    @torch.inference_mode()
+    def predict(self, sample: dict, *, seed: int | None = None) -> np.ndarray:
+        """sample {"images": {camera: image}, "state": (S,), "task": str} -> (chunk, action_dim) float32."""
+        inputs = self.pre.model_inputs(collate([self.pre(sample)]))
+        inputs = {k: _to(v, self.model.device) for k, v in inputs.items()}
+        actions = self.engine.sample_actions(**inputs, noise=self.noise(seed), num_steps=self.num_steps)
+        actions = self.post(actions.float().cpu())  # (1, chunk, action_dim), unnormalised
+        out = actions[0].numpy().astype(np.float32, copy=False)
+        check_actions(out)
+        return out
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, list | tuple):
+        return type(value)(_to(v, device) for v in value)
+    return value

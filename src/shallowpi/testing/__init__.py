@@ -1,0 +1,27 @@
+"""Test doubles that tests, benchmarks and wiring checks share (not used by any command).
+
+    DummyPolicy          a model-free policy with PiPolicy's observation checks (server tests, load benchmark)
+    expected_actions     what DummyPolicy answers for a state
+    save_tiny_policy     a servable folder: tiny random-weight π0.5 + processor
+
+`save_tiny_policy` (torch) is imported on first use, so the dummy policy stays usable without torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shallowpi.testing.dummy_policy import DummyPolicy, expected_actions
+
+if TYPE_CHECKING:
+    from shallowpi.testing.tiny_policy import save_tiny_policy
+
+__all__ = ["DummyPolicy", "expected_actions", "save_tiny_policy"]
+
+
+def __getattr__(name: str):
+    if name == "save_tiny_policy":
+        from shallowpi.testing.tiny_policy import save_tiny_policy
+
+        return save_tiny_policy
+    raise AttributeError(f"module 'shallowpi.testing' has no attribute {name!r}")
