@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from shallowpi.device import default_device
 from shallowpi.distill.data import MicroBatches, StreamPlan, SyntheticSource, to_batch
 from shallowpi.distill.losses import DistillLoss, DistillLossConfig, LossWeights
 from shallowpi.distill.parallel import JointForward, freeze
@@ -69,10 +70,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--output", default=str(Path(__file__).parent / "results" / "distill_throughput.json"))
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "distill_throughput.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(default_device())
     torch.manual_seed(0)
     teacher = PiModel(preset(args.preset, variant=args.variant, depth=args.teacher_depth)).to(device).eval()
     teacher.requires_grad_(False)
@@ -113,8 +114,8 @@ def main() -> None:
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
     print(f"distill / task-only = {ratio:.2f}x (target <= 1.5x); peak RSS {report['peak_rss_gib']:.2f} GiB")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

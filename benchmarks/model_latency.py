@@ -37,7 +37,7 @@ def main() -> None:
         modes=args.modes.split(","),
         device="cpu",
         dtype="float32",
-        batch=1,
+        batch_size=1,
         cameras=2,  # of 3 slots: one masked
         lang_tokens=20,  # of 48
         warmup=args.warmup,

@@ -107,9 +107,9 @@ SMOKE = {  # every stage at toy sizes: proves the pipeline end to end in a few m
     "tasks": "reach,drawer-close",
     "demos_per_task": 2,
     "teacher_steps": 4,
-    "teacher_batch": 4,
+    "teacher_batch_size": 4,
     "student_steps": 2,
-    "student_batch": 4,
+    "student_batch_size": 4,
     "episodes_per_task": 1,
     "max_steps": 10,
     "bench_iters": 20,
@@ -145,7 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="demo state layout (default: the --teacher's, else hand_goal)",
     )
     p.add_argument("--teacher-steps", type=int, default=30000)
-    p.add_argument("--teacher-batch", type=int, default=32)
+    p.add_argument("--teacher-batch-size", type=int, default=32)
     p.add_argument("--teacher-lr", type=float, default=3e-4, help="also the scratch baseline's (same recipe)")
     p.add_argument("--student-steps", type=int, default=2400, help="the schedule of every student")
     p.add_argument("--seeds", type=int, default=3, help="training seeds of the L6 loss ablation")
@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="300,600,1200,2400,4800",
         help="L6 task+KD+attn distillation lengths of the schedule sweep ('' for none)",
     )
-    p.add_argument("--student-batch", type=int, default=32)
+    p.add_argument("--student-batch-size", type=int, default=32)
     p.add_argument("--student-lr", type=float, default=1e-4)
     p.add_argument("--attn-weight", type=float, default=1.0, help="λ_attn of the +attn students")
     p.add_argument("--save-every", type=int, default=1000)
@@ -259,7 +259,7 @@ class Study:
                 "--dataset",
                 str(self.data),
                 "--batch-size",
-                str(a.teacher_batch),
+                str(a.teacher_batch_size),
                 "--seed",
                 "1000",
             ],
@@ -297,7 +297,7 @@ class Study:
                         "--dataset",
                         str(self.data),
                         "--batch-size",
-                        str(a.student_batch),
+                        str(a.student_batch_size),
                         "--seed",
                         str(v.seed),
                     ],
@@ -316,7 +316,7 @@ class Study:
                 "--weights",
                 v.weights.format(attn=v.attn_weight if v.attn_weight is not None else a.attn_weight),
                 "--batch-size",
-                str(a.student_batch),
+                str(a.student_batch_size),
                 "--seed",
                 str(v.seed),
             ]
@@ -435,8 +435,8 @@ class Study:
             "demonstrations": f"{a.demos_per_task} per task, seed 0, {a.image_size} px, cameras {a.cameras}",
             "teacher": a.teacher
             or f"`shallowpi train --preset {a.preset} --depth {a.teacher_depth}`, "
-            f"{a.teacher_steps} steps x batch {a.teacher_batch}, lr {a.teacher_lr}",
-            "students": f"{a.student_steps} steps x batch {a.student_batch}, lr {a.student_lr}, "
+            f"{a.teacher_steps} steps x batch {a.teacher_batch_size}, lr {a.teacher_lr}",
+            "students": f"{a.student_steps} steps x batch {a.student_batch_size}, lr {a.student_lr}, "
             f"λ_attn {a.attn_weight}; scratch baseline: same steps and batch, lr {a.teacher_lr}",
             "eval": f"{spec.episodes_per_task} episodes per task, MT1 seed {spec.seed}, <= {spec.max_steps} steps, "
             "whole chunk executed open-loop; paired intervals average each setup over the seeds",

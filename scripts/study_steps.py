@@ -61,7 +61,7 @@ SMOKE = {
     "demos_per_task": 2,
     "depth_steps": 2,
     "step_steps": 2,
-    "batch": 4,
+    "batch_size": 4,
     "episodes_per_task": 1,
     "max_steps": 10,
     "bench_iters": 5,
@@ -98,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--depth-lr", type=float, default=2e-4)
     p.add_argument("--step-steps", type=int, default=1500, help="step-distillation steps per K")
     p.add_argument("--step-lr", type=float, default=1e-4)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--episodes-per-task", type=int, default=100)
     p.add_argument("--max-steps", type=int, default=200)
@@ -152,7 +152,7 @@ class Study:
         from shallowpi.study.workspace import Schedule
 
         a = self.args
-        argv = [*argv, "--batch-size", str(a.batch), "--seed", "1000"]
+        argv = [*argv, "--batch-size", str(a.batch_size), "--seed", "1000"]
         self.ws.train(
             name, argv, Schedule(steps, lr, max_warmup=steps), save_every=a.save_every, threads=a.threads
         )
@@ -310,7 +310,7 @@ class Study:
             "teacher": str(self.teacher_path),
             "L6": str(self.policy_dir(Variant("L6", "", 6, 10, "student"))),
             "step distillation": f"target {a.target} @10, states {a.states}, {a.step_steps} steps x batch "
-            f"{a.batch}, lr {a.step_lr}",
+            f"{a.batch_size}, lr {a.step_lr}",
             "eval": f"{spec.episodes_per_task} episodes per task, tasks {','.join(spec.tasks)}, MT1 seed "
             f"{spec.seed}, <= {spec.max_steps} steps",
             "bench": f"{a.bench_iters} interleaved calls per policy, threads {a.threads or 'default'}",

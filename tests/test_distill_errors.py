@@ -70,7 +70,7 @@ def _distill(teacher, data, out, *extra):
             "2",
             "--batch-size",
             "2",
-            "--output",
+            "--out",
             str(out),
             "--num-workers",
             "0",

@@ -52,7 +52,7 @@ def _cmd(teacher, out, *extra):
         "2",
         "--lr",
         "1e-3",
-        "--output",
+        "--out",
         str(out),
         "--threads",
         "1",

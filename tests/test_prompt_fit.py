@@ -129,7 +129,7 @@ def test_training_refuses_at_start_up_and_flag_truncates(tmp_path, capsys):
     model.config.tokenizer_max_length = 48  # a short task and the 8-dim state fit
     teacher = save_model(model, tmp_path / "teacher")
     argv = ["distill", "--teacher", str(teacher), "--dataset", str(data), "--depth", "1", "--steps", "1",
-            "--batch-size", "2", "--num-workers", "0", "--no-progress", "--output"]  # fmt: skip
+            "--batch-size", "2", "--num-workers", "0", "--no-progress", "--out"]  # fmt: skip
     assert main([*argv, str(tmp_path / "strict")]) == 2
     err = capsys.readouterr().err
     assert re.search(r"the prompt is \d+ tokens, more than the limit of 48", err), err

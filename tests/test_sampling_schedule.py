@@ -193,7 +193,7 @@ def test_bench_samples_each_policy_with_its_own_schedule(tmp_path) -> None:
     assert runs["student"]["time_grid"] == [1.0, 0.6, 0.0]
     assert runs["student"]["flops"]["denoise"] * 5 == runs["teacher"]["flops"]["denoise"]
     assert runs["student"]["flops_counted"]["denoise"] * 5 == runs["teacher"]["flops_counted"]["denoise"]
-    s.steps = 1
+    s.num_steps = 1
     runs = {r["name"].split("/")[0]: r for r in run_bench(s, log=lambda m: None)["runs"]}
     assert runs["teacher"]["steps"] == runs["student"]["steps"] == 1
     assert runs["student"]["time_grid"] == [1.0, 0.0]

@@ -158,7 +158,7 @@ def test_cli_step_distills_a_saved_student(tmp_path) -> None:
         "2",
         "--steps",
         "2",
-        "--output",
+        "--out",
         str(tmp_path / "o"),
     )
     assert r.returncode == 0, r.stderr
@@ -172,10 +172,10 @@ def test_cli_step_distills_a_saved_student(tmp_path) -> None:
         "1,0.6,0.7,0",
         "--steps",
         "1",
-        "--output",
+        "--out",
         str(tmp_path / "bad"),
     )
     assert r.returncode != 0 and "strictly decreasing" in r.stderr
     assert not (tmp_path / "bad" / "checkpoints").exists()
-    r = _cli(*common, "--student", str(tmp_path / "l2"), "--steps", "1", "--output", str(tmp_path / "bad2"))
+    r = _cli(*common, "--student", str(tmp_path / "l2"), "--steps", "1", "--out", str(tmp_path / "bad2"))
     assert r.returncode != 0 and "--num-steps" in r.stderr

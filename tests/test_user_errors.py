@@ -17,7 +17,7 @@ from shallowpi.testing import save_tiny_policy
 
 def test_distill_without_depth_exits_2_with_one_line(tmp_path, capsys):
     argv = ["distill", "--teacher", str(tmp_path), "--dataset", "synthetic:4", "--steps", "1",
-            "--output", str(tmp_path / "out")]  # fmt: skip
+            "--out", str(tmp_path / "out")]  # fmt: skip
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == "shallowpi distill: error: give --depth N or --layers i,j,..."

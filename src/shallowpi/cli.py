@@ -33,11 +33,15 @@ def _module(name: str):
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shallowpi", description=__doc__.splitlines()[0])
+    # No abbreviated flags: one spelling per flag (`--batch` is not `--batch-size`), and a script's flags
+    # keep their meaning when a command gains a flag with the same prefix.
+    parser = argparse.ArgumentParser(
+        prog="shallowpi", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         # Only the chosen command's module is imported (and only if it exists yet).
         if name == wanted:
             _module(name).add_arguments(p)

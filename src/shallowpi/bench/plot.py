@@ -30,7 +30,7 @@ def plot_latency(result: dict, path: str | Path, log: Callable[[str], None] = pr
     st = result["settings"]
     ax.set_xlabel("depth (layers per stack)")
     ax.set_ylabel("sample_actions latency, ms (median, bar to p90)")
-    ax.set_title(f"{st['preset'] or 'policies'} on {st['device']} ({st['dtype']}, batch {st['batch']})")
+    ax.set_title(f"{st['preset'] or 'policies'} on {st['device']} ({st['dtype']}, batch {st['batch_size']})")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()

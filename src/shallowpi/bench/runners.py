@@ -92,7 +92,7 @@ def make_runner(name: str, mode: str, model: PiModel, s: BenchSettings, inputs: 
         inputs["token_masks"],
         state_arg(cfg, inputs),
     )
-    kw = {"noise": inputs["noise"], "num_steps": s.steps}
+    kw = {"noise": inputs["noise"], "num_steps": s.num_steps}
     if mode == "reference":
         return Runner(name, mode, cfg, model, lambda marks: model.sample_actions(*args, **kw))
     if mode == "reference_nocompact":
@@ -105,7 +105,7 @@ def make_runner(name: str, mode: str, model: PiModel, s: BenchSettings, inputs: 
         )
     engine = InferenceEngine(
         model,
-        batch_size=s.batch,
+        batch_size=s.batch_size,
         device=s.device,
         dtype=s.dtype,
         compile=mode.startswith("compiled"),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from shallowpi.device import resolve_device
 from shallowpi.errors import UserError
 
 MODES = (
@@ -17,21 +18,21 @@ MODES = (
     "cuda_graph",
     "compiled_cuda_graph",
 )
-SCHEMA = "shallowpi.bench/1"
+SCHEMA = "shallowpi.bench/2"  # 2: settings.batch -> batch_size, settings.steps -> num_steps
 
 
-@dataclass
+@dataclass(slots=True)  # a misspelt field (say `steps` for `num_steps`) is an error, not a new attribute
 class BenchSettings:
     preset: str | None = "mid"  # model preset (random weights) when no policies are given
     variant: str | None = None  # override the preset's variant (pi0 | pi05)
     depths: list[int] = field(default_factory=list)  # empty: the preset's depth
     policies: list[str] = field(default_factory=list)  # pretrained folders (e.g. teacher and student)
-    device: str = "cpu"
+    device: str | None = None  # None: cuda if available, else cpu (`shallowpi.device`)
     dtype: str = "float32"
-    batch: int = 1
+    batch_size: int = 1
     cameras: int | None = None  # valid camera slots (the rest are masked); None: all but one if > 1 slot
     lang_tokens: int | None = None  # valid prompt tokens; None: min(20, tokenizer_max_length)
-    steps: int | None = None  # Euler steps; None: the config's
+    num_steps: int | None = None  # Euler steps; None: each model's config's
     chunk: int | None = None  # action chunk; None: the config's
     modes: list[str] = field(default_factory=lambda: ["reference", "engine"])
     warmup: int = 3
@@ -39,6 +40,9 @@ class BenchSettings:
     threads: int | None = None
     seed: int = 0
     count_flops: bool = True  # cross-check the analytic FLOPs with torch's counter (one extra call each)
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.device)
 
     def validate(self) -> None:
         if not self.policies and not self.preset:
@@ -54,8 +58,8 @@ class BenchSettings:
             raise UserError("cuda_graph modes need --device cuda")
         if self.dtype not in ("float32", "bfloat16"):
             raise UserError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
-        if self.iters < 1 or self.warmup < 0 or self.batch < 1:
-            raise UserError("iters and batch must be >= 1 and warmup >= 0")
+        if self.iters < 1 or self.warmup < 0 or self.batch_size < 1:
+            raise UserError("iters and batch size must be >= 1 and warmup >= 0")
         if any(d < 1 for d in self.depths):
             raise UserError(f"depths must be >= 1, got {self.depths}")
         if self.policies and self.depths:

@@ -28,8 +28,10 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
     slots = len(cfg0.cameras)
     cameras = s.cameras if s.cameras is not None else (slots - 1 if slots > 1 else 1)
     lang = s.lang_tokens if s.lang_tokens is not None else min(20, cfg0.tokenizer_max_length)
-    steps = s.steps or cfg0.num_inference_steps
-    inputs = make_inputs(cfg0, batch=s.batch, cameras=cameras, lang_tokens=lang, device=device, seed=s.seed)
+    steps = s.num_steps or cfg0.num_inference_steps
+    inputs = make_inputs(
+        cfg0, batch=s.batch_size, cameras=cameras, lang_tokens=lang, device=device, seed=s.seed
+    )
     for _, m in models[1:]:
         c = m.config
         if (c.cameras, c.vision.image_size, c.tokenizer_max_length, c.chunk_size) != (
@@ -44,8 +46,8 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
 
     runners = [make_runner(f"{label}/{mode}", mode, m, s, inputs) for label, m in models for mode in s.modes]
     log(
-        f"bench: {len(runners)} runner(s) on {device}, {s.dtype}, batch {s.batch}, {cameras}/{slots} cameras, "
-        f"{lang} prompt tokens, {s.steps or 'each model its own'} steps; warm-up {s.warmup}, {s.iters} timed calls each"
+        f"bench: {len(runners)} runner(s) on {device}, {s.dtype}, batch {s.batch_size}, {cameras}/{slots} cameras, "
+        f"{lang} prompt tokens, {s.num_steps or 'each model its own'} steps; warm-up {s.warmup}, {s.iters} timed calls each"
     )
 
     runs, outputs = [], {}
@@ -57,10 +59,10 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
         first = next(x for x in runners if x.model is r.model)  # this model's first mode
         diff = None if first is r else float((box["out"].float() - outputs[first.name].float()).abs().max())
         compact = "nocompact" not in r.mode
-        r_steps = s.steps or r.config.num_inference_steps  # each model samples with its own schedule
+        r_steps = s.num_steps or r.config.num_inference_steps  # each model samples with its own schedule
         flops = call_flops(
             r.config,
-            batch=s.batch,
+            batch=s.batch_size,
             cameras=cameras if compact else slots,
             lang_tokens=lang if compact else r.config.tokenizer_max_length,
             steps=r_steps,
@@ -81,7 +83,7 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
                 "variant": r.config.variant,
                 "depth": r.config.depth,
                 "steps": r_steps,
-                "time_grid": r.config.time_grid(s.steps),
+                "time_grid": r.config.time_grid(s.num_steps),
                 "params": params,
                 "weights_mb": weights / 2**20,
                 "flops": flops,
@@ -111,7 +113,7 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
             "cameras_valid": cameras,
             "lang_tokens_valid": lang,
             "prompt_length": cfg0.tokenizer_max_length,
-            "steps": steps,
+            "num_steps": steps,  # resolved: the first model's when each samples with its own
             "chunk": cfg0.chunk_size,
         },
         "timing": "CUDA events" if device.type == "cuda" else "time.perf_counter wall clock",

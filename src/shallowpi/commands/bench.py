@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from shallowpi.commands.options import add_device_argument, add_num_steps_argument
 from shallowpi.errors import UserError
 
 MIN_ITERS = 20
@@ -43,14 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variant", choices=["pi0", "pi05"], default=None, help="override the preset's variant"
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    add_device_argument(parser)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument(
         "--cameras", type=int, default=None, help="valid camera slots (others masked); default all but one"
     )
     parser.add_argument("--lang-tokens", type=int, default=None, help="valid prompt tokens (default 20)")
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the config's, 10)")
+    add_num_steps_argument(parser)
     parser.add_argument("--chunk", type=int, default=None, help="action chunk (default: the config's, 50)")
     parser.add_argument(
         "--modes",
@@ -72,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shallowpi.bench import BenchSettings, plot_latency, run_bench, write_json
+    from shallowpi.device import resolve_device
 
     if args.iters < MIN_ITERS:
         raise UserError(f"--iters must be >= {MIN_ITERS} for a meaningful median/p90")
@@ -79,19 +81,20 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give --depth or --compare, not both")
     if args.policy and (args.compare or args.depth or args.variant):
         raise UserError("--depth/--compare/--variant apply to --preset only")
-    cuda = args.device.startswith("cuda")
+    device = resolve_device(args.device)
+    cuda = device.startswith("cuda")
     modes = args.modes or (["engine", "compiled", "cuda_graph"] if cuda else ["reference", "engine"])
     settings = BenchSettings(
         preset=args.preset,
         variant=args.variant,
         depths=args.compare or ([args.depth] if args.depth else []),
         policies=args.policy or [],
-        device=args.device,
+        device=device,
         dtype=args.dtype,
-        batch=args.batch,
+        batch_size=args.batch_size,
         cameras=args.cameras,
         lang_tokens=args.lang_tokens,
-        steps=args.steps,
+        num_steps=args.num_steps,
         chunk=args.chunk,
         modes=modes,
         warmup=args.warmup,

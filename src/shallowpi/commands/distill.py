@@ -1,11 +1,11 @@
 """`shallowpi distill`: a shallow student from a teacher, trained with task + velocity KD + attention KD.
 
-shallowpi distill --teacher TEACHER_DIR --dataset DATA --depth 6 --steps 30000 --batch-size 64 --output OUT
+shallowpi distill --teacher TEACHER_DIR --dataset DATA --depth 6 --steps 30000 --batch-size 64 --out OUT
 torchrun --nproc-per-node 8 -m shallowpi distill ...        # DDP (add --fsdp for FSDP2)
 
 Step distillation (docs/step-distillation.md): a K-step student whose steps match the frozen target's 10-step
 solution, from a depth-distilled student (or straight from the teacher with --depth):
-shallowpi distill --teacher TEACHER_DIR --student L6_DIR --num-steps 2 --dataset DATA --steps N --output OUT
+shallowpi distill --teacher TEACHER_DIR --student L6_DIR --num-steps 2 --dataset DATA --steps N --out OUT
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from shallowpi.commands.options import add_device_argument, add_num_steps_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", required=True, help="pretrained folder (model + processor)")
@@ -29,10 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-size", type=int, default=None, help="render size (default: the policy's input size)"
     )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--num-steps", type=int, default=None, help="Euler steps (default: the model config's)"
-    )
+    add_device_argument(parser)
+    add_num_steps_argument(parser)
     parser.add_argument(
         "--blank-images",
         action="store_true",

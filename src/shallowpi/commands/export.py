@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from shallowpi.commands.options import add_num_steps_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", required=True, help="pretrained folder (config.json + model.safetensors)")
@@ -26,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated model slots the graphs take (default: the slots the processor feeds; "
         "the others are dropped as always masked)",
     )
-    parser.add_argument("--num-steps", type=int, default=None, help="Euler steps in the manifest")
+    add_num_steps_argument(
+        parser, help="Euler denoising steps recorded in the manifest (default: the model config's)"
+    )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset")
 
 

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import signal
 
+from shallowpi.commands.options import DEVICE_HELP, add_num_steps_argument
 from shallowpi.errors import UserError
 from shallowpi.serve.obs_mapping import PRESETS
 
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=8000, help="TCP port (openpi's default 8000; 0 = any free)"
     )
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP + "; torch backend only")
     parser.add_argument("--default-prompt", default=None, help="task text used when a request has no prompt")
     parser.add_argument(
         "--obs-map",
@@ -52,9 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"observation keys the robot sends: one of {sorted(PRESETS)} or a .json mapping file "
         "(see shallowpi/serve/obs_mapping.py)",
     )
-    parser.add_argument(
-        "--num-steps", type=int, default=None, help="Euler steps (default: the model config's)"
-    )
+    add_num_steps_argument(parser)
     parser.add_argument(
         "--seed",
         type=int,

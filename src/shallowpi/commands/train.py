@@ -1,7 +1,7 @@
 """`shallowpi train`: flow-matching (task loss only) training, from a preset or from a checkpoint.
 
-shallowpi train --preset tiny --variant pi05 --depth 4 --dataset DATA --steps 20000 --output OUT
-shallowpi train --init CHECKPOINT_DIR --dataset DATA --steps 2000 --output OUT     # fine-tune
+shallowpi train --preset tiny --variant pi05 --depth 4 --dataset DATA --steps 20000 --out OUT
+shallowpi train --init CHECKPOINT_DIR --dataset DATA --steps 2000 --out OUT     # fine-tune
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from shallowpi.commands.options import add_device_argument
 from shallowpi.distill.compat import build_preprocessor
 from shallowpi.distill.data import ProcessedSource, SyntheticSource
 from shallowpi.distill.schedule import ScheduleConfig
@@ -22,11 +23,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="LeRobotDataset folder (v3.0 / v2.1), or synthetic:N for N random examples (smoke tests)",
     )
-    p.add_argument("--output", required=True, help="output folder (checkpoints/, metrics.jsonl)")
+    p.add_argument("--out", required=True, help="output folder (checkpoints/, metrics.jsonl)")
     p.add_argument("--steps", type=int, required=True, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=64, help="GLOBAL batch per optimizer step (all GPUs)")
     p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--resume", action="store_true", help="continue exactly from OUTPUT/checkpoints/last")
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoints/last")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--lr", type=float, default=2.5e-5, help="peak learning rate")
     p.add_argument("--end-lr", type=float, default=2.5e-6)
@@ -41,9 +42,9 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-vision", action="store_true", help="do not train the vision tower")
     p.add_argument("--fsdp", action="store_true", help="FSDP2 (fully_shard) instead of DDP under torchrun")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
-    p.add_argument("--tensorboard", action="store_true", help="also log to OUTPUT/tensorboard (if installed)")
+    p.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (if installed)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--device", default=None)
+    add_device_argument(p)
     p.add_argument("--tokenizer", default=None, help="SentencePiece model (default: shipped test-bed one)")
     p.add_argument(
         "--camera-map",
@@ -63,7 +64,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
-        output_dir=args.output,
+        output_dir=args.out,
         steps=args.steps,
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,

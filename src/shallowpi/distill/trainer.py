@@ -1,6 +1,6 @@
 """The training loop for distillation and for plain flow-matching training (task loss only).
 
-One process:         shallowpi distill --teacher T --dataset D --depth 6 --steps N --batch-size B --output O
+One process:         shallowpi distill --teacher T --dataset D --depth 6 --steps N --batch-size B --out O
 DDP, one node:       torchrun --nproc-per-node 8 -m shallowpi distill ...
 DDP, several nodes:  torchrun --nnodes 2 --node-rank R --nproc-per-node 8 --rdzv-endpoint HOST:PORT \
                          -m shallowpi distill ...
@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from shallowpi.atomic import write_text_atomic
+from shallowpi.device import resolve_device
 from shallowpi.distill import checkpointing as ckpt
 from shallowpi.distill.data import ExampleSource, MicroBatches, StreamPlan, to_batch
 from shallowpi.distill.losses import DistillLoss, DistillLossConfig
@@ -77,7 +78,7 @@ class TrainConfig:
     num_workers: int = 0
     tensorboard: bool = False
     progress: bool = True
-    device: str | None = None  # None: cuda:<local rank> if available, else cpu
+    device: str | None = None  # None: cuda (this rank's GPU) if available, else cpu (`shallowpi.device`)
 
     def __post_init__(self) -> None:
         if isinstance(self.schedule, dict):
@@ -88,17 +89,12 @@ class TrainConfig:
 
 
 def _device(cfg: TrainConfig, info: DistInfo) -> torch.device:
-    if cfg.device is not None:
-        device = torch.device(cfg.device)
-        if device.type == "cuda" and device.index is None:  # "cuda": this rank's GPU, not GPU 0 for all
-            device = torch.device("cuda", info.local_rank)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        return device
-    if torch.cuda.is_available():
-        torch.cuda.set_device(info.local_rank)
-        return torch.device("cuda", info.local_rank)
-    return torch.device("cpu")
+    device = torch.device(resolve_device(cfg.device))
+    if device.type == "cuda" and device.index is None:  # "cuda": this rank's GPU, not GPU 0 for all
+        device = torch.device("cuda", info.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def _drop_records_after(path: Path, step: int) -> None:
@@ -177,12 +173,7 @@ def train(
             "step distillation does not support --fsdp or --gradient-checkpointing (it trains through the "
             "cached-prefix sampler, not the joint pass)"
         )
-    device_type = (
-        "cuda"
-        if (cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        else "cpu"
-    )
-    info = init_distributed(device_type)
+    info = init_distributed(torch.device(resolve_device(cfg.device)).type)
     device = _device(cfg, info)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

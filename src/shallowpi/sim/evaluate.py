@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from shallowpi.atomic import write_json_atomic
+from shallowpi.device import resolve_device
 from shallowpi.errors import MissingFileError, UserError
 from shallowpi.infer.actions import UnsafeActionError, check_actions
 from shallowpi.sim import metaworld_env as mw
@@ -61,13 +62,16 @@ class EvalConfig:
     # Render size; None: the policy's input size (what `shallowpi collect` demos for it are rendered at).
     # The processor resizes whatever is rendered to the model's input size.
     image_size: int | None = None
-    device: str = "cpu"
+    device: str | None = None  # None: cuda if available, else cpu (`shallowpi.device`)
     num_steps: int | None = None  # Euler steps; None: the model config's
     blank_images: bool = False  # all-black camera images (masks stay on): does the policy need vision?
     video_dir: str | None = None
     videos_per_task: int = 2  # first N episodes of each task are recorded when video_dir is set
     threads_per_worker: int | None = None  # torch threads; None: cores / workers
     truncate_prompt: bool | None = None  # None: the policy's processor config decides (default: refuse)
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.device)  # recorded resolved in eval_info.json
 
     def validate(self) -> None:
         if self.episodes_per_task < 1:
@@ -116,7 +120,7 @@ class PretrainedPolicy:
         self,
         path: str | Path,
         *,
-        device: str = "cpu",
+        device: str | None = None,
         num_steps: int | None = None,
         truncate_prompt: bool | None = None,
     ) -> None:

@@ -78,7 +78,7 @@ def teacher_info(path: Path) -> TeacherInfo:
 
 
 def trained_step(train_out: str | Path) -> int:
-    """Step of the last complete checkpoint in a `shallowpi train/distill --output` folder (0: none)."""
+    """Step of the last complete checkpoint in a `shallowpi train/distill --out` folder (0: none)."""
     from shallowpi.distill import checkpointing as ckpt
 
     last = ckpt.last_checkpoint(train_out)
@@ -224,6 +224,7 @@ def bench_policies(
     settings = BenchSettings(
         preset=None,
         policies=[str(p) for p in policies],
+        device="cpu",  # the study reports CPU latency, whatever GPU the machine has
         # Every camera slot of these policies is fed in Meta-World, so none is masked in the timing.
         cameras=len(read_config(policies[0]).cameras),
         modes=["engine"],  # the runtime the server and eval use

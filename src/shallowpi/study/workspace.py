@@ -139,7 +139,7 @@ class Workspace:
                     *schedule.argv(),
                     "--save-every",
                     str(min(save_every, schedule.steps)),
-                    "--output",
+                    "--out",
                     str(out),
                     "--no-progress",
                     *(["--threads", str(threads)] if threads else []),
