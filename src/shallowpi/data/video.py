@@ -138,22 +138,6 @@ class VideoDecoder:
         return best[1]
 
 
-def video_info(path: str | Path) -> dict:
-    """Codec, size, pixel format and fps of a video file, in LeRobot's `features[...]["info"]` keys."""
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        return {
-            "video.height": s.codec_context.height,
-            "video.width": s.codec_context.width,
-            "video.codec": s.codec_context.codec.canonical_name,
-            "video.pix_fmt": s.codec_context.pix_fmt,
-            "video.is_depth_map": False,
-            "video.fps": float(s.average_rate) if s.average_rate else None,
-            "video.channels": 3,
-            "has_audio": len(c.streams.audio) > 0,
-        }
-
-
 def decode_png(data: bytes) -> np.ndarray:
     """PNG bytes -> uint8 [H, W, 3] RGB, through FFmpeg's PNG decoder (no Pillow dependency)."""
     try:

@@ -40,7 +40,6 @@ class JointOutput:
     v_t: torch.Tensor  # (B, chunk, max_action_dim) fp32
     attn: dict[int, torch.Tensor]  # layer -> (B, nh, T, T) fp32 post-softmax, for captured layers
     prefix_pad: torch.Tensor  # (B, P) bool: valid vision-language keys
-    suffix_len: int
 
 
 @dataclass
@@ -211,7 +210,7 @@ class PiModel(nn.Module):
                 xp, xs, probs = self._joint_layer(*args)
             if probs is not None:
                 attn[i] = probs
-        return JointOutput(self._velocity(xs, cond), attn, prefix_pad, suffix_embs.shape[1])
+        return JointOutput(self._velocity(xs, cond), attn, prefix_pad)
 
     def _joint_layer(self, i, xp, xs, cond, cos, sin, mask, want_probs: bool, p_len: int):
         """Layer i of both stacks: own norms and projections, one softmax over [prefix | suffix]."""

@@ -172,14 +172,6 @@ class ObsMapping:
             out[target] = key
         return out
 
-    def required_keys(self, cameras: Sequence[str | None]) -> list[KeyPath]:
-        """Client keys a request must contain (for the metadata frame and error messages)."""
-        return (
-            list(self.resolve(cameras).values())
-            + list(self.state)
-            + ([self.prompt] if self.prompt is not None else [])
-        )
-
     def extract(self, obs: Mapping, cameras: Sequence[str | None], default_prompt: str | None = None) -> dict:
         """The processor sample for one client observation; ObservationError names any bad key."""
         if not isinstance(obs, Mapping):
