@@ -16,8 +16,8 @@ from paths import find_reference
 from shallowpi.cli import main
 from shallowpi.data.lerobot_dataset import LeRobotDataset
 from shallowpi.data.processor import ProcessorConfig
-from shallowpi.distill.compat import DatasetMismatchError, check_compat
 from shallowpi.distill.data import SyntheticSource
+from shallowpi.distill.dataset_fit import DatasetMismatchError, check_dataset_fits
 from shallowpi.distill.losses import DistillLossConfig, LossWeights
 from shallowpi.distill.student import make_student
 from shallowpi.distill.trainer import NonFiniteLossError, TrainConfig, train
@@ -103,7 +103,9 @@ def test_action_dim_mismatch_is_named(tmp_path, dataset, capsys):
         tmp_path / "out",
     )
     with pytest.raises(DatasetMismatchError, match="action dim"):  # the same error for library users
-        check_compat(random_teacher().config, _Pre(action_dim=6), LeRobotDataset(dataset, chunk_size=10))
+        check_dataset_fits(
+            random_teacher().config, _Pre(action_dim=6), LeRobotDataset(dataset, chunk_size=10)
+        )
 
 
 def test_missing_camera_is_named(tmp_path, dataset, capsys):

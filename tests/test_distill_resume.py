@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from distill_helpers import random_teacher
 from paths import find_reference
 from shallowpi.data.lerobot_dataset import LeRobotDataset
-from shallowpi.distill.compat import build_preprocessor
 from shallowpi.distill.data import ProcessedSource, StreamPlan
+from shallowpi.distill.dataset_fit import build_preprocessor
 from shallowpi.distill.losses import DistillLossConfig
 from shallowpi.distill.schedule import ScheduleConfig
 from shallowpi.distill.student import make_student

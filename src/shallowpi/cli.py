@@ -3,6 +3,8 @@
 Each sub-command lives in `shallowpi/commands/<name>.py` and exposes `add_arguments(parser)` and
 `run(args) -> int`. Modules are imported only when their command runs, so `shallowpi inspect` does not pay
 for importing the simulator or the server.
+Flags several commands share are spelled once in `commands/options.py` (and `commands/training_args.py`
+for train / distill).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from shallowpi.distill.run import add_training_arguments
+from shallowpi.commands.training_args import add_training_arguments
 from shallowpi.errors import UserError
 
 
@@ -67,8 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shallowpi.commands.training_args import make_source, setup_threads, train_config
     from shallowpi.distill.losses import DistillLossConfig, LossWeights, parse_attn_pairs
-    from shallowpi.distill.run import make_source, setup_threads, train_config
     from shallowpi.distill.steps import StepDistillConfig
     from shallowpi.distill.student import make_student
     from shallowpi.distill.trainer import train

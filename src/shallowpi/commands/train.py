@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from shallowpi.distill.run import add_training_arguments
+from shallowpi.commands.training_args import add_training_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from shallowpi.commands.training_args import make_source, setup_threads, train_config
     from shallowpi.distill.losses import DistillLossConfig, LossWeights
-    from shallowpi.distill.run import make_source, setup_threads, train_config
     from shallowpi.distill.trainer import train
     from shallowpi.model import PiModel, load_model, preset
 

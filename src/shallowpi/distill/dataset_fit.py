@@ -1,4 +1,5 @@
-"""Teacher/model ↔ dataset checks and the processor that travels with the trained model.
+"""Does this dataset fit this model? Teacher/model ↔ dataset checks, and the processor that trains (and travels
+with) the model.
 
 Everything here runs before training starts, so a mismatch (action dim, cameras, missing stats) fails in
 seconds with one error that names it, instead of hours later or silently.
@@ -82,11 +83,11 @@ def build_preprocessor(
             pre = Preprocessor(pcfg, stats, load_tokenizer(tokenizer))
         except ValueError as e:  # the processor names the missing / wrongly sized stat
             raise DatasetMismatchError(f"missing stats: {e}") from e
-    check_compat(config, pre, dataset)
+    check_dataset_fits(config, pre, dataset)
     return pre
 
 
-def check_compat(config: PiConfig, pre, dataset) -> None:
+def check_dataset_fits(config: PiConfig, pre, dataset) -> None:
     """Every way the model, its processor and the dataset can disagree, reported together."""
     p = pre.config
     problems: list[str] = []

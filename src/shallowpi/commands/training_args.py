@@ -1,4 +1,4 @@
-"""Shared plumbing of `shallowpi distill` and `shallowpi train`: arguments -> configs, dataset -> source."""
+"""Flags `shallowpi train` and `shallowpi distill` share, and what they become: TrainConfig, example source."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from shallowpi.commands.options import add_device_argument
-from shallowpi.distill.compat import build_preprocessor
 from shallowpi.distill.data import ProcessedSource, SyntheticSource
+from shallowpi.distill.dataset_fit import build_preprocessor
 from shallowpi.distill.schedule import ScheduleConfig
 from shallowpi.distill.trainer import TrainConfig
 from shallowpi.errors import MissingFileError, UserError
