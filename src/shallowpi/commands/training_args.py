@@ -1,4 +1,4 @@
-"""Flags `shallowpi train` and `shallowpi distill` share, and what they become: TrainConfig, example source."""
+"""Flags `shallowpi train` and `shallowpi distill` share, and what they become: TrainConfig, a source."""
 
 from __future__ import annotations
 

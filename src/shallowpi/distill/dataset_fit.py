@@ -1,5 +1,5 @@
-"""Does this dataset fit this model? Teacher/model ↔ dataset checks, and the processor that trains (and travels
-with) the model.
+"""Does this dataset fit this model? Teacher/model ↔ dataset checks, and the processor that trains the model
+(and travels with it).
 
 Everything here runs before training starts, so a mismatch (action dim, cameras, missing stats) fails in
 seconds with one error that names it, instead of hours later or silently.
