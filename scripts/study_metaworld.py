@@ -269,7 +269,7 @@ class Study:
 
     def students(self) -> None:
         from shallowpi.distill.student import default_layer_map
-        from shallowpi.study import pipeline as P
+        from shallowpi.study import pipeline
 
         a = self.args
         teacher = str(self.teacher_path)
@@ -283,7 +283,7 @@ class Study:
             if v.kind == "skip":
                 if not (self.policy_dir(v) / "model.safetensors").is_file():
                     self.say(f"{v.name}: subsampling the teacher, no training")
-                    P.save_layer_skip_student(teacher, v.depth, self.policy_dir(v))
+                    pipeline.save_layer_skip_student(teacher, v.depth, self.policy_dir(v))
                 continue
             if v.kind == "scratch":
                 self.train(
@@ -330,10 +330,10 @@ class Study:
 
     def eval_spec(self):
         from shallowpi.sim import metaworld_env as mw
-        from shallowpi.study import pipeline as P
+        from shallowpi.study import pipeline
 
         a = self.args
-        return P.EvalSpec(
+        return pipeline.EvalSpec(
             tasks=mw.resolve_tasks(a.tasks),
             episodes_per_task=a.episodes_per_task,
             image_size=a.image_size,
@@ -359,7 +359,7 @@ class Study:
             self.ws.evaluate(v.name, path, spec, keep_in=Path(self.args.results) / "evals")
 
     def bench(self) -> None:
-        from shallowpi.study import pipeline as P
+        from shallowpi.study import pipeline
 
         # One architecture per depth. Latency does not depend on the weights, so each depth is timed on the
         # teacher's layer-skip student: the bench needs no trained student (nor one from an earlier session).
@@ -367,15 +367,15 @@ class Study:
         for d in sorted({v.depth for v in self.selected() if v.kind != "teacher"}, reverse=True):
             arch = self.work / "bench_models" / f"L{d}"
             if not (arch / "model.safetensors").is_file():
-                P.save_layer_skip_student(str(self.teacher_path), d, arch)
+                pipeline.save_layer_skip_student(str(self.teacher_path), d, arch)
             paths.append(arch)
         if self.teacher_path.name != "teacher":  # bench names runs by folder name
             paths[0] = self.ws.link("teacher", self.teacher_path)
         self.ws.bench(paths, iters=self.args.bench_iters, threads=self.args.threads)
 
     def report(self) -> None:
-        from shallowpi.study import pipeline as P
-        from shallowpi.study import report as R
+        from shallowpi.study import pipeline
+        from shallowpi.study import report as study_report
 
         a, spec = self.args, self.eval_spec()
         results, groups = [], {}
@@ -386,14 +386,14 @@ class Study:
                 continue
             # A seed group's seed-1000 run shares the group's name; the pooled result takes that name.
             name = f"{v.name}_seed{v.seed}" if v.group == v.name else v.name
-            run = R.PolicyResult(
+            run = study_report.PolicyResult(
                 name,
                 v.label,
                 v.depth,
                 v.kind,
-                P.success_by_task(info),
+                pipeline.success_by_task(info),
                 info["settings"]["episodes_per_task"],
-                outcomes=P.outcomes_by_task(info),
+                outcomes=pipeline.outcomes_by_task(info),
                 pooled_in=v.group,
             )
             results.append(run)
@@ -402,7 +402,7 @@ class Study:
         for group, members in groups.items():
             first = members[0][0]
             label = first.label.split(" (seed")[0] + (f" ({len(members)} seeds)" if len(members) > 1 else "")
-            pooled = R.pool_runs(group, label, [run for _, run in members])
+            pooled = study_report.pool_runs(group, label, [run for _, run in members])
             pooled.kind = "student" if any(v.kind == "student" for v, _ in members) else first.kind
             results.append(pooled)
         order = {v.name: i for i, v in enumerate(self.selected())}  # table order: the variant list's
@@ -410,19 +410,19 @@ class Study:
         bench_path = self.work / "bench.json"
         bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
         if bench:
-            R.attach_bench(results, bench)
+            study_report.attach_bench(results, bench)
         results_dir = Path(a.results)
         steps_of = {v.name: v.steps for v in self.selected() if v.kind == "schedule"}
         steps_of["L6_task_kd_attn_seed1000"] = a.student_steps  # the main L6 is the sweep's default point
-        rows = R.schedule_rows(results, steps_of)
-        sched_png = R.plot_schedule(
+        rows = study_report.schedule_rows(results, steps_of)
+        sched_png = study_report.plot_schedule(
             rows,
-            R.by_name(results).get("teacher"),
+            study_report.by_name(results).get("teacher"),
             results_dir / "schedule.png",
             title=f"L6 success vs distillation steps (Meta-World {a.tasks}, held-out seed {spec.seed})",
             log=self.say,
         )
-        png = R.plot_pareto(
+        png = study_report.plot_pareto(
             results,
             results_dir / "pareto.png",
             title=f"Meta-World {a.tasks}, held-out seed {spec.seed}, CPU latency",
@@ -447,7 +447,7 @@ class Study:
             "stage wall times": ", ".join(f"{k} {v / 60:.1f} min" for k, v in self.ws.timings.items()) or "–",
             "smoke run (toy sizes, numbers meaningless)": "yes" if a.smoke else "no",
         }
-        md = R.render_markdown(
+        md = study_report.render_markdown(
             "Shallow-π on Meta-World (test bed)",
             results,
             spec.tasks,
@@ -466,7 +466,7 @@ class Study:
                     {k: v for k, v in asdict(r).items() if k != "outcomes"} | {"mean": r.mean, "ci95": r.ci95}
                     for r in results
                 ],
-                "targets": [asdict(t) for t in R.check_targets(results)],
+                "targets": [asdict(t) for t in study_report.check_targets(results)],
                 "settings": settings,
             },
             path=results_dir / "metaworld.json",

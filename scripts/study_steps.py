@@ -128,13 +128,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class Study:
     def __init__(self, args: argparse.Namespace) -> None:
         from shallowpi.model.checkpoint import read_config
-        from shallowpi.study import pipeline as P
+        from shallowpi.study import pipeline
         from shallowpi.study.workspace import Workspace
 
         self.args = args
         self.ws = Workspace(args.work, tag="steps")
         self.work, self.policies = self.ws.work, self.ws.policies
-        self.teacher_path = P.resolve_teacher(args.teacher)
+        self.teacher_path = pipeline.resolve_teacher(args.teacher)
         self.teacher_depth = read_config(self.teacher_path).depth
         self.data = Path(args.data) if args.data else self.work / "data"
 
@@ -160,9 +160,9 @@ class Study:
     # stages ---------------------------------------------------------------------------------------------------
 
     def collect(self) -> None:
-        from shallowpi.study import pipeline as P
+        from shallowpi.study import pipeline
 
-        info = P.teacher_info(self.teacher_path)
+        info = pipeline.teacher_info(self.teacher_path)
         self.ws.collect(
             self.data,
             tasks=self.args.tasks,
@@ -194,23 +194,23 @@ class Study:
 
     def naive(self) -> None:
         """L6 with num_inference_steps = K and no recorded grid: plain uniform Euler, the weights unchanged."""
-        from shallowpi.study import pipeline as P
+        from shallowpi.study import pipeline
 
         l6 = self.policy_dir(Variant("L6", "", 6, 10, "student"))
         for v in variants(self.teacher_depth, self.args.ks):
             if v.kind == "naive":
-                P.save_with_steps(l6, v.steps, self.policy_dir(v))
+                pipeline.save_with_steps(l6, v.steps, self.policy_dir(v))
                 self.say(f"naive: {v.name} = {l6} sampled with {v.steps} Euler steps")
 
     def eval_spec(self):
         from shallowpi.sim import metaworld_env as mw
-        from shallowpi.study import pipeline as P
+        from shallowpi.study import pipeline
 
         a = self.args
-        return P.EvalSpec(
+        return pipeline.EvalSpec(
             tasks=mw.resolve_tasks(a.tasks),
             episodes_per_task=a.episodes_per_task,
-            image_size=P.teacher_info(self.teacher_path).image_size,
+            image_size=pipeline.teacher_info(self.teacher_path).image_size,
             max_steps=a.max_steps,
             workers=a.workers,
             threads=a.threads,
@@ -237,8 +237,8 @@ class Study:
         self.ws.bench(paths, iters=self.args.bench_iters, threads=self.args.threads)
 
     def report(self) -> None:
-        from shallowpi.study import pipeline as P
-        from shallowpi.study import report as R
+        from shallowpi.study import pipeline
+        from shallowpi.study import report as study_report
 
         a, spec = self.args, self.eval_spec()
         bench_path = self.work / "bench.json"
@@ -253,14 +253,14 @@ class Study:
                 self.say(f"report: no eval for {v.name}; left out")
                 continue
             info = json.loads(info_path.read_text())
-            r = R.PolicyResult(
+            r = study_report.PolicyResult(
                 v.name,
                 v.label,
                 v.depth,
                 {"naive": "skip", "distilled": "student"}.get(v.kind, v.kind),
-                P.success_by_task(info),
+                pipeline.success_by_task(info),
                 info["settings"]["episodes_per_task"],
-                outcomes=P.outcomes_by_task(info),
+                outcomes=pipeline.outcomes_by_task(info),
             )
             run = runs.get(path.name)
             if run is not None:
@@ -283,7 +283,11 @@ class Study:
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for v, r, run in rows:
-            pd = R.paired_difference(r, teacher) if teacher is not None and r is not teacher else None
+            pd = (
+                study_report.paired_difference(r, teacher)
+                if teacher is not None and r is not teacher
+                else None
+            )
             st = (run or {}).get("stages_ms") or {}
             ratio = (
                 None
@@ -293,9 +297,10 @@ class Study:
             lines.append(
                 f"| {v.label} | {v.depth} | {v.steps} | {r.mean:.1f} ± {r.ci95:.1f} | "
                 + (f"{pd[0]:+.1f} ± {pd[1]:.1f}" if pd else "–")
-                + f" | {R._fmt(r.latency_ms)} | {R._fmt(ratio, '.2f')} | "
+                + f" | {study_report._fmt(r.latency_ms)} | {study_report._fmt(ratio, '.2f')} | "
                 + " | ".join(
-                    R._fmt(st[k]["median"]) if k in st else "–" for k in ("vision", "prefix", "denoise")
+                    study_report._fmt(st[k]["median"]) if k in st else "–"
+                    for k in ("vision", "prefix", "denoise")
                 )
                 + " |"
             )
@@ -320,7 +325,7 @@ class Study:
         lines += ["", "## Commands", "", "```"] + commands + ["```", ""]
         lines += ["Regenerate: `python " + shlex.join(["scripts/study_steps.py", *sys.argv[1:]]) + "`", ""]
         results_dir = Path(a.results)
-        png = R.plot_pareto(
+        png = study_report.plot_pareto(
             list(results.values()),
             results_dir / "steps_pareto.png",
             title="Meta-World: layers x steps, CPU",
@@ -349,14 +354,14 @@ class Study:
         self.say(f"report: {out}" + (f" and {png}" if png else ""))
 
     def targets(self, results: dict) -> list:
-        from shallowpi.study import report as R
+        from shallowpi.study import report as study_report
 
         t, d2, n2 = results.get("teacher"), results.get("L6_K2_distilled"), results.get("L6_K2_naive")
         out = []
         if t and d2:
             drop = t.mean - d2.mean
             out.append(
-                R.Target(
+                study_report.Target(
                     f"L6@2 distilled within {MAX_DROP_PTS:g} pts of teacher@10",
                     drop <= MAX_DROP_PTS,
                     f"{d2.mean:.1f} vs {t.mean:.1f} %",
@@ -364,12 +369,14 @@ class Study:
             )
         else:
             out.append(
-                R.Target(f"L6@2 distilled within {MAX_DROP_PTS:g} pts of teacher@10", None, "not evaluated")
+                study_report.Target(
+                    f"L6@2 distilled within {MAX_DROP_PTS:g} pts of teacher@10", None, "not evaluated"
+                )
             )
         if d2 and n2:
             gain = d2.mean - n2.mean
             out.append(
-                R.Target(
+                study_report.Target(
                     f"L6@2 distilled >= {MIN_GAIN_OVER_NAIVE_PTS:g} pts above L6@2 naive",
                     gain >= MIN_GAIN_OVER_NAIVE_PTS,
                     f"{gain:+.1f} pts",
@@ -377,7 +384,7 @@ class Study:
             )
         else:
             out.append(
-                R.Target(
+                study_report.Target(
                     f"L6@2 distilled >= {MIN_GAIN_OVER_NAIVE_PTS:g} pts above L6@2 naive",
                     None,
                     "not evaluated",
@@ -386,14 +393,18 @@ class Study:
         if t and d2 and t.latency_ms and d2.latency_ms:
             ratio = d2.latency_ms / t.latency_ms
             out.append(
-                R.Target(
+                study_report.Target(
                     f"L6@2 latency <= {MAX_LATENCY_RATIO:g} x teacher@10 (issue states it for the mid config)",
                     ratio <= MAX_LATENCY_RATIO,
                     f"{ratio:.2f} on the test bed",
                 )
             )
         else:
-            out.append(R.Target(f"L6@2 latency <= {MAX_LATENCY_RATIO:g} x teacher@10", None, "not benched"))
+            out.append(
+                study_report.Target(
+                    f"L6@2 latency <= {MAX_LATENCY_RATIO:g} x teacher@10", None, "not benched"
+                )
+            )
         return out
 
 

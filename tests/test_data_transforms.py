@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from shallowpi.data import transforms as T
+from shallowpi.data import transforms
 from shallowpi.data.processor import (
     Postprocessor,
     Preprocessor,
@@ -84,16 +84,18 @@ def make_config(variant="pi05", **kw) -> ProcessorConfig:
 def test_normalize_roundtrip(mode):
     stats = make_stats()["observation.state"]
     x = torch.randn(7, S) * 3
-    y = T.normalize(x, stats, mode)
-    torch.testing.assert_close(T.unnormalize(y, stats, mode), x, rtol=1e-5, atol=1e-5)
+    y = transforms.normalize(x, stats, mode)
+    torch.testing.assert_close(transforms.unnormalize(y, stats, mode), x, rtol=1e-5, atol=1e-5)
 
 
 def test_quantiles_map_q01_q99_to_minus_one_one_and_survive_constant_dims():
     stats = {"q01": np.array([0.0, 2.0]), "q99": np.array([10.0, 2.0])}
-    y = T.normalize(torch.tensor([[0.0, 2.0], [10.0, 2.0], [5.0, 2.0]]), stats, "QUANTILES")
+    y = transforms.normalize(torch.tensor([[0.0, 2.0], [10.0, 2.0], [5.0, 2.0]]), stats, "QUANTILES")
     assert y[:, 0].tolist() == [-1.0, 1.0, 0.0]
     assert torch.isfinite(y).all()  # q01 == q99: eps denominator, no inf/nan
-    ms = T.normalize(torch.tensor([3.0]), {"mean": np.array([1.0]), "std": np.array([2.0])}, "MEAN_STD")
+    ms = transforms.normalize(
+        torch.tensor([3.0]), {"mean": np.array([1.0]), "std": np.array([2.0])}, "MEAN_STD"
+    )
     assert ms.item() == pytest.approx(1.0)
 
 
@@ -109,34 +111,34 @@ def test_missing_quantiles_point_to_compute_stats():
 # --------------------------------------------------------------------------------------------- images
 def test_resize_with_pad_keeps_aspect_and_pads_black():
     img = torch.ones(3, 20, 40)  # wide white image
-    out = T.resize_with_pad(img, 32)
+    out = transforms.resize_with_pad(img, 32)
     assert out.shape == (3, 32, 32)
     assert (out[:, :8] == 0).all() and (out[:, 24:] == 0).all()  # 8 rows of padding above and below
     assert torch.allclose(out[:, 8:24], torch.ones(3, 16, 32))
-    assert T.to_signed(out).min() == -1 and T.to_signed(out).max() == 1
+    assert transforms.to_signed(out).min() == -1 and transforms.to_signed(out).max() == 1
     same = torch.rand(2, 3, 32, 32)
-    assert torch.equal(T.resize_with_pad(same, 32), same)
+    assert torch.equal(transforms.resize_with_pad(same, 32), same)
 
 
 def test_augment_is_seeded_and_spares_wrist_geometry():
     img = torch.rand(3, 32, 32)
-    a = T.augment_image(img, wrist=False, generator=torch.Generator().manual_seed(1))
-    b = T.augment_image(img, wrist=False, generator=torch.Generator().manual_seed(1))
-    c = T.augment_image(img, wrist=False, generator=torch.Generator().manual_seed(2))
+    a = transforms.augment_image(img, wrist=False, generator=torch.Generator().manual_seed(1))
+    b = transforms.augment_image(img, wrist=False, generator=torch.Generator().manual_seed(1))
+    c = transforms.augment_image(img, wrist=False, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.min() >= 0 and a.max() <= 1
     # Wrist cameras get colour jitter only: a one-pixel dot stays where it was.
     dot = torch.full((3, 32, 32), 0.2)
     dot[:, 5, 27] = 0.9
     for seed in range(5):
-        w = T.augment_image(dot, wrist=True, generator=torch.Generator().manual_seed(seed))
+        w = transforms.augment_image(dot, wrist=True, generator=torch.Generator().manual_seed(seed))
         assert divmod(int(w.sum(0).argmax()), 32) == (5, 27)
 
 
 def test_pad_vector():
-    assert T.pad_vector(torch.ones(2, 3), 5).tolist() == [[1, 1, 1, 0, 0]] * 2
+    assert transforms.pad_vector(torch.ones(2, 3), 5).tolist() == [[1, 1, 1, 0, 0]] * 2
     with pytest.raises(ValueError, match="does not fit"):
-        T.pad_vector(torch.ones(40), 32)
+        transforms.pad_vector(torch.ones(40), 32)
 
 
 # -------------------------------------------------------------------------------------------- prompts
@@ -166,7 +168,7 @@ def test_preprocessor_outputs_the_model_contract():
     assert ex["actions"].shape == (CHUNK, 32) and (ex["actions"][:, A:] == 0).all()
     assert ex["action_is_pad"].tolist() == [False, False, False, True, True]
     text = load_tokenizer().decode(ex["tokens"])
-    norm_state = T.normalize(make_sample()["state"], make_stats()["observation.state"], "QUANTILES")
+    norm_state = transforms.normalize(make_sample()["state"], make_stats()["observation.state"], "QUANTILES")
     assert text == pi05_prompt("pick_up the cube", norm_state)  # S numbers: unpadded state by default
 
 

@@ -61,9 +61,9 @@ def test_truncation_keeps_the_pi05_state_whole(tiny_dir):
 
 
 def _normalised(pre, value: float) -> torch.Tensor:  # the state the processor writes
-    from shallowpi.data import transforms as T
+    from shallowpi.data import transforms
 
-    return T.normalize(torch.full((8,), value), pre.state_stats, pre.config.state_norm)
+    return transforms.normalize(torch.full((8,), value), pre.state_stats, pre.config.state_norm)
 
 
 def test_server_policy_refuses_and_can_truncate(tiny_dir):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from shallowpi.data import transforms as T
+from shallowpi.data import transforms
 from shallowpi.data.processor import collate
 from shallowpi.serve.obs_mapping import ObservationError
 from shallowpi.serve.policy import PiPolicy
@@ -40,7 +40,7 @@ def test_actions_are_the_models_output_unnormalised_and_cropped(policy):
     inputs = policy.pre.model_inputs(collate([policy.pre(sample)]))
     with torch.inference_mode():
         raw = policy.model.sample_actions(**inputs, noise=policy.predictor.noise(policy.seed), num_steps=2)
-    by_hand = T.unnormalize(raw[0, :, :7], policy.post.action_stats, policy.post.config.action_norm)
+    by_hand = transforms.unnormalize(raw[0, :, :7], policy.post.action_stats, policy.post.config.action_norm)
     np.testing.assert_allclose(got["actions"], by_hand.numpy(), rtol=0, atol=1e-5)
     assert not np.allclose(got["actions"], raw[0, :, :7].numpy(), atol=1e-3)  # stats really were applied
 

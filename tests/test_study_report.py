@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from shallowpi.study import report as R
+from shallowpi.study import report as study_report
 
 TASKS = ["reach-v3", "push-v3"]
 
 
-def _results(l6_task=60.0, l6_task_kd=70.0, l6=80.0, scratch=50.0, teacher=81.0) -> list[R.PolicyResult]:
+def _results(
+    l6_task=60.0, l6_task_kd=70.0, l6=80.0, scratch=50.0, teacher=81.0
+) -> list[study_report.PolicyResult]:
     def pr(name, label, depth, kind, mean, lat):
-        return R.PolicyResult(
+        return study_report.PolicyResult(
             name,
             label,
             depth,
@@ -42,7 +44,7 @@ def _results(l6_task=60.0, l6_task_kd=70.0, l6=80.0, scratch=50.0, teacher=81.0)
 
 
 def test_markdown_has_paper_tables_and_marks_targets(tmp_path: Path) -> None:
-    md = R.render_markdown(
+    md = study_report.render_markdown(
         "study",
         _results(),
         TASKS,
@@ -65,21 +67,21 @@ def test_markdown_has_paper_tables_and_marks_targets(tmp_path: Path) -> None:
 
 def test_missed_and_unmeasured_targets_are_reported_honestly() -> None:
     res = _results(l6_task=75.0, l6_task_kd=70.0, l6=70.0, scratch=68.0)
-    verdicts = {t.text: t.met for t in R.check_targets(res)}
+    verdicts = {t.text: t.met for t in study_report.check_targets(res)}
     assert verdicts["L6 within 1 pts of the teacher"] is False
     assert verdicts["L6 >= scratch L6 + 20 pts"] is False
     assert verdicts["task < task+KD < task+KD+attn (L6)"] is False
     only_teacher = [r for r in res if r.name == "teacher"]
-    md = R.render_markdown("study", only_teacher, TASKS)
+    md = study_report.render_markdown("study", only_teacher, TASKS)
     assert md.count("not measured") == 4
     assert "| task + KD | – |" in md  # missing variants shown as dashes, not invented
 
 
 def test_attach_bench_maps_latency_by_depth() -> None:
     res = [
-        R.PolicyResult("teacher", "t", 18, "teacher"),
-        R.PolicyResult("L6_task", "a", 6, "ablation"),
-        R.PolicyResult("L4_task_kd_attn", "s", 4, "student"),
+        study_report.PolicyResult("teacher", "t", 18, "teacher"),
+        study_report.PolicyResult("L6_task", "a", 6, "ablation"),
+        study_report.PolicyResult("L4_task_kd_attn", "s", 4, "student"),
     ]
     bench = {
         "runs": [
@@ -87,7 +89,7 @@ def test_attach_bench_maps_latency_by_depth() -> None:
             {"depth": 6, "latency_ms": {"median": 20.0, "p90": 25.0}, "flops": {"total": 2e8}},
         ]
     }
-    R.attach_bench(res, bench)
+    study_report.attach_bench(res, bench)
     assert (res[1].latency_ms, res[1].flops, res[1].speedup) == (20.0, 2e8, 3.0)
     assert res[0].speedup == 1.0
     assert res[2].latency_ms is None  # not benchmarked: left empty, not guessed
@@ -95,7 +97,7 @@ def test_attach_bench_maps_latency_by_depth() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs the plot extra")
 def test_pareto_png_written(tmp_path: Path) -> None:
-    path = R.plot_pareto(_results(), tmp_path / "sub" / "pareto.png", title="t")
+    path = study_report.plot_pareto(_results(), tmp_path / "sub" / "pareto.png", title="t")
     assert path == tmp_path / "sub" / "pareto.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp file left
@@ -113,29 +115,29 @@ def test_pareto_without_matplotlib_logs_and_skips(tmp_path: Path, monkeypatch) -
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     logs: list[str] = []
-    assert R.plot_pareto(_results(), tmp_path / "p.png", log=logs.append) is None
+    assert study_report.plot_pareto(_results(), tmp_path / "p.png", log=logs.append) is None
     assert not (tmp_path / "p.png").exists() and "matplotlib is not installed" in logs[0]
 
 
 def test_paired_difference_pairs_episodes_and_reports_its_interval() -> None:
-    a = R.PolicyResult("teacher", "t", 18, "teacher", {"reach-v3": 75.0}, 4)
-    b = R.PolicyResult("L6_task_kd_attn", "s", 6, "student", {"reach-v3": 50.0}, 4)
-    assert R.paired_difference(a, b) is None  # no per-episode outcomes: no paired claim
+    a = study_report.PolicyResult("teacher", "t", 18, "teacher", {"reach-v3": 75.0}, 4)
+    b = study_report.PolicyResult("L6_task_kd_attn", "s", 6, "student", {"reach-v3": 50.0}, 4)
+    assert study_report.paired_difference(a, b) is None  # no per-episode outcomes: no paired claim
     a.outcomes = {"reach-v3": [True, True, True, False]}
     b.outcomes = {"reach-v3": [True, False, True, False]}
-    diff, half = R.paired_difference(a, b)
+    diff, half = study_report.paired_difference(a, b)
     # d = [0, 1, 0, 0]: mean 0.25, sample variance 0.25, se = sqrt(0.25 / 4) = 0.25
     assert diff == pytest.approx(25.0) and half == pytest.approx(1.96 * 25.0)
     b.outcomes = {"reach-v3": [True, False]}  # episodes that do not line up are not paired
-    assert R.paired_difference(a, b) is None
+    assert study_report.paired_difference(a, b) is None
     b.outcomes = {"reach-v3": [True, False, True, False]}
-    text = {t.text: t.detail for t in R.check_targets([a, b])}["L6 within 1 pts of the teacher"]
+    text = {t.text: t.detail for t in study_report.check_targets([a, b])}["L6 within 1 pts of the teacher"]
     assert "paired 95 % CI of the drop: +25.0 ± 49.0 pts" in text
 
 
 def test_pooled_seeds_pair_per_setup_with_a_single_run() -> None:
     def one(name, outcomes):
-        return R.PolicyResult(
+        return study_report.PolicyResult(
             name,
             name,
             6,
@@ -146,15 +148,15 @@ def test_pooled_seeds_pair_per_setup_with_a_single_run() -> None:
         )
 
     s0, s1 = one("s0", [True, True, False, False]), one("s1", [True, False, False, False])
-    pooled = R.pool_runs("L6", "L6 (2 seeds)", [s0, s1])
+    pooled = study_report.pool_runs("L6", "L6 (2 seeds)", [s0, s1])
     assert pooled.runs == 2 and pooled.success == {"reach-v3": 37.5} and pooled.episodes_per_task == 8
     teacher = one("teacher", [True, True, True, False])
-    diff, half = R.paired_difference(teacher, pooled)
+    diff, half = study_report.paired_difference(teacher, pooled)
     # per setup: teacher [1, 1, 1, 0], pooled [1, .5, 0, 0] -> d = [0, .5, 1, 0]: mean .375,
     # sample variance (0.140625 + 0.015625 + 0.390625 + 0.140625) / 3 = 0.229167, se = sqrt(0.229167 / 4)
     assert diff == pytest.approx(37.5) and half == pytest.approx(100 * 1.96 * (0.229167 / 4) ** 0.5, rel=1e-4)
     # A single 8-episode eval is not two seeds of 4: lengths per run differ, so nothing is paired.
-    assert R.paired_difference(one("long", [True] * 8), teacher) is None
+    assert study_report.paired_difference(one("long", [True] * 8), teacher) is None
 
 
 def test_outcomes_follow_setup_order_across_worker_chunks() -> None:
@@ -193,7 +195,7 @@ def test_outcomes_pair_setups_past_fifty_episodes() -> None:
 def test_eval_thread_budget_is_shared_by_the_workers(tmp_path: Path, monkeypatch) -> None:
     """`--threads 2` with 2 sim workers must give each worker 1 torch thread, not 2 (4 on 2 cores ran > 3x
     slower in the study)."""
-    import shallowpi.sim.evaluate as E
+    import shallowpi.sim.evaluate as sim_evaluate
     from shallowpi.study.pipeline import EvalSpec, evaluate_policy
 
     seen = []
@@ -201,7 +203,7 @@ def test_eval_thread_budget_is_shared_by_the_workers(tmp_path: Path, monkeypatch
     class _Done:
         info = {"overall": {}}
 
-    monkeypatch.setattr(E, "evaluate", lambda cfg, out, progress: seen.append(cfg) or _Done())
+    monkeypatch.setattr(sim_evaluate, "evaluate", lambda cfg, out, progress: seen.append(cfg) or _Done())
     for threads, workers, per_worker in [(2, 2, 1), (4, 2, 2), (1, 2, 1), (None, 2, None)]:
         spec = EvalSpec(["reach-v3"], 1, 64, workers=workers, threads=threads)
         evaluate_policy("p", spec, tmp_path / f"{threads}_{workers}", progress=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shallowpi.errors import UserError
-from shallowpi.study import pipeline as P
+from shallowpi.study import pipeline
 from shallowpi.study.workspace import Schedule, Workspace, smoke_defaults
 
 
@@ -43,7 +43,7 @@ def test_link_points_at_the_target_and_refuses_a_real_folder(tmp_path):
         ws.link("student", a)
 
 
-def _info(spec: P.EvalSpec, success: float) -> dict:
+def _info(spec: pipeline.EvalSpec, success: float) -> dict:
     settings = {
         "tasks": spec.tasks,
         "episodes_per_task": spec.episodes_per_task,
@@ -56,13 +56,13 @@ def _info(spec: P.EvalSpec, success: float) -> dict:
 
 
 def test_kept_evaluation_is_reused_only_with_the_same_settings(tmp_path):
-    spec = P.EvalSpec(tasks=["reach-v3"], episodes_per_task=5, image_size=64)
+    spec = pipeline.EvalSpec(tasks=["reach-v3"], episodes_per_task=5, image_size=64)
     keep = tmp_path / "evals"
     keep.mkdir()
     (keep / "L6.json").write_text(json.dumps(_info(spec, 42.0)))
     ws = Workspace(tmp_path / "w")
     assert ws.evaluate("L6", tmp_path / "no-policy", spec, keep_in=keep)["overall"]["pc_success"] == 42.0
-    other = P.EvalSpec(tasks=["reach-v3"], episodes_per_task=6, image_size=64)
+    other = pipeline.EvalSpec(tasks=["reach-v3"], episodes_per_task=6, image_size=64)
     assert ws.kept_eval("L6", other, keep) is None  # 6 episodes were asked: the kept 5 do not count
 
 
@@ -100,7 +100,7 @@ def test_unfinished_run_resumes_or_restarts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ws, "shallowpi", fake_cli)
     ws.train("L6", ["distill"], Schedule(4, 1e-4), save_every=2, resume=False)
-    assert "--resume" not in calls[-1] and P.trained_step(out) == 4
+    assert "--resume" not in calls[-1] and pipeline.trained_step(out) == 4
     assert (ws.policies / "L6" / "config.json").is_file()
 
     ws.train("L6", ["distill"], Schedule(4, 1e-4), save_every=2)  # finished: nothing runs

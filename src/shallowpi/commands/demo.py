@@ -112,19 +112,19 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from shallowpi.sim import metaworld_env as mw
-    from shallowpi.study import pipeline as P
+    from shallowpi.study import pipeline
     from shallowpi.study.workspace import Schedule, Workspace
 
     sizes = _sizes(args)
     if sizes.threads is not None and sizes.threads < 1:
         raise UserError(f"--threads must be >= 1, got {sizes.threads}")
     tasks = mw.resolve_tasks(sizes.tasks)
-    teacher_path = P.resolve_teacher(args.teacher)  # one clear line when missing (cli.py prints it)
+    teacher_path = pipeline.resolve_teacher(args.teacher)  # one clear line when missing (cli.py prints it)
     out = Path(args.out)
     st = _Stages(6)
 
     st.start("teacher", str(teacher_path))
-    teacher = P.teacher_info(teacher_path)
+    teacher = pipeline.teacher_info(teacher_path)
     if not 1 <= args.depth < teacher.depth:
         raise UserError(f"--depth must be in [1, {teacher.depth - 1}] (below the teacher's {teacher.depth})")
     ws = Workspace(out, tag="demo", in_process=True)  # the study's pipeline, run in this process
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     student_path = ws.train(name, argv, schedule, save_every=sizes.steps, threads=sizes.threads, resume=False)
     st.done(f"student saved in {student_path}")
 
-    spec = P.EvalSpec(
+    spec = pipeline.EvalSpec(
         tasks=tasks,
         episodes_per_task=sizes.episodes,
         image_size=teacher.image_size,
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     for label, path in (("teacher", teacher_link), (name, student_path)):
         infos[label] = ws.evaluate(label, path, spec, progress=True)
         print(f"      {label}: {infos[label]['overall']['pc_success']:.1f} % success", flush=True)
-    probe = P.probe_actions(
+    probe = pipeline.probe_actions(
         {"teacher": teacher_link, name: student_path}, tasks, teacher.image_size, threads=sizes.threads
     )
     st.done(
@@ -196,30 +196,30 @@ def run(args: argparse.Namespace) -> int:
     st.done("done")
 
     st.start("report", str(out / "demo.md"))
-    from shallowpi.study import report as R
+    from shallowpi.study import report as study_report
 
     results = [
-        R.PolicyResult(
+        study_report.PolicyResult(
             "teacher",
             f"teacher L{teacher.depth}",
             teacher.depth,
             "teacher",
-            P.success_by_task(infos["teacher"]),
+            pipeline.success_by_task(infos["teacher"]),
             sizes.episodes,
         ),
-        R.PolicyResult(
+        study_report.PolicyResult(
             name,
             f"L{args.depth} task+KD+attn ({sizes.steps} steps)",
             args.depth,
             "student",
-            P.success_by_task(infos[name]),
+            pipeline.success_by_task(infos[name]),
             sizes.episodes,
         ),
     ]
-    R.attach_bench(results, bench)
-    png = R.plot_pareto(results, out / "demo_pareto.png", title="shallowpi demo (CPU)")
+    study_report.attach_bench(results, bench)
+    png = study_report.plot_pareto(results, out / "demo_pareto.png", title="shallowpi demo (CPU)")
     commands = ws.ran
-    md = R.render_markdown(
+    md = study_report.render_markdown(
         "shallowpi demo",
         results,
         tasks,

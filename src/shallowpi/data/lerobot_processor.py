@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from shallowpi.data import transforms as T
+from shallowpi.data import transforms
 from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig
 from shallowpi.data.stats import Stats
 from shallowpi.data.tokenizer import Tokenizer
@@ -199,13 +199,13 @@ def _feature_key(cfg: dict, kind: str, where: str) -> str | None:
 
 def _norm_mode(cfg: dict, kind: str, where: str) -> str:
     mode = (cfg.get("norm_map") or {}).get(kind, "IDENTITY")
-    if mode not in T.NORM_MODES:
+    if mode not in transforms.NORM_MODES:
         raise ProcessorFormatError(
-            f"{where}: normalisation {mode!r} for {kind} is not supported; shallowpi has {list(T.NORM_MODES)}"
+            f"{where}: normalisation {mode!r} for {kind} is not supported; shallowpi has {list(transforms.NORM_MODES)}"
         )
-    eps = float(cfg.get("eps", T.EPS))
-    if eps != T.EPS:
-        raise ProcessorFormatError(f"{where}: eps {eps} differs from LeRobot's default {T.EPS}")
+    eps = float(cfg.get("eps", transforms.EPS))
+    if eps != transforms.EPS:
+        raise ProcessorFormatError(f"{where}: eps {eps} differs from LeRobot's default {transforms.EPS}")
     return mode
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from shallowpi.data import transforms as T
+from shallowpi.data import transforms
 from shallowpi.data.prompt import pi0_prompt, pi05_prompt
 from shallowpi.data.stats import Stats, write_json_atomic
 from shallowpi.data.tokenizer import Tokenizer
@@ -53,8 +53,10 @@ class ProcessorConfig:
     max_action_dim: int = 32
     chunk_size: int = 50
     tokenizer_max_length: int | None = None  # None: LeRobot's default, 48 (pi0) / 200 (pi05)
-    state_norm: T.NormMode | None = None  # None: MEAN_STD for pi0, QUANTILES for pi05 (LeRobot defaults)
-    action_norm: T.NormMode | None = None
+    state_norm: transforms.NormMode | None = (
+        None  # None: MEAN_STD for pi0, QUANTILES for pi05 (LeRobot defaults)
+    )
+    action_norm: transforms.NormMode | None = None
     state_dim: int | None = None  # real dims; None: taken from the stats
     action_dim: int | None = None
     state_key: str = "observation.state"  # stats feature names
@@ -79,8 +81,8 @@ class ProcessorConfig:
         self.state_norm = self.state_norm or default_norm
         self.action_norm = self.action_norm or default_norm
         for name in ("state_norm", "action_norm"):
-            if getattr(self, name) not in T.NORM_MODES:
-                raise UserError(f"{name}={getattr(self, name)!r}; choose from {T.NORM_MODES}")
+            if getattr(self, name) not in transforms.NORM_MODES:
+                raise UserError(f"{name}={getattr(self, name)!r}; choose from {transforms.NORM_MODES}")
         if self.tokenizer_max_length is None:
             self.tokenizer_max_length = 48 if self.variant == "pi0" else 200
         bad = [s for s in self.camera_map.values() if s not in self.cameras]
@@ -148,7 +150,7 @@ def image_to_chw(img, name: str) -> torch.Tensor:
         x = x.permute(2, 0, 1)  # HWC -> CHW
     if x.dtype not in (torch.uint8, torch.float32, torch.float64, torch.float16, torch.bfloat16):
         raise UserError(f"camera {name!r}: expected uint8 or float pixels, got {x.dtype}")
-    return T.to_float_image(x)
+    return transforms.to_float_image(x)
 
 
 def _vector(x, name: str, dim: int) -> torch.Tensor:
@@ -191,11 +193,13 @@ class Preprocessor:
                 continue
             if src not in images:
                 raise UserError(f"missing camera {src!r} (model slot {slot!r}); got {sorted(images)}")
-            img = T.resize_with_pad(image_to_chw(images[src], src), c.image_size)  # [3, S, S] in [0, 1]
+            img = transforms.resize_with_pad(
+                image_to_chw(images[src], src), c.image_size
+            )  # [3, S, S] in [0, 1]
             if train:
                 wrist = src in c.wrist_cameras or slot in c.wrist_cameras
-                img = T.augment_image(img, wrist=wrist, generator=generator)
-            out.append(T.to_signed(img))
+                img = transforms.augment_image(img, wrist=wrist, generator=generator)
+            out.append(transforms.to_signed(img))
             masks.append(True)
         return torch.stack(out), torch.tensor(masks)  # [n_slots, 3, S, S], [n_slots]
 
@@ -209,8 +213,10 @@ class Preprocessor:
         if not isinstance(sample["task"], str):
             raise UserError(f"task must be a string, got {type(sample['task']).__name__}")
         images, image_masks = self._images(sample["images"], train, generator)
-        state = T.normalize(_vector(sample["state"], "state", self.state_dim), self.state_stats, c.state_norm)
-        padded_state = T.pad_vector(state, c.max_state_dim)  # [max_state_dim]
+        state = transforms.normalize(
+            _vector(sample["state"], "state", self.state_dim), self.state_stats, c.state_norm
+        )
+        padded_state = transforms.pad_vector(state, c.max_state_dim)  # [max_state_dim]
         tokens, token_masks = self.prompt_tokens(
             sample["task"], padded_state if c.pad_state_in_prompt else state
         )  # [L], [L]
@@ -228,8 +234,8 @@ class Preprocessor:
                     f"actions must be [chunk_size={c.chunk_size}, {self.action_dim}], "
                     f"got {tuple(actions.shape)}"
                 )
-            actions = T.normalize(actions, self.action_stats, c.action_norm)
-            out["actions"] = T.pad_vector(actions, c.max_action_dim)  # [chunk, max_action_dim]
+            actions = transforms.normalize(actions, self.action_stats, c.action_norm)
+            out["actions"] = transforms.pad_vector(actions, c.max_action_dim)  # [chunk, max_action_dim]
             pad = sample.get("action_is_pad")
             out["action_is_pad"] = (
                 torch.zeros(c.chunk_size, dtype=torch.bool)
@@ -262,7 +268,7 @@ class Preprocessor:
         start-up check over a dataset's tasks (the state in a sample's prompt is rarely longer)."""
         state = torch.full((self.state_dim,), 0.99)  # [S] normalised: bin 254
         if self.config.pad_state_in_prompt:
-            state = T.pad_vector(state, self.config.max_state_dim)
+            state = transforms.pad_vector(state, self.config.max_state_dim)
         self.prompt_tokens(task, state)
 
     def prompt_tokens(self, task: str, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -341,7 +347,9 @@ class Postprocessor:
     def __call__(self, actions):
         is_numpy = isinstance(actions, np.ndarray)
         x = torch.from_numpy(actions) if is_numpy else actions
-        x = T.unnormalize(x[..., : self.action_dim].float(), self.action_stats, self.config.action_norm)
+        x = transforms.unnormalize(
+            x[..., : self.action_dim].float(), self.action_stats, self.config.action_norm
+        )
         return x.numpy() if is_numpy else x
 
 
@@ -370,7 +378,7 @@ def _norm_step(config: ProcessorConfig, state_file: str, registry_name: str, out
     return {
         "registry_name": registry_name,
         "config": {
-            "eps": T.EPS,
+            "eps": transforms.EPS,
             "features": feats,
             "norm_map": {"VISUAL": "IDENTITY", "STATE": config.state_norm, "ACTION": config.action_norm},
         },

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shallowpi.errors import UserError
-from shallowpi.study import pipeline as P
+from shallowpi.study import pipeline
 
 
 @dataclass
@@ -124,7 +124,7 @@ class Workspace:
         `resume=False`, an unfinished run is restarted), then the final pretrained_model copied to
         WORK/policies/NAME (returned)."""
         out = self.work / "train" / name
-        done = P.trained_step(out)
+        done = pipeline.trained_step(out)
         if not resume and done < schedule.steps and out.exists():
             shutil.rmtree(out)
             done = 0
@@ -146,7 +146,7 @@ class Workspace:
                     *(["--resume"] if done else []),
                 ]
             )
-        return P.export_pretrained(out, self.policies / name)
+        return pipeline.export_pretrained(out, self.policies / name)
 
     def link(self, name: str, target: Path) -> Path:
         """WORK/policies/NAME -> target (bench names its runs by folder name; the teacher is linked)."""
@@ -165,7 +165,7 @@ class Workspace:
         self,
         name: str,
         policy: Path,
-        spec: P.EvalSpec,
+        spec: pipeline.EvalSpec,
         *,
         keep_in: Path | None = None,
         progress: bool = False,
@@ -179,7 +179,7 @@ class Workspace:
         if kept is not None:
             return kept
         self.say(f"eval: {name} ({len(spec.tasks)} tasks x {spec.episodes_per_task} episodes)")
-        info = P.evaluate_policy(policy, spec, self.work / "eval" / name, progress=progress)
+        info = pipeline.evaluate_policy(policy, spec, self.work / "eval" / name, progress=progress)
         if keep_in is not None:
             small = {k: v for k, v in info.items() if k != "video_paths"}
             write_json_atomic(obj=small, path=Path(keep_in) / f"{name}.json")
@@ -187,7 +187,7 @@ class Workspace:
         return info
 
     @staticmethod
-    def kept_eval(name: str, spec: P.EvalSpec, keep_in: Path | None) -> dict | None:
+    def kept_eval(name: str, spec: pipeline.EvalSpec, keep_in: Path | None) -> dict | None:
         if keep_in is None or not (Path(keep_in) / f"{name}.json").is_file():
             return None
         info = json.loads((Path(keep_in) / f"{name}.json").read_text())
@@ -196,7 +196,7 @@ class Workspace:
     def bench(
         self, paths: Sequence[Path], *, iters: int, threads: int | None = None, cache: bool = True
     ) -> dict:
-        """CPU latency of every policy in ONE process (P.bench_policies), saved as WORK/bench.json and
+        """CPU latency of every policy in ONE process (pipeline.bench_policies), saved as WORK/bench.json and
         reused while the policies and iteration count are the same."""
         from shallowpi.bench import write_json
 
@@ -208,7 +208,7 @@ class Workspace:
                 self.say(f"bench: {out} is up to date, skipping")
                 return old
         self.say(f"bench: {', '.join(Path(p).name for p in paths)} in one process")
-        result = P.bench_policies(
+        result = pipeline.bench_policies(
             list(paths), iters=iters, threads=threads, log=lambda m: self.say(m.strip())
         )
         write_json(result, out)
