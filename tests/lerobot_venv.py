@@ -1,6 +1,6 @@
 """The real LeRobot 0.4.4 in its own virtualenv, built once and cached (tests that run LeRobot itself).
 
-How it installs on a CPU machine (../shared/docs/ecosystem.md §1.1b): torch 2.13.0 first (the local CPU
+How it installs on a CPU machine (docs/lerobot.md §4): torch 2.13.0 first (the local CPU
 wheel), `--no-deps lerobot==0.4.4` (its pins ask for torch < 2.11, which would pull CUDA wheels), then its
 default runtime dependencies under a torch constraint, metaworld for its Meta-World env, shallowpi's own
 dependencies, and torchvision with its fake-op registration made conditional (the only torchvision build for

@@ -55,7 +55,8 @@ def test_sampling_trajectory_and_kv_cache(bundle, model):
     _close(torch.stack(trace.x_t), io["sample.traj.x_t"], "Euler x_t")
     _close(torch.stack(trace.v_t), io["sample.traj.v_t"], "Euler v_t")
     assert torch.equal(trace.prefix_pad, io["sample.prefix_pad_mask"])
-    valid = trace.prefix_pad[:, None, :, None]  # padding rows of the cache are irrelevant (README §2)
+    # padding rows of the cache are irrelevant (shared/reference/pi05_tiny/README.md §2)
+    valid = trace.prefix_pad[:, None, :, None]
     assert len(trace.kv) == bundle.config.depth
     for i, (k, v) in enumerate(trace.kv):
         _close(k, io[f"sample.prefix_kv.layer{i}.key"], f"layer {i} cached K", valid)

@@ -1,7 +1,7 @@
 """Installed into the test venv (with a .pth line): with $SHALLOWPI_FAST_RENDER set, gymnasium's MuJoCo
 offscreen viewer turns shadows, reflections and MSAA off before its first frame (shallowpi's fast-render
-recipe, ecosystem.md §3.1: ~10x faster on llvmpipe, same scene). It only makes lerobot-eval's renders cheap
-enough for CI on 2 CPU cores; nothing of LeRobot's evaluation loop changes."""
+recipe, shallowpi.sim.metaworld_env.fast_render: ~10x faster on llvmpipe, same scene). It only makes
+lerobot-eval's renders cheap enough for CI on 2 CPU cores; nothing of LeRobot's evaluation loop changes."""
 
 import importlib.abc
 import importlib.machinery

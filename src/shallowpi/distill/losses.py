@@ -1,4 +1,4 @@
-"""Shallow-π losses (method doc §3): task (flow matching), velocity KD and attention KD.
+"""Shallow-π losses (docs/method.md §3): task (flow matching), velocity KD and attention KD.
 
 Conventions: t = 1 is noise; x_t = t·ε + (1 − t)·a; target u = ε − a. Every term is a mean of per-sample
 means over equally sized batches, so splitting a global batch across ranks or accumulation steps and

@@ -1,4 +1,4 @@
-"""Learning rate: linear warmup then cosine decay (openpi / LeRobot π0 defaults, method doc §4)."""
+"""Learning rate: linear warmup then cosine decay (openpi / LeRobot π0 defaults, docs/method.md §4)."""
 
 from __future__ import annotations
 

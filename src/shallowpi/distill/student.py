@@ -1,10 +1,10 @@
 """Student from teacher: keep every non-layer tensor, copy a subset of layers of BOTH stacks with one map.
 
 The map says, for each student layer i, which teacher layer it was copied from. The same map applies to the
-backbone and the action expert because joint attention pairs backbone layer i with expert layer i (method doc
-§2; the authors' released code remaps only the expert, which we consider a bug). The map is stored in the
-student's config (`layer_map`, written to config.json's "shallowpi" object) and is relative to the teacher it
-was made from.
+backbone and the action expert because joint attention pairs backbone layer i with expert layer i
+(docs/method.md §2; the authors' released code remaps only the expert, which we consider a bug). The map is
+stored in the student's config (`layer_map`, written to config.json's "shallowpi" object) and is relative to
+the teacher it was made from.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class NonFiniteLossError(UserError, RuntimeError):
 class TrainConfig:
     output_dir: str
     steps: int
-    batch_size: int = 64  # global batch per optimizer step (method doc §4)
+    batch_size: int = 64  # global batch per optimizer step (docs/method.md §4)
     grad_accum: int = 1
     seed: int = 1000
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

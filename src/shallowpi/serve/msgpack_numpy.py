@@ -1,4 +1,4 @@
-"""msgpack with NumPy arrays, byte-compatible with `openpi_client.msgpack_numpy` (ecosystem.md §2, items 10-12).
+"""msgpack with NumPy arrays, byte-compatible with `openpi_client.msgpack_numpy`.
 
 Wire format (the keys are msgpack *bytes*, the dtype is a msgpack *str*):
 

@@ -1,7 +1,7 @@
 """Client observation -> processor sample: which key of the robot's dict feeds which model input.
 
 Robots that speak openpi's protocol send a flat (or nested) dict whose keys depend on the environment
-(ecosystem.md §2, item 13-16). The processor wants one sample:
+(openpi's clients: examples/libero, DROID, ALOHA). The processor wants one sample:
 
     {"images": {camera: uint8 (H, W, 3)}, "state": float32 (S,), "task": str}
 

@@ -1,4 +1,5 @@
-"""openpi-compatible websocket policy server (ecosystem.md §2): existing robot clients work unchanged.
+"""openpi-compatible websocket policy server (the protocol of openpi's websocket_policy_server.py): existing
+robot clients work unchanged.
 
 Protocol, per connection:
     server -> client  binary  msgpack(policy.metadata)                      once, right after the handshake

@@ -1,6 +1,6 @@
 """Meta-World (v3 tasks) for data collection and evaluation: env setup, cameras, instructions, experts.
 
-Facts this file relies on (measured on CPU with llvmpipe, see shared/docs/ecosystem.md §3.1):
+Facts this file relies on (measured on CPU with llvmpipe, MuJoCo's software renderer):
 - `MUJOCO_GL` must be set (egl here) before mujoco is imported, or rendering fails.
 - The default render settings (shadows, reflections, 4x MSAA) are ~10x too slow on CPU; `fast_render`
   turns them off on the model before the first render. The scene looks the same.
