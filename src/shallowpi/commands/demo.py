@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
             "distillation": f"{sizes.steps} steps x batch {sizes.batch_size}, lr {args.lr}",
             "eval": f"{sizes.episodes} episodes per task, seed {spec.seed}, max {sizes.max_steps} steps",
             "bench": f"{bench['environment']['torch_threads']} torch threads, {sizes.bench_iters} calls, "
-            f"{bench['settings']['steps']} Euler steps",
+            f"{bench['settings']['num_steps']} Euler steps",
             "wall time": f"{st.total_s:.0f} s",
         },
         commands=commands,
