@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from shallowpi.bench import make_inputs
+from shallowpi.infer.engine import InferenceEngine
 from shallowpi.model import load_model
-from shallowpi.runtime.bench import make_inputs
-from shallowpi.runtime.engine import InferenceEngine
 from shallowpi.study.pipeline import bundled_teacher_path
 
 ACTION_DIM = 4  # the teacher's Meta-World actions; the other output dims are padding
