@@ -165,10 +165,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bench-iters", type=int, default=50)
     p.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     args = p.parse_args(argv)
-    if args.smoke:
-        from shallowpi.study.workspace import smoke_defaults
+    from shallowpi.study.workspace import finish_study_args
 
-        smoke_defaults(args, SMOKE, argv)
+    finish_study_args(p, args, stages=STAGES, smoke=SMOKE, argv=argv, default_results=REPO / "results")
     if args.state is None:
         from shallowpi.study.pipeline import teacher_info
 
@@ -176,12 +175,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.schedule_steps = tuple(int(x) for x in str(args.schedule_steps).split(",") if x.strip())
     if any(n < 1 for n in args.schedule_steps):
         p.error(f"--schedule-steps must be positive, got {args.schedule_steps}")
-    args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    bad = [s for s in args.stages if s not in STAGES]
-    if bad:
-        p.error(f"unknown stage {bad[0]!r}; choose from {', '.join(STAGES)}")
-    if args.results is None:
-        args.results = str(Path(args.work) / "results") if args.smoke else str(REPO / "results")
     return args
 
 

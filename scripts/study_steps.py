@@ -106,22 +106,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads for training, eval and bench")
     p.add_argument("--bench-iters", type=int, default=50)
     args = p.parse_args(argv)
-    if args.smoke:
-        from shallowpi.study.workspace import smoke_defaults
+    from shallowpi.study.workspace import finish_study_args
 
-        smoke_defaults(args, SMOKE, argv)
-    args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    bad = [s for s in args.stages if s not in STAGES]
-    if bad:
-        p.error(f"unknown stage {bad[0]!r}; choose from {', '.join(STAGES)}")
+    finish_study_args(p, args, stages=STAGES, smoke=SMOKE, argv=argv, default_results=REPO / "results")
     try:
         args.ks = [int(k) for k in args.ks.split(",")]
     except ValueError:
         p.error(f"--ks {args.ks}: expected comma-separated integers, e.g. 2,1")
     if any(k < 1 for k in args.ks):
         p.error("--ks: every step count must be >= 1")
-    if args.results is None:
-        args.results = str(Path(args.work) / "results") if args.smoke else str(REPO / "results")
     return args
 
 

@@ -117,3 +117,24 @@ def test_smoke_defaults_keep_what_the_command_line_gave():
     a = A()
     smoke_defaults(a, {"steps": 2, "tasks": "reach"}, ["--steps", "50"])
     assert (a.steps, a.tasks) == (100, "reach")
+
+
+def test_study_args_refuse_an_unknown_stage_and_keep_smoke_results_out_of_git(tmp_path):
+    import argparse
+
+    from shallowpi.study.workspace import finish_study_args
+
+    p = argparse.ArgumentParser()
+    for flag in ("--work", "--results", "--stages"):
+        p.add_argument(flag, default=None)
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--steps", type=int, default=100)
+    argv = ["--work", str(tmp_path), "--stages", "eval, report", "--smoke"]
+    args = p.parse_args(argv)
+    finish_study_args(
+        p, args, stages=("eval", "report"), smoke={"steps": 2}, argv=argv, default_results=Path("r")
+    )
+    assert (args.stages, args.steps, args.results) == (["eval", "report"], 2, str(tmp_path / "results"))
+    bad = p.parse_args(["--work", str(tmp_path), "--stages", "eval,trian"])
+    with pytest.raises(SystemExit):
+        finish_study_args(p, bad, stages=("eval", "report"), smoke={}, argv=[], default_results=Path("r"))

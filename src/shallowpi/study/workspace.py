@@ -223,3 +223,18 @@ def smoke_defaults(args, smoke: dict, argv: Sequence[str] | None) -> None:
     for k, v in smoke.items():
         if k not in given:
             setattr(args, k, v)
+
+
+def finish_study_args(
+    parser, args, *, stages: Sequence[str], smoke: dict, argv, default_results: Path
+) -> None:
+    """The options every study script shares: --smoke sizes, --stages checked against `stages`, and
+    --results (default `default_results`; with --smoke WORK/results, so toy numbers never land in git)."""
+    if args.smoke:
+        smoke_defaults(args, smoke, argv)
+    args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in args.stages if s not in stages]
+    if bad:
+        parser.error(f"unknown stage {bad[0]!r}; choose from {', '.join(stages)}")
+    if args.results is None:
+        args.results = str(Path(args.work) / "results") if args.smoke else str(default_results)
