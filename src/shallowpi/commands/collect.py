@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cameras", default="corner4,gripperPOV", help="comma-separated Meta-World cameras")
     parser.add_argument(
         "--state",
-        choices=["hand", "hand_goal"],
+        choices=["hand", "hand_goal", "hand_task_goal"],
         default="hand",
-        help="state vector: hand xyz + gripper (as LeRobot's env), or that + the goal position",
+        help="state vector: hand xyz + gripper (as LeRobot's env); + the goal position; or + the goal only where it does not locate the object, and a goal_given flag",
     )
     parser.add_argument("--max-steps", type=int, default=200, help="episode cap; failures are dropped")
     parser.add_argument("--extra-steps", type=int, default=5, help="frames kept after the first success")

@@ -91,13 +91,35 @@ CAMERAS = ("corner", "corner2", "corner3", "corner4", "gripperPOV", "behindGripp
 # (`agent_pos` = obs[:4]); "hand_goal" adds the goal position obs[36:39], which is part of the task (like the
 # instruction) and otherwise only a 1-2 pixel marker in the images. The object's position (obs[4:7]) is never
 # given: the policy must find the object in its images.
+# "hand_task_goal" gives the goal only where it is a free target (GOAL_FREE_TASKS: reach, push, pick-place,
+# peg-insert's hole): for door, drawer, button and window tasks Meta-World's goal sits at a fixed offset from
+# the object, so giving it would give the object's position away and the images would not matter. There the
+# goal is zeros and the last dim (goal_given) is 0.
 STATE_LAYOUTS: dict[str, tuple[list[str], list[int]]] = {
     "hand": (["hand_x", "hand_y", "hand_z", "gripper"], [0, 1, 2, 3]),
     "hand_goal": (
         ["hand_x", "hand_y", "hand_z", "gripper", "goal_x", "goal_y", "goal_z"],
         [0, 1, 2, 3, 36, 37, 38],
     ),
+    "hand_task_goal": (
+        ["hand_x", "hand_y", "hand_z", "gripper", "goal_x", "goal_y", "goal_z", "goal_given"],
+        [0, 1, 2, 3, 36, 37, 38],
+    ),
 }
+# Tasks whose goal is sampled apart from the object to move (peg-insert-side: the hole, not the peg).
+GOAL_FREE_TASKS = frozenset(
+    f"{t}-v3"
+    for t in (
+        "reach",
+        "reach-wall",
+        "push",
+        "push-wall",
+        "push-back",
+        "pick-place",
+        "pick-place-wall",
+        "peg-insert-side",
+    )
+)
 STATE_NAMES = STATE_LAYOUTS["hand"][0]  # obs[0:3] hand position, obs[3] gripper opening
 ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
 FPS = 80  # Meta-World steps 5 MuJoCo substeps of 2.5 ms: 12.5 ms per env step
@@ -218,7 +240,12 @@ class MetaWorldEnv:
         return obs, bool(info["success"])
 
     def state(self, obs: np.ndarray) -> np.ndarray:
-        return np.asarray(obs[self._state_index], dtype=np.float32)  # [state dim], see STATE_LAYOUTS
+        state = np.asarray(obs[self._state_index], dtype=np.float32)  # see STATE_LAYOUTS
+        if self.state_layout == "hand_task_goal":
+            given = self.task in GOAL_FREE_TASKS
+            goal = state[4:7] if given else np.zeros(3, np.float32)
+            state = np.concatenate([state[:4], goal, [float(given)]]).astype(np.float32)
+        return state  # [state dim]
 
     def render(self) -> dict[str, np.ndarray]:
         frames = {}
