@@ -9,12 +9,18 @@ from __future__ import annotations
 import argparse
 
 from shallowpi.commands.training_args import add_training_arguments
+from shallowpi.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--preset", help="new model from a config preset: testbed, tiny, mid, pi0, pi05")
     src.add_argument("--init", help="start from this pretrained_model folder (fine-tuning)")
+    p.add_argument(
+        "--dataset-stats",
+        action="store_true",
+        help="with --init: normalise with the dataset's stats and state/action dims (keep cameras, tokenizer, prompt)",
+    )
     p.add_argument("--variant", choices=("pi0", "pi05"), default=None, help="with --preset")
     p.add_argument("--depth", type=int, default=None, help="with --preset: layers in both stacks")
     add_training_arguments(p)
@@ -30,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     setup_threads(args)
     cfg = train_config(args)
+    if args.dataset_stats and not args.init:
+        raise UserError("--dataset-stats goes with --init (a new model takes the dataset's stats anyway)")
     if args.init:
         model = load_model(args.init, dtype="float32")
         processor_dir = args.init

@@ -125,6 +125,7 @@ def make_source(args: argparse.Namespace, config: PiConfig, processor_dir: str |
         processor_dir=processor_dir,
         tokenizer=args.tokenizer,
         camera_map=parse_camera_map(args.camera_map),
+        dataset_stats=getattr(args, "dataset_stats", False),
     )
     if getattr(args, "truncate_prompt", False):
         pre.config.truncate_prompt = True

@@ -7,6 +7,7 @@ seconds with one error that names it, instead of hours later or silently.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from shallowpi.errors import UserError
@@ -34,6 +35,7 @@ def build_preprocessor(
     processor_dir: str | Path | None = None,
     tokenizer: str | Path | None = None,
     camera_map: dict[str, str] | None = None,
+    dataset_stats: bool = False,
 ):
     """The Preprocessor for training `config` on `dataset`, after checking they fit.
 
@@ -41,8 +43,11 @@ def build_preprocessor(
     camera map: the student must see inputs exactly as the teacher did. Otherwise the dataset's stats are
     used, dataset cameras go to the model's slots in order (or per `camera_map`), and the tokenizer is
     `tokenizer` (None = the shipped test-bed tokenizer).
+
+    `dataset_stats` (fine-tuning on a new dataset, as LeRobot's fine-tuning does): keep the folder's camera
+    map, tokenizer and prompt settings but normalise with the dataset's stats and its state/action dims.
     """
-    from shallowpi.data.processor import Preprocessor, ProcessorConfig, has_processor, load_processor
+    from shallowpi.data.processor import ProcessorConfig, has_processor, load_processor
     from shallowpi.data.tokenizer import load_tokenizer
 
     if processor_dir is not None and has_processor(processor_dir):
@@ -50,6 +55,15 @@ def build_preprocessor(
             pre, _ = load_processor(processor_dir, tokenizer=tokenizer)
         except ValueError as e:
             raise DatasetMismatchError(f"the processor saved in {processor_dir} is unusable: {e}") from e
+        if dataset_stats:
+            pcfg = dataclasses.replace(
+                pre.config,
+                state_dim=dataset.state_dim,
+                action_dim=dataset.action_dim,
+                state_key=dataset.state_key,
+                action_key=dataset.action_key,
+            )
+            pre = _preprocessor(pcfg, dataset, pre.tokenizer)
     else:
         cams = list(dataset.camera_keys)
         if camera_map is None:
@@ -61,10 +75,6 @@ def build_preprocessor(
                     ]
                 )
             camera_map = dict(zip(cams, config.cameras[: len(cams)], strict=True))
-        try:
-            stats = dataset.stats()
-        except FileNotFoundError as e:
-            raise DatasetMismatchError(f"missing stats: {e}") from e
         pcfg = ProcessorConfig(
             variant=config.variant,
             camera_map=camera_map,
@@ -79,12 +89,22 @@ def build_preprocessor(
             state_key=dataset.state_key,
             action_key=dataset.action_key,
         )
-        try:
-            pre = Preprocessor(pcfg, stats, load_tokenizer(tokenizer))
-        except ValueError as e:  # the processor names the missing / wrongly sized stat
-            raise DatasetMismatchError(f"missing stats: {e}") from e
+        pre = _preprocessor(pcfg, dataset, load_tokenizer(tokenizer))
     check_dataset_fits(config, pre, dataset)
     return pre
+
+
+def _preprocessor(pcfg, dataset, tokenizer):
+    from shallowpi.data.processor import Preprocessor
+
+    try:
+        stats = dataset.stats()
+    except FileNotFoundError as e:
+        raise DatasetMismatchError(f"missing stats: {e}") from e
+    try:
+        return Preprocessor(pcfg, stats, tokenizer)
+    except ValueError as e:  # the processor names the missing / wrongly sized stat
+        raise DatasetMismatchError(f"missing stats: {e}") from e
 
 
 def check_dataset_fits(config: PiConfig, pre, dataset) -> None:
