@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from onnx_helpers import TEACHER, metaworld_sample
+from onnx_helpers import ACTION_NORM, PROMPT_LENGTH, STATE_DIM, TEACHER, metaworld_sample
 from reference_bundle import load_bundle
 from shallowpi.data.processor import collate, load_processor
 from shallowpi.distill.student import make_student
@@ -118,9 +118,9 @@ def test_export_cli_flags_and_manifest(tmp_path):
     assert m["schedule"] == {"num_steps": 4, "times": [1.0, 0.75, 0.5, 0.25], "dts": [-0.25] * 4}
     spec = {s["name"]: s for s in m["graphs"]["prefix"]["inputs"]}
     assert spec["images"]["shape"] == [1, 1, 3, 64, 64] and spec["tokens"]["shape"] == [1, 32]
-    assert (
-        m["normalization"]["action"]["mode"] == "QUANTILES" and len(m["normalization"]["action"]["q01"]) == 4
-    )
+    action_norm = m["normalization"]["action"]
+    low = "q01" if ACTION_NORM == "QUANTILES" else "mean"
+    assert action_norm["mode"] == ACTION_NORM and len(action_norm[low]) == 4
     assert sorted(p.name for p in out.iterdir()) == [
         "denoise.onnx", "denoise.onnx.data", "manifest.json", "prefix.onnx", "prefix.onnx.data", "tokenizer.model"
     ]  # fmt: skip
@@ -155,14 +155,16 @@ def test_missing_graph_is_one_clear_error(teacher_onnx, tmp_path):
 def test_manifest_disagreeing_with_graphs_is_one_clear_error(teacher_onnx, tmp_path):
     d = _copy(teacher_onnx, tmp_path / "bad_manifest")
     m = json.loads((d / "manifest.json").read_text())
-    m["graphs"]["prefix"]["inputs"][2]["shape"] = [1, 47]  # tokens
+    tokens = [i for i, s in enumerate(m["graphs"]["prefix"]["inputs"]) if s["name"] == "tokens"][0]
+    m["graphs"]["prefix"]["inputs"][tokens]["shape"] = [1, PROMPT_LENGTH - 1]
     m["graphs"]["denoise"]["outputs"][0]["name"] = "v_t"
     (d / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(
-        ManifestError, match=r"input 'tokens': manifest \[1, 47\] int64, graph \[1, 48\] int64"
+        ManifestError,
+        match=rf"input 'tokens': manifest \[1, {PROMPT_LENGTH - 1}\] int64, graph \[1, {PROMPT_LENGTH}\] int64",
     ):
         OnnxRunner(d)
-    m["graphs"]["prefix"]["inputs"][2]["shape"] = [1, 48]
+    m["graphs"]["prefix"]["inputs"][tokens]["shape"] = [1, PROMPT_LENGTH]
     (d / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ManifestError, match=r"output 'v_t' is in the manifest but not in the graph"):
         OnnxRunner(d)
@@ -178,8 +180,10 @@ def test_wrong_observation_shape_is_one_clear_error(teacher_onnx):
         runner.sample(**{**batch, "images": np.zeros((1, 2, 3, 56, 56), np.float32)})
     with pytest.raises(ProcessorError, match=r"noise: expected shape \[1, 10, 32\]"):
         runner.sample(**batch, noise=np.zeros((1, 10, 4), np.float32))
-    bad_state = {**metaworld_sample(0), "state": np.zeros(5, np.float32)}
-    with pytest.raises(ProcessorError, match=r"state must have shape \(4,\), got \(5,\)"):
+    bad_state = {**metaworld_sample(0), "state": np.zeros(STATE_DIM + 1, np.float32)}
+    with pytest.raises(
+        ProcessorError, match=rf"state must have shape \({STATE_DIM},\), got \({STATE_DIM + 1},\)"
+    ):
         runner.predict(bad_state)
     bad_image = metaworld_sample(0)
     bad_image["images"]["observation.images.corner4"] = np.zeros((64, 64), np.uint8)

@@ -30,6 +30,30 @@ def test_hand_goal_state_is_hand_then_goal_position():
         env.close()
 
 
+@pytest.mark.parametrize("task", ["push-v3", "drawer-close-v3"])
+def test_hand_task_goal_gives_the_goal_only_where_it_does_not_locate_the_object(task):
+    env = mw.MetaWorldEnv(task, cameras=[], state_layout="hand_task_goal")
+    try:
+        obs = env.reset(0)
+        state = env.state(obs)  # [8]
+        assert state.shape == (8,) and state.dtype == np.float32
+        np.testing.assert_allclose(state[:4], obs[:4], rtol=0, atol=1e-6)
+        if task in mw.GOAL_FREE_TASKS:  # push: the goal is sampled apart from the puck
+            np.testing.assert_allclose(state[4:7], env.env._target_pos, rtol=0, atol=1e-6)
+            assert state[7] == 1.0
+        else:  # drawer-close: the goal sits at a fixed offset from the drawer, so it would locate it
+            assert not np.allclose(env.env._target_pos, 0)
+            np.testing.assert_array_equal(state[4:], np.zeros(4, np.float32))
+    finally:
+        env.close()
+
+
+def test_goal_free_tasks_are_tasks():
+    assert mw.GOAL_FREE_TASKS <= set(mw.MT50)
+    assert {"reach-v3", "push-v3", "pick-place-v3"} <= mw.GOAL_FREE_TASKS
+    assert not {"door-open-v3", "drawer-open-v3", "button-press-topdown-v3"} & mw.GOAL_FREE_TASKS
+
+
 def test_hand_state_is_lerobot_agent_pos():
     env = mw.MetaWorldEnv("reach-v3", cameras=[], state_layout="hand")
     try:
@@ -42,6 +66,7 @@ def test_hand_state_is_lerobot_agent_pos():
 def test_layout_from_policy_state_dim():
     assert mw.state_layout_for_dim(4) == "hand"
     assert mw.state_layout_for_dim(7) == "hand_goal"
+    assert mw.state_layout_for_dim(8) == "hand_task_goal"
     with pytest.raises(ValueError, match="no Meta-World state layout has 5 dims"):
         mw.state_layout_for_dim(5)
     with pytest.raises(ValueError, match="unknown Meta-World state layout 'goal'"):
