@@ -115,14 +115,14 @@ class PrefixGraph(nn.Module):
         cos, sin = rope_cos_sin(pos, c.vlm.head_dim, c.vlm.rope_theta)
         keys, values = [], []
         for i, layer in enumerate(m.vlm.layers):
-            q, k, v, _ = layer.qkv(x, None)
+            q, k, v = layer.qkv(x)
             k = apply_rope(k, cos, sin)  # (B, nkv, P, hd)
             keys.append(k)
             values.append(v)
             if i == len(m.vlm.layers) - 1:
                 break  # the last layer's attention output and MLP never reach the actions
             out = attention(apply_rope(q, cos, sin), k, v, bias)
-            x = layer.finish(x, out, None, None)
+            x = layer.post_attention(x, out)
         return torch.stack(keys), torch.stack(values), pad  # (D, B, nkv, P, hd) x 2, (B, P)
 
 
@@ -165,11 +165,12 @@ class DenoiseGraph(nn.Module):
         cos, sin = rope_cos_sin(pos, c.expert.head_dim, c.expert.rope_theta)
         x = suffix.to(m.compute_dtype)
         for i, layer in enumerate(m.expert.layers):
-            q, k, v, gate = layer.qkv(x, cond)
+            mod = layer.modulation(cond, x.dtype)
+            q, k, v = layer.qkv(x, mod)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             keys = torch.cat([prefix_keys[i], k], dim=2)  # (B, nkv, P + S, hd)
             vals = torch.cat([prefix_values[i], v], dim=2)
-            x = layer.finish(x, attention(q, keys, vals, bias), gate, cond)
+            x = layer.post_attention(x, attention(q, keys, vals, bias), mod)
         return m._velocity(x, cond)  # (B, chunk, A) fp32
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from shallowpi.model.attention import additive, make_att_2d, positions
 from shallowpi.model.config import euler_steps
-from shallowpi.model.gemma import _rms, apply_rope, rope_cos_sin
+from shallowpi.model.gemma import LayerModulation, Modulation, apply_rope, rope_cos_sin
 from shallowpi.model.inputs import Prefix, check_inputs
 from shallowpi.model.pi import PiModel, sincos_time_embedding
 
@@ -46,9 +46,9 @@ class _Conditioning:
 
     times: list[float]  # t_k at which the velocity is evaluated
     dts: list[float]  # Euler step after each evaluation (negative)
-    # π0.5: per expert layer (s1p_in, shift_in, gate_in, s1p_post, shift_post, gate_post), each (steps, B, 1, W)
-    layer_mods: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
-    final_mods: tuple[torch.Tensor, torch.Tensor] | None = None  # (s1p, shift), each (steps, B, 1, W)
+    # π0.5: adaRMS modulations, [step][layer], each tensor (B, 1, W) (views of one (steps, B, 1, W) tensor)
+    layer_mods: list[list[LayerModulation]] = field(default_factory=list)
+    final_mods: list[Modulation] = field(default_factory=list)  # [step]: the final expert norm's
     time_proj: torch.Tensor | None = None  # π0: time half of action_time_mlp_in + bias, (steps, B, 1, W)
 
 
@@ -182,18 +182,16 @@ class InferenceEngine:
         x = embs
         layers = self.model.vlm.layers
         for i, layer in enumerate(layers):
-            attn = layer.self_attn
             last = i == len(layers) - 1
-            h, _ = layer.input_layernorm(x)
-            h = h.to(attn.q_proj.weight.dtype)
-            k = _heads(attn.k_proj(h), cfg.head_dim)  # (B, nkv, P, hd)
+            # the last layer's queries, attention output and MLP never reach the actions
+            q, k, v = layer.qkv(x, queries=not last)  # k, v (B, nkv, P, hd)
             buf.keys[i][:, :, :p].copy_(apply_rope(k, cos, sin))
-            buf.values[i][:, :, :p].copy_(_heads(attn.v_proj(h), cfg.head_dim))
+            buf.values[i][:, :, :p].copy_(v)
             if last:
-                break  # the last layer's queries, attention output and MLP never reach the actions
-            q = apply_rope(_heads(attn.q_proj(h), cfg.head_dim), cos, sin)  # (B, nh, P, hd)
+                break
+            q = apply_rope(q, cos, sin)  # (B, nh, P, hd)
             out = _sdpa(q, buf.keys[i][:, :, :p], buf.values[i][:, :, :p], mask)
-            x = layer.finish(x, out, None, None)
+            x = layer.post_attention(x, out)
         self._suffix_geometry(buf, pad)
         if state is not None:
             buf.state.copy_(state)
@@ -229,7 +227,7 @@ class InferenceEngine:
         return x
 
     def _velocity(self, buf, cond, k, x_t, state_tok) -> torch.Tensor:
-        m, cfg = self.model, self.config.expert
+        m = self.model
         p = buf.prefix_len
         act = m.action_in_proj(x_t)  # (B, chunk, W)
         if state_tok is not None:  # π0: time half of action_time_mlp_in is precomputed
@@ -239,31 +237,16 @@ class InferenceEngine:
         else:
             h = act
         h = h.to(m.compute_dtype)
+        mods = cond.layer_mods[k] if cond.layer_mods else None
         for i, layer in enumerate(m.expert.layers):
-            attn = layer.self_attn
-            mods = cond.layer_mods[i] if cond.layer_mods else None
-            n = (
-                _norm(layer.input_layernorm, h, mods[0][k], mods[1][k])
-                if mods
-                else layer.input_layernorm(h)[0]
-            )
-            n = n.to(attn.q_proj.weight.dtype)
-            q = apply_rope(_heads(attn.q_proj(n), cfg.head_dim), buf.cos, buf.sin)  # (B, nh, S, hd)
-            buf.keys[i][:, :, p:].copy_(apply_rope(_heads(attn.k_proj(n), cfg.head_dim), buf.cos, buf.sin))
-            buf.values[i][:, :, p:].copy_(_heads(attn.v_proj(n), cfg.head_dim))
+            mod = mods[i] if mods else None
+            q, key, v = layer.qkv(h, mod)  # (B, nh, S, hd), (B, nkv, S, hd) x 2
+            q = apply_rope(q, buf.cos, buf.sin)
+            buf.keys[i][:, :, p:].copy_(apply_rope(key, buf.cos, buf.sin))
+            buf.values[i][:, :, p:].copy_(v)
             out = _sdpa(q, buf.keys[i], buf.values[i], buf.mask if buf.use_mask else None)
-            y = attn.o_proj(out.to(attn.o_proj.weight.dtype))
-            h = h + (y * mods[2][k] if mods else y)
-            n = _norm(layer.post_attention_layernorm, h, mods[3][k], mods[4][k]) if mods else None
-            n = layer.post_attention_layernorm(h)[0] if n is None else n
-            y = layer.mlp(n)
-            h = h + (y * mods[5][k] if mods else y)
-        if cond.final_mods is not None:
-            out = _norm(m.expert.norm, h, cond.final_mods[0][k], cond.final_mods[1][k])
-        else:
-            out = m.expert.norm(h)[0]
-        out = out[:, -self.config.chunk_size :].to(m.action_out_proj.weight.dtype)
-        return m.action_out_proj(out.float() if out.dtype != torch.float32 else out)
+            h = layer.post_attention(h, out, mod)
+        return m.action_head(h, cond.final_mods[k] if cond.final_mods else None)
 
     # caches -----------------------------------------------------------------------------------------------
     def _conditioning(self, grid: tuple[float, ...] | int | None) -> _Conditioning:
@@ -283,14 +266,15 @@ class InferenceEngine:
         if c.uses_adarms:
             tc = F.silu(m.time_mlp_out(F.silu(m.time_mlp_in(temb))))  # (steps*B, W)
 
-            def mods(norm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-                mod = norm.dense(tc.to(norm.dense.weight.dtype)).float().view(steps, b, 1, 3 * w)
-                scale, shift, gate = mod.chunk(3, dim=-1)
-                return 1.0 + scale, shift, gate.to(m.compute_dtype)
+            def per_step(mod: Modulation) -> list[Modulation]:  # (steps*B, 1, W) each -> [step] of (B, 1, W)
+                parts = [part.view(steps, b, 1, w) for part in mod]
+                return [Modulation(*(part[k] for part in parts)) for k in range(steps)]
 
-            for layer in m.expert.layers:
-                cond.layer_mods.append(mods(layer.input_layernorm) + mods(layer.post_attention_layernorm))
-            cond.final_mods = mods(m.expert.norm)[:2]
+            layers = [
+                [per_step(mod) for mod in layer.modulation(tc, m.compute_dtype)] for layer in m.expert.layers
+            ]
+            cond.layer_mods = [[LayerModulation(a[k], p[k]) for a, p in layers] for k in range(steps)]
+            cond.final_mods = per_step(m.expert.norm.modulation(tc, m.compute_dtype))
         else:
             w_time = m.action_time_mlp_in.weight[:, w:]  # (W, W): acts on the time embedding
             cond.time_proj = F.linear(temb, w_time, m.action_time_mlp_in.bias).view(steps, b, 1, w)
@@ -351,17 +335,6 @@ class InferenceEngine:
 def _mark(marks: Marks | None, stage: str) -> None:
     if marks is not None:
         marks(stage)
-
-
-def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """(B, L, n*hd) -> (B, n, L, hd)."""
-    b, n, _ = x.shape
-    return x.view(b, n, -1, head_dim).transpose(1, 2)
-
-
-def _norm(norm, x: torch.Tensor, scale_1p: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """adaRMS with precomputed (1 + scale) and shift, (B, 1, W) fp32 each; same arithmetic as AdaRMSNorm."""
-    return (_rms(x, norm.eps) * scale_1p + shift).to(x.dtype)
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -1,10 +1,13 @@
 """Gemma building blocks: (ada)RMSNorm, RoPE, MLP and the per-layer weights of one stack.
 
-The layer owns its weights only. How the two stacks (backbone and action expert) attend jointly lives in
-`joint.py`, because attention there spans both stacks' tokens.
+The layer owns its weights and its step (norm -> q/k/v, and o-proj -> gated residual -> MLP -> gated
+residual); the attention between the two halves spans both stacks' tokens, so `pi.py` (and the inference
+engine, the ONNX graphs) compute it between `GemmaLayer.qkv` and `GemmaLayer.post_attention`.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +16,27 @@ from torch import nn
 from shallowpi.model.config import GemmaConfig
 
 
-def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+def rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / RMS(x) over the last dim, in fp32 (Gemma computes every norm in fp32)."""
     x = x.float()
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+class Modulation(NamedTuple):
+    """adaRMS modulation computed from the conditioning: y = rms(x)·scale_1p + shift; gate scales the residual.
+
+    The model computes it per call (`GemmaLayer.modulation`); the inference engine computes it once per time
+    grid and passes it in, so both run the same layer step.
+    """
+
+    scale_1p: torch.Tensor  # (B, 1, W) fp32: 1 + scale
+    shift: torch.Tensor  # (B, 1, W) fp32
+    gate: torch.Tensor  # (B, 1, W) in the residual stream's dtype
+
+
+class LayerModulation(NamedTuple):
+    attn: Modulation  # input_layernorm and the attention residual
+    mlp: Modulation  # post_attention_layernorm and the MLP residual
 
 
 class RMSNorm(nn.Module):
@@ -26,8 +47,14 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.zeros(width))
 
+    def modulation(self, cond: torch.Tensor | None, dtype: torch.dtype) -> None:
+        return None  # not conditioned
+
+    def normalize(self, x: torch.Tensor, mod: Modulation | None = None) -> torch.Tensor:
+        return (rms(x, self.eps) * (1.0 + self.weight.float())).to(x.dtype)
+
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
-        return (_rms(x, self.eps) * (1.0 + self.weight.float())).to(x.dtype), None
+        return self.normalize(x), None
 
 
 class AdaRMSNorm(nn.Module):
@@ -39,13 +66,22 @@ class AdaRMSNorm(nn.Module):
         self.dense = nn.Linear(cond_dim, 3 * width)
         nn.init.zeros_(self.dense.weight)  # identity modulation at init, as openpi
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def modulation(self, cond: torch.Tensor | None, dtype: torch.dtype) -> Modulation:
+        """cond (N, cond_dim) -> Modulation of (N, 1, W) tensors; the gate in `dtype` (the stream's)."""
         if cond is None:
             raise ValueError("adaRMS norm needs a conditioning vector (the time embedding)")
-        mod = self.dense(cond.to(self.dense.weight.dtype)).float()[:, None]  # (B, 1, 3W)
+        mod = self.dense(cond.to(self.dense.weight.dtype)).float()[:, None]  # (N, 1, 3W)
         scale, shift, gate = mod.chunk(3, dim=-1)
-        y = _rms(x, self.eps) * (1.0 + scale) + shift
-        return y.to(x.dtype), gate.to(x.dtype)
+        return Modulation(1.0 + scale, shift, gate.to(dtype))
+
+    def normalize(self, x: torch.Tensor, mod: Modulation | None = None) -> torch.Tensor:
+        if mod is None:
+            raise ValueError("adaRMS norm needs a conditioning vector (the time embedding)")
+        return (rms(x, self.eps) * mod.scale_1p + mod.shift).to(x.dtype)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        mod = self.modulation(cond, x.dtype)
+        return self.normalize(x, mod), mod.gate
 
 
 class GemmaMLP(nn.Module):
@@ -61,7 +97,7 @@ class GemmaMLP(nn.Module):
 
 
 class GemmaAttentionWeights(nn.Module):
-    """q/k/v/o projections of one layer (no bias). The attention itself is computed in joint.py."""
+    """q/k/v/o projections of one layer (no bias). The attention itself is computed by the caller of the layer."""
 
     def __init__(self, cfg: GemmaConfig) -> None:
         super().__init__()
@@ -85,26 +121,42 @@ class GemmaLayer(nn.Module):
         self.input_layernorm = norm()
         self.post_attention_layernorm = norm()
 
-    def qkv(self, x: torch.Tensor, cond: torch.Tensor | None):
-        """Normalise and project. Returns q (B,nh,L,hd), k and v (B,nkv,L,hd), and the residual gate."""
-        h, gate = self.input_layernorm(x, cond)
-        h = h.to(self.self_attn.q_proj.weight.dtype)
-        b, n, _ = h.shape
-        hd = self.cfg.head_dim
-        q = self.self_attn.q_proj(h).view(b, n, -1, hd).transpose(1, 2)
-        k = self.self_attn.k_proj(h).view(b, n, -1, hd).transpose(1, 2)
-        v = self.self_attn.v_proj(h).view(b, n, -1, hd).transpose(1, 2)
-        return q, k, v, gate
+    # One layer step, in two halves around the attention (which spans both stacks' tokens, so the caller
+    # computes it): the model (joint pass, prefix cache, denoise step), the ONNX graphs and the inference
+    # engine all run these, so the layer math exists once.
+    def modulation(self, cond: torch.Tensor | None, dtype: torch.dtype) -> LayerModulation | None:
+        """adaRMS modulations of both norms from cond (B, cond_dim); None for a plain-RMSNorm layer."""
+        attn = self.input_layernorm.modulation(cond, dtype)
+        if attn is None:
+            return None
+        return LayerModulation(attn, self.post_attention_layernorm.modulation(cond, dtype))
 
-    def finish(
-        self, x: torch.Tensor, attn_out: torch.Tensor, gate: torch.Tensor | None, cond: torch.Tensor | None
+    def qkv(
+        self, x: torch.Tensor, mod: LayerModulation | None = None, *, queries: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Pre-attention norm and projections of x (B, L, W): q (B, nh, L, hd) (None if not `queries`), k and v
+        (B, nkv, L, hd), before RoPE."""
+        h = self.input_layernorm.normalize(x, None if mod is None else mod.attn)
+        h = h.to(self.self_attn.q_proj.weight.dtype)
+        hd = self.cfg.head_dim
+        q = _heads(self.self_attn.q_proj(h), hd) if queries else None
+        return q, _heads(self.self_attn.k_proj(h), hd), _heads(self.self_attn.v_proj(h), hd)
+
+    def post_attention(
+        self, x: torch.Tensor, attn_out: torch.Tensor, mod: LayerModulation | None = None
     ) -> torch.Tensor:
-        """o_proj + gated residual, then post-attention norm, MLP and gated residual. attn_out: (B, L, nh*hd)."""
+        """o_proj + gated residual, then MLP norm, MLP and gated residual. attn_out (B, L, nh*hd) -> (B, L, W)."""
         y = self.self_attn.o_proj(attn_out.to(self.self_attn.o_proj.weight.dtype))
-        x = x + (y * gate if gate is not None else y)
-        h, gate = self.post_attention_layernorm(x, cond)
+        x = x + (y if mod is None else y * mod.attn.gate)
+        h = self.post_attention_layernorm.normalize(x, None if mod is None else mod.mlp)
         y = self.mlp(h)
-        return x + (y * gate if gate is not None else y)
+        return x + (y if mod is None else y * mod.mlp.gate)
+
+
+def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """(B, L, n*hd) -> (B, n, L, hd)."""
+    b, n, _ = x.shape
+    return x.view(b, n, -1, head_dim).transpose(1, 2)
 
 
 class GemmaStack(nn.Module):

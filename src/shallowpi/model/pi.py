@@ -20,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 
 from shallowpi.model.attention import additive, attend, make_att_2d, positions
 from shallowpi.model.config import PiConfig, check_time_grid, euler_steps
-from shallowpi.model.gemma import GemmaStack, apply_rope, rope_cos_sin
+from shallowpi.model.gemma import GemmaStack, Modulation, apply_rope, rope_cos_sin
 from shallowpi.model.inputs import Prefix, check_inputs, pad_last
 from shallowpi.model.siglip import SiglipVisionModel
 
@@ -159,7 +159,12 @@ class PiModel(nn.Module):
         return torch.ones(batch, len(ar), dtype=torch.bool, device=device), ar_t
 
     def _velocity(self, suffix_hidden: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        out, _ = self.expert.norm(suffix_hidden, cond)
+        return self.action_head(suffix_hidden, self.expert.norm.modulation(cond, suffix_hidden.dtype))
+
+    def action_head(self, suffix_hidden: torch.Tensor, mod: Modulation | None) -> torch.Tensor:
+        """Final expert norm (adaRMS modulation `mod` for π0.5) and action_out_proj over the chunk's tokens:
+        suffix_hidden (B, S, W) -> v_t (B, chunk, max_action_dim) fp32."""
+        out = self.expert.norm.normalize(suffix_hidden, mod)
         out = out[:, -self.config.chunk_size :].to(self.action_out_proj.weight.dtype)
         return self.action_out_proj(out.float() if out.dtype != torch.float32 else out)
 
@@ -215,16 +220,17 @@ class PiModel(nn.Module):
     def _joint_layer(self, i, xp, xs, cond, cos, sin, mask, want_probs: bool, p_len: int):
         """Layer i of both stacks: own norms and projections, one softmax over [prefix | suffix]."""
         lp, ls = self.vlm.layers[i], self.expert.layers[i]
-        qp, kp, vp, gp = lp.qkv(xp, None)
-        qs, ks, vs, gs = ls.qkv(xs, cond)
+        mod = ls.modulation(cond, xs.dtype)  # None for π0's plain-RMSNorm expert
+        qp, kp, vp = lp.qkv(xp)
+        qs, ks, vs = ls.qkv(xs, mod)
         q = apply_rope(torch.cat([qp, qs], dim=2), cos, sin)  # (B, nh, T, hd)
         k = apply_rope(torch.cat([kp, ks], dim=2), cos, sin)  # (B, nkv, T, hd)
         v = torch.cat([vp, vs], dim=2)
         out, probs = attend(q, k, v, mask, want_probs=want_probs)  # out (B, T, nh*hd)
         # The prefix stream after the last layer is never read: skip its o_proj and MLP.
         if i < self.config.depth - 1:
-            xp = lp.finish(xp, out[:, :p_len], gp, None)
-        xs = ls.finish(xs, out[:, p_len:], gs, cond)
+            xp = lp.post_attention(xp, out[:, :p_len])
+        xs = ls.post_attention(xs, out[:, p_len:], mod)
         return xp, xs, probs
 
     def loss(
@@ -289,13 +295,13 @@ class PiModel(nn.Module):
         x = prefix_embs.to(self.compute_dtype)
         cache = []
         for i, layer in enumerate(self.vlm.layers):
-            q, k, v, _ = layer.qkv(x, None)
+            q, k, v = layer.qkv(x)
             k = apply_rope(k, cos, sin)
             cache.append((k, v))
             if i == len(self.vlm.layers) - 1:
                 break  # the last layer's attention output and MLP never reach the actions
             out, _ = attend(apply_rope(q, cos, sin), k, v, mask)
-            x = layer.finish(x, out, None, None)
+            x = layer.post_attention(x, out)
         return cache
 
     def denoise_step(
@@ -316,10 +322,11 @@ class PiModel(nn.Module):
         cos, sin = rope
         x = suffix_embs.to(self.compute_dtype)
         for layer, (pk, pv) in zip(self.expert.layers, cache, strict=True):
-            q, k, v, gate = layer.qkv(x, cond)
+            mod = layer.modulation(cond, x.dtype)
+            q, k, v = layer.qkv(x, mod)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             out, _ = attend(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), mask)
-            x = layer.finish(x, out, gate, cond)
+            x = layer.post_attention(x, out, mod)
         return self._velocity(x, cond)
 
     def suffix_rope_and_mask(
