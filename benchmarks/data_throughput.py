@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shallowpi.atomic import write_json_atomic
 from shallowpi.data.lerobot_dataset import LeRobotDataset
-from shallowpi.data.stats import write_json_atomic
 from shallowpi.data.writer import LeRobotDatasetWriter
 
 OUT = Path(__file__).resolve().parent / "results" / "data_throughput.json"

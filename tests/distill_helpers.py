@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from shallowpi.distill.data import MicroBatches, StreamPlan, SyntheticSource, to_batch
-from shallowpi.distill.losses import Batch
+from shallowpi.distill.data import Batch, MicroBatches, StreamPlan, SyntheticSource, to_batch
 from shallowpi.model import PiModel
 from shallowpi.model.config import tiny
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from shallowpi.data.processor import load_processor
 from shallowpi.errors import UserError
 from shallowpi.model import CheckpointError, PiModel, load_model, save_model
 from shallowpi.model import checkpoint as ckpt
 from shallowpi.model.config import tiny
+from shallowpi.pretrained import load_processor
 from shallowpi.serve.policy import PiPolicy
 from shallowpi.testing import save_tiny_policy
 

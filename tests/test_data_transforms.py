@@ -15,12 +15,12 @@ from shallowpi.data.processor import (
     Preprocessor,
     ProcessorConfig,
     collate,
-    load_processor,
     model_inputs,
     save_processor,
 )
 from shallowpi.data.prompt import discretize_state, pi0_prompt, pi05_prompt
 from shallowpi.data.tokenizer import load_tokenizer
+from shallowpi.pretrained import load_processor
 
 S, A, CHUNK = 4, 3, 5
 SLOTS = (

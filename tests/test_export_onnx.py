@@ -14,7 +14,7 @@ import torch
 
 from onnx_helpers import ACTION_NORM, PROMPT_LENGTH, STATE_DIM, TEACHER, metaworld_sample
 from reference_bundle import load_bundle
-from shallowpi.data.processor import collate, load_processor
+from shallowpi.data.processor import collate
 from shallowpi.distill.student import make_student
 from shallowpi.export import onnx_export
 from shallowpi.export.onnx_export import ExportOptions, export_onnx, random_model
@@ -24,6 +24,7 @@ from shallowpi.model import PiModel, load_model
 from shallowpi.model.checkpoint import load_state_dict
 from shallowpi.model.config import pi05
 from shallowpi.onnx_runtime import ManifestError, OnnxRunner, ProcessorError
+from shallowpi.pretrained import load_processor
 
 TOL = 1e-4
 

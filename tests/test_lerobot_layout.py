@@ -22,12 +22,12 @@ from safetensors.torch import save_file
 
 from lerobot_helpers import save_tiny_student, vec_stats
 from shallowpi.data.lerobot_processor import ProcessorFormatError
-from shallowpi.data.processor import load_processor
 from shallowpi.data.tokenizer import TESTBED_TOKENIZER, Tokenizer
 from shallowpi.infer.predictor import ActionPredictor
 from shallowpi.lerobot_export import export_lerobot
 from shallowpi.model import PiModel, load_model, save_model
 from shallowpi.model.config import tiny
+from shallowpi.pretrained import load_processor
 
 SLOTS = ("observation.images.base_0_rgb", "observation.images.left_wrist_0_rgb")
 

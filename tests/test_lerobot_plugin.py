@@ -17,11 +17,11 @@ from safetensors.torch import load_file, save_file
 from lerobot_helpers import SCRIPTS, save_tiny_student, venv_run
 from paths import find_reference
 from reference_bundle import load_bundle
-from shallowpi.data.processor import load_processor
 from shallowpi.data.tokenizer import TESTBED_TOKENIZER
 from shallowpi.infer.predictor import ActionPredictor
 from shallowpi.lerobot_export import export_lerobot
 from shallowpi.model import load_model
+from shallowpi.pretrained import load_processor
 
 
 def _bin(python: Path, name: str) -> Path:

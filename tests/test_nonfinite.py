@@ -13,10 +13,10 @@ import websockets
 from safetensors.torch import load_file, save_file
 from websockets.sync.client import connect
 
-from shallowpi.data.processor import load_processor
 from shallowpi.errors import UserError
 from shallowpi.infer.actions import UnsafeActionError
 from shallowpi.model import CheckpointError, load_model
+from shallowpi.pretrained import load_processor
 from shallowpi.serve import msgpack_numpy
 from shallowpi.serve.policy import PiPolicy
 from shallowpi.serve.server import ServerThread

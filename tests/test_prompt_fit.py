@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from shallowpi.cli import main
-from shallowpi.data.processor import PromptTooLongError, load_processor
+from shallowpi.data.processor import PromptTooLongError
 from shallowpi.data.prompt import pi05_prompt
 from shallowpi.infer.predictor import ActionPredictor
+from shallowpi.pretrained import load_processor
 from shallowpi.serve.obs_mapping import ObservationError
 from shallowpi.serve.policy import PiPolicy
 from shallowpi.testing import save_tiny_policy

@@ -37,10 +37,11 @@ from shallowpi.data.lerobot_processor import (
     plugin_post_state,
     plugin_pre_state,
 )
-from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig, load_processor
+from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig
 from shallowpi.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
 from shallowpi.model.config import PiConfig
 from shallowpi.model.lerobot_config import PLUGIN_TYPE
+from shallowpi.pretrained import load_processor
 
 _GEMMA_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim")
 _VISION_KEYS = ("image_size", "patch_size", "width", "depth", "mlp_dim", "num_heads")

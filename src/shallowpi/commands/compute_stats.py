@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shallowpi.data.stats import add_quantiles
+    from shallowpi.data.quantiles import add_quantiles
 
     features = [f.strip() for f in args.features.split(",")] if args.features else None
     updated = add_quantiles(args.dataset, features, overwrite=args.overwrite)

@@ -6,11 +6,12 @@ from shallowpi.data.processor import (
     Preprocessor,
     ProcessorConfig,
     collate,
-    load_processor,
     model_inputs,
+    read_processor,
     save_processor,
 )
-from shallowpi.data.stats import add_quantiles, load_stats
+from shallowpi.data.quantiles import add_quantiles
+from shallowpi.data.stats import load_stats
 from shallowpi.data.tokenizer import Tokenizer, load_tokenizer
 from shallowpi.data.video import VideoDecodeError
 from shallowpi.data.writer import LeRobotDatasetWriter, VideoSpec
@@ -27,9 +28,9 @@ __all__ = [
     "VideoSpec",
     "add_quantiles",
     "collate",
-    "load_processor",
     "load_stats",
     "load_tokenizer",
     "model_inputs",
+    "read_processor",
     "save_processor",
 ]

@@ -40,7 +40,6 @@ from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfi
 from shallowpi.data.stats import Stats
 from shallowpi.data.tokenizer import Tokenizer
 from shallowpi.errors import MissingFileError, UserError
-from shallowpi.model.config import PiConfig
 
 PREPROCESSOR_JSON = "policy_preprocessor.json"
 POSTPROCESSOR_JSON = "policy_postprocessor.json"
@@ -214,9 +213,11 @@ def is_lerobot_layout(folder: str | Path) -> bool:
 
 
 def read_lerobot_processor(
-    folder: str | Path, model: PiConfig, *, tokenizer: str | Path | None = None
+    folder: str | Path, model: ProcessorConfig, *, tokenizer: str | Path | None = None
 ) -> tuple[Preprocessor, Postprocessor]:
-    """Preprocessor + Postprocessor equal to the pipelines LeRobot saved in `folder` for `model`."""
+    """Preprocessor + Postprocessor equal to the pipelines LeRobot saved in `folder` for a model whose input
+    geometry `model` gives (variant, camera slots, image size, padded dims, chunk size, prompt length: what
+    LeRobot keeps in config.json, `shallowpi.pretrained.processor_config(PiConfig)`)."""
     d = Path(folder)
     pre_steps = _steps(d / PREPROCESSOR_JSON)
     post_path = d / POSTPROCESSOR_JSON
@@ -305,7 +306,7 @@ def read_lerobot_processor(
         variant=variant,
         camera_map=camera_map,
         cameras=tuple(slots),
-        image_size=model.vision.image_size,
+        image_size=model.image_size,
         max_state_dim=model.max_state_dim,
         max_action_dim=model.max_action_dim,
         chunk_size=model.chunk_size,

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,12 +26,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from shallowpi.atomic import write_atomic, write_json_atomic
+from shallowpi.cameras import DEFAULT_CAMERAS
 from shallowpi.data import transforms
 from shallowpi.data.prompt import pi0_prompt, pi05_prompt
-from shallowpi.data.stats import Stats, write_json_atomic
+from shallowpi.data.stats import Stats
 from shallowpi.data.tokenizer import Tokenizer
 from shallowpi.errors import MissingFileError, UserError
-from shallowpi.model.config import DEFAULT_CAMERAS
 
 Variant = Literal["pi0", "pi05"]
 PROCESSOR_CONFIG = "shallowpi_processor.json"
@@ -442,20 +441,9 @@ def save_processor(
         {"registry_name": "device_processor", "config": {"device": "cpu"}},
     ]
 
-    def atomic(path: Path, write) -> None:
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    atomic(d / pre_file, lambda p: save_file(norm_stats, p))
-    atomic(d / post_file, lambda p: save_file(post_stats, p))
-    atomic(d / TOKENIZER_FILE, lambda p: shutil.copyfile(tokenizer.path, p))
+    write_atomic(d / pre_file, lambda p: save_file(norm_stats, p))
+    write_atomic(d / post_file, lambda p: save_file(post_stats, p))
+    write_atomic(d / TOKENIZER_FILE, lambda p: shutil.copyfile(tokenizer.path, p))
     write_json_atomic(d / PREPROCESSOR_JSON, {"name": "policy_preprocessor", "steps": steps}, indent=2)
     write_json_atomic(d / POSTPROCESSOR_JSON, {"name": "policy_postprocessor", "steps": post_steps}, indent=2)
     # Written last: its presence marks a complete save.
@@ -472,21 +460,17 @@ def has_processor(directory: str | Path) -> bool:
     return (d / PROCESSOR_CONFIG).is_file() or (d / PREPROCESSOR_JSON).is_file()
 
 
-def load_processor(
-    directory: str | Path, *, tokenizer: str | Path | None = None
-) -> tuple[Preprocessor, Postprocessor]:
-    """The processors saved in a pretrained folder: shallowpi's (`save_processor`), or LeRobot's own
-    policy_preprocessor.json / policy_postprocessor.json (0.4.4, 0.5+, or the shallowpi plugin's), read by
-    `shallowpi.data.lerobot_processor`. `tokenizer`: the SentencePiece file for LeRobot folders, which ship none
-    (their tokenizer step names a Hub id)."""
+def read_processor(directory: str | Path) -> tuple[Preprocessor, Postprocessor]:
+    """The processors `save_processor` wrote into `directory`. A folder with LeRobot's processor files only
+    needs the model's config.json as well: `shallowpi.pretrained.load_processor` reads either layout."""
     d = Path(directory)
     path = d / PROCESSOR_CONFIG
     if not path.is_file():
         if (d / PREPROCESSOR_JSON).is_file():
-            from shallowpi.data.lerobot_processor import read_lerobot_processor
-            from shallowpi.model.checkpoint import read_config
-
-            return read_lerobot_processor(d, read_config(d), tokenizer=tokenizer)
+            raise MissingFileError(
+                f"no {PROCESSOR_CONFIG} in {d}, only LeRobot's {PREPROCESSOR_JSON}: read it with "
+                "shallowpi.pretrained.load_processor (it needs the folder's config.json)"
+            )
         raise MissingFileError(
             f"no processor in {d}: neither {PROCESSOR_CONFIG} (shallowpi) nor {PREPROCESSOR_JSON} (LeRobot)"
         )

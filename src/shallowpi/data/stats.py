@@ -3,7 +3,7 @@
 Stats are `{feature: {stat_name: np.ndarray}}` with stat names as LeRobot writes them: min, max, mean, std,
 count and, when computed, q01, q10, q50, q90, q99. Quantiles we compute are exact (`np.quantile` over every
 frame, linear interpolation); LeRobot's are approximations from per-episode histograms, so the two differ
-slightly on the same data.
+slightly on the same data. Nothing here opens a dataset: `add_quantiles`, which does, is in quantiles.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from shallowpi.atomic import write_json_atomic
 from shallowpi.errors import MissingFileError, UserError
 
 Stats = dict[str, dict[str, np.ndarray]]
@@ -99,35 +98,3 @@ def image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
 
 def has_quantiles(stats: Stats, feature: str) -> bool:
     return feature in stats and "q01" in stats[feature] and "q99" in stats[feature]
-
-
-def add_quantiles(root: str | Path, features: list[str] | None = None, overwrite: bool = False) -> list[str]:
-    """Compute quantiles of the numeric features in the data parquet files and write them into meta/stats.json.
-
-    Returns the features that were updated. Existing stats are kept; only missing quantiles are added unless
-    `overwrite`. Image/video features are skipped (the π models use IDENTITY for images).
-    """
-    from shallowpi.data.lerobot_dataset import LeRobotDataset  # local import: the reader imports this module
-
-    ds = LeRobotDataset(root, load_images=False)
-    try:
-        stats = load_stats(root)
-    except FileNotFoundError:
-        stats = {}
-    wanted = features or [k for k, f in ds.features.items() if f["dtype"] in ("float32", "float64")]
-    updated = []
-    for feat in wanted:
-        if feat not in ds.features:
-            raise UserError(f"unknown feature {feat!r}; dataset has {sorted(ds.features)}")
-        if has_quantiles(stats, feat) and not overwrite:
-            continue
-        column = ds.column(feat)  # [N, D]
-        computed = vector_stats(column)
-        stats.setdefault(feat, {})
-        for k, v in computed.items():
-            if overwrite or k not in stats[feat]:
-                stats[feat][k] = v
-        updated.append(feat)
-    if updated:
-        write_json_atomic(Path(root) / "meta" / "stats.json", stats_to_json(stats))
-    return updated

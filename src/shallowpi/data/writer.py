@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shallowpi.data.stats import aggregate_stats, image_stats, stats_to_json, vector_stats, write_json_atomic
+from shallowpi.atomic import write_json_atomic
+from shallowpi.data.stats import aggregate_stats, image_stats, stats_to_json, vector_stats
 from shallowpi.errors import UserError
 
 CODEBASE_VERSION = "v3.0"

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from shallowpi.distill.losses import Batch
 from shallowpi.errors import UserError
-from shallowpi.model import PiConfig, PiModel
+from shallowpi.model import PiConfig
+from shallowpi.model.pi import sample_time
 
 
 class ExampleSource(Protocol):
@@ -85,13 +85,13 @@ class StreamPlan:
 
 
 class _TimeSampler:
-    """PiModel.sample_time without the model (so workers do not pickle weights)."""
+    """The model's flow-matching time distribution from its config alone (workers do not pickle weights)."""
 
     def __init__(self, config: PiConfig) -> None:
         self.config = config
 
     def __call__(self, generator: torch.Generator) -> torch.Tensor:
-        return PiModel.sample_time(self, 1, "cpu", generator)[0]  # type: ignore[arg-type]
+        return sample_time(self.config, 1, "cpu", generator)[0]
 
 
 class MicroBatches(Dataset):
@@ -118,6 +118,40 @@ class MicroBatches(Dataset):
             ex["time"] = self.sample_time(g)  # t, ()
             examples.append(ex)
         return {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+@dataclass
+class Batch:
+    """Model inputs of one (micro-)batch plus the per-sample flow-matching randomness."""
+
+    images: list[torch.Tensor]  # per camera slot (B, 3, H, W) in [-1, 1]
+    img_masks: list[torch.Tensor]  # per slot (B,) bool
+    tokens: torch.Tensor  # (B, L) long
+    token_masks: torch.Tensor  # (B, L) bool
+    state: torch.Tensor | None  # (B, S) or None (π0.5 puts the state in the prompt)
+    actions: torch.Tensor  # (B, chunk, A) normalised
+    action_is_pad: torch.Tensor | None  # (B, chunk) bool
+    noise: torch.Tensor  # (B, chunk, max_action_dim)
+    time: torch.Tensor  # (B,)
+
+    def to(self, device: torch.device | str) -> Batch:
+        def mv(x):
+            return None if x is None else x.to(device, non_blocking=True)
+
+        return Batch(
+            [mv(i) for i in self.images],
+            [mv(m) for m in self.img_masks],
+            mv(self.tokens),
+            mv(self.token_masks),
+            mv(self.state),
+            mv(self.actions),
+            mv(self.action_is_pad),
+            mv(self.noise),
+            mv(self.time),
+        )
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
 
 
 def to_batch(d: dict, variant: str) -> Batch:

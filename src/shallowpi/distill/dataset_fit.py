@@ -47,8 +47,9 @@ def build_preprocessor(
     `dataset_stats` (fine-tuning on a new dataset, as LeRobot's fine-tuning does): keep the folder's camera
     map, tokenizer and prompt settings but normalise with the dataset's stats and its state/action dims.
     """
-    from shallowpi.data.processor import ProcessorConfig, has_processor, load_processor
+    from shallowpi.data.processor import has_processor
     from shallowpi.data.tokenizer import load_tokenizer
+    from shallowpi.pretrained import load_processor, processor_config
 
     if processor_dir is not None and has_processor(processor_dir):
         try:  # shallowpi's processor files or LeRobot's own (a teacher as LeRobot saved it)
@@ -75,15 +76,9 @@ def build_preprocessor(
                     ]
                 )
             camera_map = dict(zip(cams, config.cameras[: len(cams)], strict=True))
-        pcfg = ProcessorConfig(
-            variant=config.variant,
+        pcfg = processor_config(
+            config,
             camera_map=camera_map,
-            cameras=config.cameras,
-            image_size=config.vision.image_size,
-            max_state_dim=config.max_state_dim,
-            max_action_dim=config.max_action_dim,
-            chunk_size=config.chunk_size,
-            tokenizer_max_length=config.tokenizer_max_length,
             state_dim=dataset.state_dim,
             action_dim=dataset.action_dim,
             state_key=dataset.state_key,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from shallowpi.distill.data import Batch
 from shallowpi.errors import UserError
 from shallowpi.model import PiModel
 
@@ -24,7 +25,7 @@ from shallowpi.model import PiModel
 KL_EPS = 1e-8
 
 
-def _action_error(
+def action_error(
     err: torch.Tensor, action_dim: int | None, action_is_pad: torch.Tensor | None
 ) -> torch.Tensor:
     """err (B, chunk, D) squared error -> scalar. Only the dataset's real action dims count (the padding up
@@ -46,7 +47,7 @@ def task_loss(
     action_is_pad: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Flow matching: ‖v_θ(x_t, t, o) − (ε − a)‖², v and u (B, chunk, max_action_dim)."""
-    return _action_error((v_student.float() - u_target.float()).pow(2), action_dim, action_is_pad)
+    return action_error((v_student.float() - u_target.float()).pow(2), action_dim, action_is_pad)
 
 
 def velocity_kd_loss(
@@ -57,7 +58,7 @@ def velocity_kd_loss(
     action_is_pad: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """‖v_θ − v_φ‖² at the same x_t, t, ε and observation; the teacher's velocity carries no gradient."""
-    return _action_error((v_student.float() - v_teacher.detach().float()).pow(2), action_dim, action_is_pad)
+    return action_error((v_student.float() - v_teacher.detach().float()).pow(2), action_dim, action_is_pad)
 
 
 def action_to_vl_attention(probs: torch.Tensor, prefix_pad: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -124,40 +125,6 @@ class DistillLossConfig:
     weights: LossWeights = field(default_factory=LossWeights)
     attn_pairs: Sequence[tuple[int, int]] | None = None  # (student layer, teacher layer); None = middle
     action_dim: int | None = None  # dataset action dim; None = all max_action_dim dims
-
-
-@dataclass
-class Batch:
-    """Model inputs of one (micro-)batch plus the per-sample flow-matching randomness."""
-
-    images: list[torch.Tensor]  # per camera slot (B, 3, H, W) in [-1, 1]
-    img_masks: list[torch.Tensor]  # per slot (B,) bool
-    tokens: torch.Tensor  # (B, L) long
-    token_masks: torch.Tensor  # (B, L) bool
-    state: torch.Tensor | None  # (B, S) or None (π0.5 puts the state in the prompt)
-    actions: torch.Tensor  # (B, chunk, A) normalised
-    action_is_pad: torch.Tensor | None  # (B, chunk) bool
-    noise: torch.Tensor  # (B, chunk, max_action_dim)
-    time: torch.Tensor  # (B,)
-
-    def to(self, device: torch.device | str) -> Batch:
-        def mv(x):
-            return None if x is None else x.to(device, non_blocking=True)
-
-        return Batch(
-            [mv(i) for i in self.images],
-            [mv(m) for m in self.img_masks],
-            mv(self.tokens),
-            mv(self.token_masks),
-            mv(self.state),
-            mv(self.actions),
-            mv(self.action_is_pad),
-            mv(self.noise),
-            mv(self.time),
-        )
-
-    def __len__(self) -> int:
-        return self.tokens.shape[0]
 
 
 class DistillLoss:

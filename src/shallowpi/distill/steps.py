@@ -30,7 +30,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from shallowpi.distill.losses import Batch, _action_error
+from shallowpi.distill.data import Batch
+from shallowpi.distill.losses import action_error
 from shallowpi.model import PiModel
 from shallowpi.model.config import check_time_grid, euler_steps, uniform_time_grid
 from shallowpi.model.inputs import check_inputs
@@ -179,7 +180,7 @@ class StepDistillLoss:
             v_target, _ = self.targets(batch, starts.detach())
         err = (v_s.float() - v_target.float()).pow(2).flatten(0, 1)  # (K*B, chunk, max_action_dim)
         # The targets are the model's own outputs, not data: no chunk step is padding.
-        terms = {"trajectory": _action_error(err, self.config.action_dim, None)}
+        terms = {"trajectory": action_error(err, self.config.action_dim, None)}
         return self.config.weights.trajectory * terms["trajectory"], terms
 
 

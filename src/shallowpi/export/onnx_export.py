@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shallowpi.data.processor import PROCESSOR_CONFIG, Postprocessor, Preprocessor, load_processor
+from shallowpi.data.processor import PROCESSOR_CONFIG, Postprocessor, Preprocessor, read_processor
 from shallowpi.export.graphs import DenoiseGraph, PrefixGraph
 from shallowpi.model import PiModel, load_model
 from shallowpi.model.config import PiConfig
@@ -304,7 +304,7 @@ def export_policy(policy: str | Path, out: str | Path, options: ExportOptions | 
     """Export a pretrained folder (LeRobot layout); its processor, if saved with it, goes in the manifest."""
     policy = Path(policy)
     model = load_model(policy, dtype="float32")
-    processor = load_processor(policy) if (policy / PROCESSOR_CONFIG).is_file() else None
+    processor = read_processor(policy) if (policy / PROCESSOR_CONFIG).is_file() else None
     return export_onnx(model, out, options, processor=processor, source=str(policy), inplace=True)
 
 

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from shallowpi.data.processor import Postprocessor, Preprocessor, collate, load_processor
+from shallowpi.data.processor import Postprocessor, Preprocessor, collate
 from shallowpi.device import resolve_device
 from shallowpi.errors import UserError
 from shallowpi.infer.actions import check_actions
 from shallowpi.infer.engine import InferenceEngine
 from shallowpi.model import PiModel, load_model
+from shallowpi.pretrained import load_processor
 
 
 class ActionPredictor:

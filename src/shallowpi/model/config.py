@@ -12,17 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from shallowpi.cameras import DEFAULT_CAMERAS
 from shallowpi.errors import UserError
 
 Variant = Literal["pi0", "pi05"]
 DType = Literal["float32", "bfloat16"]
-
-# openpi / LeRobot camera slots of the base checkpoints, in the order the prefix is built.
-DEFAULT_CAMERAS = (
-    "observation.images.base_0_rgb",
-    "observation.images.left_wrist_0_rgb",
-    "observation.images.right_wrist_0_rgb",
-)
 
 
 @dataclass

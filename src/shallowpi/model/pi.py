@@ -52,6 +52,25 @@ class SampleTrace:
     prefix_pad: torch.Tensor | None = None
 
 
+def sample_time(
+    config: PiConfig, batch: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Flow-matching times t (batch,) fp32: Beta(alpha, beta) · scale + offset, as LeRobot / openpi draw them.
+    A function of the config only, so data workers draw them without the model's weights."""
+    c = config
+    beta = torch.distributions.Beta(torch.tensor(c.time_beta_alpha), torch.tensor(c.time_beta_beta))
+    if generator is None:
+        t = beta.sample((batch,))
+    elif c.time_beta_beta == 1.0:  # Beta(a, 1) has CDF x**a: exact inverse-CDF sampling from the generator
+        t = torch.rand(batch, generator=generator).pow(1.0 / c.time_beta_alpha)
+    else:  # torch's Beta sampler takes no generator: seed a forked global RNG from it instead
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            t = beta.sample((batch,))
+    return (t * c.time_scale + c.time_offset).float().to(device)
+
+
 class PiModel(nn.Module):
     def __init__(self, config: PiConfig) -> None:
         super().__init__()
@@ -269,20 +288,7 @@ class PiModel(nn.Module):
         return t * noise + (1 - t) * actions, noise - actions
 
     def sample_time(self, batch: int, device: torch.device | str = "cpu", generator=None) -> torch.Tensor:
-        c = self.config
-        beta = torch.distributions.Beta(torch.tensor(c.time_beta_alpha), torch.tensor(c.time_beta_beta))
-        if generator is None:
-            t = beta.sample((batch,))
-        elif (
-            c.time_beta_beta == 1.0
-        ):  # Beta(a, 1) has CDF x**a: exact inverse-CDF sampling from the generator
-            t = torch.rand(batch, generator=generator).pow(1.0 / c.time_beta_alpha)
-        else:  # torch's Beta sampler takes no generator: seed a forked global RNG from it instead
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                t = beta.sample((batch,))
-        return (t * c.time_scale + c.time_offset).float().to(device)
+        return sample_time(self.config, batch, device, generator)
 
     # inference --------------------------------------------------------------------------------------------
     def prefix_cache(

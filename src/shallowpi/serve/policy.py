@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shallowpi.data.processor import Postprocessor, Preprocessor, load_processor
+from shallowpi.data.processor import Postprocessor, Preprocessor
 from shallowpi.device import resolve_device
 from shallowpi.errors import UserError
 from shallowpi.infer.predictor import ActionPredictor
 from shallowpi.model import PiModel, load_model
+from shallowpi.pretrained import load_processor
 from shallowpi.serve.obs_mapping import (
     ObservationError,
     ObsMapping,

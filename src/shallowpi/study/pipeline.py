@@ -56,8 +56,8 @@ class TeacherInfo:
 
 
 def teacher_info(path: Path) -> TeacherInfo:
-    from shallowpi.data.processor import load_processor
     from shallowpi.model.checkpoint import read_config
+    from shallowpi.pretrained import load_processor
     from shallowpi.sim import metaworld_env as mw
 
     cfg = read_config(path)

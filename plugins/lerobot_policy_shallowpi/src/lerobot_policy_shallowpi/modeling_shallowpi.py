@@ -19,7 +19,7 @@ from torch import Tensor
 
 from lerobot_policy_shallowpi.configuration_shallowpi import ShallowPiConfig
 from lerobot_policy_shallowpi.processor_shallowpi import IMAGE_MASKS, IMAGES, STATE, TOKEN_MASKS, TOKENS
-from shallowpi.distill.losses import _action_error as action_error
+from shallowpi.distill.losses import action_error
 from shallowpi.model.checkpoint import (
     EMBED,
     LM_HEAD,

@@ -1,0 +1,146 @@
+"""The package's layers import only downward (docs/architecture.md): base <- data <- model <- pretrained <-
+distill, and no two modules of these layers import each other. Every import counts, the ones inside
+functions and under TYPE_CHECKING too: a lazy import up the stack is still a cycle waiting to happen."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "shallowpi"
+# Lowest first; a module may import its own layer and the layers before it. Modules above these (infer,
+# bench, serve, testing, export, sim, study, commands, cli) may import any of them and are not listed.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "base": ("shallowpi.errors", "shallowpi.atomic", "shallowpi.cameras", "shallowpi.device"),
+    "data": ("shallowpi.data",),
+    "model": ("shallowpi.model",),
+    "pretrained": ("shallowpi.pretrained",),
+    "distill": ("shallowpi.distill",),
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def imported_modules(source: str, module: str, is_package: bool = False) -> list[tuple[int, str]]:
+    """(line, module) of every shallowpi import in `source`: import / from-import statements anywhere in the
+    file (relative ones resolved) and importlib.import_module("shallowpi....") calls."""
+    package = module if is_package else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            # `from shallowpi.data import transforms` imports that submodule; `... import Stats` the package
+            subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES]
+            found += [(node.lineno, m) for m in subs] or [(node.lineno, base)]
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append((node.lineno, node.args[0].value))
+    return [(line, name) for line, name in found if _within(name, ("shallowpi",))]
+
+
+def _imports_of(module: str) -> list[tuple[int, str]]:
+    path = MODULES[module]
+    return imported_modules(path.read_text(), module, path.name == "__init__.py")
+
+
+def _layer_of(module: str) -> int | None:
+    for i, prefixes in enumerate(LAYERS.values()):
+        if _within(module, prefixes):
+            return i
+    return None
+
+
+def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
+    """One cycle of the graph `edges` as [a, b, ..., a]; None if it has none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        path.append(m)
+        for n in edges.get(m, []):
+            if state.get(n) == 1:
+                return path[path.index(n) :] + [n]
+            if n not in state and (found := visit(n)):
+                return found
+        state[m] = 2
+        path.pop()
+        return None
+
+    for m in edges:
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_each_layer_imports_only_itself_and_the_layers_below(layer: str) -> None:
+    index = list(LAYERS).index(layer)
+    allowed = tuple(p for prefixes in list(LAYERS.values())[: index + 1] for p in prefixes)
+    members = [m for m in MODULES if _layer_of(m) == index]
+    assert members, f"no module in layer {layer!r}: LAYERS is out of date"
+    upward = [
+        f"{MODULES[m].relative_to(PACKAGE.parent)}:{line} imports {name}"
+        for m in members
+        for line, name in _imports_of(m)
+        if not _within(name, allowed)
+    ]
+    assert upward == []
+
+
+def test_no_import_cycles_within_the_layers() -> None:
+    """Package __init__ files (which re-export their modules) are left out of the graph."""
+    layered = [m for m in MODULES if _layer_of(m) is not None and MODULES[m].name != "__init__.py"]
+    edges = {m: sorted({n for _, n in _imports_of(m) if n in layered and n != m}) for m in layered}
+    assert find_cycle(edges) is None
+
+
+def test_the_checks_see_lazy_relative_and_importlib_imports_and_cycles() -> None:
+    source = (
+        "import numpy\n"
+        "from shallowpi.errors import UserError\n"
+        "from shallowpi import sim\n"
+        "from shallowpi.data import transforms, Stats\n"
+        "def load():\n"
+        "    from shallowpi.model.checkpoint import read_config\n"
+        "    from ..distill import trainer\n"
+        "    from . import stats\n"
+        "    import importlib\n"
+        "    return importlib.import_module('shallowpi.infer.engine')\n"
+    )
+    names = {n for _, n in imported_modules(source, "shallowpi.data.processor")}
+    assert names == {
+        "shallowpi.errors",
+        "shallowpi.sim",
+        "shallowpi.data.transforms",
+        "shallowpi.model.checkpoint",
+        "shallowpi.distill.trainer",
+        "shallowpi.data.stats",
+        "shallowpi.infer.engine",
+    }
+    # stats -> lerobot_dataset -> stats, as it once was (the stats side lazily)
+    edges = {"stats": ["lerobot_dataset"], "lerobot_dataset": ["stats", "video"], "video": []}
+    assert find_cycle(edges) == ["stats", "lerobot_dataset", "stats"]
+    assert find_cycle({"stats": [], "lerobot_dataset": ["stats", "video"], "video": []}) is None
