@@ -121,6 +121,7 @@ def _train(out, device: str, *, bf16: bool = True, fsdp: bool = False) -> None:
         device=device,
         bf16=bf16,
         fsdp=fsdp,
+        num_workers=0,
     )
     train(student, SyntheticSource(teacher.config, 24), cfg, DistillLossConfig(), teacher=teacher)
 

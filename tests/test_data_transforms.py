@@ -20,6 +20,7 @@ from shallowpi.data.processor import (
 )
 from shallowpi.data.prompt import discretize_state, pi0_prompt, pi05_prompt
 from shallowpi.data.tokenizer import load_tokenizer
+from shallowpi.errors import UserError
 from shallowpi.pretrained import load_processor
 
 S, A, CHUNK = 4, 3, 5
@@ -263,3 +264,17 @@ def test_save_and_load_processor_roundtrip(tmp_path):
         assert torch.equal(a[k], b[k]), k
     assert pre2.config.state_dim == S and pre2.config.action_dim == A
     torch.testing.assert_close(post2(a["actions"]), Postprocessor(cfg, stats)(a["actions"]))
+
+
+def test_processor_config_with_an_unknown_field_is_refused(tmp_path):
+    """A misspelt or newer field in shallowpi_processor.json is one error naming it, never silently dropped
+    (dropping `pad_state_in_prompt` spelt wrong would feed the model other prompts than it was trained on)."""
+    save_processor(tmp_path, make_config("pi05"), make_stats(), load_tokenizer())
+    meta = json.loads((tmp_path / "shallowpi_processor.json").read_text())
+    meta["config"]["pad_state_in_promt"] = True
+    (tmp_path / "shallowpi_processor.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"unknown ProcessorConfig fields: \['pad_state_in_promt'\]"):
+        load_processor(tmp_path)
+    with pytest.raises(UserError, match="unknown ProcessorConfig fields"):
+        ProcessorConfig.from_dict({**make_config("pi0").to_dict(), "colour_jitter": 0.1})
+    assert ProcessorConfig.from_dict(make_config("pi0").to_dict()) == make_config("pi0")  # known fields load

@@ -53,6 +53,7 @@ def _run(
         progress=False,
         device="cpu",
         fsdp=fsdp,
+        num_workers=0,  # batches in each rank's process (DataLoader workers: test_distill_resume)
     )
     try:
         # steps: the step-distillation stage (its own DDP-wrapped student pass), 2-step student, 4 sub-steps

@@ -163,6 +163,7 @@ def test_non_finite_loss_stops_naming_step_and_term_and_keeps_last_good_checkpoi
         seed=0,
         progress=False,
         device="cpu",
+        num_workers=0,  # batches in this process (DataLoader workers: test_distill_resume)
     )
     with pytest.raises(NonFiniteLossError, match=r"loss term 'task' = nan at step 4.*000002"):
         train(make_student(teacher, depth=1), source, cfg, DistillLossConfig(weights=LossWeights(1, 0, 0)))
@@ -186,7 +187,9 @@ def _assert_only_the_good_checkpoint(out):
 def test_resume_with_another_batch_size_is_refused(tmp_path):
     teacher = random_teacher("pi05", depth=2)
     source = SyntheticSource(teacher.config, num_samples=8)
-    cfg = TrainConfig(output_dir=str(tmp_path / "out"), steps=2, batch_size=2, progress=False, device="cpu")
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "out"), steps=2, batch_size=2, progress=False, device="cpu", num_workers=0
+    )
     train(make_student(teacher, depth=1), source, cfg, DistillLossConfig(), teacher=teacher)
     cfg.batch_size, cfg.steps = 4, 4
     with pytest.raises(ValueError, match="global_batch=2, this run has 4"):

@@ -32,6 +32,7 @@ def _cfg(out, steps: int, save_every: int, **kw) -> TrainConfig:
         log_every=1,
         progress=False,
         device="cpu",
+        num_workers=0,  # batches in this process (DataLoader workers: test_distill_resume)
     )
 
 

@@ -120,6 +120,7 @@ def test_eval_is_deterministic_given_the_seed(policy_dir: Path, tmp_path: Path) 
         max_steps=8,
         n_action_steps=4,
         image_size=64,
+        workers=1,  # inline; other counts: test_eval_results_do_not_depend_on_the_number_of_workers
     )
     a = evaluate(cfg, tmp_path / "a", progress=False).results[0]
     b = evaluate(cfg, tmp_path / "b", progress=False).results[0]

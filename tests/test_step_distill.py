@@ -123,7 +123,13 @@ def test_trained_one_step_student_is_closer_to_the_10_step_target_than_naive_eul
     source = SyntheticSource(teacher.config, num_samples=16, seed=0)
     naive = _gap(copy.deepcopy(student), teacher, source.action_dim, steps=1)
     cfg = TrainConfig(
-        output_dir=str(tmp_path / "run"), steps=40, batch_size=8, save_every=20, log_every=10, progress=False
+        output_dir=str(tmp_path / "run"),
+        steps=40,
+        batch_size=8,
+        save_every=20,
+        log_every=10,
+        progress=False,
+        num_workers=0,  # batches in this process (DataLoader workers: test_distill_resume)
     )
     cfg.schedule.peak_lr, cfg.schedule.warmup_steps, cfg.schedule.end_lr = 3e-3, 2, 3e-4
     final = train(student, source, cfg, StepDistillConfig(grid=[1.0, 0.0], target_steps=10), teacher=teacher)

@@ -5,28 +5,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from shallowpi.sim.collect import CAMERAS
+    from shallowpi.sim.collect import CollectConfig as C  # the defaults
+
     parser.add_argument("env", choices=["metaworld"], help="simulator whose scripted experts to run")
     parser.add_argument(
         "--tasks", default="mt10", help="mt10, mt50 or comma-separated task names (default mt10)"
     )
-    parser.add_argument("--episodes-per-task", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0, help="MT1(task, seed) configurations (eval uses 1000)")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--cameras", default="corner4,gripperPOV", help="comma-separated Meta-World cameras")
+    parser.add_argument("--episodes-per-task", type=int, default=C.episodes_per_task)
+    parser.add_argument(
+        "--seed", type=int, default=C.seed, help="MT1(task, seed) configurations (eval uses 1000)"
+    )
+    parser.add_argument("--image-size", type=int, default=C.image_size)
+    parser.add_argument("--cameras", default=",".join(CAMERAS), help="comma-separated Meta-World cameras")
     parser.add_argument(
         "--state",
         choices=["hand", "hand_goal", "hand_task_goal"],
-        default="hand",
+        default=C.state,
         help="state vector: hand xyz + gripper (as LeRobot's env); + the goal position; or + the goal only where it does not locate the object, and a goal_given flag",
     )
-    parser.add_argument("--max-steps", type=int, default=200, help="episode cap; failures are dropped")
-    parser.add_argument("--extra-steps", type=int, default=5, help="frames kept after the first success")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--codec", choices=["h264", "av1"], default="h264")
+    parser.add_argument(
+        "--max-steps", type=int, default=C.max_steps, help="episode cap; failures are dropped"
+    )
+    parser.add_argument(
+        "--extra-steps", type=int, default=C.extra_steps, help="frames kept after the first success"
+    )
+    parser.add_argument("--workers", type=int, default=C.workers)
+    parser.add_argument("--codec", choices=["h264", "av1"], default=C.codec)
     parser.add_argument("--out", required=True, help="output dataset folder (must not exist)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--no-progress", action="store_true")

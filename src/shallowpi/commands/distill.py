@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from shallowpi.commands.training_args import add_training_arguments
+from shallowpi.distill.steps import StepDistillConfig
 from shallowpi.errors import UserError
 
 
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--states",
         choices=("student", "target"),
-        default="student",
+        default=StepDistillConfig.states,
         help="start state of each interval: the student's own rollout (default) or the target's trajectory",
     )
     p.add_argument(
@@ -69,7 +70,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from shallowpi.commands.training_args import make_source, setup_threads, train_config
     from shallowpi.distill.losses import DistillLossConfig, LossWeights, parse_attn_pairs
-    from shallowpi.distill.steps import StepDistillConfig
     from shallowpi.distill.student import make_student
     from shallowpi.distill.trainer import train
     from shallowpi.model import load_model
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         loss_cfg = DistillLossConfig(
-            weights=LossWeights.parse(args.weights or "task=1,kd=1,attn=1"),
+            weights=LossWeights.parse(args.weights) if args.weights else LossWeights(),
             attn_pairs=parse_attn_pairs(args.attn_layers) if args.attn_layers else None,
         )
     if args.student is not None:

@@ -10,7 +10,6 @@ Writes <out>/eval_info.json (default out: outputs/eval/<policy folder name>).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -18,16 +17,22 @@ from shallowpi.commands.options import add_device_argument, add_num_steps_argume
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from shallowpi.sim.evaluate import EvalConfig as C  # the defaults
+
     parser.add_argument("--policy", required=True, help="pretrained folder (model + processor)")
     parser.add_argument("--env", choices=["metaworld"], default="metaworld")
     parser.add_argument("--tasks", default="mt10", help="mt10, mt50 or comma-separated task names")
-    parser.add_argument("--episodes-per-task", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=1000, help="MT1(task, seed) configurations (demos use 0)")
-    parser.add_argument("--max-steps", type=int, default=200, help="episode cap (Meta-World allows <= 500)")
+    parser.add_argument("--episodes-per-task", type=int, default=C.episodes_per_task)
     parser.add_argument(
-        "--n-action-steps", type=int, default=None, help="actions run per chunk (default: all)"
+        "--seed", type=int, default=C.seed, help="MT1(task, seed) configurations (demos use 0)"
     )
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--max-steps", type=int, default=C.max_steps, help="episode cap (Meta-World allows <= 500)"
+    )
+    parser.add_argument(
+        "--n-action-steps", type=int, default=C.n_action_steps, help="actions run per chunk (default: all)"
+    )
+    parser.add_argument("--workers", type=int, default=C.workers)
     parser.add_argument(
         "--image-size", type=int, default=None, help="render size (default: the policy's input size)"
     )
@@ -39,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="feed all-black camera images (an ablation: how much the policy relies on vision)",
     )
     parser.add_argument("--video", default=None, metavar="DIR", help="write MP4s of the first episodes here")
-    parser.add_argument("--videos-per-task", type=int, default=2)
+    parser.add_argument("--videos-per-task", type=int, default=C.videos_per_task)
     parser.add_argument("--out", default=None, help="output folder for eval_info.json")
     parser.add_argument(
         "--truncate-prompt",

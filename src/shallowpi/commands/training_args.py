@@ -18,6 +18,8 @@ SYNTHETIC = "synthetic:"
 
 
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """Defaults come from TrainConfig / ScheduleConfig (one source; `--no-X` flags turn off a True field)."""
+    t, s = TrainConfig, ScheduleConfig
     p.add_argument(
         "--dataset",
         required=True,
@@ -25,23 +27,25 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="output folder (checkpoints/, metrics.jsonl)")
     p.add_argument("--steps", type=int, required=True, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=64, help="GLOBAL batch per optimizer step (all GPUs)")
-    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument(
+        "--batch-size", type=int, default=t.batch_size, help="GLOBAL batch per optimizer step (all GPUs)"
+    )
+    p.add_argument("--grad-accum", type=int, default=t.grad_accum, help="gradient accumulation steps")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoints/last")
-    p.add_argument("--seed", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=2.5e-5, help="peak learning rate")
-    p.add_argument("--end-lr", type=float, default=2.5e-6)
-    p.add_argument("--warmup-steps", type=int, default=1000)
-    p.add_argument("--decay-steps", type=int, default=None, help="cosine end (default: --steps)")
-    p.add_argument("--weight-decay", type=float, default=1e-10)
-    p.add_argument("--clip-grad-norm", type=float, default=1.0)
-    p.add_argument("--save-every", type=int, default=1000)
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--seed", type=int, default=t.seed)
+    p.add_argument("--lr", type=float, default=s.peak_lr, help="peak learning rate")
+    p.add_argument("--end-lr", type=float, default=s.end_lr)
+    p.add_argument("--warmup-steps", type=int, default=s.warmup_steps)
+    p.add_argument("--decay-steps", type=int, default=s.decay_steps, help="cosine end (default: --steps)")
+    p.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    p.add_argument("--clip-grad-norm", type=float, default=t.clip_grad_norm)
+    p.add_argument("--save-every", type=int, default=t.save_every)
+    p.add_argument("--log-every", type=int, default=t.log_every)
     p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--freeze-vision", action="store_true", help="do not train the vision tower")
     p.add_argument("--fsdp", action="store_true", help="FSDP2 (fully_shard) instead of DDP under torchrun")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--num-workers", type=int, default=t.num_workers, help="DataLoader workers")
     p.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (if installed)")
     p.add_argument("--no-progress", action="store_true")
     add_device_argument(p)

@@ -98,7 +98,10 @@ class ProcessorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ProcessorConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        unknown = set(d) - known
+        if unknown:  # a typo or a newer shallowpi's field: silently dropping it would change the inputs
+            raise UserError(f"unknown ProcessorConfig fields: {sorted(unknown)}")
+        return cls(**d)
 
 
 class PromptTooLongError(UserError):

@@ -75,7 +75,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     freeze_vision: bool = False
     fsdp: bool = False
-    num_workers: int = 0
+    num_workers: int = 2  # DataLoader worker processes (0: load in the training process)
     tensorboard: bool = False
     progress: bool = True
     device: str | None = None  # None: cuda (this rank's GPU) if available, else cpu (`shallowpi.device`)

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from shallowpi.sim import DEFAULT_WORKERS
 from shallowpi.sim import metaworld_env as mw
+
+CAMERAS = ("corner4", "gripperPOV")  # rendered unless told otherwise: a scene view and the wrist view
 
 
 @dataclass
@@ -25,11 +28,11 @@ class CollectConfig:
     episodes_per_task: int = 50
     seed: int = 0
     image_size: int = 128
-    cameras: list[str] = field(default_factory=lambda: ["corner4", "gripperPOV"])
+    cameras: list[str] = field(default_factory=lambda: list(CAMERAS))
     state: str = "hand"  # a key of metaworld_env.STATE_LAYOUTS
     max_steps: int = 200  # the expert needs at most ~180 steps on every MT10 task
     extra_steps: int = 5  # frames kept after the first success: the policy also sees "done, hold still"
-    workers: int = 2
+    workers: int = DEFAULT_WORKERS
     codec: str = "h264"
 
 

@@ -33,6 +33,7 @@ from shallowpi.atomic import write_json_atomic
 from shallowpi.device import resolve_device
 from shallowpi.errors import MissingFileError, UserError
 from shallowpi.infer.actions import UnsafeActionError, check_actions
+from shallowpi.sim import DEFAULT_WORKERS
 from shallowpi.sim import metaworld_env as mw
 
 CONFIGS_PER_SEED = 50  # MT1(task, seed).train_tasks has 50 configurations
@@ -58,7 +59,7 @@ class EvalConfig:
     seed: int = 1000
     max_steps: int = 200
     n_action_steps: int | None = None  # None: the whole chunk
-    workers: int = 1
+    workers: int = DEFAULT_WORKERS  # spawned processes; 1: inline (for policy factories that cannot pickle)
     # Render size; None: the policy's input size (what `shallowpi collect` demos for it are rendered at).
     # The processor resizes whatever is rendered to the model's input size.
     image_size: int | None = None
