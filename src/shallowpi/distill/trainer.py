@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,6 +168,86 @@ def train(
     `write_extra(pretrained_dir)` adds files to every saved pretrained_model (the processor: stats and
     tokenizer travel with the model). Raises NonFiniteLossError naming the step and the term.
     """
+    run = _setup(student, source, cfg, loss_cfg, teacher, resume, write_extra, run_info)
+    logger = _Logger(run.out, run.info.is_main, cfg.tensorboard, run.start_step)
+    bar = None
+    if run.info.is_main and cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=cfg.steps, initial=run.start_step, desc="distill" if teacher is not None else "train"
+        )
+    last_saved = ckpt.last_checkpoint(run.out)
+    batches = iter(run.loader)  # after the RNG state is restored: the loader draws its base seed from it
+    t_last, steps_since = time.perf_counter(), 0
+    try:
+        for step in range(run.start_step, cfg.steps):
+            logged, grad_norm, lr = _step(run, step, batches, last_saved)
+            steps_since += 1
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                dt = time.perf_counter() - t_last
+                w = run.loss_fn.config.weights
+                record = {
+                    "step": done,
+                    "loss": sum(getattr(w, k) * v for k, v in logged.items()),
+                    **logged,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "steps_per_s": steps_since / dt,
+                    "samples_per_s": steps_since * cfg.batch_size / dt,
+                }
+                logger.log(record)
+                if bar is not None:
+                    bar.set_postfix(
+                        {k: f"{v:.4g}" for k, v in logged.items()} | {"it/s": f"{record['steps_per_s']:.2f}"}
+                    )
+                t_last, steps_since = time.perf_counter(), 0
+            if bar is not None:
+                bar.update(1)
+            if done % cfg.save_every == 0 or done == cfg.steps:
+                last_saved = _save(run, done)
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+    return last_saved if last_saved is not None else run.out
+
+
+@dataclass
+class _Run:
+    """What one training run holds between steps: built by `_setup`, advanced by `_step`, saved by `_save`."""
+
+    cfg: TrainConfig
+    info: DistInfo
+    device: torch.device
+    out: Path
+    student: PiModel
+    loss_fn: DistillLoss | StepDistillLoss
+    forward: Callable  # the student pass the loss calls (DDP-wrapped under torchrun)
+    params: list[torch.nn.Parameter]  # the trained ones
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loader: DataLoader
+    autocast: AbstractContextManager
+    start_step: int
+    num_samples: int
+    train_config: dict  # train_config.json of every checkpoint
+    write_extra: Callable[[Path], None] | None
+
+
+def _setup(
+    student: PiModel,
+    source: ExampleSource,
+    cfg: TrainConfig,
+    loss_cfg: DistillLossConfig | StepDistillConfig,
+    teacher: PiModel | None,
+    resume: bool,
+    write_extra: Callable[[Path], None] | None,
+    run_info: dict | None,
+) -> _Run:
+    """Processes, devices, loss, resume state, parallel wrapping, optimizer and data, in the order that makes
+    a resumed run continue bit for bit (the RNG state is restored last, just before the loader is iterated)."""
     if isinstance(loss_cfg, StepDistillConfig) and (cfg.fsdp or cfg.gradient_checkpointing):
         raise ValueError(
             "step distillation does not support --fsdp or --gradient-checkpointing (it trains through the "
@@ -197,21 +277,7 @@ def train(
 
     start_step, state = 0, None
     if resume:
-        last = ckpt.last_checkpoint(out)
-        if last is None:
-            raise MissingFileError(f"--resume: no checkpoint in {out / ckpt.CHECKPOINTS}")
-        state = ckpt.load_training_state(last)
-        data = state["training_step"]["data"]
-        for key, now in (("seed", cfg.seed), ("global_batch", cfg.batch_size), ("num_samples", len(source))):
-            if data[key] != now:
-                raise UserError(
-                    f"--resume: the checkpoint was written with {key}={data[key]}, this run has {now}; "
-                    "an exact resume needs the same value"
-                )
-        start_step = state["training_step"]["step"]
-        load_state_dict(student, last / ckpt.PRETRAINED / "model.safetensors")
-        if info.is_main:
-            print(f"resuming from {last} at step {start_step}")
+        start_step, state = _resume_state(out, cfg, len(source), student, info)
 
     student.to(device).train()
     freeze(student, vision=cfg.freeze_vision)
@@ -227,29 +293,13 @@ def train(
         enable_gradient_checkpointing(student)
     if teacher is not None:
         teacher.to(device).eval().requires_grad_(False)
-    if cfg.fsdp:
-        if not info.enabled:
-            raise UserError("--fsdp needs several processes (launch with torchrun)")
-        shard_fsdp(student)
-        if teacher is not None:
-            shard_fsdp(teacher, frozen=True)
-
-        def forward(*inputs, capture=()):
-            o = student.forward_joint(*inputs, capture=capture)
-            return o.v_t, o.attn, o.prefix_pad
-    elif info.enabled:
-        forward = DistributedDataParallel(
-            module, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    else:
-        forward = module
+    forward = _parallel_forward(student, teacher, module, cfg, info, device)
 
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=cfg.schedule.peak_lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
     )
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.steps)
-    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
     if state is not None:
         set_optimizer_state_dict(
             student, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True)
@@ -268,12 +318,6 @@ def train(
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else nullcontext()
     )
-    logger = _Logger(out, info.is_main, cfg.tensorboard, start_step)
-    bar = None
-    if info.is_main and cfg.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start_step, desc="distill" if teacher is not None else "train")
     parallel = "fsdp2" if cfg.fsdp else "ddp" if info.enabled else "none"
     train_config = {
         "train": dataclasses.asdict(cfg),
@@ -281,100 +325,136 @@ def train(
         "distributed": {"world_size": info.world_size, "parallel": parallel, "device": str(device)},
         **(run_info or {}),
     }
-    last_saved = ckpt.last_checkpoint(out)
+    return _Run(
+        cfg=cfg,
+        info=info,
+        device=device,
+        out=out,
+        student=student,
+        loss_fn=loss_fn,
+        forward=forward,
+        params=params,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loader=loader,
+        autocast=autocast,
+        start_step=start_step,
+        num_samples=len(source),
+        train_config=train_config,
+        write_extra=write_extra,
+    )
 
-    def save(step: int) -> Path:
-        # Every rank takes part in gathering (FSDP); rank 0 writes.
-        model_sd = get_model_state_dict(student, options=full)
-        optim_sd = get_optimizer_state_dict(student, optimizer, options=full)
-        path = None
-        if info.is_main:
-            path = ckpt.save_checkpoint(
-                out,
-                step,
-                config=student.config,
-                model_state=model_sd,
-                optimizer_state=optim_sd,
-                scheduler_state=scheduler.state_dict(),
-                train_config=train_config,
-                write_extra=write_extra,
-                training_step={
-                    "step": step,
-                    "data": {
-                        "seed": cfg.seed,
-                        "global_batch": cfg.batch_size,
-                        "num_samples": len(source),
-                        "next_position": step * cfg.batch_size,
-                    },
-                },
+
+def _resume_state(out: Path, cfg: TrainConfig, num_samples: int, student: PiModel, info: DistInfo):
+    """-> (step, training state) of OUT/checkpoints/last, its weights loaded into `student`; one error if
+    the data stream would differ (another seed, global batch or dataset size cannot resume exactly)."""
+    last = ckpt.last_checkpoint(out)
+    if last is None:
+        raise MissingFileError(f"--resume: no checkpoint in {out / ckpt.CHECKPOINTS}")
+    state = ckpt.load_training_state(last)
+    data = state["training_step"]["data"]
+    for key, now in (("seed", cfg.seed), ("global_batch", cfg.batch_size), ("num_samples", num_samples)):
+        if data[key] != now:
+            raise UserError(
+                f"--resume: the checkpoint was written with {key}={data[key]}, this run has {now}; "
+                "an exact resume needs the same value"
             )
-        if info.enabled:
-            dist.barrier()
-        return path or out / ckpt.CHECKPOINTS / ckpt.step_name(step)
+    start_step = state["training_step"]["step"]
+    load_state_dict(student, last / ckpt.PRETRAINED / "model.safetensors")
+    if info.is_main:
+        print(f"resuming from {last} at step {start_step}")
+    return start_step, state
 
-    it = iter(loader)
-    t_last, steps_since = time.perf_counter(), 0
-    try:
-        for step in range(start_step, cfg.steps):
-            terms_sum: dict[str, torch.Tensor] = {}
-            for micro in range(cfg.grad_accum):
-                batch = to_batch(next(it), student.config.variant).to(device)
-                sync = micro == cfg.grad_accum - 1 or not isinstance(forward, DistributedDataParallel)
-                with nullcontext() if sync else forward.no_sync():
-                    with autocast:
-                        total, terms = loss_fn(forward, batch)
-                    (total / cfg.grad_accum).backward()
-                for k, v in terms.items():
-                    terms_sum[k] = terms_sum.get(k, 0) + v.detach().float() / cfg.grad_accum
-            names = sorted(terms_sum)
-            values = torch.stack([terms_sum[k] for k in names])
-            if info.enabled:  # every rank sees the same numbers, so a NaN stops every rank together
-                dist.all_reduce(values, op=dist.ReduceOp.SUM)
-                values /= info.world_size
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-            logged = {k: float(v) for k, v in zip(names, values.cpu(), strict=True)}
-            bad = [k for k, v in logged.items() if not math.isfinite(v)]
-            if bad or not math.isfinite(grad_norm):
-                what = (
-                    "loss " + ", ".join(f"term '{k}' = {logged[k]}" for k in bad)
-                    if bad
-                    else f"gradient norm = {grad_norm}"
-                )
-                raise NonFiniteLossError(
-                    f"non-finite {what} at step {step + 1}; stopped before applying it. Last good checkpoint: "
-                    f"{last_saved if last_saved is not None else 'none written yet'}"
-                )
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            steps_since += 1
-            done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                dt = time.perf_counter() - t_last
-                w = loss_fn.config.weights
-                record = {
-                    "step": done,
-                    "loss": sum(getattr(w, k) * v for k, v in logged.items()),
-                    **logged,
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    "steps_per_s": steps_since / dt,
-                    "samples_per_s": steps_since * cfg.batch_size / dt,
-                }
-                logger.log(record)
-                if bar is not None:
-                    bar.set_postfix(
-                        {k: f"{v:.4g}" for k, v in logged.items()} | {"it/s": f"{record['steps_per_s']:.2f}"}
-                    )
-                t_last, steps_since = time.perf_counter(), 0
-            if bar is not None:
-                bar.update(1)
-            if done % cfg.save_every == 0 or done == cfg.steps:
-                last_saved = save(done)
-    finally:
-        if bar is not None:
-            bar.close()
-        logger.close()
-    return last_saved if last_saved is not None else out
+
+def _parallel_forward(
+    student: PiModel, teacher: PiModel | None, module, cfg: TrainConfig, info: DistInfo, device: torch.device
+) -> Callable:
+    """The student pass as the loss calls it: FSDP2-sharded models, DDP around `module`, or `module` itself."""
+    if cfg.fsdp:
+        if not info.enabled:
+            raise UserError("--fsdp needs several processes (launch with torchrun)")
+        shard_fsdp(student)
+        if teacher is not None:
+            shard_fsdp(teacher, frozen=True)
+
+        def forward(*inputs, capture=()):
+            o = student.forward_joint(*inputs, capture=capture)
+            return o.v_t, o.attn, o.prefix_pad
+
+        return forward
+    if info.enabled:
+        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    return module
+
+
+def _step(run: _Run, step: int, batches, last_saved: Path | None) -> tuple[dict[str, float], float, float]:
+    """One optimizer step over `grad_accum` micro-batches -> (loss terms, gradient norm, learning rate used).
+    A non-finite term or gradient norm raises before the update is applied."""
+    cfg, forward = run.cfg, run.forward
+    terms_sum: dict[str, torch.Tensor] = {}
+    for micro in range(cfg.grad_accum):
+        batch = to_batch(next(batches), run.student.config.variant).to(run.device)
+        sync = micro == cfg.grad_accum - 1 or not isinstance(forward, DistributedDataParallel)
+        with nullcontext() if sync else forward.no_sync():
+            with run.autocast:
+                total, terms = run.loss_fn(forward, batch)
+            (total / cfg.grad_accum).backward()
+        for k, v in terms.items():
+            terms_sum[k] = terms_sum.get(k, 0) + v.detach().float() / cfg.grad_accum
+    names = sorted(terms_sum)
+    values = torch.stack([terms_sum[k] for k in names])
+    if run.info.enabled:  # every rank sees the same numbers, so a NaN stops every rank together
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values /= run.info.world_size
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, cfg.clip_grad_norm)
+    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+    logged = {k: float(v) for k, v in zip(names, values.cpu(), strict=True)}
+    bad = [k for k, v in logged.items() if not math.isfinite(v)]
+    if bad or not math.isfinite(grad_norm):
+        what = (
+            "loss " + ", ".join(f"term '{k}' = {logged[k]}" for k in bad)
+            if bad
+            else f"gradient norm = {grad_norm}"
+        )
+        raise NonFiniteLossError(
+            f"non-finite {what} at step {step + 1}; stopped before applying it. Last good checkpoint: "
+            f"{last_saved if last_saved is not None else 'none written yet'}"
+        )
+    lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return logged, grad_norm, lr
+
+
+def _save(run: _Run, step: int) -> Path:
+    """Checkpoint `step` (model, optimizer, scheduler, RNG, data position). Every rank takes part in gathering
+    the state (FSDP); rank 0 writes."""
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_sd = get_model_state_dict(run.student, options=full)
+    optim_sd = get_optimizer_state_dict(run.student, run.optimizer, options=full)
+    path = None
+    if run.info.is_main:
+        cfg = run.cfg
+        path = ckpt.save_checkpoint(
+            run.out,
+            step,
+            config=run.student.config,
+            model_state=model_sd,
+            optimizer_state=optim_sd,
+            scheduler_state=run.scheduler.state_dict(),
+            train_config=run.train_config,
+            write_extra=run.write_extra,
+            training_step={
+                "step": step,
+                "data": {
+                    "seed": cfg.seed,
+                    "global_batch": cfg.batch_size,
+                    "num_samples": run.num_samples,
+                    "next_position": step * cfg.batch_size,
+                },
+            },
+        )
+    if run.info.enabled:
+        dist.barrier()
+    return path or run.out / ckpt.CHECKPOINTS / ckpt.step_name(step)
