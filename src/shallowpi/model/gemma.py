@@ -1,8 +1,9 @@
 """Gemma building blocks: (ada)RMSNorm, RoPE, MLP and the per-layer weights of one stack.
 
 The layer owns its weights and its step (norm -> q/k/v, and o-proj -> gated residual -> MLP -> gated
-residual); the attention between the two halves spans both stacks' tokens, so `pi.py` (and the inference
-engine, the ONNX graphs) compute it between `GemmaLayer.qkv` and `GemmaLayer.post_attention`.
+residual); the attention between the two halves spans both stacks' tokens, so the caller computes it
+between `GemmaLayer.qkv` and `GemmaLayer.post_attention`: `pi.py` with `attention.attend`, the inference
+engine (`shallowpi.infer.engine`) and the ONNX graphs (`shallowpi.export.graphs`) with their own kernels.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class GemmaMLP(nn.Module):
 
 
 class GemmaAttentionWeights(nn.Module):
-    """q/k/v/o projections of one layer (no bias). The attention itself is computed by the caller of the layer."""
+    """q/k/v/o projections of one layer (no bias). The attention itself is computed by the layer's caller:
+    `attention.attend` in `pi.py` (see the module docstring)."""
 
     def __init__(self, cfg: GemmaConfig) -> None:
         super().__init__()
