@@ -3,7 +3,7 @@
 vision / prefix / denoise split of every call.
 
     nice python benchmarks/steps_latency.py                 # 2 threads, 20 timed calls each
-Writes benchmarks/results/steps_latency.json (shallowpi bench's JSON, plus the L6@K / teacher@10 ratios).
+Writes benchmarks/results/steps_latency.json (shallowpi bench's JSON; its ratios hold L6@K / teacher@10).
 """
 
 from __future__ import annotations
@@ -38,10 +38,9 @@ def main() -> None:
             policies.append(str(save_with_steps(policies[1], k, work / f"L6_K{k}")))
         settings = BenchSettings(policies=policies, modes=["engine"], iters=args.iters, threads=args.threads)
         result = run_bench(settings)
-    total = {Path(r["name"].split("/")[0]).name: r["latency_ms"]["median"] for r in result["runs"]}
-    result["over_teacher_at_10"] = {name: ms / total["L18_K10"] for name, ms in total.items()}
-    for name, ratio in result["over_teacher_at_10"].items():
-        print(f"{name:<8} {total[name]:8.1f} ms  {ratio:.2f} x teacher@10")
+    for r in result["ratios"]:  # every model against the deepest (the teacher @10), as shallowpi bench does
+        if r["kind"] == "model":
+            print(f"{r['run']:<16} {r['latency_median_ratio']:.2f} x {r['baseline']}")
     print(f"wrote {write_json(result, args.out)}")
 
 

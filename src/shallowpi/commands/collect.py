@@ -10,6 +10,7 @@ import json
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from shallowpi.sim.collect import CAMERAS
     from shallowpi.sim.collect import CollectConfig as C  # the defaults
+    from shallowpi.sim.metaworld_env import STATE_LAYOUTS
 
     parser.add_argument("env", choices=["metaworld"], help="simulator whose scripted experts to run")
     parser.add_argument(
@@ -23,9 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cameras", default=",".join(CAMERAS), help="comma-separated Meta-World cameras")
     parser.add_argument(
         "--state",
-        choices=["hand", "hand_goal", "hand_task_goal"],
+        choices=list(STATE_LAYOUTS),
         default=C.state,
-        help="state vector: hand xyz + gripper (as LeRobot's env); + the goal position; or + the goal only where it does not locate the object, and a goal_given flag",
+        help="state vector: hand xyz + gripper (as LeRobot's env); + the goal position; or + the goal only "
+        "where it does not locate the object, and a goal_given flag",
     )
     parser.add_argument(
         "--max-steps", type=int, default=C.max_steps, help="episode cap; failures are dropped"

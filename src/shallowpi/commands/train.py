@@ -34,10 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.distill.trainer import train
     from shallowpi.model import PiModel, load_model, preset
 
-    setup_threads(args)
-    cfg = train_config(args)
     if args.dataset_stats and not args.init:
         raise UserError("--dataset-stats goes with --init (a new model takes the dataset's stats anyway)")
+    setup_threads(args)
+    cfg = train_config(args)
     if args.init:
         model = load_model(args.init, dtype="float32")
         processor_dir = args.init

@@ -212,6 +212,7 @@ class MetaWorldEnv:
         self.cameras = check_cameras(list(cameras))
         self.state_layout = check_state_layout(state_layout)
         self._state_index = STATE_LAYOUTS[state_layout][1]
+        self._goal_given = task in GOAL_FREE_TASKS  # used by "hand_task_goal"
         self.instruction = INSTRUCTIONS[task]
         self._benchmarks: dict[int, list] = {}
         self.env = metaworld.MT1(task, seed=seed).train_classes[task]()
@@ -242,9 +243,8 @@ class MetaWorldEnv:
     def state(self, obs: np.ndarray) -> np.ndarray:
         state = np.asarray(obs[self._state_index], dtype=np.float32)  # see STATE_LAYOUTS
         if self.state_layout == "hand_task_goal":
-            given = self.task in GOAL_FREE_TASKS
-            goal = state[4:7] if given else np.zeros(3, np.float32)
-            state = np.concatenate([state[:4], goal, [float(given)]]).astype(np.float32)
+            goal = state[4:7] if self._goal_given else np.zeros(3, np.float32)
+            state = np.concatenate([state[:4], goal, [float(self._goal_given)]]).astype(np.float32)
         return state  # [state dim]
 
     def render(self) -> dict[str, np.ndarray]:
