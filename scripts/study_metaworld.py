@@ -138,10 +138,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--demos-per-task", type=int, default=50)
     p.add_argument("--image-size", type=int, default=64, help="render size for demos and eval")
     p.add_argument("--cameras", default="corner4,gripperPOV")
+    from shallowpi.sim.metaworld_env import STATE_LAYOUTS
+
     p.add_argument(
         "--state",
         default=None,
-        choices=["hand", "hand_goal"],
+        choices=sorted(STATE_LAYOUTS),
         help="demo state layout (default: the --teacher's, else hand_goal)",
     )
     p.add_argument("--teacher-steps", type=int, default=30000)
