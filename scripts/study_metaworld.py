@@ -281,12 +281,15 @@ class Study:
                     pipeline.save_layer_skip_student(teacher, v.depth, self.policy_dir(v))
                 continue
             if v.kind == "scratch":
+                # The student's architecture: the teacher's variant (pi0 or pi05), not the preset's default.
                 self.train(
                     v.name,
                     [
                         "train",
                         "--preset",
                         a.preset,
+                        "--variant",
+                        pipeline.teacher_info(self.teacher_path).variant,
                         "--depth",
                         str(v.depth),
                         "--dataset",

@@ -1,0 +1,46 @@
+"""scripts/study_metaworld.py builds each variant's training command from the teacher it is given: the
+from-scratch baseline must be the students' architecture (the teacher's variant), not the preset's default."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from shallowpi.model.checkpoint import read_config
+
+REPO = Path(__file__).resolve().parents[1]
+TEACHER = REPO / "src" / "shallowpi" / "assets" / "teacher_metaworld"
+
+
+def _study_module():
+    spec = importlib.util.spec_from_file_location("study_metaworld", REPO / "scripts" / "study_metaworld.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("only", ["L6_scratch", "L6_task_kd"])
+def test_training_commands_use_the_teachers_architecture(tmp_path, only):
+    mod = _study_module()
+    args = mod.parse_args(
+        ["--work", str(tmp_path / "w"), "--results", str(tmp_path / "r"), "--teacher", str(TEACHER)]
+        + ["--only", only]
+    )
+    assert args.state == "hand_task_goal"  # read from the bundled teacher's 8-dim state
+    study = mod.Study(args)
+    calls = []
+    study.train = lambda name, argv, steps, lr: calls.append((name, argv, steps))
+    study.students()
+    assert [c[0] for c in calls] == [only]
+    argv = calls[0][1]
+    if only == "L6_scratch":
+        assert argv[:2] == ["train", "--preset"]
+        variant = read_config(TEACHER).variant
+        assert argv[argv.index("--variant") + 1] == variant == "pi0"
+    else:  # a distilled student inherits everything from --teacher
+        assert argv[0] == "distill" and argv[argv.index("--teacher") + 1] == str(TEACHER)
+    assert argv[argv.index("--depth") + 1] == "6"
