@@ -127,6 +127,21 @@ def test_eval_is_deterministic_given_the_seed(policy_dir: Path, tmp_path: Path) 
     assert (a.sum_reward, a.steps, a.success) == (b.sum_reward, b.steps, b.success)
 
 
+def test_eval_records_the_render_size_it_resolved(policy_dir: Path, tmp_path: Path) -> None:
+    """No --image-size: the policy's own input size is rendered, and eval_info says which, so a study
+    reusing the evaluation (EvalSpec.matches) finds the size it asked for instead of null."""
+    from shallowpi.sim.evaluate import EvalConfig, evaluate
+    from shallowpi.study.pipeline import EvalSpec
+
+    cfg = EvalConfig(policy=str(policy_dir), tasks=["reach-v3"], episodes_per_task=1, max_steps=4, workers=1)
+    info = evaluate(cfg, tmp_path / "e", progress=False).info
+    size = tiny("pi05").vision.image_size
+    assert info["settings"]["image_size"] == size
+    spec = EvalSpec(tasks=["reach-v3"], episodes_per_task=1, image_size=size, max_steps=4)
+    assert spec.matches(info)
+    assert not EvalSpec(tasks=["reach-v3"], episodes_per_task=1, image_size=64, max_steps=4).matches(info)
+
+
 def test_eval_rejects_bad_arguments(policy_dir: Path, tmp_path: Path, capsys) -> None:
     base = ["eval", "--policy", str(policy_dir), "--out", str(tmp_path), "--no-progress", "--workers", "1"]
     assert main([*base, "--tasks", "no-such-task"]) == 2

@@ -108,6 +108,7 @@ class EpisodeResult:
     video_path: str | None = None
     # Why the episode was stopped early, e.g. non-finite actions (never sent to the env); None: it ran.
     stopped: str | None = None
+    image_size: int | None = None  # the render size used (resolved from the policy when the config has None)
 
 
 # the policy -------------------------------------------------------------------------------------------------
@@ -224,6 +225,7 @@ def run_episode(
         policy_s=policy_s,
         video_path=written,
         stopped=stopped,
+        image_size=env.image_size,
     )
 
 
@@ -382,6 +384,9 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
     }
     settings = asdict(cfg)
     settings["env"] = "metaworld"
+    sizes = {r.image_size for r in results if r.image_size is not None}
+    if settings["image_size"] is None and len(sizes) == 1:  # record what was rendered, so reuse can match
+        settings["image_size"] = sizes.pop()
     if (Path(cfg.policy) / "config.json").is_file():  # the schedule the policy was sampled with
         from shallowpi.model.checkpoint import read_config
 
