@@ -18,6 +18,10 @@ Stages (each skips what is already finished; training resumes from its last chec
   bench     CPU latency + FLOPs of every depth in ONE process, same inputs -> WORK/bench.json
   report    results/metaworld.md (+ .json), results/pareto.png, results/schedule.png
 
+Few-step students (issue 16: L6 sampled with 2 / 1 steps, naive and step-distilled) are made and evaluated by
+scripts/study_steps.py; this study reads their evaluations from RESULTS/steps/evals, times their
+architectures in its one bench process and reports them with the rest.
+
 A policy whose evaluation is already in RESULTS/evals (same settings) is neither trained nor evaluated again,
 so the study can be spread over several machines or sessions: commit RESULTS/evals as evaluations land.
 """
@@ -44,7 +48,7 @@ class Variant:
     name: str
     label: str
     depth: int
-    kind: str  # teacher | student | ablation | skip | scratch | released | schedule
+    kind: str  # teacher | student | ablation | skip | scratch | released | schedule | steps
     weights: str | None = None  # distillation loss weights; None: not distilled
     attn: str | None = None  # "initial" | "late" | None (middle, the default pair)
     seed: int = 1000  # training seed
@@ -52,6 +56,7 @@ class Variant:
     attn_weight: float | None = None  # λ_attn; None: --attn-weight
     steps: int | None = None  # distillation steps; None: --student-steps
     vlm_layers: str | None = None  # backbone's own teacher layers (the released-initialisation baseline)
+    num_steps: int | None = None  # denoising steps of a few-step student (kind "steps")
 
 
 def variants(teacher_depth: int, seeds: int = 3, schedule_steps: tuple[int, ...] = ()) -> list[Variant]:
@@ -93,7 +98,16 @@ def variants(teacher_depth: int, seeds: int = 3, schedule_steps: tuple[int, ...]
         Variant(f"L6_steps{n}", f"L6 task+KD+attn, {n} steps", 6, "schedule", kd_attn, steps=n)
         for n in schedule_steps
     ]
+    # Made by scripts/study_steps.py (its variant names): read from RESULTS/steps/evals, never trained here.
+    for k in FEW_STEPS:
+        out += [
+            Variant(f"L6_K{k}_naive", f"L6 @{k} steps, naive (no step training)", 6, "steps", num_steps=k),
+            Variant(f"L6_K{k}_distilled", f"L6 @{k} steps, step-distilled", 6, "steps", num_steps=k),
+        ]
     return out
+
+
+FEW_STEPS = (2, 1)  # denoising steps of the few-step students study_steps.py makes
 
 
 def main_group(depth: int) -> str | None:
@@ -271,6 +285,12 @@ class Study:
         for v in self.selected():
             if v.kind == "teacher":
                 continue
+            if v.kind == "steps":
+                if self.kept_eval(v) is None:
+                    self.say(
+                        f"{v.name}: made by scripts/study_steps.py (no evaluation in {self.kept_eval_path(v)})"
+                    )
+                continue
             if self.kept_eval(v) is not None:
                 self.say(f"{v.name}: evaluated in {self.kept_eval_path(v)}, skipping its training")
                 continue
@@ -340,16 +360,23 @@ class Study:
             threads=a.threads,
         )
 
+    def kept_evals(self, v: Variant) -> Path:
+        if v.kind == "steps":  # scripts/study_steps.py's
+            return Path(self.args.results) / "steps" / "evals"
+        return Path(self.args.results) / "evals"
+
     def kept_eval_path(self, v: Variant) -> Path:
-        return Path(self.args.results) / "evals" / f"{v.name}.json"
+        return self.kept_evals(v) / f"{v.name}.json"
 
     def kept_eval(self, v: Variant) -> dict | None:
         """The committed evaluation of `v` when it was made with this study's settings."""
-        return self.ws.kept_eval(v.name, self.eval_spec(), Path(self.args.results) / "evals")
+        return self.ws.kept_eval(v.name, self.eval_spec(), self.kept_evals(v))
 
     def eval(self) -> None:
         spec = self.eval_spec()
         for v in self.selected():
+            if v.kind == "steps":  # evaluated by scripts/study_steps.py, which owns the policies
+                continue
             path = self.policy_dir(v)
             if self.kept_eval(v) is None and not (path / "config.json").is_file():
                 self.say(f"eval: {v.name} has no policy at {path} (run its stage first), skipping")
@@ -366,6 +393,13 @@ class Study:
             arch = self.work / "bench_models" / f"L{d}"
             if not (arch / "model.safetensors").is_file():
                 pipeline.save_layer_skip_student(str(self.teacher_path), d, arch)
+            paths.append(arch)
+        # Few-step architectures: the L6 one sampled with K steps (after the 10-step ones: attach_bench
+        # matches a depth's first run to the 10-step results).
+        for k in sorted({v.num_steps for v in self.selected() if v.kind == "steps"}, reverse=True):
+            arch = self.work / "bench_models" / f"L6_K{k}"
+            if not (arch / "model.safetensors").is_file():
+                pipeline.save_with_steps(self.work / "bench_models" / "L6", k, arch)
             paths.append(arch)
         if self.teacher_path.name != "teacher":  # bench names runs by folder name
             paths[0] = self.ws.link("teacher", self.teacher_path)
@@ -393,6 +427,7 @@ class Study:
                 info["settings"]["episodes_per_task"],
                 outcomes=pipeline.outcomes_by_task(info),
                 pooled_in=v.group,
+                num_steps=v.num_steps,
             )
             results.append(run)
             if v.group:

@@ -32,11 +32,6 @@ from shallowpi.atomic import write_json_atomic, write_text_atomic
 STAGES = ("collect", "depth", "steps", "naive", "eval", "bench", "report")
 REPO = Path(__file__).resolve().parents[1]
 
-# Targets of issue 16.
-MAX_DROP_PTS = 2.0  # L6@2 distilled within 2 pts of the teacher@10
-MIN_GAIN_OVER_NAIVE_PTS = 5.0  # and >= 5 pts above L6@2 naive
-MAX_LATENCY_RATIO = 0.30  # L6@2 end to end <= 0.30 x teacher@10 (stated for the mid config)
-
 
 @dataclass(frozen=True)
 class Variant:
@@ -349,56 +344,7 @@ class Study:
     def targets(self, results: dict) -> list:
         from shallowpi.study import report as study_report
 
-        t, d2, n2 = results.get("teacher"), results.get("L6_K2_distilled"), results.get("L6_K2_naive")
-        out = []
-        if t and d2:
-            drop = t.mean - d2.mean
-            out.append(
-                study_report.Target(
-                    f"L6@2 distilled within {MAX_DROP_PTS:g} pts of teacher@10",
-                    drop <= MAX_DROP_PTS,
-                    f"{d2.mean:.1f} vs {t.mean:.1f} %",
-                )
-            )
-        else:
-            out.append(
-                study_report.Target(
-                    f"L6@2 distilled within {MAX_DROP_PTS:g} pts of teacher@10", None, "not evaluated"
-                )
-            )
-        if d2 and n2:
-            gain = d2.mean - n2.mean
-            out.append(
-                study_report.Target(
-                    f"L6@2 distilled >= {MIN_GAIN_OVER_NAIVE_PTS:g} pts above L6@2 naive",
-                    gain >= MIN_GAIN_OVER_NAIVE_PTS,
-                    f"{gain:+.1f} pts",
-                )
-            )
-        else:
-            out.append(
-                study_report.Target(
-                    f"L6@2 distilled >= {MIN_GAIN_OVER_NAIVE_PTS:g} pts above L6@2 naive",
-                    None,
-                    "not evaluated",
-                )
-            )
-        if t and d2 and t.latency_ms and d2.latency_ms:
-            ratio = d2.latency_ms / t.latency_ms
-            out.append(
-                study_report.Target(
-                    f"L6@2 latency <= {MAX_LATENCY_RATIO:g} x teacher@10 (issue states it for the mid config)",
-                    ratio <= MAX_LATENCY_RATIO,
-                    f"{ratio:.2f} on the test bed",
-                )
-            )
-        else:
-            out.append(
-                study_report.Target(
-                    f"L6@2 latency <= {MAX_LATENCY_RATIO:g} x teacher@10", None, "not benched"
-                )
-            )
-        return out
+        return study_report.check_step_targets(list(results.values()))
 
 
 def main(argv: list[str] | None = None) -> int:

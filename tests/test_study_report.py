@@ -95,6 +95,79 @@ def test_attach_bench_maps_latency_by_depth() -> None:
     assert res[2].latency_ms is None  # not benchmarked: left empty, not guessed
 
 
+def _bench_run(depth, steps, ms, denoise):
+    return {
+        "depth": depth,
+        "steps": steps,
+        "latency_ms": {"median": ms, "p90": ms},
+        "flops": {"total": 1e8},
+        "stages_ms": {"vision": {"median": 1.0}, "prefix": {"median": 2.0}, "denoise": {"median": denoise}},
+    }
+
+
+def test_attach_bench_times_few_step_students_by_their_step_count() -> None:
+    res = [
+        study_report.PolicyResult("teacher", "t", 18, "teacher"),
+        study_report.PolicyResult("L6_task_kd_attn", "s", 6, "student"),
+        study_report.PolicyResult("L6_K2_distilled", "d2", 6, "steps", num_steps=2),
+        study_report.PolicyResult("L6_K1_naive", "n1", 6, "steps", num_steps=1),
+        study_report.PolicyResult("L6_K4_naive", "n4", 6, "steps", num_steps=4),
+    ]
+    bench = {
+        "runs": [
+            _bench_run(18, 10, 80.0, 70.0),
+            _bench_run(6, 10, 30.0, 25.0),
+            _bench_run(6, 2, 10.0, 5.0),
+            _bench_run(6, 1, 8.0, 3.0),
+        ]
+    }
+    study_report.attach_bench(res, bench)
+    assert [r.latency_ms for r in res] == [80.0, 30.0, 10.0, 8.0, None]  # K=4 was not benched: left empty
+    assert res[2].stages_ms == {"vision": 1.0, "prefix": 2.0, "denoise": 5.0}
+    assert res[2].speedup == 8.0
+
+
+def _step_results(distilled: float, naive: float) -> list[study_report.PolicyResult]:
+    def pr(name, depth, kind, mean, k, lat, outcomes):
+        return study_report.PolicyResult(
+            name,
+            name,
+            depth,
+            kind,
+            {"reach-v3": mean, "push-v3": mean},
+            10,
+            latency_ms=lat,
+            outcomes={"reach-v3": outcomes, "push-v3": outcomes},
+            num_steps=k,
+        )
+
+    def hits(mean):  # 10 episodes per task, the first mean/10 of them succeed
+        return [i < round(mean / 10) for i in range(10)]
+
+    return [
+        pr("teacher", 18, "teacher", 80.0, None, 80.0, hits(80.0)),
+        pr("L6_K2_naive", 6, "steps", naive, 2, 10.0, hits(naive)),
+        pr("L6_K2_distilled", 6, "steps", distilled, 2, 10.0, hits(distilled)),
+    ]
+
+
+def test_step_targets_and_the_few_step_section() -> None:
+    met = {t.text.split(" (")[0]: t for t in study_report.check_step_targets(_step_results(80.0, 70.0))}
+    assert [t.met for t in met.values()] == [True, True, True]
+    assert (
+        "+10.0 pts (80.0 vs 70.0 %); paired 95 % CI of the gain: +10.0"
+        in met["L6@2 distilled >= 5 pts above L6@2 naive"].detail
+    )
+    missed = study_report.check_step_targets(_step_results(70.0, 70.0))
+    assert [t.met for t in missed] == [False, False, True]
+    md = study_report.render_markdown("study", _step_results(70.0, 60.0), TASKS)
+    assert "## Fewer denoising steps (L6, issue 16)" in md
+    assert "| L6_K2_distilled | 6 | 2 | 70.0 |" in md and "| -10.0 ± " in md and "| 10.0 | 0.12 |" in md
+    assert "- L6@2 distilled >= 5 pts above L6@2 naive: **met**" in md
+    assert "- L6@2 distilled within 2 pts of teacher@10: **missed**" in md
+    assert "Fewer denoising steps" not in study_report.render_markdown("study", _results(), TASKS)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs the plot extra")
 def test_pareto_png_written(tmp_path: Path) -> None:
     path = study_report.plot_pareto(_results(), tmp_path / "sub" / "pareto.png", title="t")

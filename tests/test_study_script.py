@@ -44,3 +44,33 @@ def test_training_commands_use_the_teachers_architecture(tmp_path, only):
     else:  # a distilled student inherits everything from --teacher
         assert argv[0] == "distill" and argv[argv.index("--teacher") + 1] == str(TEACHER)
     assert argv[argv.index("--depth") + 1] == "6"
+
+
+def test_few_step_students_come_from_the_step_study_and_are_timed_with_their_steps(tmp_path):
+    """L6_K2_* / L6_K1_* are made by scripts/study_steps.py: never trained or evaluated here, their evaluations
+    read from RESULTS/steps/evals, their architecture benched as L6 sampled with K steps."""
+    import json
+
+    mod = _study_module()
+    only = "L6_K2_naive,L6_K2_distilled,L6_K1_distilled"
+    args = mod.parse_args(
+        ["--work", str(tmp_path / "w"), "--results", str(tmp_path / "r"), "--teacher", str(TEACHER)]
+        + ["--only", only]
+    )
+    study = mod.Study(args)
+    calls = []
+    study.train = lambda *a: calls.append(("train", a))
+    study.ws.evaluate = lambda *a, **k: calls.append(("eval", a))
+    benched = []
+    study.ws.bench = lambda paths, **k: benched.extend(paths)
+    study.students()
+    study.eval()
+    assert [c for c in calls if c[1][0] != "teacher"] == []  # the teacher is always evaluated
+    v = next(v for v in study.selected() if v.name == "L6_K2_distilled")
+    assert study.kept_eval_path(v) == tmp_path / "r" / "steps" / "evals" / "L6_K2_distilled.json"
+    study.bench()
+    names = [Path(p).name for p in benched]
+    assert names == ["teacher", "L6", "L6_K2", "L6_K1"]
+    for p, k in ((benched[2], 2), (benched[3], 1)):
+        assert json.loads((Path(p) / "config.json").read_text())["num_inference_steps"] == k
+        assert read_config(p).depth == 6

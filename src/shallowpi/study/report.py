@@ -18,6 +18,10 @@ from shallowpi.atomic import save_figure_atomic
 L6_MAX_DROP_PTS = 1.0
 L6_MIN_GAIN_OVER_SCRATCH_PTS = 20.0
 L6_MAX_LATENCY_RATIO = 0.40
+# Targets of few-step students (issue 16).
+STEP_MAX_DROP_PTS = 2.0  # L6@2 step-distilled within 2 pts of the teacher@10
+STEP_MIN_GAIN_OVER_NAIVE_PTS = 5.0  # and >= 5 pts above L6@2 sampled naively
+STEP_MAX_LATENCY_RATIO = 0.30  # L6@2 end to end <= 0.30 x teacher@10 (stated for the mid config)
 
 
 @dataclass
@@ -25,7 +29,7 @@ class PolicyResult:
     name: str  # stable id, e.g. "L6_task_kd_attn"
     label: str  # table label, e.g. "L6 task+KD+attn"
     depth: int
-    kind: str  # "teacher" | "student" | "skip" (no training) | "scratch" | "ablation"
+    kind: str  # "teacher" | "student" | "skip" (no training) | "scratch" | "ablation" | "steps" (few-step)
     success: dict[str, float] = field(default_factory=dict)  # task -> % success
     episodes_per_task: int = 0
     latency_ms: float | None = None  # median CPU latency of one sample_actions call
@@ -35,6 +39,8 @@ class PolicyResult:
     outcomes: dict[str, list[bool]] = field(default_factory=dict)  # task -> per-episode success, seed order
     runs: int = 1  # training seeds pooled in this result (outcomes hold `runs` evaluations back to back)
     pooled_in: str | None = None  # name of the pooled result this run is part of (shown there, not alone)
+    num_steps: int | None = None  # denoising steps it samples with; None: its config's default (10)
+    stages_ms: dict | None = None  # median ms of vision / prefix / denoise, from the bench
 
     @property
     def mean(self) -> float:
@@ -187,6 +193,68 @@ def check_targets(results: list[PolicyResult]) -> list[Target]:
 
 
 # tables -----------------------------------------------------------------------------------------------------
+
+
+def check_step_targets(
+    results: list[PolicyResult],
+    teacher: str = "teacher",
+    distilled: str = "L6_K2_distilled",
+    naive: str = "L6_K2_naive",
+) -> list[Target]:
+    """Issue 16's targets for the 2-step student, with paired intervals where the outcomes allow."""
+    r = by_name(results)
+    t, d2, n2 = r.get(teacher), r.get(distilled), r.get(naive)
+    drop_text = f"L6@2 distilled within {STEP_MAX_DROP_PTS:g} pts of teacher@10"
+    gain_text = f"L6@2 distilled >= {STEP_MIN_GAIN_OVER_NAIVE_PTS:g} pts above L6@2 naive"
+    lat_text = f"L6@2 latency <= {STEP_MAX_LATENCY_RATIO:g} x teacher@10 (issue states it for the mid config)"
+    out = []
+    if t and d2:
+        drop = t.mean - d2.mean
+        detail = f"{d2.mean:.1f} vs {t.mean:.1f} %" + _paired(d2, t, "difference")
+        out.append(Target(drop_text, drop <= STEP_MAX_DROP_PTS, detail))
+    else:
+        out.append(Target(drop_text, None, "not evaluated"))
+    if d2 and n2:
+        gain = d2.mean - n2.mean
+        detail = f"{gain:+.1f} pts ({d2.mean:.1f} vs {n2.mean:.1f} %)" + _paired(d2, n2, "gain")
+        out.append(Target(gain_text, gain >= STEP_MIN_GAIN_OVER_NAIVE_PTS, detail))
+    else:
+        out.append(Target(gain_text, None, "not evaluated"))
+    if t and d2 and t.latency_ms and d2.latency_ms:
+        ratio = d2.latency_ms / t.latency_ms
+        detail = f"{d2.latency_ms:.1f} / {t.latency_ms:.1f} ms = {ratio:.2f} on the test bed"
+        out.append(Target(lat_text, ratio <= STEP_MAX_LATENCY_RATIO, detail))
+    else:
+        out.append(Target(lat_text, None, "not benched"))
+    return out
+
+
+def steps_table(results: list[PolicyResult]) -> list[str]:
+    """Teacher + few-step policies: success, paired difference, latency and its vision / prefix / denoise
+    split (so the next bottleneck is visible)."""
+    r = by_name(results)
+    teacher = r.get("teacher")
+    out = [
+        "| policy | layers | steps | success % | 95 % CI ± | paired vs teacher (pts) | latency ms | × teacher "
+        "| vision ms | prefix ms | denoise ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = ([teacher] if teacher else []) + [x for x in results if x.kind == "steps"]
+    for x in rows:
+        pd = paired_difference(x, teacher) if teacher is not None and x is not teacher else None
+        ratio = (
+            x.latency_ms / teacher.latency_ms
+            if teacher is not None and teacher.latency_ms and x.latency_ms
+            else None
+        )
+        st = x.stages_ms or {}
+        split = " | ".join(_fmt(st.get(k)) for k in ("vision", "prefix", "denoise"))
+        out.append(
+            f"| {x.label} | {x.depth} | {x.num_steps or 10} | {_fmt(x.mean)} | {_fmt(x.ci95)} | "
+            f"{'–' if pd is None else f'{pd[0]:+.1f} ± {pd[1]:.1f}'} | {_fmt(x.latency_ms)} | "
+            f"{_fmt(ratio, '.2f')} | {split} |"
+        )
+    return out
 
 
 def success_table(results: list[PolicyResult], tasks: list[str]) -> list[str]:
@@ -365,8 +433,21 @@ def render_markdown(
                 + (f"**{best} steps**." if best else "none of those run."),
                 "",
             ]
+        if any(x.kind == "steps" for x in results):
+            lines += [
+                "## Fewer denoising steps (L6, issue 16)",
+                "",
+                "Few-step students made and evaluated by `scripts/study_steps.py` (its report, "
+                "`steps/steps.md`, has its commands); timed in this study's bench process with the others. "
+                "Each samples with its own schedule.",
+                "",
+            ]
+            lines += steps_table(results) + [""]
         lines += ["## Targets", ""]
-        for t in check_targets(results):
+        targets = check_targets(results)
+        if any(x.kind == "steps" for x in results):
+            targets += check_step_targets(results)
+        for t in targets:
             verdict = {True: "**met**", False: "**missed**", None: "not measured"}[t.met]
             lines.append(f"- {t.text}: {verdict} ({t.detail})")
         lines.append("")
@@ -425,6 +506,7 @@ def plot_pareto(
         "ablation": ("s", "tab:gray"),
         "skip": ("x", "tab:orange"),
         "scratch": ("^", "tab:green"),
+        "steps": ("D", "tab:purple"),
     }
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     line = sorted((r for r in pts if r.kind in ("teacher", "student")), key=lambda r: r.latency_ms)
@@ -501,17 +583,20 @@ def plot_schedule(
 
 def attach_bench(results: list[PolicyResult], bench: dict) -> None:
     """Copy latency / FLOPs from a `shallowpi.bench` result into results, matched by depth (all models
-    of one depth share an architecture); speed-up is against the teacher (the deepest benched model)."""
-    runs = {}
+    of one depth share an architecture) and, for few-step results, by step count; speed-up is against the
+    teacher (the deepest benched model)."""
+    runs, by_steps = {}, {}
     for run in bench["runs"]:
-        runs.setdefault(run["depth"], run)  # first mode of each depth
+        runs.setdefault(run["depth"], run)  # first mode of each depth (the bench lists the 10-step one first)
+        by_steps.setdefault((run["depth"], run.get("steps")), run)
     if not runs:
         return
     base = runs[max(runs)]["latency_ms"]["median"]
     for r in results:
-        run = runs.get(r.depth)
+        run = runs.get(r.depth) if r.num_steps is None else by_steps.get((r.depth, r.num_steps))
         if run is None:
             continue
+        r.stages_ms = {k: v["median"] for k, v in (run.get("stages_ms") or {}).items()} or None
         r.latency_ms = run["latency_ms"]["median"]
         r.latency_p90_ms = run["latency_ms"]["p90"]
         r.flops = float(run["flops"]["total"])
