@@ -405,16 +405,36 @@ class Study:
             paths[0] = self.ws.link("teacher", self.teacher_path)
         self.ws.bench(paths, iters=self.args.bench_iters, threads=self.args.threads)
 
+    def step_study_has_this_teacher(self) -> bool:
+        """The step study's teacher is this one when its teacher evaluation has the same per-episode
+        outcomes (evaluation is deterministic given the setups); else its students are left out."""
+        from shallowpi.study import pipeline
+
+        teacher = next(v for v in self.selected() if v.kind == "teacher")
+        mine = self.kept_eval(teacher)
+        theirs = self.ws.kept_eval("teacher", self.eval_spec(), self.kept_evals(Variant("", "", 6, "steps")))
+        if mine is None or theirs is None:
+            return False
+        same = pipeline.outcomes_by_task(mine) == pipeline.outcomes_by_task(theirs)
+        if not same:
+            self.say(
+                "report: the step study in RESULTS/steps ran on another teacher; its students are left out"
+            )
+        return same
+
     def report(self) -> None:
         from shallowpi.study import pipeline
         from shallowpi.study import report as study_report
 
         a, spec = self.args, self.eval_spec()
         results, groups = [], {}
+        same_teacher = self.step_study_has_this_teacher()
         for v in self.selected():
             info = self.kept_eval(v)
             if info is None:
                 self.say(f"report: no eval for {v.name} in {self.kept_eval_path(v)}; left out")
+                continue
+            if v.kind == "steps" and not same_teacher:
                 continue
             # A seed group's seed-1000 run shares the group's name; the pooled result takes that name.
             name = f"{v.name}_seed{v.seed}" if v.group == v.name else v.name

@@ -14,6 +14,8 @@ Stages (each skips what is already finished; training resumes from its last chec
   steps     `shallowpi distill --student L6 --num-steps K` for each K         -> WORK/policies/L6_K<k>_distilled
   naive     L6 copies whose config samples K uniform Euler steps              -> WORK/policies/L6_K<k>_naive
   eval      every policy on the held-out setups (seed 1000), its own schedule -> WORK/eval/<name>/eval_info.json
+            and a copy in RESULTS/evals/<name>.json (small, committed: reused by a later run and read by
+            scripts/study_metaworld.py, which reports these students when RESULTS is its results/steps)
   bench     CPU latency of every policy in ONE process, same inputs, with the vision / prefix / denoise split
   report    results/steps.md (+ .json) and results/steps_pareto.png (--results; --smoke: WORK/results)
 """
@@ -218,7 +220,7 @@ class Study:
     def eval(self) -> None:
         spec = self.eval_spec()
         for v, path in self._available():
-            self.ws.evaluate(v.name, path, spec)
+            self.ws.evaluate(v.name, path, spec, keep_in=Path(self.args.results) / "evals")
 
     def bench(self) -> None:
         paths = [p for _, p in self._available()]

@@ -74,3 +74,58 @@ def test_few_step_students_come_from_the_step_study_and_are_timed_with_their_ste
     for p, k in ((benched[2], 2), (benched[3], 1)):
         assert json.loads((Path(p) / "config.json").read_text())["num_inference_steps"] == k
         assert read_config(p).depth == 6
+
+
+def _eval_info(successes: list[bool], episodes: int = 4) -> dict:
+    """A minimal eval_info.json of one task (reach-v3) made with the settings the test's study asks for."""
+    return {
+        "per_task": [
+            {
+                "task_group": "reach-v3",
+                "metrics": {
+                    "successes": successes,
+                    "seeds": [1000] * episodes,
+                    "config_indices": list(range(episodes)),
+                },
+            }
+        ],
+        "per_group": {"reach-v3": {"pc_success": 100.0 * sum(successes) / episodes}},
+        "overall": {"pc_success": 100.0 * sum(successes) / episodes},
+        "settings": {
+            "tasks": ["reach-v3"],
+            "episodes_per_task": episodes,
+            "seed": 1000,
+            "max_steps": 200,
+            "n_action_steps": None,
+            "image_size": 64,
+        },
+    }
+
+
+@pytest.mark.parametrize("same_teacher", [True, False])
+def test_report_shows_few_step_students_only_from_a_step_study_on_this_teacher(tmp_path, same_teacher):
+    import json
+
+    mod = _study_module()
+    results = tmp_path / "r"
+    args = mod.parse_args(
+        ["--work", str(tmp_path / "w"), "--results", str(results), "--teacher", str(TEACHER)]
+        + ["--tasks", "reach-v3", "--episodes-per-task", "4", "--only", "L6_K2_naive,L6_K2_distilled"]
+    )
+    teacher = [True, True, True, False]
+    files = {
+        results / "evals" / "teacher.json": teacher,
+        results / "steps" / "evals" / "teacher.json": teacher
+        if same_teacher
+        else [True, False, False, False],
+        results / "steps" / "evals" / "L6_K2_naive.json": [True, False, False, False],
+        results / "steps" / "evals" / "L6_K2_distilled.json": [True, True, True, False],
+    }
+    for path, successes in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_eval_info(successes)))
+    mod.Study(args).report()
+    md = (results / "metaworld.md").read_text()
+    assert ("## Fewer denoising steps (L6, issue 16)" in md) is same_teacher
+    assert ("| L6 @2 steps, step-distilled | 6 | 2 | 75.0 |" in md) is same_teacher
+    assert "| teacher L18 | 18 | 75 | **75.0** |" in md
