@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fewer steps on top of fewer layers (issue 16), end to end, resumable: results/steps.md (+ .json, plot).
+"""Fewer steps on top of fewer layers (issue 16), end to end, resumable: results/steps/steps.md (+ .json, plot).
 
     python scripts/study_steps.py --work outputs/steps --l6 L6_DIR            # full size (hours on 2 CPUs)
     python scripts/study_steps.py --work outputs/steps --smoke                # every stage at toy sizes
@@ -17,7 +17,7 @@ Stages (each skips what is already finished; training resumes from its last chec
             and a copy in RESULTS/evals/<name>.json (small, committed: reused by a later run and read by
             scripts/study_metaworld.py, which reports these students when RESULTS is its results/steps)
   bench     CPU latency of every policy in ONE process, same inputs, with the vision / prefix / denoise split
-  report    results/steps.md (+ .json) and results/steps_pareto.png (--results; --smoke: WORK/results)
+  report    results/steps/steps.md (+ .json), steps_pareto.png and evals/ (--results; --smoke: WORK/results)
 """
 
 from __future__ import annotations
@@ -71,7 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--work", default="outputs/steps", help="big outputs (data, checkpoints, evals); not in git"
     )
-    p.add_argument("--results", default=None, help="report folder (default results/; --smoke: WORK/results)")
+    p.add_argument(
+        "--results",
+        default=None,
+        help="report folder (default results/steps, read by study_metaworld.py; --smoke: WORK/results)",
+    )
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument(
         "--smoke",
@@ -105,7 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     from shallowpi.study.workspace import finish_study_args
 
-    finish_study_args(p, args, stages=STAGES, smoke=SMOKE, argv=argv, default_results=REPO / "results")
+    finish_study_args(
+        p, args, stages=STAGES, smoke=SMOKE, argv=argv, default_results=REPO / "results" / "steps"
+    )
     try:
         args.ks = [int(k) for k in args.ks.split(",")]
     except ValueError:
