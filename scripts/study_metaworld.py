@@ -57,6 +57,7 @@ class Variant:
     steps: int | None = None  # distillation steps; None: --student-steps
     vlm_layers: str | None = None  # backbone's own teacher layers (the released-initialisation baseline)
     num_steps: int | None = None  # denoising steps of a few-step student (kind "steps")
+    eval_name: str | None = None  # its evaluation's file name, when not `name` (study_steps.py's names)
 
 
 def variants(teacher_depth: int, seeds: int = 3, schedule_steps: tuple[int, ...] = ()) -> list[Variant]:
@@ -99,6 +100,7 @@ def variants(teacher_depth: int, seeds: int = 3, schedule_steps: tuple[int, ...]
         for n in schedule_steps
     ]
     # Made by scripts/study_steps.py (its variant names): read from RESULTS/steps/evals, never trained here.
+    out.append(Variant("L6_K10", "L6 @10 (the step study's start)", 6, "steps", num_steps=10, eval_name="L6"))
     for k in FEW_STEPS:
         out += [
             Variant(f"L6_K{k}_naive", f"L6 @{k} steps, naive (no step training)", 6, "steps", num_steps=k),
@@ -366,11 +368,11 @@ class Study:
         return Path(self.args.results) / "evals"
 
     def kept_eval_path(self, v: Variant) -> Path:
-        return self.kept_evals(v) / f"{v.name}.json"
+        return self.kept_evals(v) / f"{v.eval_name or v.name}.json"
 
     def kept_eval(self, v: Variant) -> dict | None:
         """The committed evaluation of `v` when it was made with this study's settings."""
-        return self.ws.kept_eval(v.name, self.eval_spec(), self.kept_evals(v))
+        return self.ws.kept_eval(v.eval_name or v.name, self.eval_spec(), self.kept_evals(v))
 
     def eval(self) -> None:
         spec = self.eval_spec()
@@ -396,7 +398,9 @@ class Study:
             paths.append(arch)
         # Few-step architectures: the L6 one sampled with K steps (after the 10-step ones: attach_bench
         # matches a depth's first run to the 10-step results).
-        for k in sorted({v.num_steps for v in self.selected() if v.kind == "steps"}, reverse=True):
+        for k in sorted(
+            {v.num_steps for v in self.selected() if v.kind == "steps" and v.num_steps != 10}, reverse=True
+        ):
             arch = self.work / "bench_models" / f"L6_K{k}"
             if not (arch / "model.safetensors").is_file():
                 pipeline.save_with_steps(self.work / "bench_models" / "L6", k, arch)

@@ -495,6 +495,9 @@ def plot_pareto(
     if plt is None:
         return None
     pts = [r for r in results if r.latency_ms is not None and not math.isnan(r.mean) and r.pooled_in is None]
+    # A few-step table's reference row (say L6 @10) is often a policy plotted already: one point, not two.
+    seen_at = {(r.latency_ms, r.mean) for r in pts if r.kind != "steps"}
+    pts = [r for r in pts if r.kind != "steps" or (r.latency_ms, r.mean) not in seen_at]
     if not pts:
         log("pareto plot skipped: no policy has both a success rate and a latency")
         return None
