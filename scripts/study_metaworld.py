@@ -279,10 +279,8 @@ class Study:
         )
 
     def students(self) -> None:
-        from shallowpi.distill.student import default_layer_map
         from shallowpi.study import pipeline
 
-        a = self.args
         teacher = str(self.teacher_path)
         for v in self.selected():
             if v.kind == "teacher":
@@ -296,57 +294,75 @@ class Study:
             if self.kept_eval(v) is not None:
                 self.say(f"{v.name}: evaluated in {self.kept_eval_path(v)}, skipping its training")
                 continue
-            steps = v.steps or a.student_steps
             if v.kind == "skip":
                 if not (self.policy_dir(v) / "model.safetensors").is_file():
                     self.say(f"{v.name}: subsampling the teacher, no training")
                     pipeline.save_layer_skip_student(teacher, v.depth, self.policy_dir(v))
                 continue
-            if v.kind == "scratch":
-                # The student's architecture: the teacher's variant (pi0 or pi05), not the preset's default.
-                self.train(
-                    v.name,
-                    [
-                        "train",
-                        "--preset",
-                        a.preset,
-                        "--variant",
-                        pipeline.teacher_info(self.teacher_path).variant,
-                        "--depth",
-                        str(v.depth),
-                        "--dataset",
-                        str(self.data),
-                        "--batch-size",
-                        str(a.student_batch_size),
-                        "--seed",
-                        str(v.seed),
-                    ],
-                    steps,
-                    a.teacher_lr,
+            self.train(v.name, *self.training_job(v))
+
+    def training_job(self, v: Variant) -> tuple[list[str], int, float] | None:
+        """(argv, steps, peak lr) of the run that makes `v`; None for variants this script does not train."""
+        from shallowpi.distill.student import default_layer_map
+        from shallowpi.study import pipeline
+
+        a = self.args
+        if v.kind in ("teacher", "steps", "skip"):
+            return None
+        steps = v.steps or a.student_steps
+        common = ["--dataset", str(self.data), "--depth", str(v.depth)]
+        common += ["--batch-size", str(a.student_batch_size), "--seed", str(v.seed)]
+        if v.kind == "scratch":
+            # The student's architecture: the teacher's variant (pi0 or pi05), not the preset's default.
+            variant = pipeline.teacher_info(self.teacher_path).variant
+            return ["train", "--preset", a.preset, "--variant", variant, *common], steps, a.teacher_lr
+        weights = v.weights.format(attn=v.attn_weight if v.attn_weight is not None else a.attn_weight)
+        argv = [
+            "distill",
+            "--teacher",
+            str(self.teacher_path),
+            *common[:4],
+            "--weights",
+            weights,
+            *common[4:],
+        ]
+        if v.vlm_layers is not None:
+            argv += ["--vlm-layers", v.vlm_layers]
+        if v.attn is not None:
+            layer_map = default_layer_map(a.teacher_depth, v.depth)
+            s = 0 if v.attn == "initial" else v.depth - 1
+            argv += ["--attn-layers", f"{s}:{layer_map[s]}"]
+        return argv, steps, a.student_lr
+
+    def commands(self, shown: list[Variant]) -> list[str]:
+        """What makes every policy in the tables, in table order: the demonstrations, then each training run
+        (a stopped run is continued by the script with `--resume`). Built from the variants, not a log, so the
+        list is whole when the policies were trained in an earlier session."""
+        from shallowpi.study.workspace import Schedule, collect_argv
+
+        a = self.args
+        cams = a.cameras.split(",")
+        cmds = [
+            collect_argv(
+                self.data,
+                tasks=a.tasks,
+                episodes_per_task=a.demos_per_task,
+                image_size=a.image_size,
+                cameras=cams,
+                state=a.state,
+                workers=a.workers,
+            )
+        ]
+        for v in shown:
+            job = self.training_job(v)
+            if job is not None:
+                argv, steps, lr = job
+                cmds.append(
+                    self.ws.train_argv(
+                        v.name, argv, Schedule(steps, lr), save_every=a.save_every, threads=a.threads
+                    )
                 )
-                continue
-            argv = [
-                "distill",
-                "--teacher",
-                teacher,
-                "--dataset",
-                str(self.data),
-                "--depth",
-                str(v.depth),
-                "--weights",
-                v.weights.format(attn=v.attn_weight if v.attn_weight is not None else a.attn_weight),
-                "--batch-size",
-                str(a.student_batch_size),
-                "--seed",
-                str(v.seed),
-            ]
-            if v.vlm_layers is not None:
-                argv += ["--vlm-layers", v.vlm_layers]
-            if v.attn is not None:
-                layer_map = default_layer_map(a.teacher_depth, v.depth)
-                s = 0 if v.attn == "initial" else v.depth - 1
-                argv += ["--attn-layers", f"{s}:{layer_map[s]}"]
-            self.train(v.name, argv, steps, a.student_lr)
+        return ["shallowpi " + shlex.join(c) for c in cmds]
 
     def eval_spec(self):
         from shallowpi.sim import metaworld_env as mw
@@ -431,7 +447,7 @@ class Study:
         from shallowpi.study import report as study_report
 
         a, spec = self.args, self.eval_spec()
-        results, groups = [], {}
+        results, groups, shown = [], {}, []
         same_teacher = self.step_study_has_this_teacher()
         for v in self.selected():
             info = self.kept_eval(v)
@@ -440,6 +456,7 @@ class Study:
                 continue
             if v.kind == "steps" and not same_teacher:
                 continue
+            shown.append(v)
             # A seed group's seed-1000 run shares the group's name; the pooled result takes that name.
             name = f"{v.name}_seed{v.seed}" if v.group == v.name else v.name
             run = study_report.PolicyResult(
@@ -485,7 +502,7 @@ class Study:
             title=f"Meta-World {a.tasks}, held-out seed {spec.seed}, CPU latency",
             log=self.say,
         )
-        commands = self.ws.commands()
+        commands = self.commands(shown)
         env = bench["environment"] if bench else {}
         settings = {
             "tasks": ",".join(spec.tasks),

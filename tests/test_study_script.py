@@ -4,6 +4,7 @@ from-scratch baseline must be the students' architecture (the teacher's variant)
 from __future__ import annotations
 
 import importlib.util
+import shlex
 import sys
 from pathlib import Path
 
@@ -129,3 +130,25 @@ def test_report_shows_few_step_students_only_from_a_step_study_on_this_teacher(t
     assert ("## Fewer denoising steps (L6, issue 16)" in md) is same_teacher
     assert ("| L6 @2 steps, step-distilled | 6 | 2 | 75.0 |" in md) is same_teacher
     assert "| teacher L18 | 18 | 75 | **75.0** |" in md
+
+
+def test_report_lists_the_command_of_every_trained_policy_without_a_commands_log(tmp_path, monkeypatch):
+    """The policies in a report may come from an earlier session (kept evaluations, no WORK/commands.log):
+    its command list is rebuilt from the variants, the same argv the students stage runs."""
+    mod = _study_module()
+    only = "L6_task,L6_scratch,L6_skip"
+    args = mod.parse_args(
+        ["--work", str(tmp_path / "w"), "--results", str(tmp_path / "r"), "--teacher", str(TEACHER)]
+        + ["--only", only, "--save-every", "400", "--threads", "2"]
+    )
+    study = mod.Study(args)
+    ran = []
+    study.ws.shallowpi = lambda argv: ran.append("shallowpi " + shlex.join(argv))
+    study.ws.kept_eval = lambda *a, **k: None
+    monkeypatch.setattr("shallowpi.study.workspace.pipeline.export_pretrained", lambda out, dst: dst)
+    study.students()  # runs (here: records) L6_task and L6_scratch; L6_skip needs no training
+    shown = study.selected()
+    cmds = study.commands(shown)
+    assert cmds[0].startswith("shallowpi collect metaworld ") and "--out " + str(study.data) in cmds[0]
+    assert cmds[1:] == ran
+    assert len(ran) == 2 and ran[0].startswith("shallowpi distill ") and ran[1].startswith("shallowpi train ")

@@ -454,7 +454,13 @@ def render_markdown(
     if settings:
         lines += ["## Settings", ""] + [f"- {k}: {v}" for k, v in settings.items()] + [""]
     if commands:
-        lines += ["## Commands run", "", "```"] + commands + ["```", ""]
+        lines += [
+            "## Commands",
+            "",
+            "The `shallowpi` commands that made the data and the policies above.",
+            "",
+        ]
+        lines += ["```"] + commands + ["```", ""]
     return "\n".join(lines)
 
 

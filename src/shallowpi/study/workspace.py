@@ -39,6 +39,22 @@ class Schedule:
         return out + ["--warmup-steps", str(max(1, min(self.max_warmup, self.steps // 10)))]
 
 
+def collect_argv(
+    data: Path,
+    *,
+    tasks: str,
+    episodes_per_task: int,
+    image_size: int,
+    cameras: Sequence[str],
+    state: str,
+    workers: int,
+) -> list[str]:
+    """`shallowpi collect metaworld` argv of a study's demonstrations (MT1 seed 0)."""
+    argv = ["collect", "metaworld", "--tasks", tasks, "--episodes-per-task", str(episodes_per_task)]
+    argv += ["--seed", "0", "--image-size", str(image_size), "--cameras", ",".join(cameras)]
+    return argv + ["--state", state, "--workers", str(workers), "--no-progress", "--out", str(data)]
+
+
 class Workspace:
     """WORK/{data, train/<name>, policies/<name>, eval/<name>, bench.json, commands.log, timings.json}.
 
@@ -104,9 +120,15 @@ class Workspace:
         if (data / "meta" / "info.json").is_file() and not overwrite:
             self.say(f"collect: {data} exists, skipping")
             return data
-        argv = ["collect", "metaworld", "--tasks", tasks, "--episodes-per-task", str(episodes_per_task)]
-        argv += ["--seed", "0", "--image-size", str(image_size), "--cameras", ",".join(cameras)]
-        argv += ["--state", state, "--workers", str(workers), "--no-progress", "--out", str(data)]
+        argv = collect_argv(
+            data,
+            tasks=tasks,
+            episodes_per_task=episodes_per_task,
+            image_size=image_size,
+            cameras=cameras,
+            state=state,
+            workers=workers,
+        )
         self.shallowpi(argv + (["--overwrite"] if overwrite else []))
         return data
 
@@ -133,20 +155,31 @@ class Workspace:
         else:
             if done:
                 self.say(f"{name}: resuming at step {done}/{schedule.steps}")
-            self.shallowpi(
-                [
-                    *argv,
-                    *schedule.argv(),
-                    "--save-every",
-                    str(min(save_every, schedule.steps)),
-                    "--out",
-                    str(out),
-                    "--no-progress",
-                    *(["--threads", str(threads)] if threads else []),
-                    *(["--resume"] if done else []),
-                ]
-            )
+            full = self.train_argv(name, argv, schedule, save_every=save_every, threads=threads)
+            self.shallowpi(full + (["--resume"] if done else []))
         return pipeline.export_pretrained(out, self.policies / name)
+
+    def train_argv(
+        self,
+        name: str,
+        argv: Sequence[str],
+        schedule: Schedule,
+        *,
+        save_every: int,
+        threads: int | None = None,
+    ) -> list[str]:
+        """The full `shallowpi` argv `train` runs for NAME from scratch (a resumed run adds `--resume`); the
+        reports quote it, so a table's policy can be remade without the session's commands.log."""
+        return [
+            *argv,
+            *schedule.argv(),
+            "--save-every",
+            str(min(save_every, schedule.steps)),
+            "--out",
+            str(self.work / "train" / name),
+            "--no-progress",
+            *(["--threads", str(threads)] if threads else []),
+        ]
 
     def link(self, name: str, target: Path) -> Path:
         """WORK/policies/NAME -> target (bench names its runs by folder name; the teacher is linked)."""
