@@ -99,6 +99,11 @@ def variants(teacher_depth: int, seeds: int = 3, schedule_steps: tuple[int, ...]
         Variant(f"L6_steps{n}", f"L6 task+KD+attn, {n} steps", 6, "schedule", kd_attn, steps=n)
         for n in schedule_steps
     ]
+    if schedule_steps:  # the scratch baseline again at the sweep's longest schedule: same steps as that L6
+        n = max(schedule_steps)
+        out.append(
+            Variant(f"L6_scratch_steps{n}", f"L6 from scratch (task loss), {n} steps", 6, "scratch", steps=n)
+        )
     # Made by scripts/study_steps.py (its variant names): read from RESULTS/steps/evals, never trained here.
     out.append(Variant("L6_K10", "L6 @10 (the step study's start)", 6, "steps", num_steps=10, eval_name="L6"))
     for k in FEW_STEPS:

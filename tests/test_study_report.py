@@ -281,3 +281,23 @@ def test_eval_thread_budget_is_shared_by_the_workers(tmp_path: Path, monkeypatch
         spec = EvalSpec(["reach-v3"], 1, 64, workers=workers, threads=threads)
         evaluate_policy("p", spec, tmp_path / f"{threads}_{workers}", progress=False)
         assert seen[-1].threads_per_worker == per_worker
+
+
+def test_targets_are_checked_again_at_the_longest_schedule_with_a_scratch_baseline() -> None:
+    """The main L6 (short schedule) may miss what the long one meets: both verdicts are reported, each
+    against a from-scratch L6 trained for the same number of steps."""
+    res = _results(l6=60.0, scratch=50.0, teacher=81.0)
+    long_l6 = study_report.PolicyResult(
+        "L6_steps4800", "L6, 4800 steps", 6, "schedule", {"reach-v3": 90.0, "push-v3": 72.0}, 50
+    )
+    long_scratch = study_report.PolicyResult(
+        "L6_scratch_steps4800", "scratch, 4800 steps", 6, "scratch", {"reach-v3": 70.0, "push-v3": 50.0}, 50
+    )
+    assert study_report.long_schedule(res + [long_l6]) is None  # no scratch of that length: no second verdict
+    verdicts = {t.text: t.met for t in study_report.check_targets(res + [long_l6, long_scratch])}
+    assert verdicts["L6 within 1 pts of the teacher"] is False
+    assert verdicts["L6 within 1 pts of the teacher (both 4800 steps)"] is True  # 81.0 vs 81.0
+    assert verdicts["L6 >= scratch L6 + 20 pts (both 4800 steps)"] is True  # 81.0 vs 60.0
+    md = study_report.render_markdown("study", res + [long_l6, long_scratch], TASKS)
+    assert "## Baselines at the longest schedule (4800 steps)" in md
+    assert "| same architecture from scratch, 4800 steps | 60.0 |" in md
