@@ -99,11 +99,15 @@ def variants(teacher_depth: int, seeds: int = 3, schedule_steps: tuple[int, ...]
         Variant(f"L6_steps{n}", f"L6 task+KD+attn, {n} steps", 6, "schedule", kd_attn, steps=n)
         for n in schedule_steps
     ]
-    if schedule_steps:  # the scratch baseline again at the sweep's longest schedule: same steps as that L6
+    if schedule_steps:  # the loss ablation and the scratch baseline again at the sweep's longest schedule
         n = max(schedule_steps)
-        out.append(
-            Variant(f"L6_scratch_steps{n}", f"L6 from scratch (task loss), {n} steps", 6, "scratch", steps=n)
-        )
+        out += [
+            Variant(f"L6_task_steps{n}", f"L6 task, {n} steps", 6, "ablation", "task=1,kd=0,attn=0", steps=n),
+            Variant(
+                f"L6_task_kd_steps{n}", f"L6 task+KD, {n} steps", 6, "ablation", "task=1,kd=1,attn=0", steps=n
+            ),
+            Variant(f"L6_scratch_steps{n}", f"L6 from scratch (task loss), {n} steps", 6, "scratch", steps=n),
+        ]
     # Made by scripts/study_steps.py (its variant names): read from RESULTS/steps/evals, never trained here.
     out.append(Variant("L6_K10", "L6 @10 (the step study's start)", 6, "steps", num_steps=10, eval_name="L6"))
     for k in FEW_STEPS:

@@ -299,5 +299,15 @@ def test_targets_are_checked_again_at_the_longest_schedule_with_a_scratch_baseli
     assert verdicts["L6 within 1 pts of the teacher (both 4800 steps)"] is True  # 81.0 vs 81.0
     assert verdicts["L6 >= scratch L6 + 20 pts (both 4800 steps)"] is True  # 81.0 vs 60.0
     md = study_report.render_markdown("study", res + [long_l6, long_scratch], TASKS)
-    assert "## Baselines at the longest schedule (4800 steps)" in md
-    assert "| same architecture from scratch, 4800 steps | 60.0 |" in md
+    assert "## Loss ablation and scratch baseline at the longest schedule (L6, 4800 steps, one seed)" in md
+    assert "| same architecture from scratch (task loss) | 60.0 |" in md
+    assert "| task + KD | – |" in md.split("longest schedule")[1]  # not run at that length: a dash
+    assert "task < task+KD < task+KD+attn (L6) (4800 steps)" not in md  # no ordering without all three
+    task = study_report.PolicyResult(
+        "L6_task_steps4800", "t", 6, "ablation", {"reach-v3": 80.0, "push-v3": 60.0}, 50
+    )
+    kd = study_report.PolicyResult(
+        "L6_task_kd_steps4800", "k", 6, "ablation", {"reach-v3": 85.0, "push-v3": 65.0}, 50
+    )
+    verdicts = {t.text: t.met for t in study_report.check_targets(res + [long_l6, long_scratch, task, kd])}
+    assert verdicts["task < task+KD < task+KD+attn (L6) (4800 steps)"] is True  # 70 < 75 < 81

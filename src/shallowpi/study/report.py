@@ -168,6 +168,22 @@ def _l6_targets(
     return out
 
 
+def _loss_ordering(chain: list[PolicyResult | None], where: str = "") -> Target:
+    """task < task+KD < task+KD+attn, with the paired gain of each added loss."""
+    text = f"task < task+KD < task+KD+attn (L6){where}"
+    if not all(c is not None and c.success for c in chain):
+        return Target(text, None, "not evaluated")
+    m = [c.mean for c in chain]
+    return Target(
+        text,
+        m[0] < m[1] < m[2],
+        " < ".join(f"{x:.1f}" for x in m)
+        + " %"
+        + _paired(chain[1], chain[0], "KD gain")
+        + _paired(chain[2], chain[1], "attention gain"),
+    )
+
+
 def long_schedule(results: list[PolicyResult]) -> int | None:
     """Steps of the longest schedule with both an L6 (`L6_steps<N>`) and a scratch L6 (`L6_scratch_steps<N>`)."""
     r = by_name(results)
@@ -184,21 +200,10 @@ def check_targets(results: list[PolicyResult]) -> list[Target]:
     n = long_schedule(results)
     if n is not None:
         out += _l6_targets(teacher, r[f"L6_steps{n}"], r[f"L6_scratch_steps{n}"], f" (both {n} steps)")
-    chain = [r.get(n) for n in ("L6_task", "L6_task_kd", "L6_task_kd_attn")]
-    if all(c is not None and c.success for c in chain):
-        m = [c.mean for c in chain]
-        out.append(
-            Target(
-                "task < task+KD < task+KD+attn (L6)",
-                m[0] < m[1] < m[2],
-                " < ".join(f"{x:.1f}" for x in m)
-                + " %"
-                + _paired(chain[1], chain[0], "KD gain")
-                + _paired(chain[2], chain[1], "attention gain"),
-            )
-        )
-    else:
-        out.append(Target("task < task+KD < task+KD+attn (L6)", None, "not evaluated"))
+    out.append(_loss_ordering([r.get(n) for n in ("L6_task", "L6_task_kd", "L6_task_kd_attn")]))
+    if n is not None and f"L6_task_steps{n}" in r and f"L6_task_kd_steps{n}" in r:
+        chain = [r[f"L6_task_steps{n}"], r[f"L6_task_kd_steps{n}"], r[f"L6_steps{n}"]]
+        out.append(_loss_ordering(chain, f" ({n} steps)"))
     l6 = r.get("L6_task_kd_attn")
     if teacher and l6 and teacher.latency_ms and l6.latency_ms:
         ratio = l6.latency_ms / teacher.latency_ms
@@ -444,14 +449,17 @@ def render_markdown(
         lines += ablation_table(results, BASELINES, "initialisation / training", reference="teacher") + [""]
         n = long_schedule(results)
         if n is not None:
-            lines += [f"## Baselines at the longest schedule ({n} steps)", ""]
+            lines += [
+                f"## Loss ablation and scratch baseline at the longest schedule (L6, {n} steps, one seed)",
+                "",
+            ]
             rows_spec = [
-                (f"L6_steps{n}", f"Shallow-π L6, {n} steps"),
-                (f"L6_scratch_steps{n}", f"same architecture from scratch, {n} steps"),
+                (f"L6_task_steps{n}", "task"),
+                (f"L6_task_kd_steps{n}", "task + KD"),
+                (f"L6_steps{n}", "task + KD + attn (Shallow-π)"),
+                (f"L6_scratch_steps{n}", "same architecture from scratch (task loss)"),
             ]
-            lines += ablation_table(results, rows_spec, "initialisation / training", reference="teacher") + [
-                ""
-            ]
+            lines += ablation_table(results, rows_spec, "losses / training", reference="teacher") + [""]
         if schedule:
             rows = schedule_rows(results, schedule)
             teacher = r.get("teacher")
