@@ -319,22 +319,14 @@ class Study:
         if v.kind in ("teacher", "steps", "skip"):
             return None
         steps = v.steps or a.student_steps
-        common = ["--dataset", str(self.data), "--depth", str(v.depth)]
-        common += ["--batch-size", str(a.student_batch_size), "--seed", str(v.seed)]
+        data = ["--dataset", str(self.data), "--depth", str(v.depth)]
+        batch = ["--batch-size", str(a.student_batch_size), "--seed", str(v.seed)]
         if v.kind == "scratch":
             # The student's architecture: the teacher's variant (pi0 or pi05), not the preset's default.
             variant = pipeline.teacher_info(self.teacher_path).variant
-            return ["train", "--preset", a.preset, "--variant", variant, *common], steps, a.teacher_lr
+            return ["train", "--preset", a.preset, "--variant", variant, *data, *batch], steps, a.teacher_lr
         weights = v.weights.format(attn=v.attn_weight if v.attn_weight is not None else a.attn_weight)
-        argv = [
-            "distill",
-            "--teacher",
-            str(self.teacher_path),
-            *common[:4],
-            "--weights",
-            weights,
-            *common[4:],
-        ]
+        argv = ["distill", "--teacher", str(self.teacher_path), *data, "--weights", weights, *batch]
         if v.vlm_layers is not None:
             argv += ["--vlm-layers", v.vlm_layers]
         if v.attn is not None:
