@@ -537,7 +537,7 @@ class Study:
             plot=png.name if png else None,
             schedule=steps_of,
             schedule_plot=sched_png.name if sched_png else None,
-            regenerate="python " + shlex.join(["scripts/study_metaworld.py", *sys.argv[1:]]),
+            regenerate="python " + shlex.join(["scripts/study_metaworld.py", *without_stages(sys.argv[1:])]),
         )
         out = write_text_atomic(results_dir / "metaworld.md", md)
         write_json_atomic(
@@ -553,6 +553,19 @@ class Study:
             path=results_dir / "metaworld.json",
         )
         self.say(f"report: {out}" + (f" and {png}" if png else " (no plot)"))
+
+
+def without_stages(argv: list[str]) -> list[str]:
+    """`argv` less --stages: the report's command regenerates every stage (finished ones are skipped)."""
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x == "--stages":
+            skip = True
+        elif not x.startswith("--stages="):
+            out.append(x)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,3 +152,9 @@ def test_report_lists_the_command_of_every_trained_policy_without_a_commands_log
     assert cmds[0].startswith("shallowpi collect metaworld ") and "--out " + str(study.data) in cmds[0]
     assert cmds[1:] == ran
     assert len(ran) == 2 and ran[0].startswith("shallowpi distill ") and ran[1].startswith("shallowpi train ")
+
+
+def test_the_reports_regenerate_command_runs_every_stage():
+    mod = _study_module()
+    argv = ["--work", "w", "--stages", "bench,report", "--threads", "2", "--stages=report"]
+    assert mod.without_stages(argv) == ["--work", "w", "--threads", "2"]
