@@ -256,18 +256,20 @@ class Study:
 
     # stages ---------------------------------------------------------------------------------------------------
 
-    def collect(self) -> None:
+    def collect_options(self) -> dict:
+        """Keyword arguments of the study's demonstrations (`Workspace.collect`, `collect_argv`)."""
         a = self.args
-        cams = a.cameras.split(",")
-        self.ws.collect(
-            self.data,
-            tasks=a.tasks,
-            episodes_per_task=a.demos_per_task,
-            image_size=a.image_size,
-            cameras=cams,
-            state=a.state,
-            workers=a.workers,
-        )
+        return {
+            "tasks": a.tasks,
+            "episodes_per_task": a.demos_per_task,
+            "image_size": a.image_size,
+            "cameras": a.cameras.split(","),
+            "state": a.state,
+            "workers": a.workers,
+        }
+
+    def collect(self) -> None:
+        self.ws.collect(self.data, **self.collect_options())
 
     def teacher(self) -> None:
         a = self.args
@@ -348,18 +350,7 @@ class Study:
         from shallowpi.study.workspace import Schedule, collect_argv
 
         a = self.args
-        cams = a.cameras.split(",")
-        cmds = [
-            collect_argv(
-                self.data,
-                tasks=a.tasks,
-                episodes_per_task=a.demos_per_task,
-                image_size=a.image_size,
-                cameras=cams,
-                state=a.state,
-                workers=a.workers,
-            )
-        ]
+        cmds = [collect_argv(self.data, **self.collect_options())]
         for v in shown:
             job = self.training_job(v)
             if job is not None:
