@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from shallowpi.model import PiModel
-from shallowpi.model.config import GemmaConfig, PiConfig, mid, pi0, pi05, preset, tiny
+from shallowpi.model.config import GemmaConfig, PiConfig, mid, pi0, pi05, preset, testbed, tiny
 
 
 def test_unequal_depths_rejected():
@@ -64,3 +64,17 @@ def test_bf16_mode_runs_and_tracks_fp32():
     out = model.sample_actions(**inp, noise=noise)
     assert out.dtype == torch.float32
     assert (out - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
+
+
+def test_fine_grid_testbed_has_64_tokens_per_camera_and_survives_a_checkpoint(tmp_path):
+    from shallowpi.model import load_model, save_model
+
+    cfg = preset("testbed_fine")
+    coarse = testbed("pi0")
+    assert (cfg.vision.num_patches, coarse.vision.num_patches) == (64, 16)
+    assert cfg.variant == "pi0" and cfg.cameras == coarse.cameras and cfg.vision.image_size == 64
+    assert cfg.prefix_len == coarse.prefix_len + 2 * (64 - 16)
+    torch.manual_seed(0)
+    save_model(PiModel(cfg.with_depth(2)), tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config.vision.patch_size == 8 and loaded.config.vision.num_patches == 64

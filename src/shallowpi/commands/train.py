@@ -14,7 +14,7 @@ from shallowpi.errors import UserError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", help="new model from a config preset: testbed, tiny, mid, pi0, pi05")
+    src.add_argument("--preset", help="new model from a config preset: testbed, testbed_fine, tiny, mid, pi0, pi05")
     src.add_argument("--init", help="start from this pretrained_model folder (fine-tuning)")
     p.add_argument(
         "--dataset-stats",
