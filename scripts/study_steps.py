@@ -234,7 +234,9 @@ class Study:
 
     def report(self) -> None:
         from shallowpi.study import pipeline
+        from shallowpi.study import plots as study_plots
         from shallowpi.study import report as study_report
+        from shallowpi.study import results as study_results
 
         a, spec = self.args, self.eval_spec()
         bench_path = self.work / "bench.json"
@@ -249,7 +251,7 @@ class Study:
                 self.say(f"report: no eval for {v.name}; left out")
                 continue
             info = json.loads(info_path.read_text())
-            r = study_report.PolicyResult(
+            r = study_results.PolicyResult(
                 v.name,
                 v.label,
                 v.depth,
@@ -280,7 +282,7 @@ class Study:
         ]
         for v, r, run in rows:
             pd = (
-                study_report.paired_difference(r, teacher)
+                study_results.paired_difference(r, teacher)
                 if teacher is not None and r is not teacher
                 else None
             )
@@ -321,7 +323,7 @@ class Study:
         lines += ["", "## Commands", "", "```"] + commands + ["```", ""]
         lines += ["Regenerate: `python " + shlex.join(["scripts/study_steps.py", *sys.argv[1:]]) + "`", ""]
         results_dir = Path(a.results)
-        png = study_report.plot_pareto(
+        png = study_plots.plot_pareto(
             list(results.values()),
             results_dir / "steps_pareto.png",
             title="Meta-World: layers x steps, CPU",
@@ -350,9 +352,9 @@ class Study:
         self.say(f"report: {out}" + (f" and {png}" if png else ""))
 
     def targets(self, results: dict) -> list:
-        from shallowpi.study import report as study_report
+        from shallowpi.study import targets as study_targets
 
-        return study_report.check_step_targets(list(results.values()))
+        return study_targets.check_step_targets(list(results.values()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -199,10 +199,12 @@ def run(args: argparse.Namespace) -> int:
     st.done("done")
 
     st.start("report", str(out / "demo.md"))
+    from shallowpi.study import plots as study_plots
     from shallowpi.study import report as study_report
+    from shallowpi.study import results as study_results
 
     results = [
-        study_report.PolicyResult(
+        study_results.PolicyResult(
             "teacher",
             f"teacher L{teacher.depth}",
             teacher.depth,
@@ -210,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
             pipeline.success_by_task(infos["teacher"]),
             sizes.episodes,
         ),
-        study_report.PolicyResult(
+        study_results.PolicyResult(
             name,
             f"L{args.depth} task+KD+attn ({sizes.steps} steps)",
             args.depth,
@@ -219,8 +221,8 @@ def run(args: argparse.Namespace) -> int:
             sizes.episodes,
         ),
     ]
-    study_report.attach_bench(results, bench)
-    png = study_report.plot_pareto(results, out / "demo_pareto.png", title="shallowpi demo (CPU)")
+    study_results.attach_bench(results, bench)
+    png = study_plots.plot_pareto(results, out / "demo_pareto.png", title="shallowpi demo (CPU)")
     commands = ws.ran
     md = study_report.render_markdown(
         "shallowpi demo",
