@@ -42,7 +42,7 @@ def test_serve_onnxruntime_end_to_end(teacher_onnx):
         direct = OnnxPolicy(OnnxRunner(teacher_onnx), obs_mapping="libero").infer(obs)["actions"]
         assert reply["actions"].shape == (10, 4)
         np.testing.assert_allclose(reply["actions"], direct, rtol=0, atol=1e-6)
-        assert isinstance(error, str) and f"state of shape ({STATE_DIM},)" in error
+        assert isinstance(error, str) and f"'observation/state' must have shape ({STATE_DIM},)" in error
 
 
 class _NanSession:
