@@ -207,7 +207,7 @@ def test_bad_inputs_name_the_problem():
         pre(s)
     s = make_sample()
     s["state"] = torch.zeros(S + 1)
-    with pytest.raises(ValueError, match="state has dim 5, expected 4"):
+    with pytest.raises(ValueError, match=r"state must have shape \(4,\), got \(5,\)"):
         pre(s)
     with pytest.raises(ValueError, match="unknown model slot"):
         ProcessorConfig(camera_map={"front": "observation.images.nope"})

@@ -1,6 +1,11 @@
 """The package's layers import only downward (docs/architecture.md): base <- data <- model <- pretrained <-
 distill, and no two modules of these layers import each other. Every import counts, the ones inside
-functions and under TYPE_CHECKING too: a lazy import up the stack is still a cycle waiting to happen."""
+functions and under TYPE_CHECKING too: a lazy import up the stack is still a cycle waiting to happen.
+
+The torch-free path (the ONNX runner and policy, the server, the processor specification both processors
+share) imports no torch, directly or through any shallowpi module it loads (parent packages included);
+only TYPE_CHECKING imports are exempt there, since they never run. tests/test_onnx_runner_no_torch.py runs it.
+"""
 
 from __future__ import annotations
 
@@ -93,6 +98,91 @@ def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
         if m not in state and (found := visit(m)):
             return found
     return None
+
+
+# Modules that must import where torch is not installed (a robot running `serve --backend onnxruntime`).
+TORCH_FREE = (
+    "shallowpi.data.processor_spec",
+    "shallowpi.onnx_runtime",
+    "shallowpi.serve.server",
+    "shallowpi.serve.served_policy",
+    "shallowpi.serve.obs_mapping",
+    "shallowpi.serve.msgpack_numpy",
+    "shallowpi.infer.actions",
+)
+
+
+def runtime_imports(source: str, module: str, is_package: bool = False) -> list[tuple[int, str]]:
+    """(line, module) of every import statement that can run (anything but `if TYPE_CHECKING:` blocks),
+    any package, relative ones resolved; `from X import y` counts X.y when that is a shallowpi module."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            found.append((node.lineno, base))
+            found.extend(
+                (node.lineno, f"{base}.{a.name}") for a in node.names if f"{base}.{a.name}" in MODULES
+            )
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(source))
+    return found
+
+
+def _loaded_with(module: str) -> set[str]:
+    """The shallowpi modules importing `module` can load: itself, its parent packages, what they import."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in MODULES:
+            continue
+        seen.add(m)
+        parts = m.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run first
+        path = MODULES[m]
+        todo += [n for _, n in runtime_imports(path.read_text(), m, path.name == "__init__.py")]
+    return seen
+
+
+def test_torch_free_path_imports_no_torch() -> None:
+    roots = [m for m in MODULES if _within(m, TORCH_FREE)]
+    loaded = set().union(*(_loaded_with(r) for r in roots))
+    torch_imports = [
+        f"{MODULES[m].relative_to(PACKAGE.parent)}:{line} imports {name}"
+        for m in sorted(loaded)
+        for line, name in runtime_imports(MODULES[m].read_text(), m, MODULES[m].name == "__init__.py")
+        if _within(name, ("torch", "safetensors.torch"))
+    ]
+    assert torch_imports == []
+    assert {"shallowpi.data", "shallowpi.data.processor_spec", "shallowpi.serve.served_policy"} <= loaded
+
+
+def test_the_torch_free_check_sees_what_runs() -> None:
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    import torch\n"
+        "else:\n"
+        "    import numpy\n"
+        "def f():\n"
+        "    from torch import nn\n"
+        "from . import processor_spec\n"
+    )
+    names = {n for _, n in runtime_imports(source, "shallowpi.data.prompt")}
+    assert names == {"typing", "numpy", "torch", "shallowpi.data", "shallowpi.data.processor_spec"}
 
 
 @pytest.mark.parametrize("layer", list(LAYERS))

@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser, help="Euler denoising steps recorded in the manifest (default: the model config's)"
     )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="PaliGemma SentencePiece tokenizer.model for LeRobot folders that ship none "
+        "(default: the local Hugging Face cache)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
     )
     start = time.monotonic()
-    out = export_policy(args.policy, args.out, opts)
+    out = export_policy(args.policy, args.out, opts, tokenizer=args.tokenizer)
     print(f"shallowpi export: wrote {out} ({time.monotonic() - start:.1f} s)")
     return 0

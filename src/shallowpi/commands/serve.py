@@ -113,7 +113,13 @@ def _load_policy(args: argparse.Namespace):
             raise ValueError("--device is for the torch backend; onnxruntime runs on its CPU provider here")
         from shallowpi.onnx_runtime.policy import OnnxPolicy  # numpy + onnxruntime only
 
-        return OnnxPolicy.from_exported(args.policy, threads=args.threads, num_steps=args.num_steps, **common)
+        return OnnxPolicy.from_exported(
+            args.policy,
+            threads=args.threads,
+            num_steps=args.num_steps,
+            truncate_prompt=args.truncate_prompt or None,
+            **common,
+        )
     from shallowpi.data.lerobot_processor import use_tokenizer
     from shallowpi.serve.policy import PiPolicy  # imports torch: only when serving
 

@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shallowpi.data.processor import PROCESSOR_CONFIG, Postprocessor, Preprocessor, read_processor
+from shallowpi.data.processor import Postprocessor, Preprocessor, has_processor
 from shallowpi.export.graphs import DenoiseGraph, PrefixGraph
 from shallowpi.model import PiModel, load_model
 from shallowpi.model.config import PiConfig
 from shallowpi.onnx_runtime.manifest import DTYPES, FORMAT, MANIFEST, VERSION, TensorSpec, write_manifest
+from shallowpi.pretrained import load_processor
 
 TOKENIZER_FILE = "tokenizer.model"
 _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 9: "bool", 6: "int32", 11: "float64"}
@@ -105,6 +106,27 @@ def _slots(config: PiConfig, pre: Preprocessor | None, wanted: tuple[str, ...] |
 
 def _norm_stats(stats: dict[str, torch.Tensor], mode: str) -> dict:
     return {"mode": mode, **{k: v.double().tolist() for k, v in stats.items() if k != "count"}}
+
+
+def manifest_processor(
+    pre: Preprocessor, post: Postprocessor, prompt_length: int, tokenizer_file: str = "tokenizer.model"
+) -> tuple[dict, dict]:
+    """The manifest's "processor" and "normalization" sections: the policy's whole ProcessorConfig (with its
+    real dims and the exported prompt length), which `NumpyProcessor` reads back as a ProcessorConfig, and
+    the statistics."""
+    pc = pre.config
+    proc = {
+        **pc.to_dict(),
+        "state_dim": pre.state_dim,
+        "action_dim": post.action_dim,
+        "tokenizer_max_length": prompt_length,
+        "tokenizer_file": tokenizer_file,
+    }
+    norm = {
+        "state": _norm_stats(pre.state_stats, pc.state_norm),
+        "action": _norm_stats(post.action_stats, pc.action_norm),
+    }
+    return proc, norm
 
 
 def _specs(path: Path, kind: str) -> list[dict]:
@@ -226,17 +248,7 @@ def export_onnx(
         proc_json = norm_json = None
         if pre is not None:
             shutil.copyfile(pre.tokenizer.path, stage / TOKENIZER_FILE)
-            proc_json = {
-                **pc.to_dict(),
-                "state_dim": pre.state_dim,
-                "action_dim": processor[1].action_dim,
-                "tokenizer_max_length": prompt_len,
-                "tokenizer_file": TOKENIZER_FILE,
-            }
-            norm_json = {
-                "state": _norm_stats(pre.state_stats, pc.state_norm),
-                "action": _norm_stats(pre.action_stats, pc.action_norm),
-            }
+            proc_json, norm_json = manifest_processor(pre, processor[1], prompt_len, TOKENIZER_FILE)
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -300,11 +312,19 @@ def _replace_dir(stage: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def export_policy(policy: str | Path, out: str | Path, options: ExportOptions | None = None) -> Path:
-    """Export a pretrained folder (LeRobot layout); its processor, if saved with it, goes in the manifest."""
+def export_policy(
+    policy: str | Path,
+    out: str | Path,
+    options: ExportOptions | None = None,
+    *,
+    tokenizer: str | Path | None = None,
+) -> Path:
+    """Export a pretrained folder (LeRobot layout); its processor, if saved with it (shallowpi's files or
+    LeRobot's, `shallowpi.load_processor`), goes in the manifest. `tokenizer`: the SentencePiece file for a
+    LeRobot folder that ships none (else $SHALLOWPI_TOKENIZER or the Hugging Face cache)."""
     policy = Path(policy)
     model = load_model(policy, dtype="float32")
-    processor = read_processor(policy) if (policy / PROCESSOR_CONFIG).is_file() else None
+    processor = load_processor(policy, tokenizer=tokenizer) if has_processor(policy) else None
     return export_onnx(model, out, options, processor=processor, source=str(policy), inplace=True)
 
 

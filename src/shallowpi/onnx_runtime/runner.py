@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from shallowpi.errors import UserError
+from shallowpi.infer.actions import UnsafeActionError
 from shallowpi.onnx_runtime.manifest import GRAPHS, Manifest, ManifestError, TensorSpec, read_manifest
 from shallowpi.onnx_runtime.processor import NumpyProcessor, ProcessorError
 
@@ -35,8 +36,8 @@ _ORT_TYPES = {
 }
 
 
-class NonFiniteActions(RuntimeError):
-    """The policy produced nan/inf: never sent to a robot."""
+class NonFiniteActions(UnsafeActionError):
+    """The policy produced nan/inf: never sent to a robot (the action contract's error, `infer.actions`)."""
 
 
 def _graph_specs(session: ort.InferenceSession, kind: str) -> list[TensorSpec]:
@@ -76,9 +77,11 @@ class OnnxRunner:
         providers: Sequence[str] | None = None,
         check_graphs: bool = True,
         num_steps: int | None = None,
+        truncate_prompt: bool | None = None,
     ) -> None:
         """`num_steps` other than the manifest's replaces its schedule by N uniform Euler steps (t is a graph
-        input, so any schedule runs)."""
+        input, so any schedule runs). `truncate_prompt`: cut prompts that do not fit instead of refusing
+        them (None: the exported processor's choice)."""
         self.manifest = read_manifest(directory)
         m = self.manifest
         opts = ort.SessionOptions()
@@ -106,7 +109,11 @@ class OnnxRunner:
         self.batch_size = m.batch_size
         self.chunk_size = int(m.model["chunk_size"])
         self.max_action_dim = int(m.model["max_action_dim"])
-        self.processor = NumpyProcessor(m) if m.processor is not None else None
+        self.processor = (
+            NumpyProcessor.from_manifest(m, truncate_prompt=truncate_prompt)
+            if m.processor is not None
+            else None
+        )
         self._prefix_in = {s.name: s for s in m.specs("prefix", "inputs")}
         self._denoise_in = {s.name: s for s in m.specs("denoise", "inputs")}
 
