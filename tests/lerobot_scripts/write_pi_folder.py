@@ -106,7 +106,9 @@ tok = make_tokenizer(args.tokenizer)
 slots = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 state_dim, action_dim = (4, 4) if args.metaworld else (8, 7)
 size = json.loads(Path(args.sizes).read_text())["vision"]["image_size"] if args.sizes else 56
-feats = {f"observation.images.{s}": PolicyFeature(type=FeatureType.VISUAL, shape=(3, size, size)) for s in slots}
+feats = {
+    f"observation.images.{s}": PolicyFeature(type=FeatureType.VISUAL, shape=(3, size, size)) for s in slots
+}
 feats["observation.state"] = PolicyFeature(type=FeatureType.STATE, shape=(state_dim,))
 cfg = Config(
     input_features=feats,
