@@ -221,7 +221,8 @@ def test_lerobot061_finetuned_loads_with_lerobots_embedding(finetuned, tmp_path)
 
 
 def test_lerobot061_finetuned_in_shallowpi_commands(finetuned, tmp_path):
-    """inspect (one note line, no refusal), eval, distill --teacher and serve take the fine-tuned folder."""
+    """inspect (one note line, no refusal), eval, distill --teacher, bench and serve take the fine-tuned
+    folder."""
     ft, _ = finetuned
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HOME": str(tmp_path / "no_hf")}
     proc = subprocess.run(
@@ -257,6 +258,9 @@ def test_lerobot061_finetuned_in_shallowpi_commands(finetuned, tmp_path):
     ]
     assert main([*run_distill, "--batch-size", "2", "--out", str(out), "--num-workers", "0"]) == 0
     assert (out / "checkpoints" / "last" / "pretrained_model" / "model.safetensors").is_file()
+
+    bench = ["bench", "--policy", str(ft), "--modes", "engine", "--warmup", "0", "--no-count-flops"]
+    assert main([*bench, "--device", "cpu", "--out", str(tmp_path / "bench.json")]) == 0
 
     with serving(["--policy", str(ft), "--obs-map", "lerobot", *tok]):
         pass  # loaded, listening, /healthz answered
