@@ -207,7 +207,8 @@ def test_lerobot061_finetuned_loads_with_lerobots_embedding(finetuned, tmp_path)
     from_pretrained loads it); the lm_head alone would give other actions."""
     ft, io = finetuned
     assert io["embed_head_max_diff"].item() > 1e-3  # the two tensors really differ
-    torch.testing.assert_close(io["chunk_ft_reloaded"], io["chunk_ft"], atol=0, rtol=0)  # LeRobot's own load
+    # LeRobot's own from_pretrained of its fine-tuned folder samples what the fine-tuned policy sampled
+    torch.testing.assert_close(io["chunk_ft_reloaded"], io["chunk_ft"], atol=1e-6, rtol=0)
     pre, post = load_processor(ft, tokenizer=TESTBED_TOKENIZER)
     chunk = ActionPredictor(load_model(ft), pre, post).predict(_mw_sample(io), seed=NOISE_SEED)
     np.testing.assert_allclose(chunk, io["chunk_ft"][0].numpy(), atol=ATOL, rtol=0)

@@ -46,7 +46,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         # Only the chosen command's module is imported (and only if it exists yet).
         if name == wanted:
-            _module(name).add_arguments(p)
+            module = _module(name)
+            module.add_arguments(p)
+            for action in p._actions:  # say in --help which arguments take a hub id too
+                if action.dest in getattr(module, "HUB_IDS", {}) and action.help:
+                    action.help += ", or a Hugging Face hub id org/name[@revision]"
     return parser
 
 
