@@ -51,9 +51,23 @@ def teacher_onnx(tmp_path_factory) -> Path:
     return export_policy(TEACHER, tmp_path_factory.mktemp("onnx") / "teacher")
 
 
-@pytest.fixture(scope="session")
-def lerobot_python() -> Path:
-    """python of the real LeRobot 0.4.4 venv with this checkout's shallowpi + plugin (built once, cached)."""
-    from lerobot_venv import ensure
+def _lerobot(version: str):
+    from lerobot_helpers import LeRobot
+    from lerobot_venv import ensure, python_for
 
-    return ensure()
+    if python_for(version) is None:
+        pytest.skip(f"LeRobot {version} needs Python >= 3.12 and none was found (set $SHALLOWPI_PY312)")
+    return LeRobot(version, ensure(version))
+
+
+@pytest.fixture(scope="session", params=["0.4.4", "0.6.1"])
+def lerobot(request):
+    """The real LeRobot, each release in its own venv with this checkout's shallowpi + plugin (built once,
+    cached: tests/lerobot_venv.py); tests that take it run against both."""
+    return _lerobot(request.param)
+
+
+@pytest.fixture(scope="session")
+def lerobot061():
+    """LeRobot 0.6.1 only (what 0.4.4 cannot do: build its π policies, fine-tune them)."""
+    return _lerobot("0.6.1")

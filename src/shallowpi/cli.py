@@ -46,15 +46,38 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         # Only the chosen command's module is imported (and only if it exists yet).
         if name == wanted:
-            _module(name).add_arguments(p)
+            module = _module(name)
+            module.add_arguments(p)
+            for action in p._actions:  # say in --help which arguments take a hub id too
+                if action.dest in getattr(module, "HUB_IDS", {}) and action.help:
+                    action.help += ", or a Hugging Face hub id org/name[@revision]"
     return parser
+
+
+def resolve_hub_ids(module, args: argparse.Namespace) -> None:
+    """Each argument a command lists in its HUB_IDS ({dest: "policy" | "dataset"}) may name a Hugging Face
+    hub id (`org/name[@revision]`) as well as a folder; replace it by the local folder (shallowpi.hub)."""
+    hub_ids = getattr(module, "HUB_IDS", {})
+    if not hub_ids:
+        return
+    from shallowpi.hub import resolve_dataset, resolve_policy
+
+    for dest, kind in hub_ids.items():
+        resolve = resolve_policy if kind == "policy" else resolve_dataset
+        value = getattr(args, dest, None)
+        if isinstance(value, list):
+            setattr(args, dest, [str(resolve(v)) for v in value])
+        elif value is not None:
+            setattr(args, dest, str(resolve(value)))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
-        return int(_module(args.command).run(args) or 0)
+        module = _module(args.command)
+        resolve_hub_ids(module, args)
+        return int(module.run(args) or 0)
     except UserError as e:  # bad input, bad file, mismatch: one line, no traceback; anything else is a bug
         print(f"shallowpi {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2

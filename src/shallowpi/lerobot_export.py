@@ -38,7 +38,7 @@ from shallowpi.data.lerobot_processor import (
     plugin_pre_state,
 )
 from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig
-from shallowpi.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+from shallowpi.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, validate_checkpoint
 from shallowpi.model.config import PiConfig
 from shallowpi.model.lerobot_config import PLUGIN_TYPE
 from shallowpi.pretrained import load_processor
@@ -149,9 +149,7 @@ def export_lerobot(
         raise ValueError("--out must differ from the policy folder")
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{dst} exists (pass --overwrite to replace it)")
-    cfg = read_config(src)
-    if not (src / WEIGHTS_NAME).is_file():
-        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {src}")
+    cfg = validate_checkpoint(src)  # what the plugin's load will check, refused here rather than there
     pre, post = load_processor(src, tokenizer=tokenizer)
     pc = pre.config
     if camera_map is not None:

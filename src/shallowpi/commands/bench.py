@@ -31,6 +31,10 @@ def _modes(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"policy": "policy"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--policy", nargs="+", help="pretrained folder(s), e.g. teacher and student")

@@ -16,6 +16,9 @@ from shallowpi.commands.training_args import add_training_arguments
 from shallowpi.distill.steps import StepDistillConfig
 from shallowpi.errors import UserError
 
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"teacher": "policy", "student": "policy", "dataset": "dataset"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="teacher pretrained_model folder (LeRobot layout)")

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from shallowpi.commands.options import add_device_argument, add_num_steps_argument
 
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"policy": "policy"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from shallowpi.sim.evaluate import EvalConfig as C  # the defaults

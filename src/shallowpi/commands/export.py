@@ -12,6 +12,9 @@ import time
 
 from shallowpi.commands.options import add_num_steps_argument
 
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"policy": "policy"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", required=True, help="pretrained folder (config.json + model.safetensors)")

@@ -31,6 +31,10 @@ def _positive_mb(text: str) -> float:
     return mb
 
 
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"policy": "policy"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy", required=True, help="pretrained folder (model + processor), e.g. a student"

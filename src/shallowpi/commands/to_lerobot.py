@@ -24,6 +24,10 @@ def _camera_map(text: str) -> dict[str, str]:
     return out
 
 
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"policy": "policy"}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", required=True, help="shallowpi or LeRobot pretrained folder")
     p.add_argument("--out", required=True, help="folder to write (LeRobot pretrained_model layout)")

@@ -11,6 +11,9 @@ import argparse
 from shallowpi.commands.training_args import add_training_arguments
 from shallowpi.errors import UserError
 
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"init": "policy", "dataset": "dataset"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
