@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from shallowpi.commands.options import add_device_argument, add_num_steps_argument
+from shallowpi.commands.options import add_device_argument, add_num_steps_argument, check_device, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=C.workers)
     parser.add_argument(
-        "--image-size", type=int, default=None, help="render size (default: the policy's input size)"
+        "--image-size", type=positive_int, default=None, help="render size (default: the policy's input size)"
     )
     add_device_argument(parser)
     add_num_steps_argument(parser)
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         n_action_steps=args.n_action_steps,
         workers=args.workers,
         image_size=args.image_size,
-        device=args.device,
+        device=check_device(args.device),
         num_steps=args.num_steps,
         blank_images=args.blank_images,
         video_dir=args.video,

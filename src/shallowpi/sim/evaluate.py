@@ -37,7 +37,7 @@ from shallowpi.sim import DEFAULT_WORKERS
 from shallowpi.sim import metaworld_env as mw
 
 CONFIGS_PER_SEED = 50  # MT1(task, seed).train_tasks has 50 configurations
-MAX_PATH_LENGTH = 500  # Meta-World raises past this many steps
+MAX_PATH_LENGTH = mw.MAX_PATH_LENGTH
 
 
 class ChunkPolicy(Protocol):
@@ -87,6 +87,12 @@ class EvalConfig:
             raise UserError(f"num-steps must be >= 1, got {self.num_steps}")
         if self.workers < 1:
             raise UserError(f"workers must be >= 1, got {self.workers}")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0 (Meta-World's MT1 seed), got {self.seed}")
+        if self.image_size is not None and self.image_size < 1:
+            raise UserError(f"image-size must be >= 1, got {self.image_size}")
+        if self.videos_per_task < 0:
+            raise UserError(f"videos-per-task must be >= 0, got {self.videos_per_task}")
         if not self.tasks:
             raise UserError("no tasks to evaluate")
         if not Path(self.policy).is_dir():
