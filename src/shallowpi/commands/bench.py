@@ -94,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shallowpi.bench import BenchSettings, plot_latency, run_bench, write_json
+    from shallowpi.paths import portable_path
 
     if args.iters < MIN_ITERS:
         raise UserError(f"--iters must be >= {MIN_ITERS} for a meaningful median/p90")
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     result["plot"] = None
     if plot:
         written = plot_latency(result, plot)
-        result["plot"] = str(written) if written else None
+        result["plot"] = portable_path(written) if written else None
     write_json(result, out)
     for r in result["ratios"]:
         print(

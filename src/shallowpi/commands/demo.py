@@ -121,6 +121,7 @@ class _Stages:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from shallowpi.paths import portable_path
     from shallowpi.sim import metaworld_env as mw
     from shallowpi.study import pipeline
     from shallowpi.study.workspace import Schedule, Workspace
@@ -234,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         results,
         tasks,
         settings={
-            "teacher": str(teacher_path),
+            "teacher": portable_path(teacher_path),
             "tasks": ",".join(tasks),
             "demonstrations per task": sizes.demos,
             "distillation": f"{sizes.steps} steps x batch {sizes.batch_size}, lr {args.lr}",

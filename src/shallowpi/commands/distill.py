@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.distill.student import make_student
     from shallowpi.distill.trainer import train
     from shallowpi.model import load_model
+    from shallowpi.paths import portable_path
 
     # Every flag is checked before the teacher is loaded (a full-size one takes a while).
     check_training_args(args)
@@ -137,13 +138,13 @@ def run(args: argparse.Namespace) -> int:
         teacher=teacher,
         resume=args.resume,
         write_extra=write_extra,
-        run_info={
+        run_info={  # paths as results record them (shallowpi.paths)
             "command": "distill",
-            "teacher": str(args.teacher),
-            "dataset": args.dataset,
+            "teacher": portable_path(args.teacher),
+            "dataset": portable_path(args.dataset),
             "layer_map": student.config.layer_map,
             "vlm_layer_map": student.config.vlm_layer_map,
-            "student": args.student,
+            "student": portable_path(args.student),
             "time_grid": grid,
         },
     )

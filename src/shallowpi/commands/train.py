@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.distill.losses import DistillLossConfig, LossWeights
     from shallowpi.distill.trainer import train
     from shallowpi.model import PiModel, load_model, preset
+    from shallowpi.paths import portable_path
 
     if args.dataset_stats and not args.init:
         raise UserError("--dataset-stats goes with --init (a new model takes the dataset's stats anyway)")
@@ -64,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
         loss_cfg,
         resume=args.resume,
         write_extra=write_extra,
-        run_info={"command": "train", "init": args.init, "preset": args.preset, "dataset": args.dataset},
+        run_info={
+            "command": "train",
+            "init": portable_path(args.init),
+            "preset": args.preset,
+            "dataset": portable_path(args.dataset),
+        },
     )
     print(f"model saved in {final}")
     return 0

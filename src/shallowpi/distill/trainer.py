@@ -51,6 +51,7 @@ from shallowpi.distill.schedule import ScheduleConfig, make_scheduler
 from shallowpi.distill.steps import StepDistillConfig, StepDistillLoss
 from shallowpi.errors import MissingFileError, UserError
 from shallowpi.model import PiModel, load_state_dict
+from shallowpi.paths import portable_path
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -327,7 +328,7 @@ def _setup(
     )
     parallel = "fsdp2" if cfg.fsdp else "ddp" if info.enabled else "none"
     train_config = {
-        "train": dataclasses.asdict(cfg),
+        "train": dataclasses.asdict(cfg) | {"output_dir": portable_path(cfg.output_dir)},
         "loss": dataclasses.asdict(loss_cfg),
         "distributed": {"world_size": info.world_size, "parallel": parallel, "device": str(device)},
         **(run_info or {}),

@@ -33,6 +33,7 @@ from shallowpi.atomic import write_json_atomic
 from shallowpi.device import resolve_device
 from shallowpi.errors import MissingFileError, UserError
 from shallowpi.infer.actions import UnsafeActionError, check_actions
+from shallowpi.paths import portable_path
 from shallowpi.sim import DEFAULT_WORKERS
 from shallowpi.sim import metaworld_env as mw
 
@@ -352,7 +353,7 @@ def _aggregate(results: list[EpisodeResult]) -> dict:
         "pc_success": _mean([float(r.success) for r in results]) * 100 if results else float("nan"),
         "n_episodes": len(results),
         "n_stopped": sum(r.stopped is not None for r in results),  # episodes stopped for unsafe actions
-        "video_paths": [r.video_path for r in results if r.video_path],
+        "video_paths": [portable_path(r.video_path) for r in results if r.video_path],
     }
 
 
@@ -373,7 +374,7 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
                     "episode_lengths": [r.steps for r in rs],
                     "seeds": [r.mt1_seed for r in rs],
                     "config_indices": [r.config_index for r in rs],
-                    "video_paths": [r.video_path for r in rs if r.video_path],
+                    "video_paths": [portable_path(r.video_path) for r in rs if r.video_path],
                     "stopped": [r.stopped for r in rs],  # None, or why the episode was stopped
                 },
             }
@@ -390,6 +391,7 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
     }
     settings = asdict(cfg)
     settings["env"] = "metaworld"
+    settings["policy"], settings["video_dir"] = portable_path(cfg.policy), portable_path(cfg.video_dir)
     sizes = {r.image_size for r in results if r.image_size is not None}
     if settings["image_size"] is None and len(sizes) == 1:  # record what was rendered, so reuse can match
         settings["image_size"] = sizes.pop()

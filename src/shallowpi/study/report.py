@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shallowpi.atomic import save_figure_atomic
+from shallowpi.paths import portable_command
 
 # Targets of the study (issue 11; paper: L6 within 1-2 pts of the teacher at > 2x speed).
 L6_MAX_DROP_PTS = 1.0
@@ -402,6 +403,8 @@ def render_markdown(
     schedule_plot: str | None = None,
 ) -> str:
     lines = [f"# {title}", ""]
+    commands = [portable_command(c) for c in commands] if commands else commands  # no paths of this machine
+    regenerate = portable_command(regenerate) if regenerate else regenerate
     if regenerate:
         lines += [
             "Regenerate everything (data, models, numbers, this file and the plot):",
