@@ -14,7 +14,8 @@ from shallowpi import cli
 from shallowpi.study.pipeline import bundled_teacher_path
 
 # {teacher}: the bundled teacher (read only); {out}: an output path that must not appear; {taken}: an existing
-# non-empty folder; {missing}: a path that does not exist; {dataset}: a copy of LeRobot's small v3.0 sample.
+# non-empty folder, {file} the file in it; {missing}: a path that does not exist; {dataset}: a copy of LeRobot's
+# small v3.0 sample.
 TRAIN = ["--dataset", "synthetic:4", "--steps", "1", "--out", "{out}", "--no-progress", "--num-workers", "0"]
 DISTILL = ["distill", "--teacher", "{teacher}", "--depth", "6", *TRAIN]
 COLLECT = ["collect", "metaworld", "--tasks", "reach", "--episodes-per-task", "1", "--workers", "1"]
@@ -31,6 +32,7 @@ CASES: list[tuple[list[str], str]] = [
     # inspect
     (["inspect", "{missing}"], "no config.json"),
     # collect
+    ([*COLLECT[:1], "nope", *COLLECT[2:]], "argument env: invalid choice: 'nope'"),
     ([*COLLECT, "--tasks", "nope"], "unknown Meta-World task 'nope'"),
     ([*COLLECT, "--episodes-per-task", "0"], "episodes-per-task must be >= 1"),
     ([*COLLECT, "--seed", "-1"], "seed must be >= 0"),
@@ -49,10 +51,18 @@ CASES: list[tuple[list[str], str]] = [
     (["train", "--preset", "nope", *TRAIN], "unknown preset 'nope'"),
     (["train", "--init", "{missing}", *TRAIN], "no config.json"),
     (["train", "--init", "{teacher}", "--variant", "pi0", *TRAIN], "--variant / --depth go with --preset"),
+    (["train", "--preset", "tiny", "--variant", "nope", *TRAIN], "argument --variant: invalid choice"),
     (["train", "--preset", "tiny", "--depth", "0", *TRAIN], "argument --depth: must be >= 1"),
     (["train", "--preset", "tiny", "--dataset-stats", *TRAIN], "--dataset-stats goes with --init"),
     (["train", "--preset", "tiny", *TRAIN, "--dataset", "synthetic:x"], "expected synthetic:N"),
     (["train", "--preset", "tiny", *TRAIN, "--dataset", "{missing}"], "no such folder"),
+    (["train", "--preset", "tiny", *TRAIN, "--out", "{file}"], "--out {file}: exists and is not a folder"),
+    (["train", "--preset", "tiny", *TRAIN, "--resume"], "--resume: no checkpoint"),
+    (["train", "--preset", "tiny", *TRAIN, "--fsdp"], "--fsdp needs several processes"),
+    (
+        ["train", "--preset", "tiny", *TRAIN, "--dataset", "{dataset}", "--tokenizer", "{missing}"],
+        "--tokenizer: file not found",
+    ),
     (["train", "--preset", "tiny", *TRAIN, "--steps", "abc"], "argument --steps: invalid int value: 'abc'"),
     (["train", "--preset", "tiny", *TRAIN, "--steps", "0"], "steps must be >= 1, got 0"),
     (["train", "--preset", "tiny", *TRAIN, "--batch-size", "0"], "batch_size must be >= 1"),
@@ -94,7 +104,10 @@ CASES: list[tuple[list[str], str]] = [
     ([*DISTILL, "--target-steps", "5"], "--target-steps is for step distillation"),
     ([*DISTILL, "--states", "nope"], "argument --states: invalid choice"),
     ([*DISTILL, "--student", "{teacher}"], "--student is for step distillation"),
-    ([*DISTILL, "--num-steps", "2", "--fsdp"], "step distillation does not support --fsdp"),
+    (
+        [*DISTILL, "--num-steps", "2", "--gradient-checkpointing"],
+        "does not support --fsdp or --gradient-check",
+    ),
     ([*DISTILL, "--camera-map", "=x"], "bad --camera-map entry '=x'"),
     # eval
     ([*EVAL, "--policy", "{missing}"], "policy folder not found"),
@@ -110,6 +123,8 @@ CASES: list[tuple[list[str], str]] = [
     ([*EVAL, "--num-steps", "0"], "argument --num-steps: must be >= 1"),
     ([*EVAL, "--videos-per-task", "-1"], "videos-per-task must be >= 0"),
     ([*EVAL, "--tokenizer", "{missing}"], "--tokenizer: file not found"),
+    ([*EVAL, "--out", "{file}"], "--out {file}: exists and is not a folder"),
+    ([*EVAL, "--video", "{file}"], "--video {file}: exists and is not a folder"),
     # bench
     ([*BENCH, "--preset", "nope"], "unknown preset 'nope'"),
     (["bench", "--policy", "{missing}", "--out", "{out}"], "no config.json"),
@@ -128,6 +143,8 @@ CASES: list[tuple[list[str], str]] = [
     ([*BENCH, "--warmup", "-1"], "argument --warmup: must be >= 0"),
     ([*BENCH, "--iters", "5"], "--iters must be >= 20"),
     ([*BENCH, "--threads", "0"], "argument --threads: must be >= 1"),
+    ([*BENCH, "--out", "{taken}"], "--out {taken}: is a folder; give a file path"),
+    ([*BENCH, "--compare", "1,2", "--plot", "{out}.txt"], "--plot {out}.txt: expected a file ending in .png"),
     # serve
     ([*SERVE, "--policy", "{missing}"], "no config.json"),
     ([*SERVE, "--backend", "nope"], "argument --backend: invalid choice"),
@@ -152,6 +169,7 @@ CASES: list[tuple[list[str], str]] = [
     ([*EXPORT, "--opset", "5"], "opset must be in [14, "),
     # demo
     ([*DEMO, "--teacher", "{missing}"], "not a pretrained_model folder"),
+    ([*DEMO, "--out", "{file}"], "--out {file}: exists and is not a folder"),
     ([*DEMO, "--tasks", "nope"], "unknown Meta-World task 'nope'"),
     ([*DEMO, "--demos", "0"], "--demos must be >= 1"),
     ([*DEMO, "--episodes", "0"], "--episodes must be >= 1"),
@@ -170,6 +188,7 @@ CASES: list[tuple[list[str], str]] = [
     ([*TO_LEROBOT, "--camera-map", "a=nope"], "camera_map targets unknown model slot 'nope'"),
     ([*TO_LEROBOT, "--n-action-steps", "0"], "argument --n-action-steps: must be >= 1"),
     ([*TO_LEROBOT, "--n-action-steps", "999"], "n_action_steps 999 must be in [1, chunk_size"),
+    ([*TO_LEROBOT, "--tokenizer", "{missing}"], "--tokenizer: file not found"),
 ]
 
 
@@ -193,12 +212,17 @@ def test_a_bad_value_is_one_line_and_exit_2(argv, message, tmp_path, monkeypatch
         "{teacher}": str(bundled_teacher_path()),
         "{out}": str(tmp_path / "out"),
         "{taken}": str(taken),
+        "{file}": str(taken / "file.txt"),
         "{missing}": str(tmp_path / "missing"),
         "{dataset}": str(tmp_path / "dataset"),
     }
     if "{dataset}" in argv:
         shutil.copytree(find_reference() / "lerobot_dataset_v3_small", tmp_path / "dataset")
-    argv = [paths.get(a, a) for a in argv]
+    for key, path in paths.items():
+        argv = [a.replace(key, path) for a in argv]
+        message = message.replace(key, path)
+    message = message.replace("{file}", paths["{file}"]).replace("{taken}", paths["{taken}"])
+    message = message.replace("{out}", paths["{out}"])
     if argv[0] == "serve":  # a value that slipped through must fail the test, not serve forever
         monkeypatch.setattr("shallowpi.commands.serve._serve", _no_serving)
 

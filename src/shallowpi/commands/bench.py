@@ -18,12 +18,14 @@ from shallowpi.commands.options import (
     add_device_argument,
     add_num_steps_argument,
     check_device,
+    check_out_file,
     nonnegative_int,
     positive_int,
 )
 from shallowpi.errors import UserError
 
 MIN_ITERS = 20
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 def _depths(text: str) -> list[int]:
@@ -102,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give --depth or --compare, not both")
     if args.policy and (args.compare or args.depth is not None or args.variant):
         raise UserError("--depth/--compare/--variant apply to --preset only")
+    check_out_file(args.out)  # before the benchmark, not when its JSON is written
+    check_out_file(args.plot, "--plot", PLOT_SUFFIXES)
     device = check_device(args.device)
     cuda = device.startswith("cuda")
     modes = args.modes or (["engine", "compiled", "cuda_graph"] if cuda else ["reference", "engine"])

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from shallowpi.atomic import write_json_atomic, write_text_atomic
-from shallowpi.commands.options import positive_float
+from shallowpi.commands.options import check_out_folder, positive_float
 from shallowpi.errors import UserError
 
 # Three tasks the bundled teacher solves (100 / 100 / 97 % on 100 held-out episodes each): the demo shows what
@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.study.workspace import Schedule, Workspace
 
     sizes = _sizes(args)
+    check_out_folder(args.out)
     if sizes.threads is not None and sizes.threads < 1:
         raise UserError(f"--threads must be >= 1, got {sizes.threads}")
     tasks = mw.resolve_tasks(sizes.tasks)

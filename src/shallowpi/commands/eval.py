@@ -13,7 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from shallowpi.commands.options import add_device_argument, add_num_steps_argument, check_device, positive_int
+from shallowpi.commands.options import (
+    add_device_argument,
+    add_num_steps_argument,
+    check_device,
+    check_out_folder,
+    positive_int,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         truncate_prompt=args.truncate_prompt or None,
     )
     cfg.validate()
+    check_out_folder(args.out)
+    check_out_folder(args.video, "--video")
     out = Path(args.out) if args.out else Path("outputs/eval") / Path(args.policy).resolve().name
     run_ = evaluate(cfg, out, progress=not args.no_progress)
     overall = run_.info["overall"]

@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
-from shallowpi.errors import UserError
+from shallowpi.errors import MissingFileError, UserError
 
 DEVICE_HELP = "torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu)"
 NUM_STEPS_HELP = "Euler denoising steps (default: the model config's)"
@@ -114,6 +115,27 @@ def parse_camera_map(text: str) -> dict[str, str]:
 
 
 camera_map = flag_type(parse_camera_map)  # argparse type
+
+
+def check_out_folder(path: str | None, flag: str = "--out") -> None:
+    """An output folder: new or an existing folder; a file there is refused before any work, not after it."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise UserError(f"{flag} {path}: exists and is not a folder")
+
+
+def check_out_file(path: str | None, flag: str = "--out", suffixes: tuple[str, ...] | None = None) -> None:
+    """An output file: not an existing folder, and one of `suffixes` (lower case, with the dot) if given."""
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise UserError(f"{flag} {path}: is a folder; give a file path")
+    if suffixes is not None and Path(path).suffix.lower() not in suffixes:
+        raise UserError(f"{flag} {path}: expected a file ending in {', '.join(suffixes)}")
+
+
+def check_input_file(path: str | None, flag: str) -> None:
+    if path is not None and not Path(path).is_file():
+        raise MissingFileError(f"{flag}: file not found: {path}")
 
 
 def add_device_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from shallowpi.commands.options import camera_map, positive_int
+from shallowpi.commands.options import camera_map, check_input_file, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from shallowpi.lerobot_export import export_lerobot
 
+    check_input_file(args.tokenizer, "--tokenizer")  # given, it must exist (read only for LeRobot folders)
     out = export_lerobot(
         args.policy,
         args.out,

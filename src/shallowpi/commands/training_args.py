@@ -10,9 +10,12 @@ from shallowpi.commands.options import (
     add_device_argument,
     camera_map,
     check_device,
+    check_input_file,
+    check_out_folder,
     nonnegative_int,
     positive_int,
 )
+from shallowpi.distill import checkpointing as ckpt
 from shallowpi.distill.data import ProcessedSource, SyntheticSource
 from shallowpi.distill.dataset_fit import build_preprocessor
 from shallowpi.distill.schedule import ScheduleConfig
@@ -77,9 +80,16 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_training_args(args: argparse.Namespace) -> None:
-    """What train and distill can check before loading a model: the device and the dataset's name (the
-    numbers are checked by TrainConfig / ScheduleConfig, built next)."""
+    """What train and distill can check before loading a model: the device, the paths, --resume / --fsdp, the
+    dataset's name (the numbers are checked by TrainConfig / ScheduleConfig, built next)."""
     check_device(args.device)
+    check_out_folder(args.out)
+    check_input_file(args.tokenizer, "--tokenizer")
+    # the trainer refuses these too, but only after the models are built (a full-size teacher takes a while)
+    if args.resume and ckpt.last_checkpoint(args.out) is None:
+        raise MissingFileError(f"--resume: no checkpoint in {Path(args.out) / ckpt.CHECKPOINTS}")
+    if args.fsdp and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # the CLI never joins a group itself
+        raise UserError("--fsdp needs several processes (launch with torchrun)")
     if args.dataset.startswith(SYNTHETIC):
         n = args.dataset[len(SYNTHETIC) :]
         if not n.isdigit():
