@@ -1,6 +1,7 @@
-"""Committed results name no absolute path of the machine that wrote them (they are read on other machines),
-and what writes them (train_config.json, eval_info.json, bench JSON, the study / demo reports) records paths
-relative to the working directory (`shallowpi.paths`)."""
+"""Committed results (results/, the bundled teacher, benchmarks/results/) name no absolute path of the machine
+that wrote them (they are read on other machines), and what writes them (train_config.json, eval_info.json,
+bench JSON, the study / demo reports, the benchmark scripts) records paths relative to the working directory
+(`shallowpi.paths`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from paths import REPO
 from shallowpi import cli
 from shallowpi.paths import portable_argv, portable_command, portable_path
 
-SCANNED = ("results", "src/shallowpi/assets")
+SCANNED = ("results", "src/shallowpi/assets", "benchmarks/results")
 # An absolute path into a machine's own folders: a '/' that starts a path (not inside a relative path or a
 # URL) followed by a home, work or temp root. System tools (/usr/bin/time) are not a machine's data.
 MACHINE_PATH = re.compile(r"(?<![\w.~/:-])/(?:work|root|home|tmp|Users|mnt|scratch|private/var)/[\w.~-]")
@@ -38,6 +39,7 @@ def test_committed_results_hold_no_absolute_path_of_this_machine():
     names = {p.relative_to(REPO).as_posix() for p in files}
     # what the issue names is scanned (a test that reads nothing must not pass)
     assert {"results/demo/demo.md", "src/shallowpi/assets/teacher_metaworld/train_config.json"} <= names
+    assert "benchmarks/results/steps_latency.json" in names
     assert any(n.endswith("eval_info.json") for n in names) and any(n.endswith("steps.md") for n in names)
     bad = []
     for path in files:
