@@ -13,7 +13,7 @@
 # --dry-run: the same steps, wiring, flags and output files on a CPU in well under a minute, so that the
 # script cannot rot on machines without a GPU (tests/test_gpu_check.py runs it in the default test run):
 #   1. the `cuda`-marked tests are collected (imported), not run (pytest --collect-only)
-#   2. `shallowpi bench` on the tiny preset at depths 2 and 1, --device cpu, bf16, engine modes only
+#   2. `shallowpi bench` on the tiny preset at depths 2 and 1, --device cpu, bf16, eager modes only
 #      (cuda_graph needs CUDA; torch.compile takes a minute on a CPU), into the same JSON names
 #   3. trt_build.sh is only parsed (bash -n) and trt_prepare.py summarizes nothing into trt_timing.json
 #
