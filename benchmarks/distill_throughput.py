@@ -24,6 +24,7 @@ from shallowpi.distill.losses import DistillLoss, DistillLossConfig, LossWeights
 from shallowpi.distill.parallel import JointForward, freeze
 from shallowpi.distill.student import make_student
 from shallowpi.model import PiModel, preset
+from shallowpi.paths import portable_path
 
 
 def measure(student, losses: dict, batch, steps: int, warmup: int, autocast) -> dict:
@@ -103,7 +104,8 @@ def main() -> None:
         print(f"{name:10s} {r['step_s_median'] * 1e3:9.1f} ms/step")
     ratio = results["distill"]["step_s_median"] / results["task_only"]["step_s_median"]
     report = {
-        "config": vars(args) | {"device": str(device), "layer_map": cfg.layer_map},
+        "config": vars(args)
+        | {"out": portable_path(args.out), "device": str(device), "layer_map": cfg.layer_map},
         "machine": torch.cuda.get_device_name()
         if device.type == "cuda"
         else platform.processor() or platform.machine(),

@@ -33,6 +33,7 @@ from shallowpi.infer.engine import InferenceEngine
 from shallowpi.model import PiModel, load_model
 from shallowpi.model.config import pi05, preset
 from shallowpi.onnx_runtime.runner import OnnxRunner
+from shallowpi.paths import portable_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEACHER = Path(__file__).resolve().parents[1] / "src" / "shallowpi" / "assets" / "teacher_metaworld"
@@ -128,7 +129,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "export_latency.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    result: dict = {"environment": environment(torch.device("cpu")), "settings": vars(args), "runs": []}
+    settings = vars(args) | {"out": portable_path(args.out)}
+    result: dict = {"environment": environment(torch.device("cpu")), "settings": settings, "runs": []}
     result["complete"] = False  # rewritten after every stage: a run cut short keeps what it measured
     import onnxruntime
 

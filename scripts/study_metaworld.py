@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shallowpi.atomic import write_json_atomic, write_text_atomic
+from shallowpi.paths import portable_path
 
 STAGES = ("collect", "teacher", "students", "eval", "bench", "report")
 REPO = Path(__file__).resolve().parents[1]
@@ -508,7 +509,7 @@ class Study:
         settings = {
             "tasks": ",".join(spec.tasks),
             "demonstrations": f"{a.demos_per_task} per task, seed 0, {a.image_size} px, cameras {a.cameras}",
-            "teacher": a.teacher
+            "teacher": portable_path(a.teacher)
             or f"`shallowpi train --preset {a.preset} --depth {a.teacher_depth}`, "
             f"{a.teacher_steps} steps x batch {a.teacher_batch_size}, lr {a.teacher_lr}",
             "students": f"{a.student_steps} steps x batch {a.student_batch_size}, lr {a.student_lr}, "

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shallowpi.atomic import write_json_atomic, write_text_atomic
+from shallowpi.paths import portable_argv, portable_command, portable_path
 
 STAGES = ("collect", "depth", "steps", "naive", "eval", "bench", "report")
 REPO = Path(__file__).resolve().parents[1]
@@ -308,10 +309,10 @@ class Study:
             f"- {'met' if t.met else 'not met' if t.met is False else 'not measured'}: {t.text} — {t.detail}"
             for t in targets
         ]
-        commands = self.ws.commands()
+        commands = [portable_command(c) for c in self.ws.commands()]  # no paths of this machine
         settings = {
-            "teacher": str(self.teacher_path),
-            "L6": str(self.policy_dir(Variant("L6", "", 6, 10, "student"))),
+            "teacher": portable_path(self.teacher_path),
+            "L6": portable_path(self.policy_dir(Variant("L6", "", 6, 10, "student"))),
             "step distillation": f"target {a.target} @10, states {a.states}, {a.step_steps} steps x batch "
             f"{a.batch_size}, lr {a.step_lr}",
             "eval": f"{spec.episodes_per_task} episodes per task, tasks {','.join(spec.tasks)}, MT1 seed "
@@ -321,7 +322,8 @@ class Study:
         }
         lines += ["", "## Settings", ""] + [f"- {k}: {v}" for k, v in settings.items()]
         lines += ["", "## Commands", "", "```"] + commands + ["```", ""]
-        lines += ["Regenerate: `python " + shlex.join(["scripts/study_steps.py", *sys.argv[1:]]) + "`", ""]
+        regenerate = shlex.join(["scripts/study_steps.py", *portable_argv(sys.argv[1:])])
+        lines += ["Regenerate: `python " + regenerate + "`", ""]
         results_dir = Path(a.results)
         png = study_plots.plot_pareto(
             list(results.values()),

@@ -1,5 +1,6 @@
 """Shared test fixtures (paths to the reference vectors produced by LeRobot 0.4.4) and the `cuda` marker:
-tests that need a GPU are deselected, with a line saying so, where torch sees none."""
+tests that need a GPU are deselected, with a line saying so, where torch sees none (`--collect-only` still
+lists them: benchmarks/gpu_check.sh --dry-run checks that they import)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ _CUDA_DESELECTED = pytest.StashKey[int]()
 
 @pytest.hookimpl(trylast=True)  # after -m / -k selection: count only what would otherwise run
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() or config.option.collectonly:  # listing them runs nothing: keep them
         return
     cuda = [item for item in items if item.get_closest_marker("cuda")]
     if cuda:

@@ -24,6 +24,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "shallowpi.cameras",
         "shallowpi.device",
         "shallowpi.hub",
+        "shallowpi.paths",
     ),
     "data": ("shallowpi.data",),
     "model": ("shallowpi.model",),

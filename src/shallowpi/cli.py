@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from shallowpi.errors import UserError
 
@@ -34,12 +35,18 @@ def _module(name: str):
     return importlib.import_module(f"shallowpi.commands.{name.replace('-', '_')}")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line, like a UserError's: `shallowpi CMD: error: MESSAGE`, exit 2
+    (argparse's own prints the usage first, several lines)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line_text(message)} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     # No abbreviated flags: one spelling per flag (`--batch` is not `--batch-size`), and a script's flags
     # keep their meaning when a command gains a flag with the same prefix.
-    parser = argparse.ArgumentParser(
-        prog="shallowpi", description=__doc__.splitlines()[0], allow_abbrev=False
-    )
+    parser = Parser(prog="shallowpi", description=__doc__.splitlines()[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, help_text in COMMANDS.items():
@@ -85,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def one_line(e: BaseException) -> str:
     """A user error as one line (multi-line messages, e.g. lists of bad checkpoint keys, joined by '; ')."""
-    return "; ".join(part.strip() for part in str(e).splitlines() if part.strip())
+    return one_line_text(str(e))
+
+
+def one_line_text(text: str) -> str:
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 if __name__ == "__main__":

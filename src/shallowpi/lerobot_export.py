@@ -38,6 +38,7 @@ from shallowpi.data.lerobot_processor import (
     plugin_pre_state,
 )
 from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig
+from shallowpi.errors import OutputExistsError, UserError
 from shallowpi.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, validate_checkpoint
 from shallowpi.model.config import PiConfig
 from shallowpi.model.lerobot_config import PLUGIN_TYPE
@@ -146,9 +147,9 @@ def export_lerobot(
     Meta-World env to a policy trained on shallowpi's corner4 renders."""
     src, dst = Path(policy), Path(out)
     if src.resolve() == dst.resolve():
-        raise ValueError("--out must differ from the policy folder")
+        raise UserError("--out must differ from the policy folder")
     if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists (pass --overwrite to replace it)")
+        raise OutputExistsError(f"{dst} exists (pass --overwrite to replace it)")
     cfg = validate_checkpoint(src)  # what the plugin's load will check, refused here rather than there
     pre, post = load_processor(src, tokenizer=tokenizer)
     pc = pre.config
@@ -156,9 +157,13 @@ def export_lerobot(
         pc = dataclasses.replace(pc, camera_map=dict(camera_map))  # validated against the model's slots
     pc = dataclasses.replace(pc, state_dim=pre.state_dim, action_dim=pre.action_dim)
     pre, post = Preprocessor(pc, pre.raw_stats, pre.tokenizer), Postprocessor(pc, pre.raw_stats)
-    steps = n_action_steps or int(cfg.lerobot.get("n_action_steps") or cfg.chunk_size)
+    steps = (
+        n_action_steps
+        if n_action_steps is not None
+        else int(cfg.lerobot.get("n_action_steps") or cfg.chunk_size)
+    )
     if not 1 <= steps <= cfg.chunk_size:
-        raise ValueError(f"n_action_steps {steps} must be in [1, chunk_size={cfg.chunk_size}]")
+        raise UserError(f"n_action_steps {steps} must be in [1, chunk_size={cfg.chunk_size}]")
     config = plugin_config(cfg, pc, pre.state_dim, post.action_dim, steps)
 
     dst.parent.mkdir(parents=True, exist_ok=True)

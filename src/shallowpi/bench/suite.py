@@ -16,6 +16,7 @@ from shallowpi.bench.settings import SCHEMA, BenchSettings
 from shallowpi.errors import UserError
 from shallowpi.infer.engine import STAGES
 from shallowpi.infer.flops import call_flops, count_engine_flops, count_flops
+from shallowpi.paths import portable_path
 
 
 def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
@@ -109,6 +110,7 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
         "environment": environment(device),
         "settings": {
             **dataclasses.asdict(s),
+            "policies": [portable_path(p) for p in s.policies],  # as results record paths
             "camera_slots": slots,
             "cameras_valid": cameras,
             "lang_tokens_valid": lang,

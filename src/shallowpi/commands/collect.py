@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         codec=args.codec,
     )
+    cfg.validate()  # before the simulator starts
     summary = collect(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     return 0

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from shallowpi.atomic import write_json_atomic, write_text_atomic
+from shallowpi.commands.options import check_out_folder, positive_float
 from shallowpi.errors import UserError
 
 # Three tasks the bundled teacher solves (100 / 100 / 97 % on 100 held-out episodes each): the demo shows what
@@ -72,12 +73,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-steps", type=int, default=None, help=f"eval episode cap (default {d.max_steps})")
     p.add_argument("--depth", type=int, default=6, help="student layers in both stacks (default 6)")
-    p.add_argument("--lr", type=float, default=2e-4, help="peak distillation learning rate (the study's)")
+    p.add_argument(
+        "--lr", type=positive_float, default=2e-4, help="peak distillation learning rate (the study's)"
+    )
     p.add_argument("--workers", type=int, default=None, help="sim worker processes (default 2; --quick 1)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: cores; --quick 1)")
 
 
 def _sizes(args: argparse.Namespace) -> DemoSizes:
+    from shallowpi.sim.metaworld_env import MAX_PATH_LENGTH
+
     s = QUICK if args.quick else DemoSizes()
     s = DemoSizes(**vars(s))
     for name in ("tasks", "demos", "episodes", "steps", "batch_size", "max_steps", "workers", "threads"):
@@ -87,6 +92,8 @@ def _sizes(args: argparse.Namespace) -> DemoSizes:
     for name in ("demos", "episodes", "steps", "batch_size", "max_steps", "workers"):
         if getattr(s, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(s, name)}")
+    if s.max_steps > MAX_PATH_LENGTH:  # checked by eval too, but only after collecting and distilling
+        raise UserError(f"--max-steps must be <= {MAX_PATH_LENGTH} (Meta-World's limit), got {s.max_steps}")
     return s
 
 
@@ -114,11 +121,13 @@ class _Stages:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from shallowpi.paths import portable_path
     from shallowpi.sim import metaworld_env as mw
     from shallowpi.study import pipeline
     from shallowpi.study.workspace import Schedule, Workspace
 
     sizes = _sizes(args)
+    check_out_folder(args.out)
     if sizes.threads is not None and sizes.threads < 1:
         raise UserError(f"--threads must be >= 1, got {sizes.threads}")
     tasks = mw.resolve_tasks(sizes.tasks)
@@ -229,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         results,
         tasks,
         settings={
-            "teacher": str(teacher_path),
+            "teacher": portable_path(teacher_path),
             "tasks": ",".join(tasks),
             "demonstrations per task": sizes.demos,
             "distillation": f"{sizes.steps} steps x batch {sizes.batch_size}, lr {args.lr}",

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from shallowpi.atomic import write_json_atomic
 from shallowpi.data.stats import aggregate_stats, image_stats, stats_to_json, vector_stats
-from shallowpi.errors import UserError
+from shallowpi.errors import OutputExistsError, UserError
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000  # files per chunk folder
@@ -129,7 +129,9 @@ class LeRobotDatasetWriter:
     ):
         self.root = Path(root)
         if self.root.exists() and not overwrite:
-            raise FileExistsError(f"output folder already exists: {self.root} (pass overwrite to replace it)")
+            raise OutputExistsError(
+                f"output folder already exists: {self.root} (pass overwrite to replace it)"
+            )
         if (video or VideoSpec()).codec not in _ENCODERS:
             raise UserError(
                 f"unknown video codec {(video or VideoSpec()).codec!r}; choose from {sorted(_ENCODERS)}"

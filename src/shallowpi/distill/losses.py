@@ -109,6 +109,8 @@ class LossWeights:
             if w < 0:
                 raise UserError(f"loss weight {part!r} is negative")
             setattr(out, name.strip(), w)
+        if out.task == out.kd == out.attn == 0:  # DistillLoss refuses it too; here it costs no model load
+            raise UserError("every loss weight is 0 (task, kd, attn): there is nothing to train on")
         return out
 
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from shallowpi.distill.data import Batch
 from shallowpi.distill.losses import action_error
+from shallowpi.errors import UserError
 from shallowpi.model import PiModel
 from shallowpi.model.config import check_time_grid, euler_steps, uniform_time_grid
 from shallowpi.model.inputs import check_inputs
@@ -58,11 +59,11 @@ class StepDistillConfig:
             self.weights = StepWeights(**self.weights)
         self.grid = check_time_grid(self.grid)
         if self.target_steps < 1:
-            raise ValueError(f"target_steps must be >= 1, got {self.target_steps}")
+            raise UserError(f"target_steps must be >= 1, got {self.target_steps}")
         if self.states not in ("student", "target"):
-            raise ValueError(f"states must be 'student' or 'target', got {self.states!r}")
+            raise UserError(f"states must be 'student' or 'target', got {self.states!r}")
         if self.weights.trajectory <= 0:
-            raise ValueError(f"the trajectory loss weight must be > 0, got {self.weights.trajectory}")
+            raise UserError(f"the trajectory loss weight must be > 0, got {self.weights.trajectory}")
 
     @property
     def num_steps(self) -> int:
@@ -143,7 +144,7 @@ class StepDistillLoss:
         for name in ("variant", "chunk_size", "max_action_dim", "cameras"):
             a, b = getattr(student.config, name), getattr(teacher.config, name)
             if a != b:
-                raise ValueError(f"student and target differ in {name}: {a!r} vs {b!r}")
+                raise UserError(f"student and target differ in {name}: {a!r} vs {b!r}")
         self.student, self.teacher, self.config = student, teacher, config
 
     def forward_module(self, student: PiModel) -> StepForward:

@@ -51,6 +51,7 @@ from shallowpi.distill.schedule import ScheduleConfig, make_scheduler
 from shallowpi.distill.steps import StepDistillConfig, StepDistillLoss
 from shallowpi.errors import MissingFileError, UserError
 from shallowpi.model import PiModel, load_state_dict
+from shallowpi.paths import portable_path
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -86,6 +87,13 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("seed", "num_workers"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.clip_grad_norm) and self.clip_grad_norm > 0):
+            raise UserError(f"clip_grad_norm must be a finite number > 0, got {self.clip_grad_norm}")
 
 
 def _device(cfg: TrainConfig, info: DistInfo) -> torch.device:
@@ -249,7 +257,7 @@ def _setup(
     """Processes, devices, loss, resume state, parallel wrapping, optimizer and data, in the order that makes
     a resumed run continue bit for bit (the RNG state is restored last, just before the loader is iterated)."""
     if isinstance(loss_cfg, StepDistillConfig) and (cfg.fsdp or cfg.gradient_checkpointing):
-        raise ValueError(
+        raise UserError(
             "step distillation does not support --fsdp or --gradient-checkpointing (it trains through the "
             "cached-prefix sampler, not the joint pass)"
         )
@@ -320,7 +328,7 @@ def _setup(
     )
     parallel = "fsdp2" if cfg.fsdp else "ddp" if info.enabled else "none"
     train_config = {
-        "train": dataclasses.asdict(cfg),
+        "train": dataclasses.asdict(cfg) | {"output_dir": portable_path(cfg.output_dir)},
         "loss": dataclasses.asdict(loss_cfg),
         "distributed": {"world_size": info.world_size, "parallel": parallel, "device": str(device)},
         **(run_info or {}),

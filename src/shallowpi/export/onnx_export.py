@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from shallowpi.data.processor import Postprocessor, Preprocessor, has_processor
+from shallowpi.errors import UserError
 from shallowpi.export.graphs import DenoiseGraph, PrefixGraph
 from shallowpi.model import PiModel, load_model
 from shallowpi.model.config import PiConfig
@@ -36,6 +37,8 @@ from shallowpi.onnx_runtime.manifest import DTYPES, FORMAT, MANIFEST, VERSION, T
 from shallowpi.pretrained import load_processor
 
 TOKENIZER_FILE = "tokenizer.model"
+DEFAULT_OPSET = 18
+MIN_OPSET = 14  # scaled_dot_product_attention
 _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 9: "bool", 6: "int32", 11: "float64"}
 
 
@@ -46,17 +49,42 @@ class ExportOptions:
     prompt_length: int | None = None  # None: the processor's tokenizer_max_length (else the config's)
     cameras: tuple[str, ...] | None = None  # exported slots; None: those the processor feeds (else all)
     num_steps: int | None = None  # Euler steps; None: the model config's
-    opset: int = 18
+    opset: int = DEFAULT_OPSET
 
     def validate(self) -> None:
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+            raise UserError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.prompt_length is not None and self.prompt_length < 1:
-            raise ValueError(f"prompt_length must be >= 1, got {self.prompt_length}")
+            raise UserError(f"prompt_length must be >= 1, got {self.prompt_length}")
         if self.num_steps is not None and self.num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+            raise UserError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.cameras is not None and not self.cameras:
+            raise UserError("cameras: no camera slot given")
+        top = max_opset()
+        if not MIN_OPSET <= self.opset <= top:
+            raise UserError(
+                f"opset must be in [{MIN_OPSET}, {top}] (attention needs {MIN_OPSET}; this torch exports up to "
+                f"{top}), got {self.opset}"
+            )
+
+
+def max_opset() -> int:
+    """The newest ONNX opset this torch's exporter writes."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET  # private, but there since torch 1.13
+    except ImportError:  # pragma: no cover
+        return DEFAULT_OPSET
+    return ONNX_MAX_OPSET
+
+
+def check_out(out: str | Path) -> Path:
+    """`out` may be new, empty or an earlier export (replaced); any other path is refused."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+        raise UserError(f"{out} exists and is not an earlier export (no {MANIFEST}); choose another --out")
+    return out
 
 
 def euler_schedule(config: PiConfig, num_steps: int | None = None) -> dict:
@@ -92,15 +120,13 @@ def _slots(config: PiConfig, pre: Preprocessor | None, wanted: tuple[str, ...] |
     if wanted is not None:
         bad = [s for s in wanted if s not in config.cameras]
         if bad or not wanted:
-            raise ValueError(
-                f"--cameras: unknown slot(s) {bad}; the model's slots are {list(config.cameras)}"
-            )
+            raise UserError(f"--cameras: unknown slot(s) {bad}; the model's slots are {list(config.cameras)}")
         return [s for s in config.cameras if s in wanted]  # prefix order is the model's
     if pre is None:
         return list(config.cameras)
     fed = [s for s in config.cameras if s in pre.slot_source]
     if not fed:
-        raise ValueError("the processor feeds no camera slot of the model")
+        raise UserError("the processor feeds no camera slot of the model")
     return fed
 
 
@@ -189,9 +215,7 @@ def export_onnx(
     """
     opts = options or ExportOptions()
     opts.validate()
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
-        raise ValueError(f"{out} exists and is not an earlier export (no {MANIFEST}); choose another --out")
+    out = check_out(out)
     cfg = model.config
     if model.compute_dtype != torch.float32:
         raise ValueError("export from an fp32 model (load it without dtype); --dtype float16 casts it here")
@@ -200,7 +224,7 @@ def export_onnx(
     pc = pre.config if pre is not None else None
     prompt_len = opts.prompt_length or (pc.tokenizer_max_length if pc else cfg.tokenizer_max_length)
     if pc is not None and (tuple(pc.cameras) != tuple(cfg.cameras) or pc.image_size != cfg.vision.image_size):
-        raise ValueError("the processor's camera slots / image size do not fit the model")
+        raise UserError("the processor's camera slots / image size do not fit the model")
 
     model = copy.deepcopy(model).eval() if opts.dtype == "float16" and not inplace else model.eval()
     if opts.dtype == "float16":
@@ -323,6 +347,8 @@ def export_policy(
     LeRobot's, `shallowpi.load_processor`), goes in the manifest. `tokenizer`: the SentencePiece file for a
     LeRobot folder that ships none (else $SHALLOWPI_TOKENIZER or the Hugging Face cache)."""
     policy = Path(policy)
+    (options or ExportOptions()).validate()  # before loading the model: bad options cost nothing
+    check_out(out)
     model = load_model(policy, dtype="float32")
     processor = load_processor(policy, tokenizer=tokenizer) if has_processor(policy) else None
     return export_onnx(model, out, options, processor=processor, source=str(policy), inplace=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shallowpi.errors import UserError
 from shallowpi.sim import DEFAULT_WORKERS
 from shallowpi.sim import metaworld_env as mw
 
@@ -34,6 +35,29 @@ class CollectConfig:
     extra_steps: int = 5  # frames kept after the first success: the policy also sees "done, hold still"
     workers: int = DEFAULT_WORKERS
     codec: str = "h264"
+
+    def validate(self) -> None:
+        """The numbers, before any worker starts (names as the flags of `shallowpi collect`)."""
+        if self.episodes_per_task < 1:
+            raise UserError(f"episodes-per-task must be >= 1, got {self.episodes_per_task}")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0 (Meta-World's MT1 seed), got {self.seed}")
+        if self.image_size < 1:
+            raise UserError(f"image-size must be >= 1, got {self.image_size}")
+        if not 1 <= self.max_steps <= mw.MAX_PATH_LENGTH:
+            raise UserError(
+                f"max-steps must be in [1, {mw.MAX_PATH_LENGTH}] (Meta-World's limit), got {self.max_steps}"
+            )
+        if self.extra_steps < 0:
+            raise UserError(f"extra-steps must be >= 0, got {self.extra_steps}")
+        if self.workers < 1:
+            raise UserError(f"workers must be >= 1, got {self.workers}")
+        if not self.tasks:
+            raise UserError("no tasks to collect")
+        if not self.cameras:
+            raise UserError("no cameras to render")
+        mw.check_cameras(self.cameras)
+        mw.check_state_layout(self.state)
 
 
 @dataclass
@@ -126,8 +150,7 @@ def collect(cfg: CollectConfig, out: str | Path, *, overwrite: bool = False, pro
 
     from shallowpi.data.writer import LeRobotDatasetWriter, VideoSpec
 
-    mw.check_cameras(cfg.cameras)
-    mw.check_state_layout(cfg.state)
+    cfg.validate()
     summary = {t: {"attempted": 0, "kept": 0} for t in cfg.tasks}
     writer = LeRobotDatasetWriter(
         out,
@@ -154,7 +177,9 @@ def collect(cfg: CollectConfig, out: str | Path, *, overwrite: bool = False, pro
             bar.update(1)
         bar.close()
         if not writer.episodes:
-            raise RuntimeError("the expert succeeded in no episode; nothing to write")
+            raise UserError(
+                f"the expert succeeded in no episode within --max-steps {cfg.max_steps}; nothing to write"
+            )
     return {
         "out": str(out),
         "episodes_kept": sum(s["kept"] for s in summary.values()),

@@ -33,11 +33,12 @@ from shallowpi.atomic import write_json_atomic
 from shallowpi.device import resolve_device
 from shallowpi.errors import MissingFileError, UserError
 from shallowpi.infer.actions import UnsafeActionError, check_actions
+from shallowpi.paths import portable_path
 from shallowpi.sim import DEFAULT_WORKERS
 from shallowpi.sim import metaworld_env as mw
 
 CONFIGS_PER_SEED = 50  # MT1(task, seed).train_tasks has 50 configurations
-MAX_PATH_LENGTH = 500  # Meta-World raises past this many steps
+MAX_PATH_LENGTH = mw.MAX_PATH_LENGTH
 
 
 class ChunkPolicy(Protocol):
@@ -87,6 +88,12 @@ class EvalConfig:
             raise UserError(f"num-steps must be >= 1, got {self.num_steps}")
         if self.workers < 1:
             raise UserError(f"workers must be >= 1, got {self.workers}")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0 (Meta-World's MT1 seed), got {self.seed}")
+        if self.image_size is not None and self.image_size < 1:
+            raise UserError(f"image-size must be >= 1, got {self.image_size}")
+        if self.videos_per_task < 0:
+            raise UserError(f"videos-per-task must be >= 0, got {self.videos_per_task}")
         if not self.tasks:
             raise UserError("no tasks to evaluate")
         if not Path(self.policy).is_dir():
@@ -346,7 +353,7 @@ def _aggregate(results: list[EpisodeResult]) -> dict:
         "pc_success": _mean([float(r.success) for r in results]) * 100 if results else float("nan"),
         "n_episodes": len(results),
         "n_stopped": sum(r.stopped is not None for r in results),  # episodes stopped for unsafe actions
-        "video_paths": [r.video_path for r in results if r.video_path],
+        "video_paths": [portable_path(r.video_path) for r in results if r.video_path],
     }
 
 
@@ -367,7 +374,7 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
                     "episode_lengths": [r.steps for r in rs],
                     "seeds": [r.mt1_seed for r in rs],
                     "config_indices": [r.config_index for r in rs],
-                    "video_paths": [r.video_path for r in rs if r.video_path],
+                    "video_paths": [portable_path(r.video_path) for r in rs if r.video_path],
                     "stopped": [r.stopped for r in rs],  # None, or why the episode was stopped
                 },
             }
@@ -384,6 +391,7 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
     }
     settings = asdict(cfg)
     settings["env"] = "metaworld"
+    settings["policy"], settings["video_dir"] = portable_path(cfg.policy), portable_path(cfg.video_dir)
     sizes = {r.image_size for r in results if r.image_size is not None}
     if settings["image_size"] is None and len(sizes) == 1:  # record what was rendered, so reuse can match
         settings["image_size"] = sizes.pop()

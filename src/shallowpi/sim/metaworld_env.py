@@ -123,6 +123,7 @@ GOAL_FREE_TASKS = frozenset(
 STATE_NAMES = STATE_LAYOUTS["hand"][0]  # obs[0:3] hand position, obs[3] gripper opening
 ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
 FPS = 80  # Meta-World steps 5 MuJoCo substeps of 2.5 ms: 12.5 ms per env step
+MAX_PATH_LENGTH = 500  # Meta-World raises past this many steps in an episode
 
 
 def resolve_tasks(spec: str) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from shallowpi.paths import portable_command
 from shallowpi.study.results import PolicyResult, by_name, paired_difference
 from shallowpi.study.targets import L6_MAX_DROP_PTS, check_step_targets, check_targets, long_schedule
 
@@ -166,6 +167,8 @@ def render_markdown(
     schedule: dict[str, int] | None = None,
     schedule_plot: str | None = None,
 ) -> str:
+    commands = [portable_command(c) for c in commands] if commands else commands  # no paths of this machine
+    regenerate = portable_command(regenerate) if regenerate else regenerate
     lines = [f"# {title}", ""]
     if regenerate:
         lines += [

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shallowpi.errors import UserError
+from shallowpi.paths import portable_path
 from shallowpi.study import pipeline
 
 
@@ -237,7 +238,7 @@ class Workspace:
         if cache and out.is_file():
             old = json.loads(out.read_text())
             s = old["settings"]
-            if s["policies"] == [str(p) for p in paths] and s["iters"] == iters:
+            if s["policies"] == [portable_path(p) for p in paths] and s["iters"] == iters:
                 self.say(f"bench: {out} is up to date, skipping")
                 return old
         self.say(f"bench: {', '.join(Path(p).name for p in paths)} in one process")
