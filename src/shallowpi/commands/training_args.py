@@ -16,8 +16,7 @@ from shallowpi.commands.options import (
     positive_int,
 )
 from shallowpi.distill import checkpointing as ckpt
-from shallowpi.distill.data import ProcessedSource, SyntheticSource
-from shallowpi.distill.dataset_fit import build_preprocessor
+from shallowpi.distill.data import SyntheticSource
 from shallowpi.distill.schedule import ScheduleConfig
 from shallowpi.distill.trainer import TrainConfig
 from shallowpi.errors import MissingFileError, UserError
@@ -135,24 +134,15 @@ def make_source(args: argparse.Namespace, config: PiConfig, processor_dir: str |
     if args.dataset.startswith(SYNTHETIC):
         n = int(args.dataset[len(SYNTHETIC) :])
         return SyntheticSource(config, num_samples=n, seed=args.seed), None
-    from shallowpi.data.lerobot_dataset import LeRobotDataset
-    from shallowpi.data.processor import save_processor
+    from shallowpi.distill.source import dataset_source
 
-    dataset = LeRobotDataset(args.dataset, chunk_size=config.chunk_size)
-    pre = build_preprocessor(
+    source = dataset_source(
+        args.dataset,
         config,
-        dataset,
-        processor_dir=processor_dir,
+        processor=processor_dir,
         tokenizer=args.tokenizer,
         camera_map=args.camera_map,  # parsed by options.camera_map
         dataset_stats=getattr(args, "dataset_stats", False),
+        truncate_prompt=getattr(args, "truncate_prompt", False),
     )
-    if getattr(args, "truncate_prompt", False):
-        pre.config.truncate_prompt = True
-    for task in sorted(set(dataset.tasks.values())):  # at start-up, not at the first batch that has it
-        pre.check_prompt(task)
-
-    def write_extra(directory: Path) -> None:  # stats + tokenizer travel with every saved model
-        save_processor(directory, pre.config, pre.raw_stats, pre.tokenizer)
-
-    return ProcessedSource(dataset, pre), write_extra
+    return source, source.save_processor
