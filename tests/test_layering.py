@@ -18,7 +18,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "shallowpi"
 # Lowest first; a module may import its own layer and the layers before it. Modules above these (infer,
 # bench, serve, testing, export, sim, study, commands, cli) may import any of them and are not listed.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "base": ("shallowpi.errors", "shallowpi.atomic", "shallowpi.cameras", "shallowpi.device"),
+    "base": (
+        "shallowpi.errors",
+        "shallowpi.atomic",
+        "shallowpi.cameras",
+        "shallowpi.device",
+        "shallowpi.observation",
+    ),
     "data": ("shallowpi.data",),
     "model": ("shallowpi.model",),
     "pretrained": ("shallowpi.pretrained",),

@@ -13,16 +13,18 @@ if TYPE_CHECKING:
     from shallowpi.model.checkpoint import load_model, save_model
     from shallowpi.model.config import PiConfig
     from shallowpi.model.pi import PiModel
+    from shallowpi.observation import Observation
     from shallowpi.pretrained import load_processor
 
 _LAZY = {
+    "Observation": "shallowpi.observation",
     "PiConfig": "shallowpi.model.config",
     "PiModel": "shallowpi.model.pi",
     "load_model": "shallowpi.model.checkpoint",
     "save_model": "shallowpi.model.checkpoint",
     "load_processor": "shallowpi.pretrained",
 }
-__all__ = ["PiConfig", "PiModel", "load_model", "load_processor", "save_model"]
+__all__ = ["Observation", "PiConfig", "PiModel", "load_model", "load_processor", "save_model"]
 __version__ = "0.1.0"
 
 
