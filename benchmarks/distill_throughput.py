@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from shallowpi.device import default_device
-from shallowpi.distill.data import MicroBatches, StreamPlan, SyntheticSource, to_batch
+from shallowpi.distill.data import MicroBatches, StreamPlan, SyntheticSource
 from shallowpi.distill.losses import DistillLoss, DistillLossConfig, LossWeights
 from shallowpi.distill.parallel import JointForward, freeze
 from shallowpi.distill.student import make_student
@@ -81,14 +81,13 @@ def main() -> None:
     student = make_student(teacher, depth=args.depth).train()
     freeze(student, vision=False)
     cfg = student.config
-    d = MicroBatches(
+    batch = MicroBatches(
         SyntheticSource(cfg, num_samples=args.batch_size),
         StreamPlan(args.batch_size, args.batch_size),
         cfg,
         0,
         1,
-    )[0]
-    batch = to_batch(d, cfg.variant).to(device)
+    )[0].to(device)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if args.bf16 and device.type == "cuda" else nullcontext()
     )

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch.distributed.tensor import DTensor
 
 from shallowpi.distill.checkpointing import CHECKPOINTS, LAST, PRETRAINED, TRAINING_STATE, step_name
-from shallowpi.distill.data import Batch, MicroBatches, StreamPlan, SyntheticSource, to_batch
+from shallowpi.distill.data import Batch, MicroBatches, StreamPlan, SyntheticSource
 from shallowpi.distill.losses import DistillLossConfig
 from shallowpi.distill.schedule import ScheduleConfig
 from shallowpi.distill.steps import StepDistillConfig
@@ -38,8 +38,7 @@ def random_teacher(variant: str = "pi05", depth: int = 4, seed: int = 0) -> PiMo
 
 def synthetic_batch(model: PiModel, batch: int = 4, seed: int = 0) -> Batch:
     src = SyntheticSource(model.config, num_samples=16, seed=seed)
-    d = MicroBatches(src, StreamPlan(16, batch, seed=seed), model.config, 0, 1)[0]
-    return to_batch(d, model.config.variant)
+    return MicroBatches(src, StreamPlan(16, batch, seed=seed), model.config, 0, 1)[0]
 
 
 # Data-parallel runs (DDP / FSDP2 over gloo on CPU) --------------------------------------------------------

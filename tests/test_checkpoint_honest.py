@@ -62,7 +62,7 @@ def test_fp16_tensors_are_cast_and_the_model_runs(saved, tmp_path):
     from distill_helpers import synthetic_batch
 
     b = synthetic_batch(model, batch=1)
-    out = model.sample_actions(b.images, b.img_masks, b.tokens, b.token_masks, None, num_steps=1)
+    out = model.sample_actions(b.observation, num_steps=1)
     assert torch.isfinite(out).all()
 
 

@@ -20,6 +20,7 @@ from shallowpi.data.processor import collate
 from shallowpi.data.tokenizer import TESTBED_TOKENIZER
 from shallowpi.distill.student import make_student
 from shallowpi.export import onnx_export
+from shallowpi.export.graphs import prefix_inputs
 from shallowpi.export.onnx_export import ExportOptions, export_onnx, random_model
 from shallowpi.infer.engine import InferenceEngine
 from shallowpi.infer.predictor import ActionPredictor
@@ -76,16 +77,13 @@ def test_reference_bundles_equal_engine_and_lerobot(reference_dir, tmp_path, nam
     bundle = load_bundle(reference_dir, name)
     model = PiModel(bundle.config).eval()
     load_state_dict(model, bundle.weights)
-    x = bundle.model_inputs()
+    obs = bundle.observation()
     noise = bundle.io["inputs.noise"]
     out_dir = export_onnx(model, tmp_path / name, ExportOptions(batch_size=2))
-    ref = InferenceEngine(model, batch_size=2).sample_actions(**x, noise=noise).numpy()
+    ref = InferenceEngine(model, batch_size=2).sample_actions(obs, noise=noise).numpy()
     out = OnnxRunner(out_dir).sample(
-        np.stack([i.numpy() for i in x["images"]], axis=1),
-        np.stack([m.numpy() for m in x["img_masks"]], axis=1),
-        x["tokens"].numpy(),
-        x["token_masks"].numpy(),
-        None if x["state"] is None else x["state"].numpy(),
+        *(t.numpy() for t in prefix_inputs(obs)),
+        None if obs.state is None else obs.state.numpy(),
         noise=noise.numpy(),
     )
     np.testing.assert_allclose(out, ref, rtol=0, atol=TOL)
@@ -105,8 +103,8 @@ def test_numpy_processor_equals_torch_processor(teacher_onnx):
         np.testing.assert_array_equal(out["tokens"], ref["tokens"].numpy())
         np.testing.assert_array_equal(out["token_masks"], ref["token_masks"].numpy())
         np.testing.assert_allclose(out["state"], ref["state"].numpy(), rtol=0, atol=1e-6)
-    batch = collate([pre(metaworld_sample(7))])
-    assert out["images"].shape == batch["images"].shape[1:]
+    obs = collate([pre(metaworld_sample(7))])
+    assert out["images"].shape == obs.images.shape[1:]
 
 
 def test_export_cli_flags_and_manifest(tmp_path):

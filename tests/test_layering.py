@@ -25,6 +25,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "shallowpi.device",
         "shallowpi.hub",
         "shallowpi.paths",
+        "shallowpi.observation",
     ),
     "data": ("shallowpi.data",),
     "model": ("shallowpi.model",),

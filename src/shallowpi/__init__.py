@@ -31,12 +31,14 @@ if TYPE_CHECKING:
     from shallowpi.model.checkpoint import load_model, save_model
     from shallowpi.model.config import PiConfig, preset
     from shallowpi.model.pi import PiModel
+    from shallowpi.observation import Observation
     from shallowpi.onnx_runtime.runner import OnnxRunner
     from shallowpi.pretrained import load_processor
     from shallowpi.sim.evaluate import EvalConfig, evaluate
 
 _LAZY = {
     # models and checkpoints
+    "Observation": "shallowpi.observation",
     "PiConfig": "shallowpi.model.config",
     "PiModel": "shallowpi.model.pi",
     "preset": "shallowpi.model.config",
@@ -65,6 +67,7 @@ __all__ = [
     "EvalConfig",
     "InferenceEngine",
     "LossWeights",
+    "Observation",
     "OnnxRunner",
     "PiConfig",
     "PiModel",

@@ -72,7 +72,7 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
         counted = None
         if s.count_flops:
             if r.engine is not None:
-                counted = count_engine_flops(r.engine, inputs, r_steps)
+                counted = count_engine_flops(r.engine, inputs.observation, inputs.noise, r_steps)
             else:
                 counted = {"total": count_flops(lambda r=r: r.call(None))}
         params = sum(p.numel() for p in r.model.parameters())

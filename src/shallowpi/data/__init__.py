@@ -17,7 +17,7 @@ if TYPE_CHECKING:
         Preprocessor,
         ProcessorConfig,
         collate,
-        model_inputs,
+        collate_actions,
         read_processor,
         save_processor,
     )
@@ -39,9 +39,9 @@ _LAZY = {
     "VideoSpec": "shallowpi.data.writer",
     "add_quantiles": "shallowpi.data.quantiles",
     "collate": "shallowpi.data.processor",
+    "collate_actions": "shallowpi.data.processor",
     "load_stats": "shallowpi.data.stats",
     "load_tokenizer": "shallowpi.data.tokenizer",
-    "model_inputs": "shallowpi.data.processor",
     "read_processor": "shallowpi.data.processor",
     "save_processor": "shallowpi.data.processor",
 }
@@ -57,9 +57,9 @@ __all__ = [
     "VideoSpec",
     "add_quantiles",
     "collate",
+    "collate_actions",
     "load_stats",
     "load_tokenizer",
-    "model_inputs",
     "read_processor",
     "save_processor",
 ]

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfi
 from shallowpi.data.stats import Stats
 from shallowpi.data.tokenizer import Tokenizer
 from shallowpi.errors import MissingFileError, UserError
+from shallowpi.observation import Observation
 
 PREPROCESSOR_JSON = "policy_preprocessor.json"
 POSTPROCESSOR_JSON = "policy_postprocessor.json"
@@ -145,6 +147,30 @@ def plugin_post_state(post: Postprocessor) -> dict[str, torch.Tensor]:
     """State file of the plugin's `shallowpi_postprocessor` step: the action stats."""
     key = post.config.action_key
     return _flat({key: post.action_stats}, (key,))
+
+
+# Observation field -> key in LeRobot's transition: the plugin's preprocessor hands the model's Observation
+# to LeRobot as plain tensors (its device step moves those), and the plugin's policy reads it back.
+PLUGIN_OBSERVATION_KEYS = {
+    "images": "observation.shallowpi.images",  # [B, n_slots, 3, S, S] in [-1, 1]
+    "image_masks": "observation.shallowpi.image_masks",  # [B, n_slots]
+    "tokens": "observation.shallowpi.tokens",  # [B, L]
+    "token_masks": "observation.shallowpi.token_masks",  # [B, L]
+    "state": "observation.state",  # [B, max_state_dim], normalised, zero-padded
+}
+
+
+def plugin_observation(obs: Observation) -> dict[str, torch.Tensor]:
+    """`obs` as the plugin's preprocessor writes it into LeRobot's transition."""
+    return {key: getattr(obs, name) for name, key in PLUGIN_OBSERVATION_KEYS.items()}
+
+
+def observation_from_plugin(batch: Mapping[str, torch.Tensor]) -> Observation:
+    """The Observation in a batch the plugin's preprocessor produced (the plugin policy's input)."""
+    missing = [key for key in PLUGIN_OBSERVATION_KEYS.values() if key not in batch]
+    if missing:
+        raise KeyError(f"batch lacks {missing}: was it made by the {PLUGIN_PRE} processor step?")
+    return Observation(**{name: batch[key] for name, key in PLUGIN_OBSERVATION_KEYS.items()})
 
 
 # ------------------------------------------------------------------------------------------ reading

@@ -9,8 +9,8 @@ One example (`Preprocessor.__call__`):
      "tokens": long [L], "token_masks": bool [L], "state": float [max_state_dim] (normalised, zero-padded),
      "actions": float [chunk, max_action_dim] (normalised, zero-padded; only if the sample has actions),
      "action_is_pad": bool [chunk]}
-`collate` stacks examples along a new batch dim; `model_inputs(batch, variant)` splits a batch into the
-keyword arguments of `PiModel.sample_actions` / `PiModel.loss`.
+`collate` stacks examples along a new batch dim into the model's input, a `shallowpi.Observation`;
+`collate_actions` stacks their action chunks (training).
 
 The rules themselves (settings, prompt building and fitting, state bins, normalisation constants and
 arithmetic, camera routing, sample checks) are `processor_spec`'s, written once without torch and shared
@@ -40,6 +40,7 @@ from shallowpi.data.processor_spec import (  # the torch-free specification; nam
 from shallowpi.data.stats import Stats
 from shallowpi.data.tokenizer import Tokenizer
 from shallowpi.errors import MissingFileError, UserError
+from shallowpi.observation import Observation
 
 __all__ = [
     "Postprocessor",
@@ -49,8 +50,8 @@ __all__ = [
     "PromptTooLongError",
     "Variant",
     "collate",
+    "collate_actions",
     "has_processor",
-    "model_inputs",
     "read_processor",
     "save_processor",
 ]
@@ -167,9 +168,6 @@ class Preprocessor:
             )
         return out
 
-    def model_inputs(self, batch: dict) -> dict:
-        return model_inputs(batch, self.config.variant)
-
     @property
     def max_task_chars(self) -> int:
         """Longest task text that can fit the prompt (`processor_spec.max_task_chars`)."""
@@ -192,25 +190,21 @@ class Preprocessor:
         return torch.from_numpy(tokens), torch.from_numpy(mask)
 
 
-def collate(examples: list[dict]) -> dict:
-    """Stack examples: images [B, n_slots, 3, H, W], tokens [B, L], state [B, D], actions [B, chunk, A], ..."""
-    keys = examples[0].keys()
-    return {k: torch.stack([e[k] for e in examples]) for k in keys}
+def collate(examples: list[dict]) -> Observation:
+    """Stack examples (`Preprocessor.__call__`) into the model's input: images [B, n_slots, 3, H, W],
+    image_masks [B, n_slots], tokens / token_masks [B, L], state [B, max_state_dim] (π0.5 ignores it)."""
+
+    def stack(key: str) -> torch.Tensor:
+        return torch.stack([e[key] for e in examples])
+
+    return Observation(
+        stack("images"), stack("image_masks"), stack("tokens"), stack("token_masks"), stack("state")
+    )
 
 
-def model_inputs(batch: dict, variant: Variant) -> dict:
-    """Batch -> kwargs of PiModel.sample_actions / loss (add `actions=batch["actions"]` for the loss).
-
-    π0.5 gets state=None: its state is already in the prompt.
-    """
-    n_slots = batch["images"].shape[1]
-    return {
-        "images": [batch["images"][:, i] for i in range(n_slots)],  # n_slots x [B, 3, H, W]
-        "img_masks": [batch["image_masks"][:, i] for i in range(n_slots)],  # n_slots x [B]
-        "tokens": batch["tokens"],  # [B, L]
-        "token_masks": batch["token_masks"],  # [B, L]
-        "state": batch["state"] if variant == "pi0" else None,  # [B, max_state_dim]
-    }
+def collate_actions(examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack training examples' targets: actions [B, chunk, max_action_dim], action_is_pad [B, chunk]."""
+    return torch.stack([e["actions"] for e in examples]), torch.stack([e["action_is_pad"] for e in examples])
 
 
 class Postprocessor:

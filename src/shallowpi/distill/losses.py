@@ -171,15 +171,7 @@ class DistillLoss:
             batch.actions.float(), (0, self.max_action_dim - batch.actions.shape[-1])
         )  # (B, chunk, max_action_dim)
         x_t, u_t = PiModel.interpolate(actions, batch.noise, batch.time)
-        inputs = (
-            batch.images,
-            batch.img_masks,
-            batch.tokens,
-            batch.token_masks,
-            x_t,
-            batch.time,
-            batch.state,
-        )
+        inputs = (batch.observation, x_t, batch.time)
         v_s, attn_s, prefix_pad = student_forward(*inputs, capture=self.student_capture)
         kw = {"action_dim": self.config.action_dim, "action_is_pad": batch.action_is_pad}
         terms: dict[str, torch.Tensor] = {}

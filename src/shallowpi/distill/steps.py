@@ -94,13 +94,11 @@ class _Cached:
 
 
 def _prefix(model: PiModel, batch: Batch) -> _Cached:
-    prefix, state = check_inputs(
-        model.config, batch.images, batch.img_masks, batch.tokens, batch.token_masks, batch.state
-    )
-    embs, pad = model.embed_prefix(prefix)
+    obs = check_inputs(model.config, batch.observation)
+    embs, pad = model.embed_prefix(obs)
     cache = model.prefix_cache(embs, pad)
     rope, mask = model.suffix_rope_and_mask(pad, *model.suffix_layout(pad.shape[0], pad.device))
-    return _Cached(cache, pad, rope, mask, state)
+    return _Cached(cache, pad, rope, mask, obs.state)
 
 
 class StepForward(nn.Module):

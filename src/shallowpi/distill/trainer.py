@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from shallowpi.atomic import write_text_atomic
 from shallowpi.device import resolve_device
 from shallowpi.distill import checkpointing as ckpt
-from shallowpi.distill.data import ExampleSource, MicroBatches, StreamPlan, to_batch
+from shallowpi.distill.data import ExampleSource, MicroBatches, StreamPlan
 from shallowpi.distill.losses import DistillLoss, DistillLossConfig
 from shallowpi.distill.parallel import (
     DistInfo,
@@ -292,9 +292,7 @@ def _setup(
     w = loss_fn.config.weights
     # Attention KD alone: the layers past the captured one get no gradient.
     if isinstance(loss_fn, DistillLoss) and w.task == 0 and w.kd == 0:
-        probe = to_batch(
-            MicroBatches(source, plan, student.config, start_step, start_step + 1)[0], student.config.variant
-        )
+        probe = MicroBatches(source, plan, student.config, start_step, start_step + 1)[0]
         for name in without_gradient(student, loss_fn, probe.to(device)):
             student.get_parameter(name).requires_grad_(False)
     if cfg.gradient_checkpointing:
@@ -401,7 +399,7 @@ def _step(run: _Run, step: int, batches, last_saved: Path | None) -> tuple[dict[
     cfg, forward = run.cfg, run.forward
     terms_sum: dict[str, torch.Tensor] = {}
     for micro in range(cfg.grad_accum):
-        batch = to_batch(next(batches), run.student.config.variant).to(run.device)
+        batch = next(batches).to(run.device)
         sync = micro == cfg.grad_accum - 1 or not isinstance(forward, DistributedDataParallel)
         with nullcontext() if sync else forward.no_sync():
             with run.autocast:

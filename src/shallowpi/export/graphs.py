@@ -1,6 +1,7 @@
 """The two static-shape graphs a runtime needs, written over a `PiModel`'s own modules (no weight copies).
 
     PrefixGraph:  images, image_masks, tokens, token_masks -> prefix_keys, prefix_values, prefix_mask
+                  (an Observation's fields, as tensors: the exporter traces tensor arguments; `prefix_inputs`)
     DenoiseGraph: x_t, t, prefix_mask, prefix_keys, prefix_values (, state for π0) -> velocity
 
 This is the split `InferenceEngine` uses: the prefix (SigLIP + backbone) runs once per observation, the
@@ -21,6 +22,7 @@ Differences from the engine, all chosen so that one graph runs in onnxruntime an
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,7 @@ from torch import nn
 
 from shallowpi.model.gemma import apply_rope, rope_cos_sin
 from shallowpi.model.pi import PiModel
+from shallowpi.observation import Observation
 
 MASK_VALUE = -65504.0  # finite in fp16; exp(MASK_VALUE + logit) == 0 in fp32
 
@@ -124,6 +127,16 @@ class PrefixGraph(nn.Module):
             out = attention(apply_rope(q, cos, sin), k, v, bias)
             x = layer.post_attention(x, out)
         return torch.stack(keys), torch.stack(values), pad  # (D, B, nkv, P, hd) x 2, (B, P)
+
+
+def prefix_inputs(obs: Observation, slots: Sequence[int] | None = None) -> tuple[torch.Tensor, ...]:
+    """`PrefixGraph`'s inputs from an observation, in graph order; `slots`: the exported camera slots'
+    indices into the model's slots (None: all). -> images (B, n_cam, 3, H, W), image_masks (B, n_cam),
+    tokens (B, L), token_masks (B, L)."""
+    images, masks = obs.images, obs.image_masks
+    if slots is not None:
+        images, masks = images[:, list(slots)], masks[:, list(slots)]
+    return images, masks, obs.tokens, obs.token_masks
 
 
 class DenoiseGraph(nn.Module):

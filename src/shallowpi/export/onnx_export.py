@@ -30,9 +30,10 @@ import torch
 
 from shallowpi.data.processor import Postprocessor, Preprocessor, has_processor
 from shallowpi.errors import UserError
-from shallowpi.export.graphs import DenoiseGraph, PrefixGraph
+from shallowpi.export.graphs import DenoiseGraph, PrefixGraph, prefix_inputs
 from shallowpi.model import PiModel, load_model
 from shallowpi.model.config import PiConfig
+from shallowpi.observation import Observation
 from shallowpi.onnx_runtime.manifest import DTYPES, FORMAT, MANIFEST, VERSION, TensorSpec, write_manifest
 from shallowpi.pretrained import load_processor
 
@@ -233,12 +234,14 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.export.", dir=out.parent))
     try:
-        prefix_args = (
+        example = Observation(
             torch.zeros(b, n_cam, 3, size, size),
             torch.ones(b, n_cam, dtype=torch.bool),
             torch.zeros(b, prompt_len, dtype=torch.long),
             torch.ones(b, prompt_len, dtype=torch.bool),
-        )
+            torch.zeros(b, cfg.max_state_dim),
+        )  # the exported slots only
+        prefix_args = prefix_inputs(example)
         prefix = PrefixGraph(model).eval()
         prefix_in = ["images", "image_masks", "tokens", "token_masks"]
         prefix_out = ["prefix_keys", "prefix_values", "prefix_mask"]
@@ -254,7 +257,7 @@ def export_onnx(
         )
         denoise_in = ["x_t", "t", "prefix_mask", "prefix_keys", "prefix_values"]
         if cfg.variant == "pi0":
-            denoise_args += (torch.zeros(b, cfg.max_state_dim),)
+            denoise_args += (example.state,)
             denoise_in.append("state")
         _export_graph(
             DenoiseGraph(model).eval(), denoise_args, stage / "denoise.onnx", denoise_in, ["velocity"], opts

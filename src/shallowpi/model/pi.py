@@ -21,8 +21,9 @@ from torch.utils.checkpoint import checkpoint
 from shallowpi.model.attention import additive, attend, make_att_2d, positions
 from shallowpi.model.config import PiConfig, check_time_grid, euler_steps
 from shallowpi.model.gemma import GemmaStack, Modulation, apply_rope, rope_cos_sin
-from shallowpi.model.inputs import Prefix, check_inputs, pad_last
+from shallowpi.model.inputs import check_inputs, pad_last
 from shallowpi.model.siglip import SiglipVisionModel
+from shallowpi.observation import Observation
 
 
 def sincos_time_embedding(t: torch.Tensor, dim: int, min_period: float, max_period: float) -> torch.Tensor:
@@ -131,19 +132,19 @@ class PiModel(nn.Module):
         return self.action_in_proj.weight.device
 
     # embeddings -------------------------------------------------------------------------------------------
-    def embed_prefix(self, prefix: Prefix) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> embs (B, P, W_vlm), pad (B, P). Prefix = [camera tokens per slot | language tokens]."""
+    def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
+        """A checked observation (`check_inputs`) -> embs (B, P, W_vlm), pad (B, P).
+        Prefix = [camera tokens per slot | language tokens]."""
         n_patch = self.config.vision.num_patches
-        b, n_cam = prefix.tokens.shape[0], len(prefix.images)
+        b, n_cam = obs.batch_size, obs.num_slots
         # One SigLIP call over all cameras (larger matmuls); cameras are independent sequences.
-        tok = self.projector(
-            self.vision(torch.cat(prefix.images, dim=0))
-        )  # (n_cam*B, N, W_vlm), no 1/sqrt(d)
+        pixels = obs.images.transpose(0, 1).reshape(n_cam * b, *obs.images.shape[2:])  # (n_cam*B, 3, H, W)
+        tok = self.projector(self.vision(pixels))  # (n_cam*B, N, W_vlm), no 1/sqrt(d)
         embs = list(tok.view(n_cam, b, n_patch, -1).unbind(0))
-        pads = [m[:, None].expand(-1, n_patch) for m in prefix.img_masks]
-        lang = self.vlm.embed_tokens(prefix.tokens)  # (B, L, W_vlm)
+        pads = [m[:, None].expand(-1, n_patch) for m in obs.image_masks.unbind(1)]  # n_cam x (B, N)
+        lang = self.vlm.embed_tokens(obs.tokens)  # (B, L, W_vlm)
         embs.append(lang * math.sqrt(lang.shape[-1]))
-        pads.append(prefix.token_masks)
+        pads.append(obs.token_masks)
         dtype = self.compute_dtype
         return torch.cat([e.to(dtype) for e in embs], dim=1), torch.cat(pads, dim=1)
 
@@ -190,13 +191,9 @@ class PiModel(nn.Module):
     # joint (training) pass --------------------------------------------------------------------------------
     def forward_joint(
         self,
-        images: Sequence[torch.Tensor],
-        img_masks: Sequence[torch.Tensor],
-        tokens: torch.Tensor,
-        token_masks: torch.Tensor,
+        obs: Observation,
         x_t: torch.Tensor,
         time: torch.Tensor,
-        state: torch.Tensor | None = None,
         *,
         capture: Iterable[int] = (),
         compact: bool = True,
@@ -207,16 +204,14 @@ class PiModel(nn.Module):
         `compact` drops camera slots masked for the whole batch and language padding shared by the whole
         batch; masked keys get exactly zero probability, so valid outputs do not change.
         """
-        prefix, state = check_inputs(
-            self.config, images, img_masks, tokens, token_masks, state, compact=compact
-        )
+        obs = check_inputs(self.config, obs, compact=compact)
         capture = set(capture)
         bad = [i for i in capture if not 0 <= i < self.config.depth]
         if bad:
             raise ValueError(f"capture layers {bad} out of range for depth {self.config.depth}")
         x_t = self._check_chunk(x_t, "x_t")
-        prefix_embs, prefix_pad = self.embed_prefix(prefix)
-        suffix_embs, suffix_pad, suffix_ar, cond = self.embed_suffix(x_t, time, state)
+        prefix_embs, prefix_pad = self.embed_prefix(obs)
+        suffix_embs, suffix_pad, suffix_ar, cond = self.embed_suffix(x_t, time, obs.state)
         p_len = prefix_embs.shape[1]
         pad = torch.cat([prefix_pad, suffix_pad], dim=1)  # (B, T)
         ar = torch.cat([torch.zeros_like(prefix_pad, dtype=torch.long), suffix_ar], dim=1)
@@ -254,12 +249,8 @@ class PiModel(nn.Module):
 
     def loss(
         self,
-        images: Sequence[torch.Tensor],
-        img_masks: Sequence[torch.Tensor],
-        tokens: torch.Tensor,
-        token_masks: torch.Tensor,
+        obs: Observation,
         actions: torch.Tensor,
-        state: torch.Tensor | None = None,
         *,
         noise: torch.Tensor | None = None,
         time: torch.Tensor | None = None,
@@ -276,9 +267,7 @@ class PiModel(nn.Module):
         if time.shape != (b,):
             raise ValueError(f"time: expected shape ({b},), got {tuple(time.shape)}")
         x_t, u_t = self.interpolate(actions, noise, time)
-        v_t = self.forward_joint(
-            images, img_masks, tokens, token_masks, x_t, time, state, compact=compact
-        ).v_t
+        v_t = self.forward_joint(obs, x_t, time, compact=compact).v_t
         return F.mse_loss(u_t, v_t, reduction="none")
 
     @staticmethod
@@ -350,11 +339,7 @@ class PiModel(nn.Module):
     @torch.no_grad()
     def sample_trace(
         self,
-        images: Sequence[torch.Tensor],
-        img_masks: Sequence[torch.Tensor],
-        tokens: torch.Tensor,
-        token_masks: torch.Tensor,
-        state: torch.Tensor | None = None,
+        obs: Observation,
         *,
         noise: torch.Tensor | None = None,
         num_steps: int | None = None,
@@ -363,21 +348,19 @@ class PiModel(nn.Module):
     ) -> SampleTrace:
         """Euler sampling over `config.time_grid(num_steps)` with the prefix cached once; keeps every step's
         t, x_t and v_t."""
-        prefix, state = check_inputs(
-            self.config, images, img_masks, tokens, token_masks, state, compact=compact
-        )
-        b = prefix.tokens.shape[0]
+        obs = check_inputs(self.config, obs, compact=compact)
+        b = obs.batch_size
         shape = (b, self.config.chunk_size, self.config.max_action_dim)
         if noise is None:
-            noise = torch.randn(shape, device=prefix.tokens.device)
+            noise = torch.randn(shape, device=obs.tokens.device)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
         grid = self.config.time_grid(num_steps)
-        prefix_embs, prefix_pad = self.embed_prefix(prefix)
+        prefix_embs, prefix_pad = self.embed_prefix(obs)
         cache = self.prefix_cache(prefix_embs, prefix_pad)
         trace = SampleTrace(actions=noise, kv=cache if keep_trace else [], prefix_pad=prefix_pad)
         trace.actions = self.integrate(
-            cache, prefix_pad, noise.float(), grid, state, trace if keep_trace else None
+            cache, prefix_pad, noise.float(), grid, obs.state, trace if keep_trace else None
         )
         return trace
 
@@ -407,19 +390,13 @@ class PiModel(nn.Module):
 
     def sample_actions(
         self,
-        images: Sequence[torch.Tensor],
-        img_masks: Sequence[torch.Tensor],
-        tokens: torch.Tensor,
-        token_masks: torch.Tensor,
-        state: torch.Tensor | None = None,
+        obs: Observation,
         *,
         noise: torch.Tensor | None = None,
         num_steps: int | None = None,
     ) -> torch.Tensor:
         """Sample an action chunk: (B, chunk, max_action_dim), in the model's normalised action space."""
-        return self.sample_trace(
-            images, img_masks, tokens, token_masks, state, noise=noise, num_steps=num_steps, keep_trace=False
-        ).actions
+        return self.sample_trace(obs, noise=noise, num_steps=num_steps, keep_trace=False).actions
 
     # helpers ----------------------------------------------------------------------------------------------
     def _check_chunk(self, x: torch.Tensor, name: str) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """PiPolicy: the torch backend of the served policy (`ServedPolicy`): a model and its processors.
 
     obs (client keys) --ObsMapping--> sample {"images", "state", "task"}        (ServedPolicy.prepare)
-        --Preprocessor--> normalise state, resize-with-pad images, tokenise prompt --> model inputs (B = 1)
+        --Preprocessor, collate--> normalise state, resize-with-pad images, tokenise prompt --> Observation (B = 1)
         --InferenceEngine.sample_actions--> normalised (1, chunk, max_action_dim)
         --Postprocessor--> unnormalised, cropped: (chunk, action_dim) float32   (ActionPredictor.predict)
 
