@@ -126,3 +126,12 @@ def test_missing_id_offline_is_one_line(hf_home, capsys):
     assert main(["eval", "--policy", "lab/teacher@v9", "--tasks", "reach-v3"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "lab/teacher@v9" in err and str(hf_home / "hub") in err
+
+
+def test_python_api_loads_a_policy_by_hub_id(hf_home):
+    import shallowpi
+
+    assert shallowpi.load_model("lab/teacher").config.variant == "pi0"  # refs/main
+    assert shallowpi.load_model("lab/teacher@v0.1").config.variant == "pi05"  # the tag's older commit
+    with pytest.raises(shallowpi.errors.UserError, match="lab/missing"):
+        shallowpi.load_model("lab/missing")

@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from shallowpi.errors import MissingFileError, UserError
+from shallowpi.hub import resolve_policy
 from shallowpi.model.config import GemmaConfig, PiConfig, SiglipConfig
 from shallowpi.model.lerobot_config import config_from_lerobot, config_to_lerobot
 from shallowpi.model.pi import PiModel
@@ -280,8 +281,9 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: s
 
     The weights end up in `dtype` (default: config.json's) whatever the file stores: fp32, or LeRobot's
     bf16 policy (`PiModel.to_bfloat16`). fp16 / fp64 tensors are cast; non-float ones are refused.
+    `path` may be a Hugging Face hub id (`org/name[@revision]`, `shallowpi.hub.resolve_policy`).
     """
-    path = Path(path)
+    path = resolve_policy(path)
     cfg = read_config(path)
     weights = _weights_file(path)
     want_dtype = dtype or cfg.dtype
