@@ -139,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
     teacher = pipeline.teacher_info(teacher_path)
     if not 1 <= args.depth < teacher.depth:
         raise UserError(f"--depth must be in [1, {teacher.depth - 1}] (below the teacher's {teacher.depth})")
-    ws = Workspace(out, tag="demo", in_process=True)  # the study's pipeline, run in this process
+    ws = Workspace(
+        out, tag="demo", in_process=True, progress=True
+    )  # a person watches the demo  # the study's pipeline, run in this process
     teacher_link = ws.link("teacher", teacher_path)  # bench names runs by folder name
     st.done(
         f"{teacher.variant}, {teacher.depth} layers, cameras {','.join(teacher.cameras)}, "

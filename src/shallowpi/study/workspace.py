@@ -60,12 +60,16 @@ class Workspace:
     """WORK/{data, train/<name>, policies/<name>, eval/<name>, bench.json, commands.log, timings.json}.
 
     `in_process=True` runs commands through `shallowpi.cli.main` (the demo: no interpreter start-up per
-    stage); otherwise each runs in a fresh process (the studies: memory freed after, a crash isolated)."""
+    stage); otherwise each runs in a fresh process (the studies: memory freed after, a crash isolated).
+    `progress=True` lets training show its progress bar (the demo, watched by a person); the studies' logs
+    stay free of bars."""
 
-    def __init__(self, work: str | Path, *, tag: str = "study", in_process: bool = False) -> None:
+    def __init__(
+        self, work: str | Path, *, tag: str = "study", in_process: bool = False, progress: bool = False
+    ) -> None:
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
-        self.tag, self.in_process = tag, in_process
+        self.tag, self.in_process, self.progress = tag, in_process, progress
         self.policies = self.work / "policies"
         self.log_path = self.work / "commands.log"
         self.timings_path = self.work / "timings.json"
@@ -178,7 +182,7 @@ class Workspace:
             str(min(save_every, schedule.steps)),
             "--out",
             str(self.work / "train" / name),
-            "--no-progress",
+            *([] if self.progress else ["--no-progress"]),
             *(["--threads", str(threads)] if threads else []),
         ]
 
