@@ -242,3 +242,57 @@ def test_the_checks_see_lazy_relative_and_importlib_imports_and_cycles() -> None
     edges = {"stats": ["lerobot_dataset"], "lerobot_dataset": ["stats", "video"], "video": []}
     assert find_cycle(edges) == ["stats", "lerobot_dataset", "stats"]
     assert find_cycle({"stats": [], "lerobot_dataset": ["stats", "video"], "video": []}) is None
+
+
+# The served-policy base owns the checks; a backend only says how it predicts.
+SERVED_BASE = "shallowpi.serve.served_policy"
+BASE_CHECKS = {"check_actions", "check_sample", "check_state", "camera_sources", "image_layout"}
+# Hooks with a default in the base that a backend may refine (its processor's prompt rule, its metadata).
+BACKEND_HOOKS = {"check_task", "describe"}
+
+
+def _served_backends() -> list[tuple[str, ast.ClassDef]]:
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                getattr(b, "id", getattr(b, "attr", None)) == "ServedPolicy" for b in node.bases
+            ):
+                found.append((name, node))
+    return found
+
+
+def _base_methods() -> tuple[set[str], set[str]]:
+    """(abstract methods a backend provides, concrete ones it must inherit) of ServedPolicy; the hooks
+    count as neither."""
+    tree = ast.parse(MODULES[SERVED_BASE].read_text())
+    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "ServedPolicy")
+    abstract, concrete = set(), set()
+    for f in cls.body:
+        if isinstance(f, ast.FunctionDef) and f.name != "__init__":
+            is_abstract = any(
+                getattr(d, "id", getattr(d, "attr", "")) == "abstractmethod" for d in f.decorator_list
+            )
+            (abstract if is_abstract else concrete).add(f.name)
+    return abstract, concrete - BACKEND_HOOKS
+
+
+def test_no_backend_reimplements_a_check_the_base_does() -> None:
+    backends = _served_backends()
+    assert {m for m, _ in backends} >= {
+        "shallowpi.serve.policy",
+        "shallowpi.onnx_runtime.policy",
+        "shallowpi.testing.dummy_policy",
+    }
+    abstract, concrete = _base_methods()
+    assert "predict" in abstract and {"prepare", "infer", "max_request_bytes"} <= concrete
+    bad = []
+    for module, cls in backends:
+        for node in ast.walk(cls):
+            if isinstance(node, ast.FunctionDef) and node.name in concrete:
+                bad.append(f"{module}.{cls.name}.{node.name} overrides the base's")
+            if isinstance(node, ast.Call):
+                called = getattr(node.func, "id", getattr(node.func, "attr", None))
+                if called in BASE_CHECKS:
+                    bad.append(f"{module}.{cls.name} calls {called} (the base's check)")
+    assert not bad, bad
