@@ -262,7 +262,7 @@ class Study:
         a = self.args
         return {
             "tasks": a.tasks,
-            "episodes_per_task": a.demos_per_task,
+            "demos_per_task": a.demos_per_task,
             "image_size": a.image_size,
             "cameras": a.cameras.split(","),
             "state": a.state,

@@ -149,7 +149,7 @@ def test_report_lists_the_command_of_every_trained_policy_without_a_commands_log
     study.students()  # runs (here: records) L6_task and L6_scratch; L6_skip needs no training
     shown = study.selected()
     cmds = study.commands(shown)
-    assert cmds[0].startswith("shallowpi collect metaworld ") and "--out " + str(study.data) in cmds[0]
+    assert cmds[0].startswith("shallowpi collect --env metaworld ") and "--out " + str(study.data) in cmds[0]
     assert cmds[1:] == ran
     assert len(ran) == 2 and ran[0].startswith("shallowpi distill ") and ran[1].startswith("shallowpi train ")
 
