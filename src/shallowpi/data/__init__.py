@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from shallowpi.data.stats import load_stats
     from shallowpi.data.tokenizer import Tokenizer, load_tokenizer
     from shallowpi.data.video import VideoDecodeError
-    from shallowpi.data.writer import LeRobotDatasetWriter, VideoSpec
+    from shallowpi.data.video_encoder import VideoSpec
+    from shallowpi.data.writer import LeRobotDatasetWriter
 
 _LAZY = {
     "DatasetFormatError": "shallowpi.data.lerobot_dataset",
@@ -36,7 +37,7 @@ _LAZY = {
     "ProcessorConfig": "shallowpi.data.processor",
     "Tokenizer": "shallowpi.data.tokenizer",
     "VideoDecodeError": "shallowpi.data.video",
-    "VideoSpec": "shallowpi.data.writer",
+    "VideoSpec": "shallowpi.data.video_encoder",
     "add_quantiles": "shallowpi.data.quantiles",
     "collate": "shallowpi.data.processor",
     "collate_actions": "shallowpi.data.processor",

@@ -148,7 +148,8 @@ def collect(cfg: CollectConfig, out: str | Path, *, overwrite: bool = False, pro
     """Run the collection and write the dataset to `out`. Returns a summary (kept / attempted per task)."""
     from tqdm import tqdm
 
-    from shallowpi.data.writer import LeRobotDatasetWriter, VideoSpec
+    from shallowpi.data.video_encoder import VideoSpec
+    from shallowpi.data.writer import LeRobotDatasetWriter
 
     cfg.validate()
     summary = {t: {"attempted": 0, "kept": 0} for t in cfg.tasks}

@@ -250,7 +250,7 @@ def probe_actions(
     all policies) and summarise the raw action chunks: finite, range, and the share the env's Box(-1, 1)
     would clip. -> name -> {"shape", "finite", "min", "max", "clipped_fraction", "executed_min/max"}."""
     from shallowpi.sim import metaworld_env as mw
-    from shallowpi.sim.evaluate import PretrainedPolicy
+    from shallowpi.sim.policy import PretrainedPolicy
 
     mw.setup_rendering()
     if threads:
@@ -273,7 +273,7 @@ def probe_actions(
     out = {}
     for name, cs in chunks.items():
         a = np.stack(cs)  # (tasks, chunk, 4)
-        executed = np.clip(a, -1.0, 1.0)  # what the rollout sends to the env (sim/evaluate.py clips too)
+        executed = np.clip(a, -1.0, 1.0)  # what the rollout sends to the env (sim/rollout.py clips too)
         out[name] = {
             "shape": list(a.shape[1:]),
             "finite": bool(np.isfinite(a).all()),
