@@ -18,9 +18,8 @@ if TYPE_CHECKING:
         ProcessorConfig,
         collate,
         collate_actions,
-        read_processor,
-        save_processor,
     )
+    from shallowpi.data.processor_files import read_shallowpi_processor, save_processor
     from shallowpi.data.quantiles import add_quantiles
     from shallowpi.data.stats import load_stats
     from shallowpi.data.tokenizer import Tokenizer, load_tokenizer
@@ -43,8 +42,8 @@ _LAZY = {
     "collate_actions": "shallowpi.data.processor",
     "load_stats": "shallowpi.data.stats",
     "load_tokenizer": "shallowpi.data.tokenizer",
-    "read_processor": "shallowpi.data.processor",
-    "save_processor": "shallowpi.data.processor",
+    "read_shallowpi_processor": "shallowpi.data.processor_files",
+    "save_processor": "shallowpi.data.processor_files",
 }
 __all__ = [
     "DatasetFormatError",
@@ -61,7 +60,7 @@ __all__ = [
     "collate_actions",
     "load_stats",
     "load_tokenizer",
-    "read_processor",
+    "read_shallowpi_processor",
     "save_processor",
 ]
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shallowpi.atomic import write_json_atomic
+from shallowpi.atomic import publish_dir, temp_dir_beside, write_json_atomic
 from shallowpi.data.stats import aggregate_stats, image_stats, stats_to_json, vector_stats
 from shallowpi.data.video_encoder import ENCODERS, VideoEncoder, VideoSpec
 from shallowpi.errors import OutputExistsError, UserError
@@ -92,8 +91,7 @@ class LeRobotDatasetWriter:
             raise UserError(
                 f"unknown video codec {(video or VideoSpec()).codec!r}; choose from {sorted(ENCODERS)}"
             )
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", suffix=".tmp", dir=self.root.parent))
+        self.tmp = temp_dir_beside(self.root, suffix=".tmp")  # published by finalize()
         self.fps, self.cameras, self.video = int(fps), dict(cameras), video or VideoSpec()
         self.robot_type = robot_type
         self.data_mb, self.video_mb = data_files_size_in_mb, video_files_size_in_mb
@@ -334,10 +332,7 @@ class LeRobotDatasetWriter:
         self._all_cols = list(self._data_rows_all())
         self._flush_data()
         self._write_meta()
-        if self.root.exists():
-            shutil.rmtree(self.root)
-        self.tmp.chmod(0o755)  # mkdtemp makes it 0700
-        self.tmp.rename(self.root)
+        publish_dir(self.tmp, self.root)
         self._finished = True
         return self.root
 

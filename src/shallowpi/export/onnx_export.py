@@ -25,10 +25,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from shallowpi.data.processor import Postprocessor, Preprocessor, has_processor
+from shallowpi.atomic import atomic_dir
+from shallowpi.data.processor import Postprocessor, Preprocessor
+from shallowpi.data.processor_files import has_processor
 from shallowpi.errors import UserError
 from shallowpi.export.graphs import DenoiseGraph, PrefixGraph, prefix_inputs
 from shallowpi.model import PiModel, load_model
@@ -231,9 +232,7 @@ def export_onnx(
     if opts.dtype == "float16":
         cast_half(model)
     b, size, n_cam = opts.batch_size, cfg.vision.image_size, len(slots)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.export.", dir=out.parent))
-    try:
+    with atomic_dir(out, prefix=f".{out.name}.export.") as stage:
         example = Observation(
             torch.zeros(b, n_cam, 3, size, size),
             torch.ones(b, n_cam, dtype=torch.bool),
@@ -313,30 +312,9 @@ def export_onnx(
             },
         }
         write_manifest(stage / MANIFEST, manifest)  # written last inside the stage
-        stage.chmod(0o755)  # mkdtemp makes 0700; an export is read like any model folder
         for f in stage.iterdir():
-            f.chmod(0o644)
-        _replace_dir(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+            f.chmod(0o644)  # an export is read like any model folder
     return out
-
-
-def _replace_dir(stage: Path, out: Path) -> None:
-    """Rename `stage` to `out`; an earlier export in `out` is moved aside first and deleted after."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old.{np.random.randint(1 << 30)}")
-        out.rename(old)
-    try:
-        stage.rename(out)
-    except BaseException:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_policy(
