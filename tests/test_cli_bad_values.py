@@ -93,7 +93,7 @@ CASES: list[tuple[list[str], str]] = [
         ["distill", "--teacher", "{teacher}", "--layers", "0,a", *TRAIN],
         "argument --layers: expected comma-sep",
     ),
-    ([*DISTILL, "--vlm-layers", "0,a"], "argument --vlm-layers: expected comma-separated integers"),
+    ([*DISTILL, "--backbone-layers", "0,a"], "argument --backbone-layers: expected comma-separated integers"),
     ([*DISTILL, "--weights", "task=x"], "bad loss weight 'task=x'"),
     ([*DISTILL, "--weights", "task=0,kd=0,attn=0"], "every loss weight is 0"),
     ([*DISTILL, "--attn-layers", "3"], "bad attention layer pair '3'"),

@@ -13,7 +13,7 @@ from shallowpi.commands import collect, distill, train
 from shallowpi.commands import eval as eval_command
 from shallowpi.commands.training_args import train_config
 from shallowpi.device import resolve_device
-from shallowpi.distill.steps import StepDistillConfig
+from shallowpi.distill.step_distill import StepDistillConfig
 from shallowpi.distill.trainer import TrainConfig
 from shallowpi.sim.collect import CollectConfig
 from shallowpi.sim.evaluate import EvalConfig

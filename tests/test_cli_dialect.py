@@ -89,6 +89,7 @@ def test_bench_num_steps_and_batch_size_reach_the_run(tmp_path) -> None:
 
 
 # Old spellings kept for one release as hidden aliases: (old argv, new argv), parsed alike.
+DISTILL_ARGS = ["distill", "--teacher", "T", "--dataset", "D", "--out", "o", "--steps", "1"]
 OLD_SPELLINGS = [
     (["inspect", "P"], ["inspect", "--policy", "P"]),
     (["compute-stats", "D"], ["compute-stats", "--dataset", "D"]),
@@ -99,6 +100,7 @@ OLD_SPELLINGS = [
     ),
     (["demo", "--demos", "3"], ["demo", "--demos-per-task", "3"]),
     (["demo", "--episodes", "3"], ["demo", "--episodes-per-task", "3"]),
+    ([*DISTILL_ARGS, "--vlm-layers", "0,1"], [*DISTILL_ARGS, "--backbone-layers", "0,1"]),
 ]
 
 

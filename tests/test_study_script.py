@@ -127,7 +127,7 @@ def test_report_shows_few_step_students_only_from_a_step_study_on_this_teacher(t
         path.write_text(json.dumps(_eval_info(successes)))
     mod.Study(args).report()
     md = (results / "metaworld.md").read_text()
-    assert ("## Fewer denoising steps (L6, issue 16)" in md) is same_teacher
+    assert ("## Fewer denoising steps (L6)" in md) is same_teacher
     assert ("| L6 @2 steps, step-distilled | 6 | 2 | 75.0 |" in md) is same_teacher
     assert "| teacher L18 | 18 | 75 | **75.0** |" in md
 

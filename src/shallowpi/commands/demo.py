@@ -1,7 +1,7 @@
 """`shallowpi demo`: the whole Shallow-π story on a CPU in one command.
 
-    shallowpi demo                      # bundled Meta-World teacher, ~5 min on a 2-core CPU
-    shallowpi demo --quick              # CI size, about a minute
+    shallowpi demo                      # bundled Meta-World teacher, minutes on a CPU
+    shallowpi demo --quick              # CI size
     shallowpi demo --teacher PATH --out outputs/demo --tasks reach,drawer-close --episodes-per-task 5 \
         --steps 400
 
@@ -28,9 +28,8 @@ DEFAULT_TASKS = "reach,drawer-close,window-close"
 
 @dataclass
 class DemoSizes:
-    """Defaults: 4 min 51 s on a 2-core CPU (limit 15); `quick` for CI (< 90 s). Measured with the bundled
-    69.2 % teacher on the 3 default tasks, 10 episodes each: teacher 100 %, L6 student (1,500 steps) 86.7 %
-    (reach 60, drawer-close 100, window-close 100) at 3.0x the teacher's speed."""
+    """Defaults: sized for a 2-core CPU within the demo's time limit (README, "The Meta-World study and the
+    demo", has the measured time and success rates); `quick` for CI."""
 
     tasks: str = DEFAULT_TASKS
     demos_per_task: int = 10  # collected demonstrations per task

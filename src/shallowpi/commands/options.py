@@ -10,8 +10,8 @@
 --workers N       simulator worker processes (collect, eval, demo); --num-workers N: DataLoader workers
 
 Older spellings (positional paths, `collect metaworld`, `--demos`, `--episodes`, collect's
-`--episodes-per-task`) are still accepted for one release, hidden from --help (`add_old_positional`,
-`add_old_flag`).
+`--episodes-per-task`, distill's `--vlm-layers`) are still accepted for one release, hidden from --help
+(`add_old_positional`, `add_old_flag`).
 
 A flag's value is checked as early as it can be: its syntax and bounds by the argparse `type=` functions
 below (a bad value is one line, `shallowpi CMD: error: argument --flag: ...`, exit 2, before anything is

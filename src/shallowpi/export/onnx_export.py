@@ -5,15 +5,15 @@
 Layout and manifest: `shallowpi.onnx_runtime.manifest`. Graphs: `shallowpi.export.graphs`.
 
 Exporter: torch.onnx's TorchScript exporter (`dynamo=False`). Both exporters of torch 2.13 give graphs with
-the same static shapes and the same actions (4.8e-7 from the engine on the bundled teacher, fp32, measured
-with both); the TorchScript one exports the two graphs about ten times faster (5 s vs 55-105 s for the
-teacher on 2 CPU cores: torch.export + decompositions + the onnxscript optimizer) and needs no onnxscript.
+the same static shapes and the same actions; the TorchScript one exports the two graphs much faster (no
+torch.export + decompositions + onnxscript optimizer passes) and needs no onnxscript.
 It is deprecated since torch 2.9; should it go, `dynamo=True` (+ onnxscript) in `_export_graph` is the
 switch. The weights are then rewritten as one external-data file per graph (`<graph>.onnx.data`), which
 full-size models need (2 GB protobuf limit) and TensorRT's parser reads.
 
-Nothing half-written is left behind: everything goes to a staging folder beside `out`, which is renamed
-into place at the end (an earlier export in `out` is replaced; any other non-empty folder is refused).
+Nothing half-written is left behind: everything goes to a staging folder beside `out` (`atomic_dir`), which
+is renamed into place at the end (an earlier export in `out` is replaced; any other non-empty folder is
+refused).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def check_out(out: str | Path) -> Path:
     return out
 
 
-def euler_schedule(config: PiConfig, num_steps: int | None = None) -> dict:
+def euler_time_grid(config: PiConfig, num_steps: int | None = None) -> dict:
     """The model's Euler steps (t_k, dt_k) from t = 1: the same floats as `InferenceEngine` uses.
 
     A config with a recorded sampling grid (`PiConfig.time_grid`, step-distilled students) gives its grid;
@@ -282,7 +282,7 @@ def export_onnx(
             "dtype": opts.dtype,
             "batch_size": b,
             "graphs": graphs,
-            "schedule": euler_schedule(cfg, opts.num_steps),
+            "schedule": euler_time_grid(cfg, opts.num_steps),  # the manifest key stays: a file format
             "model": {
                 "chunk_size": cfg.chunk_size,
                 "max_action_dim": cfg.max_action_dim,

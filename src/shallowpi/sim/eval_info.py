@@ -68,7 +68,7 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
     sizes = {r.image_size for r in results if r.image_size is not None}
     if settings["image_size"] is None and len(sizes) == 1:  # record what was rendered, so reuse can match
         settings["image_size"] = sizes.pop()
-    if (Path(cfg.policy) / "config.json").is_file():  # the schedule the policy was sampled with
+    if (Path(cfg.policy) / "config.json").is_file():  # the time grid the policy was sampled with
         from shallowpi.model.checkpoint import read_config
 
         settings["time_grid"] = read_config(cfg.policy).time_grid(cfg.num_steps)
