@@ -109,7 +109,7 @@ class PiConfig:
         if self.variant not in ("pi0", "pi05"):
             raise UserError(f"variant must be 'pi0' or 'pi05', got {self.variant!r}")
         if self.vlm.depth < 1 or self.expert.depth < 1:
-            raise UserError(f"depth must be >= 1, got vlm {self.vlm.depth}, expert {self.expert.depth}")
+            raise UserError(f"depth must be >= 1, got backbone {self.vlm.depth}, expert {self.expert.depth}")
         if self.vlm.depth != self.expert.depth:
             raise UserError(
                 f"backbone depth {self.vlm.depth} != expert depth {self.expert.depth}: joint attention pairs "
