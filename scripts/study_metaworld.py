@@ -262,7 +262,7 @@ class Study:
         a = self.args
         return {
             "tasks": a.tasks,
-            "episodes_per_task": a.demos_per_task,
+            "demos_per_task": a.demos_per_task,
             "image_size": a.image_size,
             "cameras": a.cameras.split(","),
             "state": a.state,
@@ -337,7 +337,7 @@ class Study:
         weights = v.weights.format(attn=v.attn_weight if v.attn_weight is not None else a.attn_weight)
         argv = ["distill", "--teacher", str(self.teacher_path), *data, "--weights", weights, *batch]
         if v.vlm_layers is not None:
-            argv += ["--vlm-layers", v.vlm_layers]
+            argv += ["--backbone-layers", v.vlm_layers]
         if v.attn is not None:
             layer_map = default_layer_map(a.teacher_depth, v.depth)
             s = 0 if v.attn == "initial" else v.depth - 1

@@ -163,7 +163,7 @@ class Study:
         self.ws.collect(
             self.data,
             tasks=self.args.tasks,
-            episodes_per_task=self.args.demos_per_task,
+            demos_per_task=self.args.demos_per_task,
             image_size=info.image_size,
             cameras=info.cameras,
             state=info.state_layout,

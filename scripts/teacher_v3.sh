@@ -18,7 +18,7 @@ RESTART=results/testbed_attempts/fine_grid/restart
 PY=${PYTHON:-python}
 
 if [ ! -f "$DATA/meta/info.json" ]; then
-    $PY -m shallowpi collect metaworld --tasks mt10 --episodes-per-task 100 --seed 0 --image-size 64 \
+    $PY -m shallowpi collect --env metaworld --tasks mt10 --demos-per-task 100 --seed 0 --image-size 64 \
         --cameras corner4,gripperPOV --state hand_task_goal --workers 2 --no-progress --out "$DATA"
 fi
 

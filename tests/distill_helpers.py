@@ -18,7 +18,7 @@ from shallowpi.distill.checkpointing import CHECKPOINTS, LAST, PRETRAINED, TRAIN
 from shallowpi.distill.data import Batch, MicroBatches, StreamPlan, SyntheticSource
 from shallowpi.distill.losses import DistillLossConfig
 from shallowpi.distill.schedule import ScheduleConfig
-from shallowpi.distill.steps import StepDistillConfig
+from shallowpi.distill.step_distill import StepDistillConfig
 from shallowpi.distill.student import make_student
 from shallowpi.distill.trainer import TrainConfig, train
 from shallowpi.model import PiModel

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shallowpi.data.processor import ProcessorConfig, save_processor
+from shallowpi.data.processor import ProcessorConfig
+from shallowpi.data.processor_files import save_processor
 from shallowpi.data.tokenizer import load_tokenizer
 from shallowpi.distill.student import make_student
 from shallowpi.model import PiModel, save_model

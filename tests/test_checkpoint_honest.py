@@ -40,7 +40,10 @@ def _rewrite(path, edit):
 
 def _inspect(path):
     return subprocess.run(
-        [sys.executable, "-m", "shallowpi", "inspect", str(path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "shallowpi", "inspect", "--policy", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -18,7 +18,7 @@ from shallowpi.study.pipeline import bundled_teacher_path
 # small v3.0 sample.
 TRAIN = ["--dataset", "synthetic:4", "--steps", "1", "--out", "{out}", "--no-progress", "--num-workers", "0"]
 DISTILL = ["distill", "--teacher", "{teacher}", "--depth", "6", *TRAIN]
-COLLECT = ["collect", "metaworld", "--tasks", "reach", "--episodes-per-task", "1", "--workers", "1"]
+COLLECT = ["collect", "--env", "metaworld", "--tasks", "reach", "--demos-per-task", "1", "--workers", "1"]
 COLLECT += ["--no-progress", "--out", "{out}"]
 EVAL = ["eval", "--policy", "{teacher}", "--tasks", "reach", "--episodes-per-task", "1", "--workers", "1"]
 EVAL += ["--no-progress", "--out", "{out}"]
@@ -30,11 +30,11 @@ TO_LEROBOT = ["to-lerobot", "--policy", "{teacher}", "--out", "{out}"]
 
 CASES: list[tuple[list[str], str]] = [
     # inspect
-    (["inspect", "{missing}"], "no config.json"),
+    (["inspect", "--policy", "{missing}"], "no config.json"),
     # collect
-    ([*COLLECT[:1], "nope", *COLLECT[2:]], "argument env: invalid choice: 'nope'"),
+    ([*COLLECT, "--env", "nope"], "argument --env: invalid choice: 'nope'"),
     ([*COLLECT, "--tasks", "nope"], "unknown Meta-World task 'nope'"),
-    ([*COLLECT, "--episodes-per-task", "0"], "episodes-per-task must be >= 1"),
+    ([*COLLECT, "--demos-per-task", "0"], "demos-per-task must be >= 1"),
     ([*COLLECT, "--seed", "-1"], "seed must be >= 0"),
     ([*COLLECT, "--image-size", "0"], "image-size must be >= 1"),
     ([*COLLECT, "--cameras", "corner4,nope"], "unknown Meta-World camera 'nope'"),
@@ -45,8 +45,8 @@ CASES: list[tuple[list[str], str]] = [
     ([*COLLECT, "--codec", "nope"], "argument --codec: invalid choice"),
     ([*COLLECT, "--out", "{taken}"], "already exists"),
     # compute-stats
-    (["compute-stats", "{missing}"], "not a LeRobotDataset"),
-    (["compute-stats", "{dataset}", "--features", "nope"], "unknown feature 'nope'"),
+    (["compute-stats", "--dataset", "{missing}"], "not a LeRobotDataset"),
+    (["compute-stats", "--dataset", "{dataset}", "--features", "nope"], "unknown feature 'nope'"),
     # train, and the training flags distill shares
     (["train", "--preset", "nope", *TRAIN], "unknown preset 'nope'"),
     (["train", "--init", "{missing}", *TRAIN], "no config.json"),
@@ -93,7 +93,7 @@ CASES: list[tuple[list[str], str]] = [
         ["distill", "--teacher", "{teacher}", "--layers", "0,a", *TRAIN],
         "argument --layers: expected comma-sep",
     ),
-    ([*DISTILL, "--vlm-layers", "0,a"], "argument --vlm-layers: expected comma-separated integers"),
+    ([*DISTILL, "--backbone-layers", "0,a"], "argument --backbone-layers: expected comma-separated integers"),
     ([*DISTILL, "--weights", "task=x"], "bad loss weight 'task=x'"),
     ([*DISTILL, "--weights", "task=0,kd=0,attn=0"], "every loss weight is 0"),
     ([*DISTILL, "--attn-layers", "3"], "bad attention layer pair '3'"),
@@ -171,8 +171,8 @@ CASES: list[tuple[list[str], str]] = [
     ([*DEMO, "--teacher", "{missing}"], "not a pretrained_model folder"),
     ([*DEMO, "--out", "{file}"], "--out {file}: exists and is not a folder"),
     ([*DEMO, "--tasks", "nope"], "unknown Meta-World task 'nope'"),
-    ([*DEMO, "--demos", "0"], "--demos must be >= 1"),
-    ([*DEMO, "--episodes", "0"], "--episodes must be >= 1"),
+    ([*DEMO, "--demos-per-task", "0"], "--demos-per-task must be >= 1"),
+    ([*DEMO, "--episodes-per-task", "0"], "--episodes-per-task must be >= 1"),
     ([*DEMO, "--steps", "0"], "--steps must be >= 1"),
     ([*DEMO, "--batch-size", "0"], "--batch-size must be >= 1"),
     ([*DEMO, "--max-steps", "501"], "--max-steps must be <= 500"),

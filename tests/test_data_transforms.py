@@ -16,8 +16,8 @@ from shallowpi.data.processor import (
     ProcessorConfig,
     collate,
     collate_actions,
-    save_processor,
 )
+from shallowpi.data.processor_files import save_processor
 from shallowpi.data.prompt import discretize_state, pi0_prompt, pi05_prompt
 from shallowpi.data.tokenizer import load_tokenizer
 from shallowpi.errors import UserError

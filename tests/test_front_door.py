@@ -39,10 +39,11 @@ def test_readme_front_door_runs_end_to_end(tmp_path: Path, monkeypatch) -> None:
         main(
             [
                 "collect",
+                "--env",
                 "metaworld",
                 "--tasks",
                 "reach",
-                "--episodes-per-task",
+                "--demos-per-task",
                 "1",
                 "--seed",
                 "0",

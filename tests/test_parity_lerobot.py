@@ -54,9 +54,9 @@ def test_sampling_trajectory_and_kv_cache(bundle, model):
     torch.testing.assert_close(torch.tensor(trace.t), io["sample.traj.t"][:, 0], rtol=0, atol=0)
     _close(torch.stack(trace.x_t), io["sample.traj.x_t"], "Euler x_t")
     _close(torch.stack(trace.v_t), io["sample.traj.v_t"], "Euler v_t")
-    assert torch.equal(trace.prefix_pad, io["sample.prefix_pad_mask"])
+    assert torch.equal(trace.prefix_valid, io["sample.prefix_pad_mask"])
     # padding rows of the cache are irrelevant (shared/reference/pi05_tiny/README.md §2)
-    valid = trace.prefix_pad[:, None, :, None]
+    valid = trace.prefix_valid[:, None, :, None]
     assert len(trace.kv) == bundle.config.depth
     for i, (k, v) in enumerate(trace.kv):
         _close(k, io[f"sample.prefix_kv.layer{i}.key"], f"layer {i} cached K", valid)

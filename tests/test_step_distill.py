@@ -12,7 +12,7 @@ import torch
 
 from distill_helpers import random_teacher, synthetic_batch
 from shallowpi.distill.data import SyntheticSource
-from shallowpi.distill.steps import StepDistillConfig, StepDistillLoss
+from shallowpi.distill.step_distill import StepDistillConfig, StepDistillLoss
 from shallowpi.distill.student import make_student
 from shallowpi.distill.trainer import TrainConfig, train
 from shallowpi.model import load_model, save_model

@@ -164,7 +164,7 @@ def test_step_targets_and_the_few_step_section() -> None:
     missed = study_targets.check_step_targets(_step_results(70.0, 70.0))
     assert [t.met for t in missed] == [False, False, True]
     md = study_report.render_markdown("study", _step_results(70.0, 60.0), TASKS)
-    assert "## Fewer denoising steps (L6, issue 16)" in md
+    assert "## Fewer denoising steps (L6)" in md
     assert "| L6_K2_distilled | 6 | 2 | 70.0 |" in md and "| -10.0 ± " in md and "| 10.0 | 0.12 |" in md
     assert "- L6@2 distilled >= 5 pts above L6@2 naive: **met**" in md
     assert "- L6@2 distilled within 2 pts of teacher@10: **missed**" in md

@@ -56,7 +56,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
             module = _module(name)
             module.add_arguments(p)
             for action in p._actions:  # say in --help which arguments take a hub id too
-                if action.dest in getattr(module, "HUB_IDS", {}) and action.help:
+                hidden = action.help == argparse.SUPPRESS
+                if action.dest in getattr(module, "HUB_IDS", {}) and action.help and not hidden:
                     action.help += ", or a Hugging Face hub id org/name[@revision]"
     return parser
 

@@ -22,22 +22,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from safetensors.torch import save_file
 
+from shallowpi.atomic import atomic_dir
 from shallowpi.data.lerobot_processor import (
     PLUGIN_POST,
     PLUGIN_PRE,
-    POSTPROCESSOR_JSON,
-    PREPROCESSOR_JSON,
     plugin_post_state,
     plugin_pre_state,
 )
 from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig
+from shallowpi.data.processor_files import POSTPROCESSOR_JSON, PREPROCESSOR_JSON
 from shallowpi.errors import OutputExistsError, UserError
 from shallowpi.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, validate_checkpoint
 from shallowpi.model.config import PiConfig
@@ -166,9 +164,7 @@ def export_lerobot(
         raise UserError(f"n_action_steps {steps} must be in [1, chunk_size={cfg.chunk_size}]")
     config = plugin_config(cfg, pc, pre.state_dim, post.action_dim, steps)
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
+    with atomic_dir(dst) as tmp:
         shutil.copyfile(src / WEIGHTS_NAME, tmp / WEIGHTS_NAME)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=4) + "\n")
         for name, content in processor_files(pre, post).items():
@@ -176,11 +172,4 @@ def export_lerobot(
                 (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
             else:
                 save_file(content, str(tmp / name))
-        os.chmod(tmp, 0o755)
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst

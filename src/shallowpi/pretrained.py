@@ -10,13 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from shallowpi.data.lerobot_processor import is_lerobot_layout, read_lerobot_processor
-from shallowpi.data.processor import (
-    PROCESSOR_CONFIG,
-    Postprocessor,
-    Preprocessor,
-    ProcessorConfig,
-    read_processor,
-)
+from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig
+from shallowpi.data.processor_files import PROCESSOR_CONFIG, read_shallowpi_processor
 from shallowpi.hub import resolve_policy
 from shallowpi.model.checkpoint import read_config
 from shallowpi.model.config import PiConfig
@@ -47,4 +42,4 @@ def load_processor(
     d = resolve_policy(directory)
     if not (d / PROCESSOR_CONFIG).is_file() and is_lerobot_layout(d):
         return read_lerobot_processor(d, processor_config(read_config(d)), tokenizer=tokenizer)
-    return read_processor(d)
+    return read_shallowpi_processor(d)

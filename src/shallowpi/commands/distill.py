@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 
-from shallowpi.commands.options import flag_type, int_list, positive_int
+from shallowpi.commands.options import add_old_flag, flag_type, int_list, positive_int
 from shallowpi.commands.training_args import add_training_arguments
 from shallowpi.distill.losses import LossWeights, parse_attn_pairs
-from shallowpi.distill.steps import StepDistillConfig
+from shallowpi.distill.step_distill import StepDistillConfig
 from shallowpi.errors import UserError
 
 # also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
@@ -31,12 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--layers", type=int_list, default=None, help="explicit teacher layers, e.g. 0,3,7,10,14,17"
     )
     p.add_argument(
-        "--vlm-layers",
+        "--backbone-layers",
         type=int_list,
         default=None,
         help="backbone's own teacher layers, e.g. 0,1,2,3,4,5 (the authors' released initialisation, a "
         "baseline); default: the same layers as the expert",
     )
+    add_old_flag(p, "--vlm-layers", "backbone_layers", type=int_list)  # the spelling before --backbone-layers
     p.add_argument(
         "--weights",
         type=flag_type(LossWeights.parse),
@@ -95,14 +96,14 @@ def run(args: argparse.Namespace) -> int:
     # Every flag is checked before the teacher is loaded (a full-size one takes a while).
     check_training_args(args)
     cfg = train_config(args)
-    layers = args.layers  # parsed by options.int_list, like --vlm-layers
+    layers = args.layers  # parsed by options.int_list, like --backbone-layers
     grid = step_grid(args)
     if grid is None and args.student is not None:
         raise UserError("--student is for step distillation; add --num-steps K")
     if grid is None and args.target_steps is not None:
         raise UserError("--target-steps is for step distillation; add --num-steps K")
-    if args.student is not None and (args.depth is not None or layers is not None or args.vlm_layers):
-        raise UserError("give --student or --depth/--layers/--vlm-layers, not both")
+    if args.student is not None and (args.depth is not None or layers is not None or args.backbone_layers):
+        raise UserError("give --student or --depth/--layers/--backbone-layers, not both")
     if args.student is None and args.depth is None and layers is None:
         raise UserError("give --depth N or --layers i,j,...")
     if grid is not None:
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if args.student is not None:
         student = load_model(args.student, dtype="float32").train()
     else:
-        student = make_student(teacher, depth=args.depth, layers=layers, vlm_layers=args.vlm_layers)
+        student = make_student(teacher, depth=args.depth, layers=layers, vlm_layers=args.backbone_layers)
     if args.attn_layers is not None and loss_cfg.weights.attn > 0:  # before the dataset is read
         check_attn_pairs(args.attn_layers, student.config.depth, teacher.config.depth)
     source, write_extra = make_source(args, teacher.config, processor_dir=args.student or args.teacher)

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-action-steps", type=int, default=C.n_action_steps, help="actions run per chunk (default: all)"
     )
-    parser.add_argument("--workers", type=int, default=C.workers)
+    parser.add_argument("--workers", type=int, default=C.workers, help="simulator worker processes")
     parser.add_argument(
         "--image-size", type=positive_int, default=None, help="render size (default: the policy's input size)"
     )

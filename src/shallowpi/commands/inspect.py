@@ -1,4 +1,4 @@
-"""`shallowpi inspect PATH`: what a checkpoint holds, without running it."""
+"""`shallowpi inspect --policy PATH`: what a checkpoint holds, without running it."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from shallowpi.commands.options import add_old_positional, require
 from shallowpi.data.lerobot_processor import describe
 from shallowpi.model.checkpoint import WEIGHTS_NAME, validate_checkpoint
 
 # also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
-HUB_IDS = {"path": "policy"}
+HUB_IDS = {"policy": "policy"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="pretrained folder (config.json + model.safetensors)")
+    parser.add_argument("--policy", default=None, help="pretrained folder (config.json + model.safetensors)")
+    add_old_positional(parser, "policy")  # `inspect PATH`, the spelling before --policy
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
 
 
@@ -83,7 +85,7 @@ def summarise(path: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = summarise(Path(args.path))
+    info = summarise(Path(require(args, "policy")))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -4,6 +4,14 @@
 --num-steps K     Euler denoising steps (sampling); --steps means optimizer steps (train, distill, demo)
 --batch-size N    batch size
 --device DEV      torch device; unset: cuda if torch sees a GPU, else cpu (`shallowpi.device`)
+--policy PATH     a pretrained folder; --dataset PATH a dataset (no positional paths)
+--demos-per-task N         scripted demonstrations collected per task (collect, demo)
+--episodes-per-task N      evaluation episodes per task (eval, demo)
+--workers N       simulator worker processes (collect, eval, demo); --num-workers N: DataLoader workers
+
+Older spellings (positional paths, `collect metaworld`, `--demos`, `--episodes`, collect's
+`--episodes-per-task`, distill's `--vlm-layers`) are still accepted for one release, hidden from --help
+(`add_old_positional`, `add_old_flag`).
 
 A flag's value is checked as early as it can be: its syntax and bounds by the argparse `type=` functions
 below (a bad value is one line, `shallowpi CMD: error: argument --flag: ...`, exit 2, before anything is
@@ -22,6 +30,8 @@ from shallowpi.errors import MissingFileError, UserError
 
 DEVICE_HELP = "torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu)"
 NUM_STEPS_HELP = "Euler denoising steps (default: the model config's)"
+SIM_WORKERS_HELP = "simulator worker processes"
+DATA_WORKERS_HELP = "DataLoader worker processes (0: load in the main process)"
 
 T = TypeVar("T")
 
@@ -136,6 +146,25 @@ def check_out_file(path: str | None, flag: str = "--out", suffixes: tuple[str, .
 def check_input_file(path: str | None, flag: str) -> None:
     if path is not None and not Path(path).is_file():
         raise MissingFileError(f"{flag}: file not found: {path}")
+
+
+def add_old_positional(parser: argparse.ArgumentParser, dest: str) -> None:
+    """The positional form a flag replaced (`inspect PATH`, now `inspect --policy PATH`): still accepted,
+    hidden from --help and usage. It fills the flag's `dest`; unset, it leaves the flag's value alone."""
+    parser.add_argument(dest, nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def add_old_flag(parser: argparse.ArgumentParser, old: str, dest: str, type: Callable = int) -> None:
+    """An old spelling of a flag (`--demos` for `--demos-per-task`): still accepted, hidden from --help."""
+    parser.add_argument(old, dest=dest, type=type, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def require(args: argparse.Namespace, dest: str) -> str:
+    """A flag that is required unless its old positional form gave the value (argparse cannot say so)."""
+    value = getattr(args, dest, None)
+    if value is None:
+        raise UserError(f"--{dest.replace('_', '-')} is required")
+    return value
 
 
 def add_device_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from shallowpi.commands.options import (
+    DATA_WORKERS_HELP,
     add_device_argument,
     camera_map,
     check_device,
@@ -53,7 +54,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--freeze-vision", action="store_true", help="do not train the vision tower")
     p.add_argument("--fsdp", action="store_true", help="FSDP2 (fully_shard) instead of DDP under torchrun")
-    p.add_argument("--num-workers", type=int, default=t.num_workers, help="DataLoader workers")
+    p.add_argument("--num-workers", type=int, default=t.num_workers, help=DATA_WORKERS_HELP)
     p.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (if installed)")
     p.add_argument("--no-progress", action="store_true")
     add_device_argument(p)

@@ -18,14 +18,14 @@ if TYPE_CHECKING:
         ProcessorConfig,
         collate,
         collate_actions,
-        read_processor,
-        save_processor,
     )
+    from shallowpi.data.processor_files import read_shallowpi_processor, save_processor
     from shallowpi.data.quantiles import add_quantiles
     from shallowpi.data.stats import load_stats
     from shallowpi.data.tokenizer import Tokenizer, load_tokenizer
     from shallowpi.data.video import VideoDecodeError
-    from shallowpi.data.writer import LeRobotDatasetWriter, VideoSpec
+    from shallowpi.data.video_encoder import VideoSpec
+    from shallowpi.data.writer import LeRobotDatasetWriter
 
 _LAZY = {
     "DatasetFormatError": "shallowpi.data.lerobot_dataset",
@@ -36,14 +36,14 @@ _LAZY = {
     "ProcessorConfig": "shallowpi.data.processor",
     "Tokenizer": "shallowpi.data.tokenizer",
     "VideoDecodeError": "shallowpi.data.video",
-    "VideoSpec": "shallowpi.data.writer",
+    "VideoSpec": "shallowpi.data.video_encoder",
     "add_quantiles": "shallowpi.data.quantiles",
     "collate": "shallowpi.data.processor",
     "collate_actions": "shallowpi.data.processor",
     "load_stats": "shallowpi.data.stats",
     "load_tokenizer": "shallowpi.data.tokenizer",
-    "read_processor": "shallowpi.data.processor",
-    "save_processor": "shallowpi.data.processor",
+    "read_shallowpi_processor": "shallowpi.data.processor_files",
+    "save_processor": "shallowpi.data.processor_files",
 }
 __all__ = [
     "DatasetFormatError",
@@ -60,7 +60,7 @@ __all__ = [
     "collate_actions",
     "load_stats",
     "load_tokenizer",
-    "read_processor",
+    "read_shallowpi_processor",
     "save_processor",
 ]
 

@@ -258,7 +258,11 @@ _NEEDS = {"MEAN_STD": ("mean", "std"), "QUANTILES": ("q01", "q99"), "IDENTITY": 
 
 def _stat(stats: Mapping[str, Any], name: str, dtype) -> np.ndarray:
     if name not in stats:
-        hint = " (run `shallowpi compute-stats DATASET` to add quantiles)" if name.startswith("q") else ""
+        hint = (
+            " (run `shallowpi compute-stats --dataset DATASET` to add quantiles)"
+            if name.startswith("q")
+            else ""
+        )
         raise UserError(f"normalisation needs stat {name!r}, which the stats lack{hint}")
     return np.asarray(stats[name]).astype(dtype).reshape(-1)
 
@@ -307,7 +311,11 @@ def check_stats(stats: Mapping[str, Any], key: str, mode: str, dim: int) -> None
     """The statistics `mode` needs are there, finite, and `dim` long (else one error naming them)."""
     for name in _NEEDS[mode]:
         if name not in stats:
-            hint = " (run `shallowpi compute-stats DATASET` to add quantiles)" if name.startswith("q") else ""
+            hint = (
+                " (run `shallowpi compute-stats --dataset DATASET` to add quantiles)"
+                if name.startswith("q")
+                else ""
+            )
             raise UserError(
                 f"{mode} normalisation of {key!r} needs stat {name!r}, which the stats lack{hint}"
             )

@@ -56,7 +56,7 @@ class JointForward(nn.Module):
 
     def forward(self, *inputs, capture=()):
         out = self.model.forward_joint(*inputs, capture=capture)
-        return out.v_t, out.attn, out.prefix_pad
+        return out.v_t, out.attn, out.prefix_valid
 
 
 def never_trained(model: PiModel) -> list[str]:

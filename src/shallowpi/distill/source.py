@@ -23,7 +23,7 @@ class DatasetSource(ProcessedSource):
     tokenizer travel with the weights)."""
 
     def save_processor(self, directory: Path) -> None:
-        from shallowpi.data.processor import save_processor
+        from shallowpi.data.processor_files import save_processor
 
         pre = self.preprocessor
         save_processor(directory, pre.config, pre.raw_stats, pre.tokenizer)

@@ -48,7 +48,7 @@ from shallowpi.distill.parallel import (
     without_gradient,
 )
 from shallowpi.distill.schedule import ScheduleConfig, make_scheduler
-from shallowpi.distill.steps import StepDistillConfig, StepDistillLoss
+from shallowpi.distill.step_distill import StepDistillConfig, StepDistillLoss
 from shallowpi.errors import MissingFileError, UserError
 from shallowpi.model import PiModel, load_state_dict
 from shallowpi.paths import portable_path
@@ -385,7 +385,7 @@ def _parallel_forward(
 
         def forward(*inputs, capture=()):
             o = student.forward_joint(*inputs, capture=capture)
-            return o.v_t, o.attn, o.prefix_pad
+            return o.v_t, o.attn, o.prefix_valid
 
         return forward
     if info.enabled:

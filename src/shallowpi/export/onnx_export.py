@@ -5,15 +5,15 @@
 Layout and manifest: `shallowpi.onnx_runtime.manifest`. Graphs: `shallowpi.export.graphs`.
 
 Exporter: torch.onnx's TorchScript exporter (`dynamo=False`). Both exporters of torch 2.13 give graphs with
-the same static shapes and the same actions (4.8e-7 from the engine on the bundled teacher, fp32, measured
-with both); the TorchScript one exports the two graphs about ten times faster (5 s vs 55-105 s for the
-teacher on 2 CPU cores: torch.export + decompositions + the onnxscript optimizer) and needs no onnxscript.
+the same static shapes and the same actions; the TorchScript one exports the two graphs much faster (no
+torch.export + decompositions + onnxscript optimizer passes) and needs no onnxscript.
 It is deprecated since torch 2.9; should it go, `dynamo=True` (+ onnxscript) in `_export_graph` is the
 switch. The weights are then rewritten as one external-data file per graph (`<graph>.onnx.data`), which
 full-size models need (2 GB protobuf limit) and TensorRT's parser reads.
 
-Nothing half-written is left behind: everything goes to a staging folder beside `out`, which is renamed
-into place at the end (an earlier export in `out` is replaced; any other non-empty folder is refused).
+Nothing half-written is left behind: everything goes to a staging folder beside `out` (`atomic_dir`), which
+is renamed into place at the end (an earlier export in `out` is replaced; any other non-empty folder is
+refused).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from shallowpi.data.processor import Postprocessor, Preprocessor, has_processor
+from shallowpi.atomic import atomic_dir
+from shallowpi.data.processor import Postprocessor, Preprocessor
+from shallowpi.data.processor_files import has_processor
 from shallowpi.errors import UserError
 from shallowpi.export.graphs import DenoiseGraph, PrefixGraph, prefix_inputs
 from shallowpi.model import PiModel, load_model
@@ -88,7 +89,7 @@ def check_out(out: str | Path) -> Path:
     return out
 
 
-def euler_schedule(config: PiConfig, num_steps: int | None = None) -> dict:
+def euler_time_grid(config: PiConfig, num_steps: int | None = None) -> dict:
     """The model's Euler steps (t_k, dt_k) from t = 1: the same floats as `InferenceEngine` uses.
 
     A config with a recorded sampling grid (`PiConfig.time_grid`, step-distilled students) gives its grid;
@@ -231,9 +232,7 @@ def export_onnx(
     if opts.dtype == "float16":
         cast_half(model)
     b, size, n_cam = opts.batch_size, cfg.vision.image_size, len(slots)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.export.", dir=out.parent))
-    try:
+    with atomic_dir(out, prefix=f".{out.name}.export.") as stage:
         example = Observation(
             torch.zeros(b, n_cam, 3, size, size),
             torch.ones(b, n_cam, dtype=torch.bool),
@@ -283,7 +282,7 @@ def export_onnx(
             "dtype": opts.dtype,
             "batch_size": b,
             "graphs": graphs,
-            "schedule": euler_schedule(cfg, opts.num_steps),
+            "schedule": euler_time_grid(cfg, opts.num_steps),  # the manifest key stays: a file format
             "model": {
                 "chunk_size": cfg.chunk_size,
                 "max_action_dim": cfg.max_action_dim,
@@ -313,30 +312,9 @@ def export_onnx(
             },
         }
         write_manifest(stage / MANIFEST, manifest)  # written last inside the stage
-        stage.chmod(0o755)  # mkdtemp makes 0700; an export is read like any model folder
         for f in stage.iterdir():
-            f.chmod(0o644)
-        _replace_dir(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+            f.chmod(0o644)  # an export is read like any model folder
     return out
-
-
-def _replace_dir(stage: Path, out: Path) -> None:
-    """Rename `stage` to `out`; an earlier export in `out` is moved aside first and deleted after."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old.{np.random.randint(1 << 30)}")
-        out.rename(old)
-    try:
-        stage.rename(out)
-    except BaseException:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_policy(

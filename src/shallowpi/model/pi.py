@@ -40,7 +40,7 @@ class JointOutput:
 
     v_t: torch.Tensor  # (B, chunk, max_action_dim) fp32
     attn: dict[int, torch.Tensor]  # layer -> (B, nh, T, T) fp32 post-softmax, for captured layers
-    prefix_pad: torch.Tensor  # (B, P) bool: valid vision-language keys
+    prefix_valid: torch.Tensor  # (B, P) bool: valid vision-language keys
 
 
 @dataclass
@@ -50,7 +50,7 @@ class SampleTrace:
     x_t: list[torch.Tensor] = field(default_factory=list)
     v_t: list[torch.Tensor] = field(default_factory=list)
     kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per layer, post-RoPE
-    prefix_pad: torch.Tensor | None = None
+    prefix_valid: torch.Tensor | None = None
 
 
 def sample_time(
@@ -133,7 +133,7 @@ class PiModel(nn.Module):
 
     # embeddings -------------------------------------------------------------------------------------------
     def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
-        """A checked observation (`check_inputs`) -> embs (B, P, W_vlm), pad (B, P).
+        """A checked observation (`check_inputs`) -> embs (B, P, W_vlm), valid (B, P).
         Prefix = [camera tokens per slot | language tokens]."""
         n_patch = self.config.vision.num_patches
         b, n_cam = obs.batch_size, obs.num_slots
@@ -157,7 +157,7 @@ class PiModel(nn.Module):
     def embed_suffix(
         self, x_t: torch.Tensor, t: torch.Tensor, state: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """-> embs (B, S, W_exp), pad (B, S), ar (B, S), adaRMS cond (B, W_exp) or None."""
+        """-> embs (B, S, W_exp), valid (B, S), causal_block (B, S), adaRMS cond (B, W_exp) or None."""
         time_emb = self.time_embedding(t)  # (B, W)
         act = self.action_in_proj(x_t)  # (B, chunk, W)
         if self.config.variant == "pi0":
@@ -168,15 +168,15 @@ class PiModel(nn.Module):
         else:
             embs = act
             cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(time_emb))))  # (B, W)
-        pad, ar_t = self.suffix_layout(x_t.shape[0], x_t.device)
-        return embs, pad, ar_t, cond
+        valid, causal_block = self.suffix_layout(x_t.shape[0], x_t.device)
+        return embs, valid, causal_block, cond
 
     def suffix_layout(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Suffix validity (B, S) and block starts (B, S): [state (π0)] | action chunk, each its own block."""
         c = self.config
-        ar = [1] * (c.suffix_len - c.chunk_size + 1) + [0] * (c.chunk_size - 1)
-        ar_t = torch.tensor(ar, dtype=torch.long, device=device).expand(batch, -1)
-        return torch.ones(batch, len(ar), dtype=torch.bool, device=device), ar_t
+        flags = [1] * (c.suffix_len - c.chunk_size + 1) + [0] * (c.chunk_size - 1)
+        causal_block = torch.tensor(flags, dtype=torch.long, device=device).expand(batch, -1)
+        return torch.ones(batch, len(flags), dtype=torch.bool, device=device), causal_block
 
     def _velocity(self, suffix_hidden: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         return self.action_head(suffix_hidden, self.expert.norm.modulation(cond, suffix_hidden.dtype))
@@ -210,13 +210,15 @@ class PiModel(nn.Module):
         if bad:
             raise ValueError(f"capture layers {bad} out of range for depth {self.config.depth}")
         x_t = self._check_chunk(x_t, "x_t")
-        prefix_embs, prefix_pad = self.embed_prefix(obs)
-        suffix_embs, suffix_pad, suffix_ar, cond = self.embed_suffix(x_t, time, obs.state)
+        prefix_embs, prefix_valid = self.embed_prefix(obs)
+        suffix_embs, suffix_valid, suffix_causal_block, cond = self.embed_suffix(x_t, time, obs.state)
         p_len = prefix_embs.shape[1]
-        pad = torch.cat([prefix_pad, suffix_pad], dim=1)  # (B, T)
-        ar = torch.cat([torch.zeros_like(prefix_pad, dtype=torch.long), suffix_ar], dim=1)
-        mask = additive(make_att_2d(pad, ar))  # (B, 1, T, T)
-        cos, sin = rope_cos_sin(positions(pad), self.config.vlm.head_dim, self.config.vlm.rope_theta)
+        valid = torch.cat([prefix_valid, suffix_valid], dim=1)  # (B, T)
+        causal_block = torch.cat(
+            [torch.zeros_like(prefix_valid, dtype=torch.long), suffix_causal_block], dim=1
+        )
+        mask = additive(make_att_2d(valid, causal_block))  # (B, 1, T, T)
+        cos, sin = rope_cos_sin(positions(valid), self.config.vlm.head_dim, self.config.vlm.rope_theta)
 
         dtype = self.compute_dtype
         xp, xs = prefix_embs.to(dtype), suffix_embs.to(dtype)
@@ -229,7 +231,7 @@ class PiModel(nn.Module):
                 xp, xs, probs = self._joint_layer(*args)
             if probs is not None:
                 attn[i] = probs
-        return JointOutput(self._velocity(xs, cond), attn, prefix_pad)
+        return JointOutput(self._velocity(xs, cond), attn, prefix_valid)
 
     def _joint_layer(self, i, xp, xs, cond, cos, sin, mask, want_probs: bool, p_len: int):
         """Layer i of both stacks: own norms and projections, one softmax over [prefix | suffix]."""
@@ -281,12 +283,12 @@ class PiModel(nn.Module):
 
     # inference --------------------------------------------------------------------------------------------
     def prefix_cache(
-        self, prefix_embs: torch.Tensor, prefix_pad: torch.Tensor
+        self, prefix_embs: torch.Tensor, prefix_valid: torch.Tensor
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Run the backbone once over the prefix; per layer post-RoPE K and V, (B, nkv, P, hd) each.
         Differentiable (step distillation trains through it); the samplers call it under no_grad."""
-        mask = additive(make_att_2d(prefix_pad, torch.zeros_like(prefix_pad, dtype=torch.long)))
-        cos, sin = rope_cos_sin(positions(prefix_pad), self.config.vlm.head_dim, self.config.vlm.rope_theta)
+        mask = additive(make_att_2d(prefix_valid, torch.zeros_like(prefix_valid, dtype=torch.long)))
+        cos, sin = rope_cos_sin(positions(prefix_valid), self.config.vlm.head_dim, self.config.vlm.rope_theta)
         x = prefix_embs.to(self.compute_dtype)
         cache = []
         for i, layer in enumerate(self.vlm.layers):
@@ -302,7 +304,7 @@ class PiModel(nn.Module):
     def denoise_step(
         self,
         cache: list[tuple[torch.Tensor, torch.Tensor]],
-        prefix_pad: torch.Tensor,
+        prefix_valid: torch.Tensor,
         x_t: torch.Tensor,
         t: torch.Tensor,
         state: torch.Tensor | None,
@@ -311,9 +313,9 @@ class PiModel(nn.Module):
     ) -> torch.Tensor:
         """One expert pass over the suffix against the cached prefix: -> v_t (B, chunk, max_action_dim).
         Differentiable, like `prefix_cache`."""
-        suffix_embs, suffix_pad, suffix_ar, cond = self.embed_suffix(x_t, t, state)
+        suffix_embs, suffix_valid, suffix_causal_block, cond = self.embed_suffix(x_t, t, state)
         if rope is None or mask is None:
-            rope, mask = self.suffix_rope_and_mask(prefix_pad, suffix_pad, suffix_ar)
+            rope, mask = self.suffix_rope_and_mask(prefix_valid, suffix_valid, suffix_causal_block)
         cos, sin = rope
         x = suffix_embs.to(self.compute_dtype)
         for layer, (pk, pv) in zip(self.expert.layers, cache, strict=True):
@@ -325,14 +327,14 @@ class PiModel(nn.Module):
         return self._velocity(x, cond)
 
     def suffix_rope_and_mask(
-        self, prefix_pad: torch.Tensor, suffix_pad: torch.Tensor, suffix_ar: torch.Tensor
+        self, prefix_valid: torch.Tensor, suffix_valid: torch.Tensor, suffix_causal_block: torch.Tensor
     ):
         """Suffix positions continue after the valid prefix tokens; suffix sees valid prefix + its blocks."""
-        b, s = suffix_pad.shape
-        pos = prefix_pad.long().sum(-1, keepdim=True) + positions(suffix_pad)  # (B, S)
+        b, s = suffix_valid.shape
+        pos = prefix_valid.long().sum(-1, keepdim=True) + positions(suffix_valid)  # (B, S)
         rope = rope_cos_sin(pos, self.config.expert.head_dim, self.config.expert.rope_theta)
         mask2d = torch.cat(
-            [prefix_pad[:, None, :].expand(b, s, -1), make_att_2d(suffix_pad, suffix_ar)], dim=2
+            [prefix_valid[:, None, :].expand(b, s, -1), make_att_2d(suffix_valid, suffix_causal_block)], dim=2
         )
         return rope, additive(mask2d)  # mask (B, 1, S, P+S)
 
@@ -356,11 +358,11 @@ class PiModel(nn.Module):
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
         grid = self.config.time_grid(num_steps)
-        prefix_embs, prefix_pad = self.embed_prefix(obs)
-        cache = self.prefix_cache(prefix_embs, prefix_pad)
-        trace = SampleTrace(actions=noise, kv=cache if keep_trace else [], prefix_pad=prefix_pad)
+        prefix_embs, prefix_valid = self.embed_prefix(obs)
+        cache = self.prefix_cache(prefix_embs, prefix_valid)
+        trace = SampleTrace(actions=noise, kv=cache if keep_trace else [], prefix_valid=prefix_valid)
         trace.actions = self.integrate(
-            cache, prefix_pad, noise.float(), grid, obs.state, trace if keep_trace else None
+            cache, prefix_valid, noise.float(), grid, obs.state, trace if keep_trace else None
         )
         return trace
 
@@ -368,7 +370,7 @@ class PiModel(nn.Module):
     def integrate(
         self,
         cache: list[tuple[torch.Tensor, torch.Tensor]],
-        prefix_pad: torch.Tensor,
+        prefix_valid: torch.Tensor,
         x: torch.Tensor,
         grid: Sequence[float],
         state: torch.Tensor | None,
@@ -377,10 +379,10 @@ class PiModel(nn.Module):
         """Euler x ← x + (t_{k+1} − t_k)·v(x, t_k) along `grid` (decreasing, within [0, 1]; it need not
         start at 1: step distillation integrates single intervals) over a cached prefix. x (B, chunk, A)."""
         b = x.shape[0]
-        rope, mask = self.suffix_rope_and_mask(prefix_pad, *self.suffix_layout(b, x.device))  # every step's
+        rope, mask = self.suffix_rope_and_mask(prefix_valid, *self.suffix_layout(b, x.device))  # every step's
         for t_k, dt in euler_steps(check_time_grid(grid, full=False)):
             t = torch.full((b,), t_k, dtype=torch.float32, device=x.device)
-            v = self.denoise_step(cache, prefix_pad, x, t, state, rope, mask)
+            v = self.denoise_step(cache, prefix_valid, x, t, state, rope, mask)
             if trace is not None:
                 trace.t.append(t_k)
                 trace.x_t.append(x)

@@ -116,5 +116,5 @@ class PiPolicy(ServedPolicy):
             "cameras": dict(zip(c.cameras, self.cameras, strict=True)),  # model slot -> processor camera
             "image_size": c.vision.image_size,
             "num_steps": c.num_inference_steps if self.num_steps is None else self.num_steps,
-            "time_grid": c.time_grid(self.num_steps),  # the schedule every reply is sampled with
+            "time_grid": c.time_grid(self.num_steps),  # the time grid every reply is sampled with
         }

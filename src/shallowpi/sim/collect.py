@@ -26,7 +26,7 @@ CAMERAS = ("corner4", "gripperPOV")  # rendered unless told otherwise: a scene v
 @dataclass
 class CollectConfig:
     tasks: list[str]
-    episodes_per_task: int = 50
+    demos_per_task: int = 50
     seed: int = 0
     image_size: int = 128
     cameras: list[str] = field(default_factory=lambda: list(CAMERAS))
@@ -38,8 +38,8 @@ class CollectConfig:
 
     def validate(self) -> None:
         """The numbers, before any worker starts (names as the flags of `shallowpi collect`)."""
-        if self.episodes_per_task < 1:
-            raise UserError(f"episodes-per-task must be >= 1, got {self.episodes_per_task}")
+        if self.demos_per_task < 1:
+            raise UserError(f"demos-per-task must be >= 1, got {self.demos_per_task}")
         if self.seed < 0:
             raise UserError(f"seed must be >= 0 (Meta-World's MT1 seed), got {self.seed}")
         if self.image_size < 1:
@@ -133,7 +133,7 @@ def _init_worker() -> None:
 
 def iter_episodes(cfg: CollectConfig) -> Iterator[Episode]:
     """Episodes in (task, episode) order, computed by `cfg.workers` processes (or inline with 1 worker)."""
-    jobs = [(cfg, task, e) for task in cfg.tasks for e in range(cfg.episodes_per_task)]
+    jobs = [(cfg, task, e) for task in cfg.tasks for e in range(cfg.demos_per_task)]
     if cfg.workers <= 1:
         mw.setup_rendering()
         yield from map(_job, jobs)
@@ -148,7 +148,8 @@ def collect(cfg: CollectConfig, out: str | Path, *, overwrite: bool = False, pro
     """Run the collection and write the dataset to `out`. Returns a summary (kept / attempted per task)."""
     from tqdm import tqdm
 
-    from shallowpi.data.writer import LeRobotDatasetWriter, VideoSpec
+    from shallowpi.data.video_encoder import VideoSpec
+    from shallowpi.data.writer import LeRobotDatasetWriter
 
     cfg.validate()
     summary = {t: {"attempted": 0, "kept": 0} for t in cfg.tasks}
@@ -163,9 +164,7 @@ def collect(cfg: CollectConfig, out: str | Path, *, overwrite: bool = False, pro
         overwrite=overwrite,
     )
     with writer:
-        bar = tqdm(
-            total=len(cfg.tasks) * cfg.episodes_per_task, desc="collect", unit="ep", disable=not progress
-        )
+        bar = tqdm(total=len(cfg.tasks) * cfg.demos_per_task, desc="collect", unit="ep", disable=not progress)
         for ep in iter_episodes(cfg):
             summary[ep.task]["attempted"] += 1
             if ep.success:

@@ -179,7 +179,7 @@ def setup_rendering() -> None:
 
 
 def fast_render(model) -> None:
-    """Shadows, reflections and MSAA off: ~10x faster offscreen rendering on llvmpipe, same-looking scene."""
+    """Shadows, reflections and MSAA off: much faster offscreen rendering on llvmpipe, same-looking scene."""
     model.light_castshadow[:] = 0
     model.mat_reflectance[:] = 0
     model.vis.quality.offsamples = 0

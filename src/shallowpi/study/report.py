@@ -243,7 +243,7 @@ def render_markdown(
             ]
         if any(x.kind == "steps" for x in results):
             lines += [
-                "## Fewer denoising steps (L6, issue 16)",
+                "## Fewer denoising steps (L6)",
                 "",
                 "Few-step students made and evaluated by `scripts/study_steps.py` (its report, "
                 "`steps/steps.md`, has its commands); timed in this study's bench process with the others. "

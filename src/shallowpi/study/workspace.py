@@ -44,14 +44,14 @@ def collect_argv(
     data: Path,
     *,
     tasks: str,
-    episodes_per_task: int,
+    demos_per_task: int,
     image_size: int,
     cameras: Sequence[str],
     state: str,
     workers: int,
 ) -> list[str]:
-    """`shallowpi collect metaworld` argv of a study's demonstrations (MT1 seed 0)."""
-    argv = ["collect", "metaworld", "--tasks", tasks, "--episodes-per-task", str(episodes_per_task)]
+    """`shallowpi collect --env metaworld` argv of a study's demonstrations (MT1 seed 0)."""
+    argv = ["collect", "--env", "metaworld", "--tasks", tasks, "--demos-per-task", str(demos_per_task)]
     argv += ["--seed", "0", "--image-size", str(image_size), "--cameras", ",".join(cameras)]
     return argv + ["--state", state, "--workers", str(workers), "--no-progress", "--out", str(data)]
 
@@ -114,7 +114,7 @@ class Workspace:
         data: Path,
         *,
         tasks: str,
-        episodes_per_task: int,
+        demos_per_task: int,
         image_size: int,
         cameras: Sequence[str],
         state: str,
@@ -128,7 +128,7 @@ class Workspace:
         argv = collect_argv(
             data,
             tasks=tasks,
-            episodes_per_task=episodes_per_task,
+            demos_per_task=demos_per_task,
             image_size=image_size,
             cameras=cameras,
             state=state,

@@ -48,7 +48,7 @@ class StepWeights:
 
 @dataclass
 class StepDistillConfig:
-    grid: Sequence[float]  # the student's K-step schedule, 1.0 ... 0.0
+    grid: Sequence[float]  # the student's K-step time grid, 1.0 ... 0.0
     target_steps: int = 10  # target Euler steps over [1, 0] (the frozen 10-step sampler)
     states: States = "student"
     weights: StepWeights = field(default_factory=StepWeights)
@@ -83,22 +83,22 @@ class _Cached:
     """A model's prefix over one batch: KV cache, validity, suffix RoPE and mask, the (π0) state."""
 
     cache: list[tuple[torch.Tensor, torch.Tensor]]
-    pad: torch.Tensor
+    valid: torch.Tensor
     rope: tuple[torch.Tensor, torch.Tensor]
     mask: torch.Tensor
     state: torch.Tensor | None
 
     def velocity(self, model: PiModel, x: torch.Tensor, t: float) -> torch.Tensor:
         tt = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
-        return model.denoise_step(self.cache, self.pad, x, tt, self.state, self.rope, self.mask)
+        return model.denoise_step(self.cache, self.valid, x, tt, self.state, self.rope, self.mask)
 
 
 def _prefix(model: PiModel, batch: Batch) -> _Cached:
     obs = check_inputs(model.config, batch.observation)
-    embs, pad = model.embed_prefix(obs)
-    cache = model.prefix_cache(embs, pad)
-    rope, mask = model.suffix_rope_and_mask(pad, *model.suffix_layout(pad.shape[0], pad.device))
-    return _Cached(cache, pad, rope, mask, obs.state)
+    embs, valid = model.embed_prefix(obs)
+    cache = model.prefix_cache(embs, valid)
+    rope, mask = model.suffix_rope_and_mask(valid, *model.suffix_layout(valid.shape[0], valid.device))
+    return _Cached(cache, valid, rope, mask, obs.state)
 
 
 class StepForward(nn.Module):
