@@ -14,6 +14,7 @@ Facts this file relies on (measured on CPU with llvmpipe, MuJoCo's software rend
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -222,6 +223,9 @@ class MetaWorldEnv:
         self.renderer = (
             mujoco.Renderer(self.env.model, height=image_size, width=image_size) if self.cameras else None
         )
+        # A renderer still open at interpreter exit would be freed after EGL's module is torn down (a noisy
+        # traceback on every run's last line): close it at exit, or with the env, whichever comes first.
+        self._close_renderer = weakref.finalize(self, self.renderer.close) if self.renderer else None
 
     def configurations(self, seed: int) -> list:
         """The 50 fixed configurations of `MT1(task, seed)`."""
@@ -268,7 +272,7 @@ class MetaWorldEnv:
         return ENV_POLICY_MAP[self.task]()
 
     def close(self) -> None:
-        if self.renderer is not None:
-            self.renderer.close()
+        if self._close_renderer is not None:
+            self._close_renderer()  # idempotent
             self.renderer = None
         self.env.close()
