@@ -1,24 +1,33 @@
-"""Fast inference runtime: prefix once into a preallocated KV cache, then an expert-only Euler loop.
+"""Fast inference runtime: prefix once into a preallocated KV cache, then an expert-only Euler loop, over folded
+weights and static buffers.
 
-    engine = InferenceEngine(model, batch_size=1)                  # CPU fp32, eager
-    engine = InferenceEngine(model, device="cuda", dtype="bfloat16", compile=True, cuda_graph=True)
+    engine = InferenceEngine(model, batch_size=1)                  # CPU fp32, eager, folded
+    engine = InferenceEngine(model, compile=True)                   # + torch.compile, artifacts cached on disk
+    engine = InferenceEngine(model, device="cuda", dtype="bfloat16", cuda_graph=True)
     actions = engine.sample_actions(images, img_masks, tokens, token_masks, state, noise=noise)
 
 What it does beyond `PiModel.sample_actions` (whose outputs it equals within 1e-5 in fp32 on CPU):
 - The schedule is the model's (`PiConfig.time_grid`: its recorded grid for a step-distilled student, else
   uniform Euler); an explicit `num_steps` overrides it as in `PiModel.sample_actions`.
+- Folded weights (`shallowpi.infer.fold`, built once here; `refresh()` folds again after the weights
+  change): norm weights inside the next projection, one q/k/v(+RoPE) matmul and one gate-up matmul per layer,
+  the softmax scale in q. At batch 1 and small widths a call's time is per-operator overhead, so the loop
+  issues about 16 operators per expert layer (the model's own modules: about 70).
 - Per-call work that depends only on the weights and the time schedule is done once per time grid and
-  cached: the sin/cos time embeddings, π0.5's time MLP and every adaRMS modulation (scale, shift, gate) of
-  every expert layer and step, π0's time half of `action_time_mlp_in`. Call `refresh()` after changing weights.
-- The KV cache is one preallocated (B, nkv, P + S, hd) buffer per layer: the prefix fills [:P] once, each
-  Euler step writes its suffix K/V into [P:] in place; no per-step concatenation.
+  cached: the time embeddings, π0.5's time MLP and every adaRMS modulation of every layer and step (its shift
+  turned into a per-step bias of the projection after the norm: shift @ W), π0's time half of
+  `action_time_mlp_in`.
+- Static buffers, reused across calls: the KV cache is one (B, nkv, P + S, hd) buffer per layer (the prefix
+  fills [:P] once, each Euler step writes its suffix K/V into [P:] in place), and the projections, RoPE and
+  residual stream write into preallocated tensors whose views (heads, cache slices) are made once.
 - Kept camera slots go through SigLIP as one batch; the backbone's last layer computes only K and V.
-- Attention runs through SDPA (flash kernel on CPU/CUDA); the mask is dropped when every key is valid
-  (π0.5 with an all-valid compacted prefix), which is the common batch-1 case.
-- Static shapes: buffers for one prefix length are reused across calls. With `cuda_graph=True` the whole
-  denoising loop is captured once per prefix length and replayed (language padding is then kept, so the
-  prefix length only changes when the set of masked camera slots changes). `compile=True` wraps the loop
-  in `torch.compile`.
+- Attention runs through SDPA; the mask is dropped when every key is valid (π0.5 with an all-valid compacted
+  prefix), the common batch-1 case.
+- `cuda_graph=True` captures the whole denoising loop once per prefix length and replays it (language padding
+  is then kept, so the prefix length only changes when the set of masked camera slots changes).
+- `compile=True` runs the prefix and each Euler step through `torch.compile` (`shallowpi.infer.compiled`),
+  with inductor's caches on disk so that a later process reuses the compiled code (`compile_cache_dir`).
+- `fold=False` runs the model's own modules instead (the engine before folding; a baseline for benchmarks).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from shallowpi.infer.fold import FoldedPi, rms
 from shallowpi.model.attention import additive, make_att_2d, positions
 from shallowpi.model.config import euler_steps
 from shallowpi.model.gemma import LayerModulation, Modulation, apply_rope, rope_cos_sin
@@ -46,10 +56,36 @@ class _Conditioning:
 
     times: list[float]  # t_k at which the velocity is evaluated
     dts: list[float]  # Euler step after each evaluation (negative)
-    # π0.5: adaRMS modulations, [step][layer], each tensor (B, 1, W) (views of one (steps, B, 1, W) tensor)
+    # folded: [step] -> per layer (rms weight, qkv bias, gate, rms weight, gate-up bias, gate) for π0.5, () for π0
+    layers: list[list[tuple]] = field(default_factory=list)
+    final_scale: list[torch.Tensor | None] = field(default_factory=list)  # [step] π0.5's final 1 + scale
+    out_bias: list[torch.Tensor] = field(
+        default_factory=list
+    )  # [step] (A,): action_out_proj bias (+ shift @ W)
+    # unfolded (the model's modules): adaRMS modulations [step][layer] and the final norm's, π0's time half
     layer_mods: list[list[LayerModulation]] = field(default_factory=list)
-    final_mods: list[Modulation] = field(default_factory=list)  # [step]: the final expert norm's
-    time_proj: torch.Tensor | None = None  # π0: time half of action_time_mlp_in + bias, (steps, B, 1, W)
+    final_mods: list[Modulation] = field(default_factory=list)
+    time_proj: torch.Tensor | list[torch.Tensor] | None = None  # π0: (steps, B, 1, W) / folded [step] (W,)
+
+
+class _Work:
+    """Preallocated projections of B·L rows of one stack and their views (made once, reused every layer)."""
+
+    def __init__(
+        self, b: int, length: int, folded: FoldedPi, mlp_dim: int, width: int, dtype, device
+    ) -> None:
+        lay = folded.layout
+        rows = b * length
+        self.qkv = torch.zeros(rows, lay.cols, dtype=dtype, device=device)  # [q | k | qR | kR | v]
+        self.rot = torch.zeros(rows, lay.qk, dtype=dtype, device=device)  # RoPE'd [q | k]
+        self.qk, self.qk_r = self.qkv[:, : lay.qk], self.qkv[:, lay.qk : 2 * lay.qk]
+        heads = self.rot.view(b, length, lay.nh + lay.nkv, lay.hd)
+        self.q = heads[:, :, : lay.nh].transpose(1, 2)  # (B, nh, L, hd)
+        self.k = heads[:, :, lay.nh :].transpose(1, 2)  # (B, nkv, L, hd)
+        self.v = self.qkv[:, 2 * lay.qk :].view(b, length, lay.nkv, lay.hd).transpose(1, 2)
+        self.gu = torch.zeros(rows, 2 * mlp_dim, dtype=dtype, device=device)
+        self.gate, self.up = self.gu[:, :mlp_dim], self.gu[:, mlp_dim:]
+        self.tmp = torch.zeros(rows, width, dtype=dtype, device=device)  # gated branch outputs (π0.5)
 
 
 @dataclass
@@ -61,12 +97,37 @@ class _Buffers:
     values: list[torch.Tensor]  # per layer (B, nkv, P + S, hd)
     mask: torch.Tensor  # (B, 1, S, P + S) additive, compute dtype
     use_mask: bool  # False when every key is valid for every query (SDPA without a mask)
-    cos: torch.Tensor  # (B, 1, S, hd)
+    cos: torch.Tensor  # (B, 1, S, hd); folded: (B·S, (nh + nkv)·hd) over the [q | k] columns
     sin: torch.Tensor
     noise: torch.Tensor  # (B, chunk, A) fp32, copied in per call
     state: torch.Tensor | None  # π0: (B, max_state_dim) fp32
+    state_tok: torch.Tensor | None = None  # π0, folded: state_proj(state), (B, W) fp32
     out: torch.Tensor | None = None  # result of the captured graph
     graphs: dict = field(default_factory=dict)  # time grid (tuple) -> torch.cuda.CUDAGraph
+    # folded: views of the cache slices, made once
+    prefix_keys: list[torch.Tensor] = field(default_factory=list)  # [:, :, :P]
+    prefix_values: list[torch.Tensor] = field(default_factory=list)
+    suffix_keys: list[torch.Tensor] = field(default_factory=list)  # [:, :, P:]
+    suffix_values: list[torch.Tensor] = field(default_factory=list)
+    prefix_work: _Work | None = None
+
+
+class _Suffix:
+    """The expert's static state: the Euler iterate, the residual stream and its views (B, S rows)."""
+
+    def __init__(self, engine: InferenceEngine) -> None:
+        c, f, b, dev = engine.config, engine.folded, engine.batch_size, engine.device
+        s, w, dtype = c.suffix_len, c.expert.width, f.compute_dtype
+        self.work = _Work(b, s, f, c.expert.mlp_dim, w, dtype, dev)
+        self.x = torch.zeros(b * c.chunk_size, c.max_action_dim, device=dev)  # Euler iterate, fp32
+        self.res = torch.zeros(b * s, w, dtype=dtype, device=dev)  # residual stream
+        res3 = self.res.view(b, s, w)
+        self.head_rows = res3[:, -c.chunk_size :]  # the action tokens (B, chunk, W)
+        self.state_row = res3[:, 0] if c.variant == "pi0" else None
+        self.act_rows = res3[:, s - c.chunk_size :]
+        self.hidden = torch.zeros(b * c.chunk_size, w, device=dev)  # π0's action-time MLP, fp32
+        # write the action tokens straight into the residual stream when it is fp32 and they are contiguous
+        self.direct = dtype == torch.float32 and self.act_rows.is_contiguous()
 
 
 class InferenceEngine:
@@ -81,7 +142,9 @@ class InferenceEngine:
         cuda_graph: bool = False,
         compact: bool = True,
         compile_mode: str | None = None,
+        compile_cache_dir: str | None = None,
         max_cached_shapes: int = 4,
+        fold: bool = True,
     ) -> None:
         """`model` is used in place (moved to `device`, cast to bf16 if `dtype="bfloat16"`)."""
         if batch_size < 1:
@@ -91,6 +154,8 @@ class InferenceEngine:
             raise ValueError(f"cuda_graph=True needs a CUDA device, got {device}")
         if dtype not in (None, "float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+        if compile and not fold:
+            raise ValueError("compile=True runs the folded graph; it needs fold=True")
         model = model.to(device).eval()
         if dtype == "bfloat16" and model.compute_dtype != torch.bfloat16:
             model.to_bfloat16()
@@ -100,15 +165,21 @@ class InferenceEngine:
         self.batch_size = batch_size
         self.compact = compact
         self.cuda_graph = cuda_graph
-        # Graph replay needs a fixed prefix length: keep language padding (masked) instead of trimming it.
-        self.trim_language = compact and not cuda_graph
+        self.fold = fold
+        self.compiled = None
+        # Graph replay and compiled code need a fixed prefix length: keep language padding (masked).
+        self.trim_language = compact and not cuda_graph and not compile
         self.max_cached_shapes = max_cached_shapes
-        self._cond: dict[int, _Conditioning] = {}
+        self._cond: dict[tuple, _Conditioning] = {}
         self._buffers: dict[int, _Buffers] = {}
+        self.folded: FoldedPi | None = None
+        self._suffix: _Suffix | None = None
+        self.refresh()
         self._loop = self._denoise_loop
         if compile:
-            mode = compile_mode or ("max-autotune-no-cudagraphs" if cuda_graph else None)
-            self._loop = torch.compile(self._denoise_loop, mode=mode, dynamic=False)
+            from shallowpi.infer.compiled import CompiledGraph
+
+            self.compiled = CompiledGraph(self, mode=compile_mode, cache_dir=compile_cache_dir)
 
     # public API -------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -130,6 +201,8 @@ class InferenceEngine:
         """
         grid = self.config.time_grid(num_steps)  # validates num_steps before any work
         prefix, state = self.check(images, img_masks, tokens, token_masks, state)
+        if self.compiled is not None:
+            return self.compiled.sample(prefix, state, noise, tuple(grid), marks)
         embs, pad = self.encode(prefix)
         _mark(marks, "vision")
         buf = self.prefill(embs, pad, state)
@@ -139,9 +212,14 @@ class InferenceEngine:
         return actions
 
     def refresh(self) -> None:
-        """Forget cached conditioning and graphs (after the model's weights changed)."""
+        """Fold the weights again and forget cached conditioning and graphs (after the weights changed)."""
         self._cond.clear()
         self._buffers.clear()
+        if self.fold:
+            self.folded = FoldedPi(self.model)
+            self._suffix = _Suffix(self)
+        if self.compiled is not None:
+            self.compiled.reset()
 
     # stages -----------------------------------------------------------------------------------------------
     def check(self, images, img_masks, tokens, token_masks, state) -> tuple[Prefix, torch.Tensor | None]:
@@ -162,21 +240,130 @@ class InferenceEngine:
         m, b = self.model, self.batch_size
         n_cam, n_patch = len(prefix.images), self.config.vision.num_patches
         pixels = torch.cat([img.to(self.device) for img in prefix.images], dim=0)  # (n_cam * B, 3, H, W)
-        vis = m.projector(m.vision(pixels))  # (n_cam * B, N, W_vlm)
-        vis = vis.view(n_cam, b, n_patch, -1).transpose(0, 1).reshape(b, n_cam * n_patch, -1)
+        vis = self.folded.vision(pixels) if self.fold else m.projector(m.vision(pixels))  # (n_cam*B, N, W)
+        if b > 1:
+            vis = vis.view(n_cam, b, n_patch, -1).transpose(0, 1)
+        vis = vis.reshape(b, n_cam * n_patch, -1)
         cam_pad = torch.stack([mk.to(self.device) for mk in prefix.img_masks], dim=1)  # (B, n_cam)
-        lang = m.vlm.embed_tokens(prefix.tokens.to(self.device))  # (B, L, W_vlm)
+        tokens = prefix.tokens.to(self.device)
+        if self.fold:
+            lang = self.folded.embed_language(tokens)  # (B, L, W_vlm)
+        else:
+            lang = m.vlm.embed_tokens(tokens)
+            lang = lang * math.sqrt(lang.shape[-1])
         dtype = m.compute_dtype
-        embs = torch.cat([vis.to(dtype), (lang * math.sqrt(lang.shape[-1])).to(dtype)], dim=1)
+        embs = torch.cat([vis.to(dtype), lang.to(dtype)], dim=1)
         pad = torch.cat([cam_pad.repeat_interleave(n_patch, dim=1), prefix.token_masks.to(self.device)], 1)
         return embs, pad
 
     def prefill(self, embs: torch.Tensor, pad: torch.Tensor, state: torch.Tensor | None) -> _Buffers:
         """Backbone over the prefix; writes post-RoPE K/V of every layer into the static cache."""
         buf = self._buffers_for(embs.shape[1])
-        cfg = self.config.vlm
         all_valid = not self.cuda_graph and bool(pad.all())
         mask = None if all_valid else additive(make_att_2d(pad, torch.zeros_like(pad, dtype=torch.long)))
+        if self.fold:
+            self._prefill_folded(buf, embs, pad, None if mask is None else mask.to(embs.dtype))
+        else:
+            self._prefill_unfolded(buf, embs, pad, mask)
+        self._suffix_geometry(buf, pad)
+        if state is not None:
+            buf.state.copy_(state)
+            if self.fold:
+                torch.addmm(self.folded.state_b, buf.state, self.folded.state_w, out=buf.state_tok)
+        return buf
+
+    def denoise(self, buf: _Buffers, noise: torch.Tensor | None, steps: int | None = None) -> torch.Tensor:
+        """Euler loop over `config.time_grid(steps)` (None: the model's own schedule)."""
+        grid = tuple(self.config.time_grid(steps))
+        buf.noise.copy_(self.check_noise(noise))
+        cond = self._conditioning(grid)
+        if not self.cuda_graph:
+            return self._loop(buf, cond).clone() if self.fold else self._loop(buf, cond)
+        if grid not in buf.graphs:
+            buf.graphs[grid] = self._capture(buf, cond)
+        buf.graphs[grid].replay()
+        return buf.out.clone()
+
+    def check_noise(self, noise: torch.Tensor | None) -> torch.Tensor:
+        b, c = self.batch_size, self.config
+        shape = (b, c.chunk_size, c.max_action_dim)
+        if noise is None:
+            return torch.randn(shape, device=self.device)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
+        return noise
+
+    # the folded path --------------------------------------------------------------------------------------
+    def _prefill_folded(self, buf: _Buffers, embs, pad, mask) -> None:
+        f, b, p = self.folded, self.batch_size, embs.shape[1]
+        lay, eps = f.layout, self.config.vlm.rms_eps
+        cos, sin = (t.view(b * p, lay.qk).to(embs.dtype) for t in f.rope_tables(positions(pad)))
+        ws = buf.prefix_work
+        x = embs.reshape(b * p, -1)  # the residual stream, updated in place
+        last = len(f.vlm) - 1
+        for i, layer in enumerate(f.vlm):
+            h = rms(x, eps)
+            if i == last:  # [k | kR | v] only
+                kv = torch.mm(h, layer.qkv)
+                k = kv[:, : lay.kv] * cos[:, lay.q :] + kv[:, lay.kv : 2 * lay.kv] * sin[:, lay.q :]
+                buf.prefix_keys[i].copy_(k.view(b, p, lay.nkv, lay.hd).transpose(1, 2))
+                buf.prefix_values[i].copy_(kv[:, 2 * lay.kv :].view(b, p, lay.nkv, lay.hd).transpose(1, 2))
+                break
+            torch.mm(h, layer.qkv, out=ws.qkv)
+            torch.mul(ws.qk, cos, out=ws.rot)
+            ws.rot.addcmul_(ws.qk_r, sin)
+            buf.prefix_keys[i].copy_(ws.k)
+            buf.prefix_values[i].copy_(ws.v)
+            a = _attend(ws.q, buf.prefix_keys[i], buf.prefix_values[i], mask)
+            x.addmm_(a, layer.o)
+            torch.mm(rms(x, eps), layer.gate_up, out=ws.gu)
+            x.addmm_(F.gelu(ws.gate, approximate="tanh").mul_(ws.up), layer.down)
+
+    def _denoise_folded(self, buf: _Buffers, cond: _Conditioning) -> torch.Tensor:
+        """x_{t+dt} = x_t + dt·v(x_t, t) from t = 1 over the cached prefix; reads only static tensors."""
+        sx, f = self._suffix, self.folded
+        x, ws, res = sx.x, sx.work, sx.res
+        eps = self.config.expert.rms_eps
+        pi0 = self.config.variant == "pi0"
+        mask = buf.mask if buf.use_mask else None
+        x.copy_(buf.noise.view(x.shape))
+        for k, dt in enumerate(cond.dts):
+            # the suffix tokens: π0 [state | action-time MLP(actions, t)], π0.5 [actions]
+            if pi0:
+                torch.addmm(cond.time_proj[k], x, f.act_in, out=sx.hidden)
+                F.silu(sx.hidden, inplace=True)
+                _addmm_into(sx.act_rows, f.mlp_out_b, sx.hidden, f.mlp_out, sx.direct)
+                sx.state_row.copy_(buf.state_tok)
+            else:
+                _addmm_into(res, f.act_in_b, x, f.act_in, sx.direct)
+            for i, (layer, mods) in enumerate(zip(f.expert, cond.layers[k], strict=True)):
+                if mods:  # π0.5: adaRMS scale as the norm weight, shift as a bias, gates on the branches
+                    s_attn, b_qkv, g_attn, s_mlp, b_gu, g_mlp = mods
+                    torch.addmm(b_qkv, rms(res, eps, s_attn), layer.qkv, out=ws.qkv)
+                else:
+                    torch.mm(rms(res, eps), layer.qkv, out=ws.qkv)
+                torch.mul(ws.qk, buf.cos, out=ws.rot)
+                ws.rot.addcmul_(ws.qk_r, buf.sin)
+                buf.suffix_keys[i].copy_(ws.k)
+                buf.suffix_values[i].copy_(ws.v)
+                a = _attend(ws.q, buf.keys[i], buf.values[i], mask)
+                if mods:
+                    res.addcmul_(torch.mm(a, layer.o, out=ws.tmp), g_attn)
+                    torch.addmm(b_gu, rms(res, eps, s_mlp), layer.gate_up, out=ws.gu)
+                    g = F.gelu(ws.gate, approximate="tanh").mul_(ws.up)
+                    res.addcmul_(torch.mm(g, layer.down, out=ws.tmp), g_mlp)
+                else:
+                    res.addmm_(a, layer.o)
+                    torch.mm(rms(res, eps), layer.gate_up, out=ws.gu)
+                    res.addmm_(F.gelu(ws.gate, approximate="tanh").mul_(ws.up), layer.down)
+            h = rms(sx.head_rows, eps, cond.final_scale[k]).reshape(x.shape[0], -1)
+            x.addmm_(h.float(), f.out_w, alpha=dt)
+            x.add_(cond.out_bias[k], alpha=dt)
+        return x.view(buf.noise.shape)
+
+    # the unfolded path (the model's own modules) ----------------------------------------------------------
+    def _prefill_unfolded(self, buf: _Buffers, embs, pad, mask) -> None:
+        cfg = self.config.vlm
         cos, sin = rope_cos_sin(positions(pad), cfg.head_dim, cfg.rope_theta)
         p = embs.shape[1]
         x = embs
@@ -192,32 +379,8 @@ class InferenceEngine:
             q = apply_rope(q, cos, sin)  # (B, nh, P, hd)
             out = _sdpa(q, buf.keys[i][:, :, :p], buf.values[i][:, :, :p], mask)
             x = layer.post_attention(x, out)
-        self._suffix_geometry(buf, pad)
-        if state is not None:
-            buf.state.copy_(state)
-        return buf
 
-    def denoise(self, buf: _Buffers, noise: torch.Tensor | None, steps: int | None = None) -> torch.Tensor:
-        """Euler loop over `config.time_grid(steps)` (None: the model's own schedule)."""
-        grid = tuple(self.config.time_grid(steps))
-        b, c = self.batch_size, self.config
-        shape = (b, c.chunk_size, c.max_action_dim)
-        if noise is None:
-            noise = torch.randn(shape, device=self.device)
-        elif tuple(noise.shape) != shape:
-            raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
-        buf.noise.copy_(noise)
-        cond = self._conditioning(grid)
-        if not self.cuda_graph:
-            return self._loop(buf, cond)
-        if grid not in buf.graphs:
-            buf.graphs[grid] = self._capture(buf, cond)
-        buf.graphs[grid].replay()
-        return buf.out.clone()
-
-    # the Euler loop ---------------------------------------------------------------------------------------
-    def _denoise_loop(self, buf: _Buffers, cond: _Conditioning) -> torch.Tensor:
-        """x_{t+dt} = x_t + dt·v(x_t, t) from t = 1 over the cached prefix; reads only static tensors."""
+    def _denoise_unfolded(self, buf: _Buffers, cond: _Conditioning) -> torch.Tensor:
         x = buf.noise
         state_tok = None
         if self.config.variant == "pi0":
@@ -248,21 +411,59 @@ class InferenceEngine:
             h = layer.post_attention(h, out, mod)
         return m.action_head(h, cond.final_mods[k] if cond.final_mods else None)
 
+    def _denoise_loop(self, buf: _Buffers, cond: _Conditioning) -> torch.Tensor:
+        if self.fold:
+            return self._denoise_folded(buf, cond)
+        return self._denoise_unfolded(buf, cond)
+
     # caches -----------------------------------------------------------------------------------------------
     def _conditioning(self, grid: tuple[float, ...] | int | None) -> _Conditioning:
         """Constants for one time grid (a step count or None means `config.time_grid(that)`)."""
         if grid is None or isinstance(grid, int):
             grid = tuple(self.config.time_grid(grid))
-        if grid in self._cond:
-            return self._cond[grid]
+        if grid not in self._cond:
+            schedule = euler_steps(grid)  # same floats as PiModel.integrate
+            cond = _Conditioning([t for t, _ in schedule], [dt for _, dt in schedule])
+            if self.fold:
+                self._fold_conditioning(cond)
+            else:
+                self._unfolded_conditioning(cond)
+            self._cond[grid] = cond
+        return self._cond[grid]
+
+    def _fold_conditioning(self, cond: _Conditioning) -> None:
+        """Every step's folded constants: π0.5's modulations as norm weights, biases (shift @ W) and gates."""
+        f, c = self.folded, self.config
+        dtype = f.compute_dtype
+        t = torch.tensor(cond.times, dtype=torch.float32, device=self.device)
+        got = f.conditioning_at(t)  # one row per step: every sample of the batch shares t
+        steps = len(cond.times)
+        if got.mods is None:  # π0
+            cond.time_proj = list(got.time_proj.unbind(0))
+            cond.layers = [[()] * c.depth for _ in range(steps)]
+            cond.final_scale = [None] * steps
+            cond.out_bias = [f.out_b] * steps
+            return
+        mods = got.mods  # (steps, 2D + 1, 3, W): [1 + scale, shift, gate]
+        scale = mods[:, :, 0]  # norm weights stay fp32 (rms computes in fp32)
+        shift, gate = mods[:, :, 1], mods[:, :, 2].to(dtype)
+        per_layer = []
+        for i, layer in enumerate(f.expert):
+            b_qkv = (shift[:, 2 * i] @ layer.qkv.float()).to(dtype)  # (steps, C)
+            b_gu = (shift[:, 2 * i + 1] @ layer.gate_up.float()).to(dtype)
+            per_layer.append(
+                (scale[:, 2 * i], b_qkv, gate[:, 2 * i], scale[:, 2 * i + 1], b_gu, gate[:, 2 * i + 1])
+            )
+        cond.layers = [[tuple(part[k] for part in layer) for layer in per_layer] for k in range(steps)]
+        cond.final_scale = list(scale[:, -1].unbind(0))
+        cond.out_bias = list((f.out_b + shift[:, -1] @ f.out_w).unbind(0))
+
+    def _unfolded_conditioning(self, cond: _Conditioning) -> None:
         m, c, b = self.model, self.config, self.batch_size
-        schedule = euler_steps(grid)  # same floats as PiModel.integrate
-        times, dts = [t for t, _ in schedule], [dt for _, dt in schedule]
-        steps = len(times)
-        t = torch.tensor(times, dtype=torch.float32, device=self.device).repeat_interleave(b)  # (steps*B,)
+        steps = len(cond.times)
+        t = torch.tensor(cond.times, dtype=torch.float32, device=self.device).repeat_interleave(b)
         w = c.expert.width
         temb = sincos_time_embedding(t, w, c.min_period, c.max_period).to(m.action_in_proj.weight.dtype)
-        cond = _Conditioning(times, dts)
         if c.uses_adarms:
             tc = F.silu(m.time_mlp_out(F.silu(m.time_mlp_in(temb))))  # (steps*B, W)
 
@@ -278,8 +479,6 @@ class InferenceEngine:
         else:
             w_time = m.action_time_mlp_in.weight[:, w:]  # (W, W): acts on the time embedding
             cond.time_proj = F.linear(temb, w_time, m.action_time_mlp_in.bias).view(steps, b, 1, w)
-        self._cond[grid] = cond
-        return cond
 
     def _buffers_for(self, prefix_len: int) -> _Buffers:
         if prefix_len in self._buffers:
@@ -289,17 +488,27 @@ class InferenceEngine:
         c, b, dev, dtype = self.config, self.batch_size, self.device, self.model.compute_dtype
         s, cfg = c.suffix_len, c.expert
         kv_shape = (b, cfg.num_kv_heads, prefix_len + s, cfg.head_dim)
+        rope = (b * s, self.folded.layout.qk) if self.fold else (b, 1, s, cfg.head_dim)
         buf = _Buffers(
             prefix_len=prefix_len,
             keys=[torch.zeros(kv_shape, dtype=dtype, device=dev) for _ in range(c.depth)],
             values=[torch.zeros(kv_shape, dtype=dtype, device=dev) for _ in range(c.depth)],
             mask=torch.zeros(b, 1, s, prefix_len + s, dtype=dtype, device=dev),
             use_mask=True,
-            cos=torch.zeros(b, 1, s, cfg.head_dim, device=dev),
-            sin=torch.zeros(b, 1, s, cfg.head_dim, device=dev),
+            cos=torch.zeros(rope, device=dev, dtype=dtype if self.fold else torch.float32),
+            sin=torch.zeros(rope, device=dev, dtype=dtype if self.fold else torch.float32),
             noise=torch.zeros(b, c.chunk_size, c.max_action_dim, device=dev),
             state=torch.zeros(b, c.max_state_dim, device=dev) if c.variant == "pi0" else None,
         )
+        if self.fold:
+            p = prefix_len
+            buf.prefix_keys = [k[:, :, :p] for k in buf.keys]
+            buf.prefix_values = [v[:, :, :p] for v in buf.values]
+            buf.suffix_keys = [k[:, :, p:] for k in buf.keys]
+            buf.suffix_values = [v[:, :, p:] for v in buf.values]
+            buf.prefix_work = _Work(b, p, self.folded, c.vlm.mlp_dim, c.vlm.width, dtype, dev)
+            if c.variant == "pi0":
+                buf.state_tok = torch.zeros(b, c.expert.width, device=dev)
         self._buffers[prefix_len] = buf
         return buf
 
@@ -310,6 +519,9 @@ class InferenceEngine:
         ar = [1] * (s - self.config.chunk_size + 1) + [0] * (self.config.chunk_size - 1)
         suffix_ar = torch.tensor(ar, dtype=torch.long, device=self.device).expand(b, -1)
         (cos, sin), mask = self.model.suffix_rope_and_mask(prefix_pad, suffix_pad, suffix_ar)
+        if self.fold:  # (B, 1, S, hd) -> the [q | k] columns' tables (B·S, (nh + nkv)·hd)
+            reps = self.folded.layout.nh + self.folded.layout.nkv
+            cos, sin = (t[:, 0].repeat(1, 1, reps).view(buf.cos.shape) for t in (cos, sin))
         buf.cos.copy_(cos)
         buf.sin.copy_(sin)
         buf.mask.copy_(mask)
@@ -335,6 +547,21 @@ class InferenceEngine:
 def _mark(marks: Marks | None, stage: str) -> None:
     if marks is not None:
         marks(stage)
+
+
+def _addmm_into(out: torch.Tensor, bias, a, w, direct: bool) -> None:
+    """out <- bias + a @ w (fp32 math), straight into `out` when it is fp32 and contiguous."""
+    if direct:
+        torch.addmm(bias, a, w, out=out.view(-1, out.shape[-1]))
+    else:
+        out.copy_(torch.addmm(bias, a, w).view(out.shape))
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Folded attention (softmax scale already in q): q (B, nh, L, hd) -> (B·L, nh·hd)."""
+    b, nh, length, hd = q.shape
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0, enable_gqa=k.shape[1] != nh)
+    return out.transpose(1, 2).reshape(b * length, nh * hd)
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
