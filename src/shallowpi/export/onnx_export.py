@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from shallowpi.data.processor import PROCESSOR_CONFIG, Postprocessor, Preprocessor, read_processor
-from shallowpi.export.graphs import DenoiseGraph, PrefixGraph
+from shallowpi.export.graphs import graphs as folded_graphs
 from shallowpi.model import PiModel, load_model
 from shallowpi.model.config import PiConfig
 from shallowpi.onnx_runtime.manifest import DTYPES, FORMAT, MANIFEST, VERSION, TensorSpec, write_manifest
@@ -163,7 +163,9 @@ def export_onnx(
 ) -> Path:
     """Write the prefix and denoise graphs, the manifest and the tokenizer to `out` (atomically).
 
-    float16 casts a copy of `model`, or `model` itself with `inplace=True` (full-size models: no second copy).
+    The graphs run over folded weights (`shallowpi.infer.fold`): a folded copy of `model`, and float16 casts a
+    copy first. `inplace=True` (full-size models: no second copy) casts `model` itself and frees its weights
+    as they are folded, so `model` is unusable afterwards.
     """
     opts = options or ExportOptions()
     opts.validate()
@@ -193,7 +195,7 @@ def export_onnx(
             torch.zeros(b, prompt_len, dtype=torch.long),
             torch.ones(b, prompt_len, dtype=torch.bool),
         )
-        prefix = PrefixGraph(model).eval()
+        prefix, denoise = folded_graphs(model, release=inplace)  # inplace: one copy, the folded one
         prefix_in = ["images", "image_masks", "tokens", "token_masks"]
         prefix_out = ["prefix_keys", "prefix_values", "prefix_mask"]
         _export_graph(prefix, prefix_args, stage / "prefix.onnx", prefix_in, prefix_out, opts)
@@ -210,9 +212,7 @@ def export_onnx(
         if cfg.variant == "pi0":
             denoise_args += (torch.zeros(b, cfg.max_state_dim),)
             denoise_in.append("state")
-        _export_graph(
-            DenoiseGraph(model).eval(), denoise_args, stage / "denoise.onnx", denoise_in, ["velocity"], opts
-        )
+        _export_graph(denoise, denoise_args, stage / "denoise.onnx", denoise_in, ["velocity"], opts)
 
         graphs = {
             g: {

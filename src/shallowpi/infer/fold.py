@@ -99,12 +99,12 @@ class FoldedGemmaLayer(nn.Module):
         if fold_norms:  # plain RMSNorm: (1 + w) scales the input features of the next projection
             qkv = qkv * (1.0 + layer.input_layernorm.weight.float())[None]
             gate_up = gate_up * (1.0 + layer.post_attention_layernorm.weight.float())[None]
-        self.register_buffer("qkv", _t(qkv, dtype), persistent=False)
+        self.register_buffer("qkv", _t(qkv, dtype))
         if kv_only:
             return
-        self.register_buffer("o", _t(attn.o_proj.weight.float(), dtype), persistent=False)
-        self.register_buffer("gate_up", _t(gate_up, dtype), persistent=False)
-        self.register_buffer("down", _t(mlp.down_proj.weight.float(), dtype), persistent=False)
+        self.register_buffer("o", _t(attn.o_proj.weight.float(), dtype))
+        self.register_buffer("gate_up", _t(gate_up, dtype))
+        self.register_buffer("down", _t(mlp.down_proj.weight.float(), dtype))
 
 
 class FoldedSiglipLayer(nn.Module):
@@ -131,7 +131,7 @@ class FoldedSiglipLayer(nn.Module):
             ("fc2", _t(m.fc2.weight.float(), dtype)),
             ("fc2_b", m.fc2.bias.to(dtype)),
         ):
-            self.register_buffer(name, value.detach(), persistent=False)
+            self.register_buffer(name, value.detach())
 
     def forward(self, x: torch.Tensor, n: int, tokens: int) -> torch.Tensor:
         """x (n·N, W) -> (n·N, W): images are independent sequences of N tokens."""
@@ -166,9 +166,12 @@ class Conditioning(NamedTuple):
 
 
 class FoldedPi(nn.Module):
-    """Folded copies of a PiModel's weights (see the module docstring) and the functional folded graph."""
+    """Folded copies of a PiModel's weights (see the module docstring) and the functional folded graph.
 
-    def __init__(self, model: PiModel) -> None:
+    `release=True` frees the model's own copy of every weight once it is folded (the model is unusable
+    afterwards): what a one-shot export of a full-size model does to keep a single copy in memory."""
+
+    def __init__(self, model: PiModel, *, release: bool = False) -> None:
         super().__init__()
         c = model.config
         self.config = c
@@ -181,11 +184,9 @@ class FoldedPi(nn.Module):
             # shared with the model, not copied (detached: nothing here carries gradients)
             patch = vis.embeddings.patch_embedding
             self.patch_size = patch.stride[0]
-            self.register_buffer("patch_w", patch.weight.detach(), persistent=False)
-            self.register_buffer("patch_b", patch.bias.detach(), persistent=False)
-            self.register_buffer(
-                "position", vis.embeddings.position_embedding.weight.detach(), persistent=False
-            )
+            self.register_buffer("patch_w", patch.weight.detach())
+            self.register_buffer("patch_b", patch.bias.detach())
+            self.register_buffer("position", vis.embeddings.position_embedding.weight.detach())
             self.vision_layers = nn.ModuleList(
                 FoldedSiglipLayer(layer, c.vision.num_heads) for layer in vis.encoder.layers
             )
@@ -193,9 +194,9 @@ class FoldedPi(nn.Module):
                 vis.post_layernorm, model.projector.weight.float(), model.projector.bias.float()
             )
             pdtype = model.projector.weight.dtype
-            self.register_buffer("projector", _t(proj, pdtype), persistent=False)
-            self.register_buffer("projector_b", proj_b.detach().to(pdtype), persistent=False)
-            self.register_buffer("embed", model.vlm.embed_tokens.weight.detach(), persistent=False)  # shared
+            self.register_buffer("projector", _t(proj, pdtype))
+            self.register_buffer("projector_b", proj_b.detach().to(pdtype))
+            self.register_buffer("embed", model.vlm.embed_tokens.weight.detach())  # shared
             n = len(model.vlm.layers)
             self.vlm = nn.ModuleList(
                 FoldedGemmaLayer(layer, fold_norms=True, kv_only=i == n - 1)
@@ -205,11 +206,19 @@ class FoldedPi(nn.Module):
                 FoldedGemmaLayer(layer, fold_norms=not ada) for layer in model.expert.layers
             )
             self._fold_heads(model)
+        if release:
+            shared = {
+                id(t) for t in (vis.embeddings.patch_embedding.weight, vis.embeddings.patch_embedding.bias)
+            }
+            shared |= {id(vis.embeddings.position_embedding.weight), id(model.vlm.embed_tokens.weight)}
+            for p in model.parameters():
+                if id(p) not in shared:
+                    p.data = torch.empty(0, dtype=p.dtype, device=p.device)
 
     def _fold_heads(self, model: PiModel) -> None:
         """The projections around the expert stack (fp32, as the model keeps them)."""
         c, w = self.config, self.config.expert.width
-        buf = lambda name, value: self.register_buffer(name, value.detach().contiguous(), persistent=False)  # noqa: E731
+        buf = lambda name, value: self.register_buffer(name, value.detach().contiguous())  # noqa: E731
         out_w = model.action_out_proj.weight.float()  # (A, W)
         buf("out_b", model.action_out_proj.bias.float())
         if c.variant == "pi0":
@@ -250,9 +259,7 @@ class FoldedPi(nn.Module):
         cond = F.silu(torch.addmm(self.time_out_b, cond, self.time_out))  # (N, W)
         w = self.config.expert.width
         mods = torch.addmm(self.ada_b, cond, self.ada_w).view(cond.shape[0], -1, 3, w)
-        one = torch.tensor([1.0, 0.0, 0.0], device=mods.device)[
-            :, None
-        ]  # 1 + scale; shift and gate as they are
+        one = torch.tensor([1.0, 0.0, 0.0], device=mods.device)[:, None]  # 1 + scale; shift, gate as are
         return Conditioning(mods + one, None)
 
     def conditioning_at(self, t: torch.Tensor) -> Conditioning:
@@ -279,25 +286,206 @@ class FoldedPi(nn.Module):
         lang = F.embedding(tokens, self.embed)
         return lang * math.sqrt(lang.shape[-1])
 
-    def rope_tables(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pos (B, L) int -> cos, sin (B, L, (nh + nkv)·hd) fp32 over the [q | k] columns, head by head."""
-        lay, c = self.layout, self.config.vlm
+    def rope_tables(self, pos: torch.Tensor, theta: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """pos (B, L) int -> cos, sin (B, L, (nh + nkv)·hd) fp32 over the [q | k] columns, head by head
+        (`rope_cos_sin`'s numbers). theta: the backbone's unless given."""
+        lay = self.layout
+        theta = self.config.vlm.rope_theta if theta is None else theta
         inv_freq = 1.0 / (
-            c.rope_theta ** (torch.arange(0, lay.hd, 2, dtype=torch.float32, device=pos.device) / lay.hd)
+            theta ** (torch.arange(0, lay.hd, 2, dtype=torch.float32, device=pos.device) / lay.hd)
         )
         freqs = pos.float()[..., None] * inv_freq  # (B, L, hd/2)
         emb = torch.cat([freqs, freqs], dim=-1)  # (B, L, hd)
         reps = lay.nh + lay.nkv
         return emb.cos().repeat(1, 1, reps), emb.sin().repeat(1, 1, reps)
 
+    def prefix_inputs(
+        self, images: torch.Tensor, image_masks: torch.Tensor, tokens: torch.Tensor, token_masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, n, 3, H, W), image_masks (B, n), tokens / token_masks (B, L) -> the backbone's input
+        (B, P, W_vlm) in the compute dtype and its validity (B, P), P = n·N + L."""
+        b, n = images.shape[:2]
+        pixels = images.transpose(0, 1).reshape(n * b, *images.shape[2:])  # camera-major, one SigLIP batch
+        vis = self.vision(pixels)  # (n·B, N, W)
+        patches = vis.shape[1]
+        vis = vis.reshape(n, b, patches, -1).transpose(0, 1).reshape(b, n * patches, -1)
+        x = torch.cat([vis.to(self.compute_dtype), self.embed_language(tokens).to(self.compute_dtype)], dim=1)
+        pad = torch.cat([image_masks.repeat_interleave(patches, dim=1), token_masks], dim=1)
+        return x, pad
 
-def rms(x: torch.Tensor, eps: float, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """x / RMS(x) over the last dim (times `weight`, fp32) computed in fp32 and cast back to x's dtype:
-    Gemma's norm with its (1 + w) folded away, or adaRMS's 1 + scale as the weight."""
+    def prefix_kv(self, x: torch.Tensor, pad: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The backbone over the prefix x (B, P, W), pad (B, P) -> per layer post-RoPE keys and values
+        (B, nkv, P, hd). A padding token attends over the valid keys (valid tokens see what the reference's
+        mask gives them; padding rows never reach the actions, and no row is ever fully masked)."""
+        bias = key_bias(pad, self.compute_dtype)  # (B, 1, 1, P)
+        cos, sin = (t.to(x.dtype) for t in self.rope_tables(pad.long().cumsum(dim=1) - 1))
+        keys, values = [], []
+        for i, layer in enumerate(self.vlm):
+
+            def attend(q, k, v, keys=keys, values=values):  # noqa: ANN001
+                keys.append(k)
+                values.append(v)
+                return None if q is None else attention(q, k, v, bias)
+
+            x = self.layer_step(
+                layer, x, cos, sin, attend, eps=self.config.vlm.rms_eps, kv_only=i == len(self.vlm) - 1
+            )
+        return keys, values
+
+    def suffix_geometry(self, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prefix validity (B, P) -> the suffix's attention bias (B, 1, S, P + S) (valid prefix keys and the
+        suffix blocks: π0 [state | actions], π0.5 [actions]; a block sees earlier blocks and itself) and its
+        RoPE tables (B, S, (nh + nkv)·hd), positions continuing after the valid prefix tokens."""
+        c = self.config
+        b, s = pad.shape[0], c.suffix_len
+        n_first = s - c.chunk_size + 1  # tokens up to and including the first action token
+        blocks = torch.tensor([*range(n_first), *[n_first - 1] * (c.chunk_size - 1)], device=pad.device)
+        suffix_ok = (blocks[None, :] <= blocks[:, None])[None].expand(b, s, s)  # (B, S, S) query x key
+        ok = torch.cat([pad[:, None, :].expand(b, s, -1), suffix_ok], dim=2)  # (B, S, P + S)
+        pos = pad.long().sum(-1, keepdim=True) + torch.arange(s, device=pad.device)[None]  # (B, S)
+        cos, sin = self.rope_tables(pos, c.expert.rope_theta)
+        dtype = self.compute_dtype
+        return _bias(ok, dtype)[:, None], cos.to(dtype), sin.to(dtype)
+
+    def suffix_tokens(
+        self, x_t: torch.Tensor, cond: Conditioning, state_tok: torch.Tensor | None
+    ) -> torch.Tensor:
+        """x_t (B, chunk, A) fp32 -> the expert's input (B, S, W) in the compute dtype."""
+        if self.config.variant == "pi0":
+            h = F.silu(torch.matmul(x_t, self.act_in) + cond.time_proj[:, None])  # (B, chunk, W)
+            act = torch.matmul(h, self.mlp_out) + self.mlp_out_b
+            x = torch.cat([state_tok[:, None].expand(act.shape[0], 1, -1), act], dim=1)
+        else:
+            x = torch.matmul(x_t, self.act_in) + self.act_in_b
+        return x.to(self.compute_dtype)
+
+    def velocity(
+        self,
+        x_t: torch.Tensor,
+        cond: Conditioning,
+        state_tok: torch.Tensor | None,
+        prefix_keys: list[torch.Tensor],
+        prefix_values: list[torch.Tensor],
+        geometry: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """One Euler step's velocity: x_t (B, chunk, A) fp32, cond for this t (rows: 1 or B), π0's state token
+        (B, W), the cached prefix keys / values per layer (B, nkv, P, hd), `suffix_geometry` -> (B, chunk, A)."""
+        c = self.config
+        bias, cos, sin = geometry
+        bias = head_rows(bias, self.layout.nh, self.layout.nkv)
+        x = self.suffix_tokens(x_t, cond, state_tok)
+        mods = cond.mods
+        for i, layer in enumerate(self.expert):
+
+            def attend(q, k, v, i=i):  # noqa: ANN001
+                keys = torch.cat([prefix_keys[i], k], dim=2)
+                return attention(q, keys, torch.cat([prefix_values[i], v], dim=2), bias)
+
+            layer_mods = None if mods is None else (mods[:, 2 * i, :, None], mods[:, 2 * i + 1, :, None])
+            x = self.layer_step(layer, x, cos, sin, attend, eps=c.expert.rms_eps, mods=layer_mods)
+        h = x[:, -c.chunk_size :]
+        if mods is None:
+            h = rms(h, c.expert.rms_eps)
+        else:
+            final = mods[:, -1, :, None]  # (N, 3, 1, W)
+            h = rms(h, c.expert.rms_eps, final[:, 0], final[:, 1])
+        return torch.matmul(h.float(), self.out_w) + self.out_b
+
+    def layer_step(self, layer, x, cos, sin, attend, *, eps: float, mods=None, kv_only: bool = False):  # noqa: ANN001
+        """One folded Gemma layer over x (B, L, W). `attend(q, k, v)` gets post-RoPE q (B, L, nh·hd) (None for a
+        K/V-only layer), k and v (B, nkv, L, hd), and returns (B, L, nh·hd) (None when q is None).
+        mods: π0.5's ((N, 3, 1, W) attention, (N, 3, 1, W) MLP) adaRMS [1 + scale, shift, gate], else None."""
+        lay = self.layout
+        b, length = x.shape[:2]
+        h = rms(x, eps) if mods is None else rms(x, eps, mods[0][:, 0], mods[0][:, 1])
+        qkv = torch.matmul(h, layer.qkv)  # (B, L, C)
+        if kv_only:  # [k | kR | v]
+            k = qkv[..., : lay.kv] * cos[..., lay.q :] + qkv[..., lay.kv : 2 * lay.kv] * sin[..., lay.q :]
+            attend(None, _heads(k, b, length, lay.nkv), _heads(qkv[..., 2 * lay.kv :], b, length, lay.nkv))
+            return x
+        qk, qk_r, v = qkv.split([lay.qk, lay.qk, lay.kv], dim=-1)
+        q, k = (qk * cos + qk_r * sin).split([lay.q, lay.kv], dim=-1)  # RoPE'd
+        a = attend(q, _heads(k, b, length, lay.nkv), _heads(v, b, length, lay.nkv))  # (B, L, nh·hd)
+        y = torch.matmul(a, layer.o)
+        x = x + (y if mods is None else y * mods[0][:, 2])
+        h = rms(x, eps) if mods is None else rms(x, eps, mods[1][:, 0], mods[1][:, 1])
+        gate, up = torch.matmul(h, layer.gate_up).chunk(2, dim=-1)
+        y = torch.matmul(F.gelu(gate, approximate="tanh") * up, layer.down)
+        return x + (y if mods is None else y * mods[1][:, 2])
+
+
+MASK_VALUE = -65504.0  # finite in fp16; exp(MASK_VALUE + logit) == 0 in fp32
+
+
+def _bias(ok: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    zero = torch.zeros((), dtype=dtype, device=ok.device)
+    return torch.where(ok, zero, torch.full((), MASK_VALUE, dtype=dtype, device=ok.device))
+
+
+def key_bias(pad: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, P) valid keys -> (B, 1, 1, P) additive bias for every query."""
+    return _bias(pad, dtype)[:, None, None, :]
+
+
+def _heads(x: torch.Tensor, b: int, length: int, n: int) -> torch.Tensor:
+    """(B, L, n·hd) -> (B, n, L, hd) (a reshape, no transpose, for one head)."""
+    if n == 1:
+        return x.reshape(b, 1, length, -1)
+    return x.reshape(b, length, n, -1).transpose(1, 2)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Folded attention (softmax scale already in q): q (B, Lq, nh·hd) token-major; k, v (B, nkv, Lk, hd);
+    additive bias broadcastable to (B, 1, Lq, Lk) -> (B, Lq, nh·hd).
+
+    In an ONNX export it is written out (matmul, fp32 softmax, matmul) with the g = nh / nkv query heads of one
+    KV head folded into its query length, so both matmuls are plain batched matmuls and no fp16 logit meets
+    the softmax. With one KV head (every Gemma here) the token-major q already is that layout: no transpose,
+    and the bias is one row per (query, head), `head_rows`. Otherwise SDPA."""
+    b, lq = q.shape[:2]
+    nkv, hd = k.shape[1], k.shape[3]
+    nh = q.shape[2] // hd
+    if not torch.onnx.is_in_onnx_export():
+        q = q.view(b, lq, nh, hd).transpose(1, 2)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), scale=1.0, enable_gqa=nkv != nh
+        )
+        return out.transpose(1, 2).reshape(b, lq, nh * hd)
+    if nkv == 1:
+        logits = torch.matmul(q.reshape(b, 1, lq * nh, hd), k.transpose(-1, -2)).float()  # (B, 1, Lq·nh, Lk)
+        probs = torch.softmax(logits + bias.float(), dim=-1).to(v.dtype)
+        return torch.matmul(probs, v).reshape(b, lq, nh * hd)
+    g = nh // nkv
+    q = q.reshape(b, lq, nh, hd).transpose(1, 2).reshape(b, nkv, g * lq, hd)
+    logits = torch.matmul(q, k.transpose(-1, -2)).float().reshape(b, nh, lq, -1)  # (B, nh, Lq, Lk)
+    probs = torch.softmax(logits + bias.float(), dim=-1).to(v.dtype).reshape(b, nkv, g * lq, -1)
+    return torch.matmul(probs, v).reshape(b, nh, lq, hd).transpose(1, 2).reshape(b, lq, nh * hd)
+
+
+def head_rows(bias: torch.Tensor, num_heads: int, num_kv_heads: int) -> torch.Tensor:
+    """A per-query bias (B, 1, Lq, Lk) as `attention` reads it in an ONNX export with one KV head: one row per
+    (query, head), (B, 1, Lq·nh, Lk); unchanged otherwise (or when it is the same for every query)."""
+    if not torch.onnx.is_in_onnx_export() or num_kv_heads != 1 or bias.shape[2] == 1:
+        return bias
+    return bias.repeat_interleave(num_heads, dim=2)
+
+
+def rms(
+    x: torch.Tensor, eps: float, weight: torch.Tensor | None = None, shift: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x / RMS(x) over the last dim (times `weight`, plus `shift`, both fp32) computed in fp32 and cast back
+    to x's dtype: Gemma's norm with its (1 + w) folded away, or adaRMS with 1 + scale as the weight."""
     if torch.onnx.is_in_onnx_export():
-        xf = x.float()  # the pattern onnxruntime fuses into SimplifiedLayerNormalization
-        y = xf / torch.sqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-        return (y if weight is None else y * weight).to(x.dtype)
-    if x.dtype == torch.float32:
+        # the pattern onnxruntime fuses into one SimplifiedLayerNormalization: the scale is needed to match it
+        xf = x.float()
+        y = (
+            xf
+            * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+            * torch.ones(x.shape[-1], device=x.device)
+        )
+        y = y if weight is None else y * weight
+        return (y if shift is None else y + shift).to(x.dtype)
+    if x.dtype == torch.float32 and shift is None:
         return F.rms_norm(x, (x.shape[-1],), weight, eps)
-    return F.rms_norm(x.float(), (x.shape[-1],), weight, eps).to(x.dtype)
+    y = F.rms_norm(x.float(), (x.shape[-1],), weight, eps)
+    return (y if shift is None else y + shift).to(x.dtype)
