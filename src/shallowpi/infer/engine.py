@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from shallowpi.infer.fold import FoldedPi, rms
+from shallowpi.infer.eager import FoldedRun, _Views
+from shallowpi.infer.fold import FoldedPi
 from shallowpi.model.attention import additive, make_att_2d, positions
 from shallowpi.model.config import euler_steps
 from shallowpi.model.gemma import LayerModulation, Modulation, apply_rope, rope_cos_sin
@@ -68,26 +69,6 @@ class _Conditioning:
     time_proj: torch.Tensor | list[torch.Tensor] | None = None  # π0: (steps, B, 1, W) / folded [step] (W,)
 
 
-class _Work:
-    """Preallocated projections of B·L rows of one stack and their views (made once, reused every layer)."""
-
-    def __init__(
-        self, b: int, length: int, folded: FoldedPi, mlp_dim: int, width: int, dtype, device
-    ) -> None:
-        lay = folded.layout
-        rows = b * length
-        self.qkv = torch.zeros(rows, lay.cols, dtype=dtype, device=device)  # [q | k | qR | kR | v]
-        self.rot = torch.zeros(rows, lay.qk, dtype=dtype, device=device)  # RoPE'd [q | k]
-        self.qk, self.qk_r = self.qkv[:, : lay.qk], self.qkv[:, lay.qk : 2 * lay.qk]
-        heads = self.rot.view(b, length, lay.nh + lay.nkv, lay.hd)
-        self.q = heads[:, :, : lay.nh].transpose(1, 2)  # (B, nh, L, hd)
-        self.k = heads[:, :, lay.nh :].transpose(1, 2)  # (B, nkv, L, hd)
-        self.v = self.qkv[:, 2 * lay.qk :].view(b, length, lay.nkv, lay.hd).transpose(1, 2)
-        self.gu = torch.zeros(rows, 2 * mlp_dim, dtype=dtype, device=device)
-        self.gate, self.up = self.gu[:, :mlp_dim], self.gu[:, mlp_dim:]
-        self.tmp = torch.zeros(rows, width, dtype=dtype, device=device)  # gated branch outputs (π0.5)
-
-
 @dataclass
 class _Buffers:
     """Static tensors for one prefix length P (shapes never change once allocated)."""
@@ -95,39 +76,16 @@ class _Buffers:
     prefix_len: int
     keys: list[torch.Tensor]  # per layer (B, nkv, P + S, hd): post-RoPE prefix keys, then suffix keys
     values: list[torch.Tensor]  # per layer (B, nkv, P + S, hd)
-    mask: torch.Tensor  # (B, 1, S, P + S) additive, compute dtype
-    use_mask: bool  # False when every key is valid for every query (SDPA without a mask)
-    cos: torch.Tensor  # (B, 1, S, hd); folded: (B·S, (nh + nkv)·hd) over the [q | k] columns
-    sin: torch.Tensor
+    use_mask: bool  # False when every key is valid for every query (attention without a mask)
     noise: torch.Tensor  # (B, chunk, A) fp32, copied in per call
     state: torch.Tensor | None  # π0: (B, max_state_dim) fp32
-    state_tok: torch.Tensor | None = None  # π0, folded: state_proj(state), (B, W) fp32
     out: torch.Tensor | None = None  # result of the captured graph
     graphs: dict = field(default_factory=dict)  # time grid (tuple) -> torch.cuda.CUDAGraph
-    # folded: views of the cache slices, made once
-    prefix_keys: list[torch.Tensor] = field(default_factory=list)  # [:, :, :P]
-    prefix_values: list[torch.Tensor] = field(default_factory=list)
-    suffix_keys: list[torch.Tensor] = field(default_factory=list)  # [:, :, P:]
-    suffix_values: list[torch.Tensor] = field(default_factory=list)
-    prefix_work: _Work | None = None
-
-
-class _Suffix:
-    """The expert's static state: the Euler iterate, the residual stream and its views (B, S rows)."""
-
-    def __init__(self, engine: InferenceEngine) -> None:
-        c, f, b, dev = engine.config, engine.folded, engine.batch_size, engine.device
-        s, w, dtype = c.suffix_len, c.expert.width, f.compute_dtype
-        self.work = _Work(b, s, f, c.expert.mlp_dim, w, dtype, dev)
-        self.x = torch.zeros(b * c.chunk_size, c.max_action_dim, device=dev)  # Euler iterate, fp32
-        self.res = torch.zeros(b * s, w, dtype=dtype, device=dev)  # residual stream
-        res3 = self.res.view(b, s, w)
-        self.head_rows = res3[:, -c.chunk_size :]  # the action tokens (B, chunk, W)
-        self.state_row = res3[:, 0] if c.variant == "pi0" else None
-        self.act_rows = res3[:, s - c.chunk_size :]
-        self.hidden = torch.zeros(b * c.chunk_size, w, device=dev)  # π0's action-time MLP, fp32
-        # write the action tokens straight into the residual stream when it is fp32 and they are contiguous
-        self.direct = dtype == torch.float32 and self.act_rows.is_contiguous()
+    views: _Views | None = None  # folded: the static workspaces and cache views for this P
+    # unfolded: the suffix's additive mask (B, 1, S, P + S) and RoPE tables (B, 1, S, hd)
+    mask: torch.Tensor | None = None
+    cos: torch.Tensor | None = None
+    sin: torch.Tensor | None = None
 
 
 class InferenceEngine:
@@ -173,7 +131,7 @@ class InferenceEngine:
         self._cond: dict[tuple, _Conditioning] = {}
         self._buffers: dict[int, _Buffers] = {}
         self.folded: FoldedPi | None = None
-        self._suffix: _Suffix | None = None
+        self.run: FoldedRun | None = None
         self.refresh()
         self._loop = self._denoise_loop
         if compile:
@@ -217,7 +175,7 @@ class InferenceEngine:
         self._buffers.clear()
         if self.fold:
             self.folded = FoldedPi(self.model)
-            self._suffix = _Suffix(self)
+            self.run = FoldedRun(self.folded, self.batch_size, self.device)
         if self.compiled is not None:
             self.compiled.reset()
 
@@ -257,19 +215,21 @@ class InferenceEngine:
         return embs, pad
 
     def prefill(self, embs: torch.Tensor, pad: torch.Tensor, state: torch.Tensor | None) -> _Buffers:
-        """Backbone over the prefix; writes post-RoPE K/V of every layer into the static cache."""
+        """Backbone over the prefix; writes post-RoPE K/V of every layer into the static cache (and, folded,
+        π0's state token's, which no Euler step changes)."""
         buf = self._buffers_for(embs.shape[1])
-        all_valid = not self.cuda_graph and bool(pad.all())
-        mask = None if all_valid else additive(make_att_2d(pad, torch.zeros_like(pad, dtype=torch.long)))
-        if self.fold:
-            self._prefill_folded(buf, embs, pad, None if mask is None else mask.to(embs.dtype))
-        else:
-            self._prefill_unfolded(buf, embs, pad, mask)
-        self._suffix_geometry(buf, pad)
         if state is not None:
             buf.state.copy_(state)
-            if self.fold:
-                torch.addmm(self.folded.state_b, buf.state, self.folded.state_w, out=buf.state_tok)
+        if self.fold:
+            if state is not None:
+                torch.addmm(self.folded.state_b, buf.state, self.folded.state_w, out=self.run.state_tok)
+            buf.use_mask = self.run.suffix_geometry(buf.views, pad) or self.cuda_graph
+            self.run.prefill(buf.views, embs, pad, use_bias=buf.use_mask)
+            return buf
+        all_valid = not self.cuda_graph and bool(pad.all())
+        mask = None if all_valid else additive(make_att_2d(pad, torch.zeros_like(pad, dtype=torch.long)))
+        self._prefill_unfolded(buf, embs, pad, mask)
+        self._suffix_geometry(buf, pad)
         return buf
 
     def denoise(self, buf: _Buffers, noise: torch.Tensor | None, steps: int | None = None) -> torch.Tensor:
@@ -292,74 +252,6 @@ class InferenceEngine:
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
         return noise
-
-    # the folded path --------------------------------------------------------------------------------------
-    def _prefill_folded(self, buf: _Buffers, embs, pad, mask) -> None:
-        f, b, p = self.folded, self.batch_size, embs.shape[1]
-        lay, eps = f.layout, self.config.vlm.rms_eps
-        cos, sin = (t.view(b * p, lay.qk).to(embs.dtype) for t in f.rope_tables(positions(pad)))
-        ws = buf.prefix_work
-        x = embs.reshape(b * p, -1)  # the residual stream, updated in place
-        last = len(f.vlm) - 1
-        for i, layer in enumerate(f.vlm):
-            h = rms(x, eps)
-            if i == last:  # [k | kR | v] only
-                kv = torch.mm(h, layer.qkv)
-                k = kv[:, : lay.kv] * cos[:, lay.q :] + kv[:, lay.kv : 2 * lay.kv] * sin[:, lay.q :]
-                buf.prefix_keys[i].copy_(k.view(b, p, lay.nkv, lay.hd).transpose(1, 2))
-                buf.prefix_values[i].copy_(kv[:, 2 * lay.kv :].view(b, p, lay.nkv, lay.hd).transpose(1, 2))
-                break
-            torch.mm(h, layer.qkv, out=ws.qkv)
-            torch.mul(ws.qk, cos, out=ws.rot)
-            ws.rot.addcmul_(ws.qk_r, sin)
-            buf.prefix_keys[i].copy_(ws.k)
-            buf.prefix_values[i].copy_(ws.v)
-            a = _attend(ws.q, buf.prefix_keys[i], buf.prefix_values[i], mask)
-            x.addmm_(a, layer.o)
-            torch.mm(rms(x, eps), layer.gate_up, out=ws.gu)
-            x.addmm_(F.gelu(ws.gate, approximate="tanh").mul_(ws.up), layer.down)
-
-    def _denoise_folded(self, buf: _Buffers, cond: _Conditioning) -> torch.Tensor:
-        """x_{t+dt} = x_t + dt·v(x_t, t) from t = 1 over the cached prefix; reads only static tensors."""
-        sx, f = self._suffix, self.folded
-        x, ws, res = sx.x, sx.work, sx.res
-        eps = self.config.expert.rms_eps
-        pi0 = self.config.variant == "pi0"
-        mask = buf.mask if buf.use_mask else None
-        x.copy_(buf.noise.view(x.shape))
-        for k, dt in enumerate(cond.dts):
-            # the suffix tokens: π0 [state | action-time MLP(actions, t)], π0.5 [actions]
-            if pi0:
-                torch.addmm(cond.time_proj[k], x, f.act_in, out=sx.hidden)
-                F.silu(sx.hidden, inplace=True)
-                _addmm_into(sx.act_rows, f.mlp_out_b, sx.hidden, f.mlp_out, sx.direct)
-                sx.state_row.copy_(buf.state_tok)
-            else:
-                _addmm_into(res, f.act_in_b, x, f.act_in, sx.direct)
-            for i, (layer, mods) in enumerate(zip(f.expert, cond.layers[k], strict=True)):
-                if mods:  # π0.5: adaRMS scale as the norm weight, shift as a bias, gates on the branches
-                    s_attn, b_qkv, g_attn, s_mlp, b_gu, g_mlp = mods
-                    torch.addmm(b_qkv, rms(res, eps, s_attn), layer.qkv, out=ws.qkv)
-                else:
-                    torch.mm(rms(res, eps), layer.qkv, out=ws.qkv)
-                torch.mul(ws.qk, buf.cos, out=ws.rot)
-                ws.rot.addcmul_(ws.qk_r, buf.sin)
-                buf.suffix_keys[i].copy_(ws.k)
-                buf.suffix_values[i].copy_(ws.v)
-                a = _attend(ws.q, buf.keys[i], buf.values[i], mask)
-                if mods:
-                    res.addcmul_(torch.mm(a, layer.o, out=ws.tmp), g_attn)
-                    torch.addmm(b_gu, rms(res, eps, s_mlp), layer.gate_up, out=ws.gu)
-                    g = F.gelu(ws.gate, approximate="tanh").mul_(ws.up)
-                    res.addcmul_(torch.mm(g, layer.down, out=ws.tmp), g_mlp)
-                else:
-                    res.addmm_(a, layer.o)
-                    torch.mm(rms(res, eps), layer.gate_up, out=ws.gu)
-                    res.addmm_(F.gelu(ws.gate, approximate="tanh").mul_(ws.up), layer.down)
-            h = rms(sx.head_rows, eps, cond.final_scale[k]).reshape(x.shape[0], -1)
-            x.addmm_(h.float(), f.out_w, alpha=dt)
-            x.add_(cond.out_bias[k], alpha=dt)
-        return x.view(buf.noise.shape)
 
     # the unfolded path (the model's own modules) ----------------------------------------------------------
     def _prefill_unfolded(self, buf: _Buffers, embs, pad, mask) -> None:
@@ -413,7 +305,7 @@ class InferenceEngine:
 
     def _denoise_loop(self, buf: _Buffers, cond: _Conditioning) -> torch.Tensor:
         if self.fold:
-            return self._denoise_folded(buf, cond)
+            return self.run.denoise(buf.views, cond, buf.noise, use_bias=buf.use_mask)
         return self._denoise_unfolded(buf, cond)
 
     # caches -----------------------------------------------------------------------------------------------
@@ -425,38 +317,11 @@ class InferenceEngine:
             schedule = euler_steps(grid)  # same floats as PiModel.integrate
             cond = _Conditioning([t for t, _ in schedule], [dt for _, dt in schedule])
             if self.fold:
-                self._fold_conditioning(cond)
+                self.run.conditioning(cond, self.device)
             else:
                 self._unfolded_conditioning(cond)
             self._cond[grid] = cond
         return self._cond[grid]
-
-    def _fold_conditioning(self, cond: _Conditioning) -> None:
-        """Every step's folded constants: π0.5's modulations as norm weights, biases (shift @ W) and gates."""
-        f, c = self.folded, self.config
-        dtype = f.compute_dtype
-        t = torch.tensor(cond.times, dtype=torch.float32, device=self.device)
-        got = f.conditioning_at(t)  # one row per step: every sample of the batch shares t
-        steps = len(cond.times)
-        if got.mods is None:  # π0
-            cond.time_proj = list(got.time_proj.unbind(0))
-            cond.layers = [[()] * c.depth for _ in range(steps)]
-            cond.final_scale = [None] * steps
-            cond.out_bias = [f.out_b] * steps
-            return
-        mods = got.mods  # (steps, 2D + 1, 3, W): [1 + scale, shift, gate]
-        scale = mods[:, :, 0]  # norm weights stay fp32 (rms computes in fp32)
-        shift, gate = mods[:, :, 1], mods[:, :, 2].to(dtype)
-        per_layer = []
-        for i, layer in enumerate(f.expert):
-            b_qkv = (shift[:, 2 * i] @ layer.qkv.float()).to(dtype)  # (steps, C)
-            b_gu = (shift[:, 2 * i + 1] @ layer.gate_up.float()).to(dtype)
-            per_layer.append(
-                (scale[:, 2 * i], b_qkv, gate[:, 2 * i], scale[:, 2 * i + 1], b_gu, gate[:, 2 * i + 1])
-            )
-        cond.layers = [[tuple(part[k] for part in layer) for layer in per_layer] for k in range(steps)]
-        cond.final_scale = list(scale[:, -1].unbind(0))
-        cond.out_bias = list((f.out_b + shift[:, -1] @ f.out_w).unbind(0))
 
     def _unfolded_conditioning(self, cond: _Conditioning) -> None:
         m, c, b = self.model, self.config, self.batch_size
@@ -488,40 +353,30 @@ class InferenceEngine:
         c, b, dev, dtype = self.config, self.batch_size, self.device, self.model.compute_dtype
         s, cfg = c.suffix_len, c.expert
         kv_shape = (b, cfg.num_kv_heads, prefix_len + s, cfg.head_dim)
-        rope = (b * s, self.folded.layout.qk) if self.fold else (b, 1, s, cfg.head_dim)
         buf = _Buffers(
             prefix_len=prefix_len,
             keys=[torch.zeros(kv_shape, dtype=dtype, device=dev) for _ in range(c.depth)],
             values=[torch.zeros(kv_shape, dtype=dtype, device=dev) for _ in range(c.depth)],
-            mask=torch.zeros(b, 1, s, prefix_len + s, dtype=dtype, device=dev),
             use_mask=True,
-            cos=torch.zeros(rope, device=dev, dtype=dtype if self.fold else torch.float32),
-            sin=torch.zeros(rope, device=dev, dtype=dtype if self.fold else torch.float32),
             noise=torch.zeros(b, c.chunk_size, c.max_action_dim, device=dev),
             state=torch.zeros(b, c.max_state_dim, device=dev) if c.variant == "pi0" else None,
         )
         if self.fold:
-            p = prefix_len
-            buf.prefix_keys = [k[:, :, :p] for k in buf.keys]
-            buf.prefix_values = [v[:, :, :p] for v in buf.values]
-            buf.suffix_keys = [k[:, :, p:] for k in buf.keys]
-            buf.suffix_values = [v[:, :, p:] for v in buf.values]
-            buf.prefix_work = _Work(b, p, self.folded, c.vlm.mlp_dim, c.vlm.width, dtype, dev)
-            if c.variant == "pi0":
-                buf.state_tok = torch.zeros(b, c.expert.width, device=dev)
+            buf.views = self.run.views(buf.keys, buf.values, prefix_len)
+        else:
+            buf.mask = torch.zeros(b, 1, s, prefix_len + s, dtype=dtype, device=dev)
+            buf.cos = torch.zeros(b, 1, s, cfg.head_dim, device=dev)
+            buf.sin = torch.zeros(b, 1, s, cfg.head_dim, device=dev)
         self._buffers[prefix_len] = buf
         return buf
 
     def _suffix_geometry(self, buf: _Buffers, prefix_pad: torch.Tensor) -> None:
-        """Suffix RoPE and mask for this call's prefix validity, written into the static buffers."""
+        """Suffix RoPE and mask for this call's prefix validity, written into the static buffers (unfolded)."""
         b, s = self.batch_size, self.config.suffix_len
         suffix_pad = torch.ones(b, s, dtype=torch.bool, device=self.device)
         ar = [1] * (s - self.config.chunk_size + 1) + [0] * (self.config.chunk_size - 1)
         suffix_ar = torch.tensor(ar, dtype=torch.long, device=self.device).expand(b, -1)
         (cos, sin), mask = self.model.suffix_rope_and_mask(prefix_pad, suffix_pad, suffix_ar)
-        if self.fold:  # (B, 1, S, hd) -> the [q | k] columns' tables (B·S, (nh + nkv)·hd)
-            reps = self.folded.layout.nh + self.folded.layout.nkv
-            cos, sin = (t[:, 0].repeat(1, 1, reps).view(buf.cos.shape) for t in (cos, sin))
         buf.cos.copy_(cos)
         buf.sin.copy_(sin)
         buf.mask.copy_(mask)
@@ -547,21 +402,6 @@ class InferenceEngine:
 def _mark(marks: Marks | None, stage: str) -> None:
     if marks is not None:
         marks(stage)
-
-
-def _addmm_into(out: torch.Tensor, bias, a, w, direct: bool) -> None:
-    """out <- bias + a @ w (fp32 math), straight into `out` when it is fp32 and contiguous."""
-    if direct:
-        torch.addmm(bias, a, w, out=out.view(-1, out.shape[-1]))
-    else:
-        out.copy_(torch.addmm(bias, a, w).view(out.shape))
-
-
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Folded attention (softmax scale already in q): q (B, nh, L, hd) -> (B·L, nh·hd)."""
-    b, nh, length, hd = q.shape
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0, enable_gqa=k.shape[1] != nh)
-    return out.transpose(1, 2).reshape(b * length, nh * hd)
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -1,0 +1,294 @@
+"""The inference engine's eager fast path: the folded weights (`shallowpi.infer.fold`) run over static buffers.
+
+At batch 1 and small widths a call's time is the number of operators it issues, not their arithmetic. So:
+- Every projection writes into a preallocated tensor (`out=` / in-place), and every view the loop needs
+  (heads, cache slices and their transposes, rows of the residual stream) is made once per prefix length.
+- One expert layer is about 16 operators: RMS, one q/k/v matmul, RoPE as two elementwise ops on q and two on
+  k (the second writes straight into the KV cache), the V copy, attention, the o-projection added into the
+  residual in place (`addmm_`), RMS, one gate-up matmul, GELU, its product with up, and the down-projection
+  added in place. π0.5 adds one gate multiply per branch; its adaRMS scale is the norm's weight and its shift
+  a per-step bias of the projection (shift @ W, cached per time grid with everything else t decides).
+- π0's state token attends only to the prefix and itself, and neither it nor its input depend on t or x_t
+  (π0 conditions on t through the action tokens only). Its keys and values at every layer are therefore the
+  same at every Euler step: they are computed once per call, with the prefix, and each step runs the expert
+  over the action tokens alone. Then every query of a step sees every key that is valid, so the only mask
+  left is the prefix's key validity (none at all for an all-valid batch-1 prefix).
+- Attention with one KV head (every Gemma config) and small sizes is written out on CPU (two batched matmuls
+  and a softmax, the query heads folded into the query length, 3-4 operators) instead of SDPA, whose fixed
+  cost dominates there; SDPA elsewhere (bigger attention, CUDA, bf16).
+- RMS on CPU in fp32 is `vector_norm` + `addcmul` + `rsqrt_` + `mul` into static tensors (`F.rms_norm` is a
+  slower composite of the same ops on CPU); elsewhere `F.rms_norm` (a fused kernel on CUDA).
+
+Shapes: a "group" is a set of rows that writes its K/V into one slice of the cache and attends to the cache
+up to its end: the prefix [0, P), π0's state token [P, P + 1), the action tokens [P + S - chunk, P + S).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from shallowpi.infer.fold import FoldedPi, HeadLayout, rms
+from shallowpi.model.attention import MASK_VALUE
+
+MANUAL_ATTENTION_MAX = 1 << 17  # (query rows x heads x keys) up to which CPU attention is written out
+
+
+class _Group:
+    """Static workspace of one group of rows (B·L rows) and its views of the KV cache of one prefix length."""
+
+    def __init__(
+        self, run: FoldedRun, keys, values, start: int, length: int, width: int, mlp_dim: int
+    ) -> None:
+        lay, b, dtype, dev = run.layout, run.batch, run.dtype, run.device
+        rows, end = b * length, start + length
+        z = lambda *shape: torch.zeros(*shape, dtype=dtype, device=dev)  # noqa: E731
+        self.rows, self.length = rows, length
+        self.qkv = z(rows, lay.cols)  # [q | k | qR | kR | v]
+        q_raw, k_raw, q_rot, k_rot, v_raw = self.qkv.split([lay.q, lay.kv, lay.q, lay.kv, lay.kv], dim=1)
+        four = lambda t: t.view(b, length, lay.nkv, lay.hd)  # noqa: E731  (B, L, nkv, hd)
+        self.q_raw, self.q_rot = q_raw, q_rot
+        self.k_raw, self.k_rot, self.v_raw = four(k_raw), four(k_rot), four(v_raw)
+        self.q = z(
+            rows, lay.q
+        )  # RoPE'd queries, contiguous: rows (token, head) for the written-out attention
+        self.k_tmp = z(b, length, lay.nkv, lay.hd)
+        self.cos_q, self.sin_q = z(rows, lay.q), z(rows, lay.q)  # RoPE tables, filled per call
+        self.cos_k, self.sin_k = z(b, length, lay.nkv, lay.hd), z(b, length, lay.nkv, lay.hd)
+        self.attn = z(rows, lay.q)
+        self.gu = z(rows, 2 * mlp_dim)
+        self.gate, self.up = self.gu.split(mlp_dim, dim=1)
+        self.tmp = z(rows, width)
+        self.norm = _Norm(rows, width, run.device) if run.fast_norm else None
+        # the cache: where this group writes (B, L, nkv, hd) and what it reads ([0, end))
+        self.k_out = [k[:, :, start:end].transpose(1, 2) for k in keys]
+        self.v_out = [v[:, :, start:end].transpose(1, 2) for v in values]
+        self.manual = run.manual_attention and length * lay.nh * end <= MANUAL_ATTENTION_MAX
+        if self.manual:  # one KV head: (B, L·nh, hd) queries against (B, end, hd) keys
+            self.q_rows = self.q.view(b, length * lay.nh, lay.hd)
+            self.attn_rows = self.attn.view(b, length * lay.nh, lay.hd)
+            self.keys_t = [k[:, 0, :end].transpose(1, 2) for k in keys]  # (B, hd, end)
+            self.values = [v[:, 0, :end] for v in values]  # (B, end, hd)
+        else:
+            self.q_heads = self.q.view(b, length, lay.nh, lay.hd).transpose(1, 2)  # (B, nh, L, hd)
+            self.keys = [k[:, :, :end] for k in keys]
+            self.values = [v[:, :, :end] for v in values]
+        self.end = end
+
+    def set_rope(self, cos: torch.Tensor, sin: torch.Tensor, q: int) -> None:
+        """cos / sin (B, L, (nh + nkv)·hd) over the [q | k] columns -> this group's static tables."""
+        self.cos_q.copy_(cos[..., :q].reshape(self.cos_q.shape))
+        self.sin_q.copy_(sin[..., :q].reshape(self.sin_q.shape))
+        self.cos_k.copy_(cos[..., q:].reshape(self.cos_k.shape))
+        self.sin_k.copy_(sin[..., q:].reshape(self.sin_k.shape))
+
+
+class _Norm:
+    """RMS over the last dim of (rows, W) fp32 on CPU, into static tensors (4 operators, 5 with a weight)."""
+
+    def __init__(self, rows: int, width: int, device) -> None:
+        self.n = torch.zeros(rows, 1, device=device)
+        self.r = torch.zeros(rows, 1, device=device)
+        self.h = torch.zeros(rows, width, device=device)
+        self.inv_width = 1.0 / width
+
+    def __call__(self, x: torch.Tensor, eps: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        torch.linalg.vector_norm(x, dim=-1, keepdim=True, out=self.n)  # sqrt(sum x^2)
+        torch.addcmul(eps, self.n, self.n, value=self.inv_width, out=self.r).rsqrt_()  # 1 / sqrt(mean + eps)
+        torch.mul(x, self.r, out=self.h)
+        return self.h if weight is None else self.h.mul_(weight)
+
+
+class _Views:
+    """Everything static that depends on the prefix length P: the groups, the key-validity bias."""
+
+    def __init__(self, run: FoldedRun, keys, values, prefix_len: int) -> None:
+        c = run.config
+        b, s, chunk = run.batch, c.suffix_len, c.chunk_size
+        self.bias = torch.zeros(b, 1, prefix_len + s, dtype=run.dtype, device=run.device)  # keys: 0 or -inf
+        self.prefix = _Group(run, keys, values, 0, prefix_len, c.vlm.width, c.vlm.mlp_dim)
+        self.state = (
+            _Group(run, keys, values, prefix_len, 1, c.expert.width, c.expert.mlp_dim) if run.pi0 else None
+        )
+        self.actions = _Group(
+            run, keys, values, prefix_len + s - chunk, chunk, c.expert.width, c.expert.mlp_dim
+        )
+        for g in (self.prefix, self.state, self.actions):
+            if g is not None:
+                g.bias = self.bias[..., : g.end]  # (B, 1, end): the same for every query row
+                g.bias_heads = g.bias[:, :, None]  # (B, 1, 1, end) for SDPA
+
+
+class FoldedRun:
+    """The eager fast path of one engine: static workspaces, prefill (+ π0's state token) and the Euler loop."""
+
+    def __init__(self, folded: FoldedPi, batch: int, device: torch.device) -> None:
+        c = folded.config
+        self.folded, self.config, self.batch, self.device = folded, c, batch, device
+        self.layout: HeadLayout = folded.layout
+        self.dtype = folded.compute_dtype
+        self.pi0 = c.variant == "pi0"
+        cpu32 = device.type == "cpu" and self.dtype == torch.float32
+        self.fast_norm = cpu32
+        self.manual_attention = cpu32 and self.layout.nkv == 1
+        self.eps_vlm = torch.tensor(c.vlm.rms_eps, device=device)
+        self.eps_expert = torch.tensor(c.expert.rms_eps, device=device)
+        rows, w = batch * c.chunk_size, c.expert.width
+        self.x = torch.zeros(rows, c.max_action_dim, device=device)  # the Euler iterate, fp32
+        self.res = torch.zeros(rows, w, dtype=self.dtype, device=device)  # the action tokens' residual stream
+        self.hidden = torch.zeros(rows, w, device=device)  # π0's action-time MLP, fp32
+        self.state_tok = torch.zeros(batch, w, device=device) if self.pi0 else None
+
+    def views(self, keys, values, prefix_len: int) -> _Views:
+        return _Views(self, keys, values, prefix_len)
+
+    # one layer ---------------------------------------------------------------------------------------------
+    def _rms(self, g: _Group, x, eps, weight=None) -> torch.Tensor:
+        if g.norm is not None:
+            return g.norm(x, eps, weight)
+        return rms(x, float(eps), weight)
+
+    def layer(
+        self, g: _Group, i: int, layer, x: torch.Tensor, eps, mods=(), *, use_bias: bool, kv_only=False
+    ):
+        """One folded Gemma layer over the group's rows; x (rows, W) is updated in place."""
+        s_attn, b_qkv, g_attn, s_mlp, b_gu, g_mlp = mods or (None,) * 6
+        h = self._rms(g, x, eps, s_attn)
+        if b_qkv is None:
+            torch.mm(h, layer.qkv, out=g.qkv)
+        else:
+            torch.addmm(b_qkv, h, layer.qkv, out=g.qkv)
+        torch.mul(g.k_raw, g.cos_k, out=g.k_tmp)
+        torch.addcmul(g.k_tmp, g.k_rot, g.sin_k, out=g.k_out[i])  # RoPE'd keys straight into the cache
+        g.v_out[i].copy_(g.v_raw)
+        if kv_only:
+            return
+        torch.mul(g.q_raw, g.cos_q, out=g.q)
+        g.q.addcmul_(g.q_rot, g.sin_q)
+        a = self._attend(g, i, use_bias)
+        if g_attn is None:
+            x.addmm_(a, layer.o)
+        else:
+            x.addcmul_(torch.mm(a, layer.o, out=g.tmp), g_attn)
+        h = self._rms(g, x, eps, s_mlp)
+        if b_gu is None:
+            torch.mm(h, layer.gate_up, out=g.gu)
+        else:
+            torch.addmm(b_gu, h, layer.gate_up, out=g.gu)
+        act = F.gelu(g.gate, approximate="tanh").mul_(g.up)
+        if g_mlp is None:
+            x.addmm_(act, layer.down)
+        else:
+            x.addcmul_(torch.mm(act, layer.down, out=g.tmp), g_mlp)
+
+    def _attend(self, g: _Group, i: int, use_bias: bool) -> torch.Tensor:
+        """The group's queries against the cache [0, end) -> (rows, nh·hd) (softmax scale folded into q)."""
+        if g.manual:
+            if use_bias:
+                logits = torch.baddbmm(g.bias, g.q_rows, g.keys_t[i])
+            else:
+                logits = torch.bmm(g.q_rows, g.keys_t[i])
+            torch.bmm(torch.softmax(logits, dim=-1), g.values[i], out=g.attn_rows)
+            return g.attn
+        lay = self.layout
+        out = F.scaled_dot_product_attention(
+            g.q_heads,
+            g.keys[i],
+            g.values[i],
+            attn_mask=g.bias_heads if use_bias else None,
+            scale=1.0,
+            enable_gqa=lay.nkv != lay.nh,
+        )
+        return out.transpose(1, 2).reshape(g.rows, lay.q)
+
+    # stages ------------------------------------------------------------------------------------------------
+    def prefill(self, v: _Views, embs: torch.Tensor, pad: torch.Tensor, use_bias: bool) -> None:
+        """The backbone over the prefix embs (B, P, W) into the cache [0, P), then π0's state token [P, P + 1)."""
+        f, lay, g = self.folded, self.layout, v.prefix
+        b, p = embs.shape[:2]
+        cos, sin = (t.to(self.dtype) for t in f.rope_tables(pad.long().cumsum(dim=1) - 1))
+        g.set_rope(cos, sin, lay.q)
+        x = embs.reshape(b * p, -1)  # the residual stream, updated in place
+        last = len(f.vlm) - 1
+        for i, layer in enumerate(f.vlm):
+            if i == last:  # its weights are [k | kR | v] only
+                kv = torch.mm(self._rms(g, x, self.eps_vlm), layer.qkv).view(b, p, 3 * lay.nkv, lay.hd)
+                k, k_rot, val = kv.split(lay.nkv, dim=2)
+                torch.addcmul(k * g.cos_k, k_rot, g.sin_k, out=g.k_out[i])
+                g.v_out[i].copy_(val)
+                break
+            self.layer(g, i, layer, x, self.eps_vlm, use_bias=use_bias)
+        if self.pi0:  # the state token: the same keys and values at every Euler step
+            st = v.state
+            x = self.state_tok.to(self.dtype, copy=True)  # its residual stream, updated in place
+            for i, layer in enumerate(f.expert):
+                self.layer(st, i, layer, x, self.eps_expert, use_bias=use_bias, kv_only=i == last)
+
+    def denoise(self, v: _Views, cond, noise: torch.Tensor, use_bias: bool) -> torch.Tensor:
+        """x_{t+dt} = x_t + dt·v(x_t, t) from t = 1 over the cached prefix; reads only static tensors."""
+        f, g, x, res = self.folded, v.actions, self.x, self.res
+        eps = self.eps_expert
+        direct = self.dtype == torch.float32
+        x.copy_(noise.view(x.shape))
+        for k, dt in enumerate(cond.dts):
+            if self.pi0:  # action tokens: action-time MLP of (x_t, t), the t half cached
+                torch.addmm(cond.time_proj[k], x, f.act_in, out=self.hidden)
+                F.silu(self.hidden, inplace=True)
+                _addmm_into(res, f.mlp_out_b, self.hidden, f.mlp_out, direct)
+            else:
+                _addmm_into(res, f.act_in_b, x, f.act_in, direct)
+            for i, (layer, mods) in enumerate(zip(f.expert, cond.layers[k], strict=True)):
+                self.layer(g, i, layer, res, eps, mods, use_bias=use_bias)
+            h = self._rms(g, res, eps, cond.final_scale[k])
+            x.addmm_(h if direct else h.float(), f.out_w, alpha=dt)
+            x.add_(cond.out_bias[k], alpha=dt)
+        return x.view(noise.shape)
+
+    def conditioning(self, cond, device) -> None:
+        """Every step's folded constants into `cond` (`engine._Conditioning`): π0.5's modulations as norm
+        weights, projection biases (shift @ W) and gates; π0's time half of the action-time MLP."""
+        f, c, dtype = self.folded, self.config, self.dtype
+        got = f.conditioning_at(
+            torch.tensor(cond.times, dtype=torch.float32, device=device)
+        )  # a row per step
+        steps = len(cond.times)
+        if got.mods is None:  # π0
+            cond.time_proj = list(got.time_proj.unbind(0))
+            cond.layers = [[()] * c.depth for _ in range(steps)]
+            cond.final_scale = [None] * steps
+            cond.out_bias = [f.out_b] * steps
+            return
+        mods = got.mods  # (steps, 2D + 1, 3, W): [1 + scale, shift, gate]
+        scale, shift, gate = mods[:, :, 0], mods[:, :, 1], mods[:, :, 2].to(dtype)  # norm weights stay fp32
+        per_layer = []
+        for i, layer in enumerate(f.expert):
+            b_qkv = (shift[:, 2 * i] @ layer.qkv.float()).to(dtype)  # (steps, C)
+            b_gu = (shift[:, 2 * i + 1] @ layer.gate_up.float()).to(dtype)
+            per_layer.append(
+                (scale[:, 2 * i], b_qkv, gate[:, 2 * i], scale[:, 2 * i + 1], b_gu, gate[:, 2 * i + 1])
+            )
+        cond.layers = [[tuple(part[k] for part in layer) for layer in per_layer] for k in range(steps)]
+        cond.final_scale = list(scale[:, -1].unbind(0))
+        cond.out_bias = list((f.out_b + shift[:, -1] @ f.out_w).unbind(0))
+
+    def suffix_geometry(self, v: _Views, prefix_pad: torch.Tensor) -> bool:
+        """RoPE tables of the state and action tokens and the key-validity bias for this call's prefix,
+        written into the static buffers. -> whether any key is invalid."""
+        c, lay = self.config, self.layout
+        s = c.suffix_len
+        pos = prefix_pad.long().sum(-1, keepdim=True) + torch.arange(s, device=self.device)[None]  # (B, S)
+        cos, sin = (t.to(self.dtype) for t in self.folded.rope_tables(pos, c.expert.rope_theta))
+        v.actions.set_rope(cos[:, s - c.chunk_size :], sin[:, s - c.chunk_size :], lay.q)
+        if v.state is not None:
+            v.state.set_rope(cos[:, :1], sin[:, :1], lay.q)
+        p = prefix_pad.shape[1]
+        v.bias[:, 0, :p].copy_(torch.where(prefix_pad, 0.0, MASK_VALUE))
+        return not bool(prefix_pad.all())
+
+
+def _addmm_into(out: torch.Tensor, bias, a, w, direct: bool) -> None:
+    """out <- bias + a @ w (fp32 math), straight into `out` when it is fp32."""
+    if direct:
+        torch.addmm(bias, a, w, out=out)
+    else:
+        out.copy_(torch.addmm(bias, a, w))
