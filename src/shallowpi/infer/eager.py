@@ -25,11 +25,29 @@ up to its end: the prefix [0, P), π0's state token [P, P + 1), the action token
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
 from shallowpi.infer.fold import FoldedPi, HeadLayout, rms
 from shallowpi.model.attention import MASK_VALUE
+
+
+class StepMods(NamedTuple):
+    """One expert layer's per-step constants (π0.5): adaRMS 1 + scale (the RMS weight, fp32), the shift as an
+    fp32 addend after the RMS or (fp32 engine) folded into the next projection's bias, and the branch gates.
+    A plain-RMSNorm layer: the norm weights (None when folded into the projections), nothing else."""
+
+    attn_scale: torch.Tensor | None
+    attn_shift: torch.Tensor | None
+    qkv_bias: torch.Tensor | None
+    attn_gate: torch.Tensor | None
+    mlp_scale: torch.Tensor | None
+    mlp_shift: torch.Tensor | None
+    gate_up_bias: torch.Tensor | None
+    mlp_gate: torch.Tensor | None
+
 
 MANUAL_ATTENTION_MAX = 1 << 17  # (query rows x heads x keys) up to which CPU attention is written out
 
@@ -130,6 +148,9 @@ class FoldedRun:
         self.pi0 = c.variant == "pi0"
         cpu32 = device.type == "cpu" and self.dtype == torch.float32
         self.fast_norm = cpu32
+        # bf16 / fp16: the residual adds, gates and RoPE round where the model's modules round (one op each),
+        # so that the engine's actions stay as close to the model's bf16 actions as rounding allows
+        self.round_like_model = self.dtype != torch.float32
         self.manual_attention = cpu32 and self.layout.nkv == 1
         self.eps_vlm = torch.tensor(c.vlm.rms_eps, device=device)
         self.eps_expert = torch.tensor(c.expert.rms_eps, device=device)
@@ -143,43 +164,56 @@ class FoldedRun:
         return _Views(self, keys, values, prefix_len)
 
     # one layer ---------------------------------------------------------------------------------------------
-    def _rms(self, g: _Group, x, eps, weight=None) -> torch.Tensor:
-        if g.norm is not None:
+    def _rms(self, g: _Group, x, eps, weight=None, shift=None) -> torch.Tensor:
+        if g.norm is not None and shift is None:
             return g.norm(x, eps, weight)
-        return rms(x, float(eps), weight)
+        return rms(x, float(eps), weight, shift)
 
     def layer(
-        self, g: _Group, i: int, layer, x: torch.Tensor, eps, mods=(), *, use_bias: bool, kv_only=False
+        self, g: _Group, i: int, layer, x: torch.Tensor, eps, mods=None, *, use_bias: bool, kv_only=False
     ):
-        """One folded Gemma layer over the group's rows; x (rows, W) is updated in place."""
-        s_attn, b_qkv, g_attn, s_mlp, b_gu, g_mlp = mods or (None,) * 6
-        h = self._rms(g, x, eps, s_attn)
-        if b_qkv is None:
+        """One folded Gemma layer over the group's rows; x (rows, W) is updated in place. `mods`: π0.5's
+        `StepMods` of this layer and step (None: a plain-RMSNorm layer)."""
+        m = mods or StepMods(layer.in_norm, None, None, None, layer.post_norm, None, None, None)
+        h = self._rms(g, x, eps, m.attn_scale, m.attn_shift)
+        if m.qkv_bias is None:
             torch.mm(h, layer.qkv, out=g.qkv)
         else:
-            torch.addmm(b_qkv, h, layer.qkv, out=g.qkv)
+            torch.addmm(m.qkv_bias, h, layer.qkv, out=g.qkv)
         torch.mul(g.k_raw, g.cos_k, out=g.k_tmp)
-        torch.addcmul(g.k_tmp, g.k_rot, g.sin_k, out=g.k_out[i])  # RoPE'd keys straight into the cache
+        self._rope_add(g.k_tmp, g.k_rot, g.sin_k, g.k_out[i])  # RoPE'd keys straight into the cache
         g.v_out[i].copy_(g.v_raw)
         if kv_only:
             return
         torch.mul(g.q_raw, g.cos_q, out=g.q)
-        g.q.addcmul_(g.q_rot, g.sin_q)
+        self._rope_add(g.q, g.q_rot, g.sin_q, g.q)
         a = self._attend(g, i, use_bias)
-        if g_attn is None:
-            x.addmm_(a, layer.o)
-        else:
-            x.addcmul_(torch.mm(a, layer.o, out=g.tmp), g_attn)
-        h = self._rms(g, x, eps, s_mlp)
-        if b_gu is None:
+        self._residual(x, a, layer.o, m.attn_gate, g.tmp)
+        h = self._rms(g, x, eps, m.mlp_scale, m.mlp_shift)
+        if m.gate_up_bias is None:
             torch.mm(h, layer.gate_up, out=g.gu)
         else:
-            torch.addmm(b_gu, h, layer.gate_up, out=g.gu)
+            torch.addmm(m.gate_up_bias, h, layer.gate_up, out=g.gu)
         act = F.gelu(g.gate, approximate="tanh").mul_(g.up)
-        if g_mlp is None:
-            x.addmm_(act, layer.down)
+        self._residual(x, act, layer.down, m.mlp_gate, g.tmp)
+
+    def _rope_add(self, base: torch.Tensor, rot: torch.Tensor, sin: torch.Tensor, out: torch.Tensor) -> None:
+        """out <- base + rot·sin (base = x·cos)."""
+        if self.round_like_model:  # bf16: (x·cos) + (rot·sin), each rounded, as the model's apply_rope
+            torch.add(base, rot * sin, out=out)
         else:
-            x.addcmul_(torch.mm(act, layer.down, out=g.tmp), g_mlp)
+            torch.addcmul(base, rot, sin, out=out)
+
+    def _residual(self, x: torch.Tensor, a: torch.Tensor, w: torch.Tensor, gate, tmp: torch.Tensor) -> None:
+        """x <- x + (a @ w)[·gate], in place."""
+        if gate is None and not self.round_like_model:
+            x.addmm_(a, w)
+        elif gate is None:
+            x.add_(torch.mm(a, w, out=tmp))
+        elif not self.round_like_model:
+            x.addcmul_(torch.mm(a, w, out=tmp), gate)
+        else:
+            x.add_(torch.mm(a, w, out=tmp).mul_(gate))
 
     def _attend(self, g: _Group, i: int, use_bias: bool) -> torch.Tensor:
         """The group's queries against the cache [0, end) -> (rows, nh·hd) (softmax scale folded into q)."""
@@ -212,9 +246,10 @@ class FoldedRun:
         last = len(f.vlm) - 1
         for i, layer in enumerate(f.vlm):
             if i == last:  # its weights are [k | kR | v] only
-                kv = torch.mm(self._rms(g, x, self.eps_vlm), layer.qkv).view(b, p, 3 * lay.nkv, lay.hd)
+                kv = torch.mm(self._rms(g, x, self.eps_vlm, layer.in_norm), layer.qkv)
+                kv = kv.view(b, p, 3 * lay.nkv, lay.hd)
                 k, k_rot, val = kv.split(lay.nkv, dim=2)
-                torch.addcmul(k * g.cos_k, k_rot, g.sin_k, out=g.k_out[i])
+                self._rope_add(k * g.cos_k, k_rot, g.sin_k, g.k_out[i])
                 g.v_out[i].copy_(val)
                 break
             self.layer(g, i, layer, x, self.eps_vlm, use_bias=use_bias)
@@ -239,37 +274,47 @@ class FoldedRun:
                 _addmm_into(res, f.act_in_b, x, f.act_in, direct)
             for i, (layer, mods) in enumerate(zip(f.expert, cond.layers[k], strict=True)):
                 self.layer(g, i, layer, res, eps, mods, use_bias=use_bias)
-            h = self._rms(g, res, eps, cond.final_scale[k])
+            h = self._rms(g, res, eps, cond.final_scale[k], cond.final_shift[k])
             x.addmm_(h if direct else h.float(), f.out_w, alpha=dt)
             x.add_(cond.out_bias[k], alpha=dt)
         return x.view(noise.shape)
 
-    def conditioning(self, cond, device) -> None:
-        """Every step's folded constants into `cond` (`engine._Conditioning`): π0.5's modulations as norm
-        weights, projection biases (shift @ W) and gates; π0's time half of the action-time MLP."""
+    def conditioning(self, cond, temb: torch.Tensor) -> None:
+        """Every step's folded constants into `cond` (`engine._Conditioning`) from the steps' time embeddings
+        temb (steps, W): π0.5's modulations as norm weights, projection biases (shift @ W) and gates; π0's
+        time half of the action-time MLP."""
         f, c, dtype = self.folded, self.config, self.dtype
-        got = f.conditioning_at(
-            torch.tensor(cond.times, dtype=torch.float32, device=device)
-        )  # a row per step
+        got = f.conditioning(temb)  # a row per step (every sample of a batch shares t)
         steps = len(cond.times)
         if got.mods is None:  # π0
             cond.time_proj = list(got.time_proj.unbind(0))
-            cond.layers = [[()] * c.depth for _ in range(steps)]
-            cond.final_scale = [None] * steps
+            cond.layers = [[None] * c.depth for _ in range(steps)]
+            cond.final_scale = [f.final_norm] * steps  # None when folded into action_out_proj
+            cond.final_shift = [None] * steps
             cond.out_bias = [f.out_b] * steps
             return
         mods = got.mods  # (steps, 2D + 1, 3, W): [1 + scale, shift, gate]
         scale, shift, gate = mods[:, :, 0], mods[:, :, 1], mods[:, :, 2].to(dtype)  # norm weights stay fp32
         per_layer = []
         for i, layer in enumerate(f.expert):
-            b_qkv = (shift[:, 2 * i] @ layer.qkv.float()).to(dtype)  # (steps, C)
-            b_gu = (shift[:, 2 * i + 1] @ layer.gate_up.float()).to(dtype)
+            a, m = 2 * i, 2 * i + 1
+            if self.round_like_model:  # the shift after the RMS, in fp32, as the model adds it
+                biases = (shift[:, a], None, shift[:, m], None)
+            else:  # the shift as a bias of the projection after the norm: shift @ W
+                b_qkv = (shift[:, a] @ layer.qkv.float()).to(dtype)  # (steps, C)
+                biases = (None, b_qkv, None, (shift[:, m] @ layer.gate_up.float()).to(dtype))
             per_layer.append(
-                (scale[:, 2 * i], b_qkv, gate[:, 2 * i], scale[:, 2 * i + 1], b_gu, gate[:, 2 * i + 1])
+                (scale[:, a], biases[0], biases[1], gate[:, a], scale[:, m], *biases[2:], gate[:, m])
             )
-        cond.layers = [[tuple(part[k] for part in layer) for layer in per_layer] for k in range(steps)]
+        at = lambda k: [StepMods(*(None if p is None else p[k] for p in parts)) for parts in per_layer]  # noqa: E731
+        cond.layers = [at(k) for k in range(steps)]
         cond.final_scale = list(scale[:, -1].unbind(0))
-        cond.out_bias = list((f.out_b + shift[:, -1] @ f.out_w).unbind(0))
+        if self.round_like_model:
+            cond.final_shift = list(shift[:, -1].unbind(0))
+            cond.out_bias = [f.out_b] * steps
+        else:
+            cond.final_shift = [None] * steps
+            cond.out_bias = list((f.out_b + shift[:, -1] @ f.out_w).unbind(0))
 
     def suffix_geometry(self, v: _Views, prefix_pad: torch.Tensor) -> bool:
         """RoPE tables of the state and action tokens and the key-validity bias for this call's prefix,

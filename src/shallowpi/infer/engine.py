@@ -59,7 +59,8 @@ class _Conditioning:
     dts: list[float]  # Euler step after each evaluation (negative)
     # folded: [step] -> per layer (rms weight, qkv bias, gate, rms weight, gate-up bias, gate) for π0.5, () for π0
     layers: list[list[tuple]] = field(default_factory=list)
-    final_scale: list[torch.Tensor | None] = field(default_factory=list)  # [step] π0.5's final 1 + scale
+    final_scale: list[torch.Tensor | None] = field(default_factory=list)  # [step] final norm's weight
+    final_shift: list[torch.Tensor | None] = field(default_factory=list)  # [step] π0.5 in bf16: its shift
     out_bias: list[torch.Tensor] = field(
         default_factory=list
     )  # [step] (A,): action_out_proj bias (+ shift @ W)
@@ -317,7 +318,11 @@ class InferenceEngine:
             schedule = euler_steps(grid)  # same floats as PiModel.integrate
             cond = _Conditioning([t for t, _ in schedule], [dt for _, dt in schedule])
             if self.fold:
-                self.run.conditioning(cond, self.device)
+                t = torch.tensor(cond.times, dtype=torch.float32, device=self.device)  # a row per step
+                c = self.config
+                self.run.conditioning(
+                    cond, sincos_time_embedding(t, c.expert.width, c.min_period, c.max_period)
+                )
             else:
                 self._unfolded_conditioning(cond)
             self._cond[grid] = cond

@@ -85,10 +85,13 @@ class FoldedGemmaLayer(nn.Module):
     down (M, W). `kv_only` keeps [k | kR | v] alone (the backbone's last layer)."""
 
     def __init__(self, layer: GemmaLayer, *, fold_norms: bool, kv_only: bool = False) -> None:
+        """`fold_norms`: (1 + w) of plain RMSNorms into the projections (else kept as `in_norm` / `post_norm`,
+        the norm's weight); adaRMS layers have no static weight."""
         super().__init__()
         cfg = layer.cfg
         attn, mlp = layer.self_attn, layer.mlp
         dtype = attn.q_proj.weight.dtype
+        plain = not hasattr(layer.input_layernorm, "dense")
         self.layout = HeadLayout(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
         hd = cfg.head_dim
         q = attn.q_proj.weight.float() * hd**-0.5  # the softmax scale
@@ -96,9 +99,14 @@ class FoldedGemmaLayer(nn.Module):
         rows = [k, _rotate_rows(k, hd), v] if kv_only else [q, k, _rotate_rows(q, hd), _rotate_rows(k, hd), v]
         qkv = torch.cat(rows, dim=0)  # (C, W)
         gate_up = torch.cat([mlp.gate_proj.weight.float(), mlp.up_proj.weight.float()], dim=0)  # (2M, W)
-        if fold_norms:  # plain RMSNorm: (1 + w) scales the input features of the next projection
+        for name in ("in_norm", "post_norm"):  # (1 + w) fp32 when not folded (adaRMS: None)
+            self.register_buffer(name, None)
+        if plain and fold_norms:  # (1 + w) scales the input features of the next projection
             qkv = qkv * (1.0 + layer.input_layernorm.weight.float())[None]
             gate_up = gate_up * (1.0 + layer.post_attention_layernorm.weight.float())[None]
+        elif plain:
+            self.register_buffer("in_norm", 1.0 + layer.input_layernorm.weight.detach().float())
+            self.register_buffer("post_norm", 1.0 + layer.post_attention_layernorm.weight.detach().float())
         self.register_buffer("qkv", _t(qkv, dtype))
         if kv_only:
             return
@@ -108,19 +116,34 @@ class FoldedGemmaLayer(nn.Module):
 
 
 class FoldedSiglipLayer(nn.Module):
-    def __init__(self, layer: SiglipEncoderLayer, num_heads: int) -> None:
+    """One SigLIP layer: q/k/v in one matmul with the softmax scale in q; with `fold` (fp32), each
+    LayerNorm's affine inside the linear after it (else the LayerNorms keep it, as the model computes them)."""
+
+    def __init__(self, layer: SiglipEncoderLayer, num_heads: int, *, fold: bool) -> None:
         super().__init__()
         a, m = layer.self_attn, layer.mlp
         dtype = a.q_proj.weight.dtype
+        # the softmax scale into q where that is exact or fp32 (bf16: hd = 72 in SigLIP So400m is not)
         hd = a.head_dim
+        exact = hd & (hd - 1) == 0 and (hd.bit_length() - 1) % 2 == 0  # a power of 4: hd^-0.5 is a power of 2
+        scale = hd**-0.5 if fold or exact else 1.0  # into q
+        self.sdpa_scale = hd**-0.5 / scale  # what SDPA still applies
         f = lambda lin: (lin.weight.float(), lin.bias.float())  # noqa: E731
         (wq, bq), (wk, bk), (wv, bv) = f(a.q_proj), f(a.k_proj), f(a.v_proj)
-        w = torch.cat([wq * hd**-0.5, wk, wv])  # (3W, W), the softmax scale in q
-        b = torch.cat([bq * hd**-0.5, bk, bv])
+        qkv, qkv_b = torch.cat([wq * scale, wk, wv]), torch.cat([bq * scale, bk, bv])  # (3W, W), (3W,)
+        fc1, fc1_b = f(m.fc1)
         self.num_heads = num_heads
         self.eps = layer.layer_norm1.eps
-        qkv, qkv_b = _fold_layer_norm(layer.layer_norm1, w, b)
-        fc1, fc1_b = _fold_layer_norm(layer.layer_norm2, *f(m.fc1))
+        for name in ("ln1", "ln1_b", "ln2", "ln2_b"):
+            self.register_buffer(name, None)
+        if fold:
+            qkv, qkv_b = _fold_layer_norm(layer.layer_norm1, qkv, qkv_b)
+            fc1, fc1_b = _fold_layer_norm(layer.layer_norm2, fc1, fc1_b)
+        else:
+            for name, p in (("ln1", layer.layer_norm1.weight), ("ln1_b", layer.layer_norm1.bias)):
+                self.register_buffer(name, p.detach())
+            for name, p in (("ln2", layer.layer_norm2.weight), ("ln2_b", layer.layer_norm2.bias)):
+                self.register_buffer(name, p.detach())
         for name, value in (
             ("qkv", _t(qkv, dtype)),
             ("qkv_b", qkv_b.to(dtype)),
@@ -137,12 +160,12 @@ class FoldedSiglipLayer(nn.Module):
         """x (n·N, W) -> (n·N, W): images are independent sequences of N tokens."""
         width = x.shape[-1]
         nh = self.num_heads
-        h = F.layer_norm(x, (width,), eps=self.eps)
+        h = F.layer_norm(x, (width,), self.ln1, self.ln1_b, eps=self.eps)
         qkv = torch.addmm(self.qkv_b, h, self.qkv)  # (n·N, 3W)
         q, k, v = qkv.view(n, tokens, 3, nh, width // nh).permute(2, 0, 3, 1, 4).unbind(0)  # (n, nh, N, hd)
-        a = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # bidirectional, scale folded into q
+        a = F.scaled_dot_product_attention(q, k, v, scale=self.sdpa_scale)  # bidirectional
         x = x + torch.addmm(self.o_b, a.transpose(1, 2).reshape(n * tokens, width), self.o)
-        h = F.layer_norm(x, (width,), eps=self.eps)
+        h = F.layer_norm(x, (width,), self.ln2, self.ln2_b, eps=self.eps)
         h = F.gelu(torch.addmm(self.fc1_b, h, self.fc1), approximate="tanh")
         return x + torch.addmm(self.fc2_b, h, self.fc2)
 
@@ -177,9 +200,18 @@ class FoldedPi(nn.Module):
         self.config = c
         self.compute_dtype = model.compute_dtype
         self.layout = HeadLayout(c.vlm.num_heads, c.vlm.num_kv_heads, c.vlm.head_dim)
-        ada = c.uses_adarms
+        # fp32: norm weights and affines inside the next projection. In bf16 / fp16 they stay the norms' own
+        # weights: folding them would round other products than the model rounds (bf16 actions drift 2x more).
+        fold = self.fold_norms = self.compute_dtype == torch.float32
+        vis = model.vision
+        shared = {vis.embeddings.patch_embedding.weight, vis.embeddings.patch_embedding.bias}
+        shared |= {vis.embeddings.position_embedding.weight, model.vlm.embed_tokens.weight}
+
+        def done(*modules: nn.Module) -> None:  # `release`: free what was just folded, as it goes
+            for p in (p for m in modules if release for p in m.parameters() if p not in shared):
+                p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+
         with torch.no_grad():
-            vis = model.vision
             self.vision_dtype = vis.post_layernorm.weight.dtype
             # shared with the model, not copied (detached: nothing here carries gradients)
             patch = vis.embeddings.patch_embedding
@@ -187,33 +219,34 @@ class FoldedPi(nn.Module):
             self.register_buffer("patch_w", patch.weight.detach())
             self.register_buffer("patch_b", patch.bias.detach())
             self.register_buffer("position", vis.embeddings.position_embedding.weight.detach())
-            self.vision_layers = nn.ModuleList(
-                FoldedSiglipLayer(layer, c.vision.num_heads) for layer in vis.encoder.layers
-            )
-            proj, proj_b = _fold_layer_norm(
-                vis.post_layernorm, model.projector.weight.float(), model.projector.bias.float()
-            )
+            self.vision_layers = nn.ModuleList()
+            for layer in vis.encoder.layers:
+                self.vision_layers.append(FoldedSiglipLayer(layer, c.vision.num_heads, fold=fold))
+                done(layer)
+            proj, proj_b = model.projector.weight.float(), model.projector.bias.float()
+            ln = vis.post_layernorm
+            self.register_buffer("post_ln", None)
+            self.register_buffer("post_ln_b", None)
+            if fold:
+                proj, proj_b = _fold_layer_norm(ln, proj, proj_b)
+            else:
+                self.register_buffer("post_ln", ln.weight.detach())
+                self.register_buffer("post_ln_b", ln.bias.detach())
             pdtype = model.projector.weight.dtype
             self.register_buffer("projector", _t(proj, pdtype))
             self.register_buffer("projector_b", proj_b.detach().to(pdtype))
+            done(vis, model.projector)
             self.register_buffer("embed", model.vlm.embed_tokens.weight.detach())  # shared
             n = len(model.vlm.layers)
-            self.vlm = nn.ModuleList(
-                FoldedGemmaLayer(layer, fold_norms=True, kv_only=i == n - 1)
-                for i, layer in enumerate(model.vlm.layers)
-            )
-            self.expert = nn.ModuleList(
-                FoldedGemmaLayer(layer, fold_norms=not ada) for layer in model.expert.layers
-            )
+            self.vlm, self.expert = nn.ModuleList(), nn.ModuleList()
+            for i, layer in enumerate(model.vlm.layers):
+                self.vlm.append(FoldedGemmaLayer(layer, fold_norms=fold, kv_only=i == n - 1))
+                done(layer)
+            for layer in model.expert.layers:
+                self.expert.append(FoldedGemmaLayer(layer, fold_norms=fold))
+                done(layer)
             self._fold_heads(model)
-        if release:
-            shared = {
-                id(t) for t in (vis.embeddings.patch_embedding.weight, vis.embeddings.patch_embedding.bias)
-            }
-            shared |= {id(vis.embeddings.position_embedding.weight), id(model.vlm.embed_tokens.weight)}
-            for p in model.parameters():
-                if id(p) not in shared:
-                    p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+            done(model)
 
     def _fold_heads(self, model: PiModel) -> None:
         """The projections around the expert stack (fp32, as the model keeps them)."""
@@ -221,14 +254,18 @@ class FoldedPi(nn.Module):
         buf = lambda name, value: self.register_buffer(name, value.detach().contiguous())  # noqa: E731
         out_w = model.action_out_proj.weight.float()  # (A, W)
         buf("out_b", model.action_out_proj.bias.float())
+        self.register_buffer("final_norm", None)  # π0's final (1 + w) when not folded into action_out_proj
         if c.variant == "pi0":
-            buf("out_w", (out_w * (1.0 + model.expert.norm.weight.float())[None]).t())
+            final = 1.0 + model.expert.norm.weight.float()
+            if self.fold_norms:
+                buf("out_w", (out_w * final[None]).t())
+            else:
+                buf("out_w", out_w.t())
+                buf("final_norm", final)
             w_act = model.action_time_mlp_in.weight[:, :w].float()  # (W, W): acts on action_in_proj's output
             buf("act_in", (w_act @ model.action_in_proj.weight.float()).t())  # (A, W)
             buf("act_in_b", w_act @ model.action_in_proj.bias.float() + model.action_time_mlp_in.bias.float())
-            buf(
-                "time_w", model.action_time_mlp_in.weight[:, w:].float().t()
-            )  # (W, W): acts on the t embedding
+            buf("time_w", model.action_time_mlp_in.weight[:, w:].float().t())  # (W, W): on the t embedding
             buf("mlp_out", model.action_time_mlp_out.weight.float().t())
             buf("mlp_out_b", model.action_time_mlp_out.bias.float())
             buf("state_w", model.state_proj.weight.float().t())
@@ -278,7 +315,7 @@ class FoldedPi(nn.Module):
         for layer in self.vision_layers:
             x = layer(x, n, tokens)
         eps = self.config.vision.layer_norm_eps
-        h = F.layer_norm(x, (width,), eps=eps).to(self.projector.dtype)
+        h = F.layer_norm(x, (width,), self.post_ln, self.post_ln_b, eps=eps).to(self.projector.dtype)
         return torch.addmm(self.projector_b, h, self.projector).view(n, tokens, -1)
 
     def embed_language(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -385,7 +422,7 @@ class FoldedPi(nn.Module):
             x = self.layer_step(layer, x, cos, sin, attend, eps=c.expert.rms_eps, mods=layer_mods)
         h = x[:, -c.chunk_size :]
         if mods is None:
-            h = rms(h, c.expert.rms_eps)
+            h = rms(h, c.expert.rms_eps, self.final_norm)
         else:
             final = mods[:, -1, :, None]  # (N, 3, 1, W)
             h = rms(h, c.expert.rms_eps, final[:, 0], final[:, 1])
@@ -397,7 +434,7 @@ class FoldedPi(nn.Module):
         mods: π0.5's ((N, 3, 1, W) attention, (N, 3, 1, W) MLP) adaRMS [1 + scale, shift, gate], else None."""
         lay = self.layout
         b, length = x.shape[:2]
-        h = rms(x, eps) if mods is None else rms(x, eps, mods[0][:, 0], mods[0][:, 1])
+        h = rms(x, eps, layer.in_norm) if mods is None else rms(x, eps, mods[0][:, 0], mods[0][:, 1])
         qkv = torch.matmul(h, layer.qkv)  # (B, L, C)
         if kv_only:  # [k | kR | v]
             k = qkv[..., : lay.kv] * cos[..., lay.q :] + qkv[..., lay.kv : 2 * lay.kv] * sin[..., lay.q :]
@@ -408,7 +445,7 @@ class FoldedPi(nn.Module):
         a = attend(q, _heads(k, b, length, lay.nkv), _heads(v, b, length, lay.nkv))  # (B, L, nh·hd)
         y = torch.matmul(a, layer.o)
         x = x + (y if mods is None else y * mods[0][:, 2])
-        h = rms(x, eps) if mods is None else rms(x, eps, mods[1][:, 0], mods[1][:, 1])
+        h = rms(x, eps, layer.post_norm) if mods is None else rms(x, eps, mods[1][:, 0], mods[1][:, 1])
         gate, up = torch.matmul(h, layer.gate_up).chunk(2, dim=-1)
         y = torch.matmul(F.gelu(gate, approximate="tanh") * up, layer.down)
         return x + (y if mods is None else y * mods[1][:, 2])
