@@ -62,10 +62,12 @@ class _Group:
         rows, end = b * length, start + length
         z = lambda *shape: torch.zeros(*shape, dtype=dtype, device=dev)  # noqa: E731
         self.rows, self.length = rows, length
-        self.qkv = z(rows, lay.cols)  # [q | k | qR | kR | v]
-        q_raw, k_raw, q_rot, k_rot, v_raw = self.qkv.split([lay.q, lay.kv, lay.q, lay.kv, lay.kv], dim=1)
+        self.qkv = z(rows, lay.cols)  # [q | k | v]
+        self.qk_raw, v_raw = self.qkv.split([lay.qk, lay.kv], dim=1)
+        self.swapped = z(rows, lay.qk)  # [q | k] with the halves of every head swapped (RoPE's rotate_half)
         four = lambda t: t.view(b, length, lay.nkv, lay.hd)  # noqa: E731  (B, L, nkv, hd)
-        self.q_raw, self.q_rot = q_raw, q_rot
+        self.q_raw, k_raw = self.qk_raw.split([lay.q, lay.kv], dim=1)
+        self.q_rot, k_rot = self.swapped.split([lay.q, lay.kv], dim=1)
         self.k_raw, self.k_rot, self.v_raw = four(k_raw), four(k_rot), four(v_raw)
         self.q = z(
             rows, lay.q
@@ -144,6 +146,7 @@ class FoldedRun:
         c = folded.config
         self.folded, self.config, self.batch, self.device = folded, c, batch, device
         self.layout: HeadLayout = folded.layout
+        self.swap = folded.layout.swap_halves(device)
         self.dtype = folded.compute_dtype
         self.pi0 = c.variant == "pi0"
         cpu32 = device.type == "cpu" and self.dtype == torch.float32
@@ -180,6 +183,7 @@ class FoldedRun:
             torch.mm(h, layer.qkv, out=g.qkv)
         else:
             torch.addmm(m.qkv_bias, h, layer.qkv, out=g.qkv)
+        torch.index_select(g.qk_raw, 1, self.swap, out=g.swapped)
         torch.mul(g.k_raw, g.cos_k, out=g.k_tmp)
         self._rope_add(g.k_tmp, g.k_rot, g.sin_k, g.k_out[i])  # RoPE'd keys straight into the cache
         g.v_out[i].copy_(g.v_raw)
@@ -245,10 +249,10 @@ class FoldedRun:
         x = embs.reshape(b * p, -1)  # the residual stream, updated in place
         last = len(f.vlm) - 1
         for i, layer in enumerate(f.vlm):
-            if i == last:  # its weights are [k | kR | v] only
+            if i == last:  # its weights are [k | v] only
                 kv = torch.mm(self._rms(g, x, self.eps_vlm, layer.in_norm), layer.qkv)
-                kv = kv.view(b, p, 3 * lay.nkv, lay.hd)
-                k, k_rot, val = kv.split(lay.nkv, dim=2)
+                k, val = kv.view(b, p, 2 * lay.nkv, lay.hd).split(lay.nkv, dim=2)
+                k_rot = torch.cat([k[..., lay.hd // 2 :], k[..., : lay.hd // 2]], dim=-1)
                 self._rope_add(k * g.cos_k, k_rot, g.sin_k, g.k_out[i])
                 g.v_out[i].copy_(val)
                 break

@@ -9,12 +9,12 @@ reference path, `PiModel.sample_actions`: 1e-5 in fp32):
 - Gemma RMSNorm's (1 + w) scales the input rows of the projection that follows it: the norm becomes a bare
   RMS (`rms_norm` without weight). adaRMS (π0.5 expert) depends on t, so its scale and shift stay
   per-step inputs (the engine turns the shift into a per-step bias of that projection: shift @ W).
-- One matmul per layer for attention: columns [q | k | q·R | k·R | v], with R the RoPE `rotate_half` map
-  (a signed permutation of each head's features, exact), so RoPE is `[q|k]·cos + [q|k]·R·sin`, two
-  elementwise ops over both q and k, against precomputed cos / sin tables for the whole [q|k] width. The
-  softmax scale hd^-0.5 is folded into the q columns (exact for head_dim a power of 4: 16, 64, 256).
+- One matmul per layer for attention: columns [q | k | v]. RoPE runs over q and k together against tables
+  for the whole [q | k] width with rotate_half's sign carried by the sin table: x·cos + swap(x)·sin, swap
+  exchanging the two halves of every head (a permutation: exact). The softmax scale hd^-0.5 is folded into
+  the q columns (exact for head_dim a power of 4: 16, 64, 256).
 - One matmul for the MLP's gate and up projections: columns [gate | up].
-- The backbone's last layer keeps only [k | k·R | v] (its queries, output and MLP never reach the actions).
+- The backbone's last layer keeps only [k | v] (its queries, output and MLP never reach the actions).
 - SigLIP: LayerNorm's affine (g, b) into the next linear (W·g, b·W + bias); q, k, v in one matmul with the
   softmax scale in the q columns; the post-LayerNorm's affine into the multimodal projector.
 - π0: `action_in_proj` composed with the action half of `action_time_mlp_in` (one (A -> W) matmul; the
@@ -62,17 +62,15 @@ class HeadLayout(NamedTuple):
         return self.nkv * self.hd
 
     @property
-    def cols(self) -> int:  # [q | k | qR | kR | v]
-        return 2 * self.qk + self.kv
+    def cols(self) -> int:  # [q | k | v]
+        return self.qk + self.kv
 
-
-def _rotate_rows(w: torch.Tensor, hd: int) -> torch.Tensor:
-    """Rows of an (n·hd, in) projection -> the rows of (x @ W.T) followed by RoPE's rotate_half, per head:
-    rotate_half(y) = cat(-y2, y1), so the rotated rows are cat(-W2, W1) (exact: a signed permutation)."""
-    n = w.shape[0] // hd
-    w = w.view(n, hd, -1)
-    half = hd // 2
-    return torch.cat([-w[:, half:], w[:, :half]], dim=1).reshape(n * hd, -1)
+    def swap_halves(self, device=None) -> torch.Tensor:
+        """Column index that swaps the two halves of every head of the [q | k] block: x[..., idx] = [x2, x1]
+        per head (RoPE's rotate_half without its sign, which the sin table carries)."""
+        half = self.hd // 2
+        head = torch.cat([torch.arange(half, self.hd), torch.arange(half)])
+        return (torch.arange(self.nh + self.nkv)[:, None] * self.hd + head).flatten().to(device)
 
 
 def _t(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -81,8 +79,8 @@ def _t(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class FoldedGemmaLayer(nn.Module):
-    """One Gemma layer's folded weights: qkv (W, C) [q | k | qR | kR | v], o (nh·hd, W), gate_up (W, 2M),
-    down (M, W). `kv_only` keeps [k | kR | v] alone (the backbone's last layer)."""
+    """One Gemma layer's folded weights: qkv (W, C) [q | k | v], o (nh·hd, W), gate_up (W, 2M), down (M, W).
+    `kv_only` keeps [k | v] alone (the backbone's last layer)."""
 
     def __init__(self, layer: GemmaLayer, *, fold_norms: bool, kv_only: bool = False) -> None:
         """`fold_norms`: (1 + w) of plain RMSNorms into the projections (else kept as `in_norm` / `post_norm`,
@@ -96,8 +94,7 @@ class FoldedGemmaLayer(nn.Module):
         hd = cfg.head_dim
         q = attn.q_proj.weight.float() * hd**-0.5  # the softmax scale
         k, v = attn.k_proj.weight.float(), attn.v_proj.weight.float()
-        rows = [k, _rotate_rows(k, hd), v] if kv_only else [q, k, _rotate_rows(q, hd), _rotate_rows(k, hd), v]
-        qkv = torch.cat(rows, dim=0)  # (C, W)
+        qkv = torch.cat([k, v] if kv_only else [q, k, v], dim=0)  # (C, W)
         gate_up = torch.cat([mlp.gate_proj.weight.float(), mlp.up_proj.weight.float()], dim=0)  # (2M, W)
         for name in ("in_norm", "post_norm"):  # (1 + w) fp32 when not folded (adaRMS: None)
             self.register_buffer(name, None)
@@ -237,6 +234,7 @@ class FoldedPi(nn.Module):
             self.register_buffer("projector_b", proj_b.detach().to(pdtype))
             done(vis, model.projector)
             self.register_buffer("embed", model.vlm.embed_tokens.weight.detach())  # shared
+            self._fold_heads(model)  # first: π0.5's adaRMS denses live in the expert's layers
             n = len(model.vlm.layers)
             self.vlm, self.expert = nn.ModuleList(), nn.ModuleList()
             for i, layer in enumerate(model.vlm.layers):
@@ -245,7 +243,6 @@ class FoldedPi(nn.Module):
             for layer in model.expert.layers:
                 self.expert.append(FoldedGemmaLayer(layer, fold_norms=fold))
                 done(layer)
-            self._fold_heads(model)
             done(model)
 
     def _fold_heads(self, model: PiModel) -> None:
@@ -325,7 +322,8 @@ class FoldedPi(nn.Module):
 
     def rope_tables(self, pos: torch.Tensor, theta: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """pos (B, L) int -> cos, sin (B, L, (nh + nkv)·hd) fp32 over the [q | k] columns, head by head
-        (`rope_cos_sin`'s numbers). theta: the backbone's unless given."""
+        (`rope_cos_sin`'s numbers), the sin with rotate_half's sign in its first half: RoPE(x) =
+        x·cos + x[..., swap_halves]·sin. theta: the backbone's unless given."""
         lay = self.layout
         theta = self.config.vlm.rope_theta if theta is None else theta
         inv_freq = 1.0 / (
@@ -333,8 +331,10 @@ class FoldedPi(nn.Module):
         )
         freqs = pos.float()[..., None] * inv_freq  # (B, L, hd/2)
         emb = torch.cat([freqs, freqs], dim=-1)  # (B, L, hd)
+        sin = emb.sin()
+        sin = torch.cat([-sin[..., : lay.hd // 2], sin[..., lay.hd // 2 :]], dim=-1)
         reps = lay.nh + lay.nkv
-        return emb.cos().repeat(1, 1, reps), emb.sin().repeat(1, 1, reps)
+        return emb.cos().repeat(1, 1, reps), sin.repeat(1, 1, reps)
 
     def prefix_inputs(
         self, images: torch.Tensor, image_masks: torch.Tensor, tokens: torch.Tensor, token_masks: torch.Tensor
@@ -436,12 +436,13 @@ class FoldedPi(nn.Module):
         b, length = x.shape[:2]
         h = rms(x, eps, layer.in_norm) if mods is None else rms(x, eps, mods[0][:, 0], mods[0][:, 1])
         qkv = torch.matmul(h, layer.qkv)  # (B, L, C)
-        if kv_only:  # [k | kR | v]
-            k = qkv[..., : lay.kv] * cos[..., lay.q :] + qkv[..., lay.kv : 2 * lay.kv] * sin[..., lay.q :]
-            attend(None, _heads(k, b, length, lay.nkv), _heads(qkv[..., 2 * lay.kv :], b, length, lay.nkv))
+        if kv_only:  # [k | v]
+            k, v = qkv.split(lay.kv, dim=-1)
+            k = k * cos[..., lay.q :] + _swap_halves(k, lay.hd) * sin[..., lay.q :]
+            attend(None, _heads(k, b, length, lay.nkv), _heads(v, b, length, lay.nkv))
             return x
-        qk, qk_r, v = qkv.split([lay.qk, lay.qk, lay.kv], dim=-1)
-        q, k = (qk * cos + qk_r * sin).split([lay.q, lay.kv], dim=-1)  # RoPE'd
+        qk, v = qkv.split([lay.qk, lay.kv], dim=-1)
+        q, k = (qk * cos + _swap_halves(qk, lay.hd) * sin).split([lay.q, lay.kv], dim=-1)  # RoPE'd
         a = attend(q, _heads(k, b, length, lay.nkv), _heads(v, b, length, lay.nkv))  # (B, L, nh·hd)
         y = torch.matmul(a, layer.o)
         x = x + (y if mods is None else y * mods[0][:, 2])
@@ -462,6 +463,12 @@ def _bias(ok: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 def key_bias(pad: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(B, P) valid keys -> (B, 1, 1, P) additive bias for every query."""
     return _bias(pad, dtype)[:, None, None, :]
+
+
+def _swap_halves(x: torch.Tensor, hd: int) -> torch.Tensor:
+    """(..., n·hd) -> the two halves of every head swapped: [x2, x1] per head."""
+    heads = x.unflatten(-1, (-1, 2, hd // 2))
+    return heads.flip(-2).flatten(-3)
 
 
 def _heads(x: torch.Tensor, b: int, length: int, n: int) -> torch.Tensor:

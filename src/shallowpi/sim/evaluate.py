@@ -22,7 +22,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
@@ -70,9 +70,14 @@ class EvalConfig:
     videos_per_task: int = 2  # first N episodes of each task are recorded when video_dir is set
     threads_per_worker: int | None = None  # torch threads; None: cores / workers
     truncate_prompt: bool | None = None  # None: the policy's processor config decides (default: refuse)
+    backend: str | None = None  # "torch" | "onnxruntime"; None: the faster one for the device
+    onnx_dir: str | None = None  # onnxruntime: an export of `policy` (None: exported for this evaluation)
 
     def __post_init__(self) -> None:
+        from shallowpi.infer.backends import default_backend
+
         self.device = resolve_device(self.device)  # recorded resolved in eval_info.json
+        self.backend = default_backend(self.device) if self.backend is None else self.backend
 
     def validate(self) -> None:
         if self.episodes_per_task < 1:
@@ -91,6 +96,11 @@ class EvalConfig:
             raise UserError("no tasks to evaluate")
         if not Path(self.policy).is_dir():
             raise MissingFileError(f"policy folder not found: {self.policy}")
+        from shallowpi.infer.backends import resolve_backend
+
+        resolve_backend(self.backend, self.device)
+        if self.backend == "onnxruntime" and self.truncate_prompt:
+            raise UserError("--truncate-prompt is not available with the onnxruntime backend")
 
 
 @dataclass
@@ -157,6 +167,44 @@ class PretrainedPolicy:
             "task": task,
         }
         return self.predictor.predict(sample, seed=seed)  # (chunk, 4), unnormalised
+
+
+class OnnxPretrainedPolicy:
+    """The same policy run by onnxruntime on an export of the folder (`EvalConfig.backend="onnxruntime"`).
+    The noise of each call is the torch backend's for the same seed (`ActionPredictor.noise`), so both
+    backends take the same actions (within rounding) and an evaluation does not depend on which ran it."""
+
+    def __init__(self, export_dir: str | Path, *, num_steps: int | None = None, threads: int | None = None):
+        from shallowpi.onnx_runtime.runner import OnnxRunner
+
+        self.runner = OnnxRunner(export_dir, threads=threads, num_steps=num_steps)
+        proc = self.runner.processor
+        if proc is None:
+            raise UserError(f"{export_dir} was exported without a processor")
+        prefix = mw.camera_key("")
+        self.cameras = [key.removeprefix(prefix) for key in proc.camera_map]
+        if any(c not in mw.CAMERAS for c in self.cameras):
+            raise UserError(f"policy cameras {sorted(proc.camera_map)} are not Meta-World cameras")
+        if proc.action_dim != 4:
+            raise UserError(f"Meta-World has action dim 4; the policy has {proc.action_dim}")
+        self.state_layout = mw.state_layout_for_dim(proc.state_dim)
+        self.chunk = self.runner.chunk_size
+        self.image_size = proc.image_size
+
+    def noise(self, seed: int) -> np.ndarray:
+        import torch  # the torch backend's generator: the same noise for the same seed
+
+        gen = torch.Generator().manual_seed(seed)
+        shape = (1, self.runner.chunk_size, self.runner.max_action_dim)
+        return torch.randn(shape, generator=gen).numpy()
+
+    def __call__(self, images: dict[str, np.ndarray], state: np.ndarray, task: str, seed: int) -> np.ndarray:
+        sample = {
+            "images": {mw.camera_key(cam): images[cam] for cam in self.cameras},
+            "state": state,
+            "task": task,
+        }
+        return self.runner.predict(sample, noise=self.noise(seed))  # (chunk, 4), unnormalised
 
 
 # one episode ------------------------------------------------------------------------------------------------
@@ -304,6 +352,9 @@ def _close_worker_env() -> None:
 
 
 def default_policy_factory(cfg: EvalConfig) -> ChunkPolicy:
+    if cfg.backend == "onnxruntime":
+        threads = cfg.threads_per_worker or max(1, (os.cpu_count() or 1) // cfg.workers)
+        return OnnxPretrainedPolicy(cfg.onnx_dir, num_steps=cfg.num_steps, threads=threads)
     return PretrainedPolicy(
         cfg.policy, device=cfg.device, num_steps=cfg.num_steps, truncate_prompt=cfg.truncate_prompt
     )
@@ -312,7 +363,15 @@ def default_policy_factory(cfg: EvalConfig) -> ChunkPolicy:
 def iter_results(
     cfg: EvalConfig, policy_factory: Callable[[EvalConfig], ChunkPolicy] = default_policy_factory
 ) -> Iterator[EpisodeResult]:
-    """Episode results in (task, episode) order; `cfg.workers` spawned processes, or inline with 1."""
+    """Episode results in (task, episode) order; `cfg.workers` spawned processes, or inline with 1.
+    The onnxruntime backend without `cfg.onnx_dir` exports the policy once, here, for every worker."""
+    if cfg.backend == "onnxruntime" and cfg.onnx_dir is None:
+        from shallowpi.export.onnx_export import export_policy
+
+        with tempfile.TemporaryDirectory(prefix="shallowpi-eval-onnx-") as tmp:
+            exported = replace(cfg, onnx_dir=str(export_policy(cfg.policy, Path(tmp) / "onnx")))
+            yield from iter_results(exported, policy_factory)
+        return
     jobs = [(cfg, task, e) for task in cfg.tasks for e in range(cfg.episodes_per_task)]
     mw.setup_rendering()  # env vars set here are inherited by spawned workers
     if cfg.workers <= 1:
