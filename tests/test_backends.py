@@ -32,15 +32,19 @@ def test_backend_resolution() -> None:
 @needs_ort
 @needs_sim
 def test_eval_onnxruntime_backend_takes_the_torch_backends_actions(tmp_path: Path) -> None:
-    from test_eval_metaworld import save_random_metaworld_policy
-
     from shallowpi.sim.evaluate import EvalConfig, evaluate
+    from test_eval_metaworld import save_random_metaworld_policy
 
     policy = save_random_metaworld_policy(tmp_path / "tiny_mw")
     runs = {}
     for backend in ("torch", "onnxruntime"):
         cfg = EvalConfig(
-            policy=str(policy), tasks=["reach-v3"], episodes_per_task=1, max_steps=6, workers=1, backend=backend
+            policy=str(policy),
+            tasks=["reach-v3"],
+            episodes_per_task=1,
+            max_steps=6,
+            workers=1,
+            backend=backend,
         )
         runs[backend] = evaluate(cfg, tmp_path / backend, progress=False)
         assert runs[backend].info["settings"]["backend"] == backend
@@ -53,7 +57,17 @@ def test_eval_onnxruntime_backend_takes_the_torch_backends_actions(tmp_path: Pat
 @needs_ort
 def test_bench_times_each_backend_and_records_warmup(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    argv = ["bench", "--preset", "tiny", "--depth", "2", "--backend", "torch,onnxruntime", "--modes", "engine"]
+    argv = [
+        "bench",
+        "--preset",
+        "tiny",
+        "--depth",
+        "2",
+        "--backend",
+        "torch,onnxruntime",
+        "--modes",
+        "engine",
+    ]
     argv += ["--iters", "20", "--warmup", "1", "--threads", "1", "--no-count-flops", "--out", str(out)]
     assert main(argv) == 0
     r = json.loads(out.read_text())
