@@ -4,6 +4,8 @@ graph (`FoldedPi.prefix_kv` / `FoldedPi.velocity`, the functions the ONNX graphs
     engine = InferenceEngine(model, compile=True)                       # cache: ~/.cache/shallowpi/inductor
     engine = InferenceEngine(model, compile=True, compile_cache_dir="/fast/disk/inductor")
 
+`cuda_graph=True` with it: inductor's own CUDA graphs (mode "reduce-overhead") replay each compiled graph.
+
 Two graphs are compiled, each once per input shape (`dynamic=False`): the prefix (SigLIP, language embedding
 and the backbone, with the suffix's mask and RoPE tables) and one Euler step's velocity (the expert). The Euler
 loop stays in Python and calls the step graph once per step: the time conditioning of every step is a tensor
@@ -67,9 +69,16 @@ class CompiledGraph:
         self.engine = engine
         self.cache_dir = compile_cache_dir(cache_dir)
         inductor_config.fx_graph_cache = True  # the defaults, stated: the warm-up bound relies on them
-        inductor_config.cpp_wrapper = os.environ.get("SP_CPPW") == "1"
         torch._functorch.config.enable_autograd_cache = True
-        opts = {"dynamic": False, "mode": mode, "fullgraph": True}
+        if mode is None and engine.cuda_graph:
+            mode = "reduce-overhead"  # inductor's CUDA graphs: each compiled graph captured and replayed
+        opts: dict = {"dynamic": False, "fullgraph": True}
+        if mode is not None:
+            opts["mode"] = mode
+        elif engine.device.type == "cpu":
+            # a C++ wrapper calls the kernels (no Python between them); measured on the bundled teacher:
+            # cold compile 53 s instead of 121 s, calls 12 % faster, the same 5 s once cached
+            opts["options"] = {"cpp_wrapper": True}
         self.prefix = torch.compile(_prefix, **opts)
         self.step = torch.compile(_step, **opts)
         self._cond: dict[tuple, list[tuple]] = {}

@@ -56,7 +56,7 @@ class _Group:
     """Static workspace of one group of rows (B·L rows) and its views of the KV cache of one prefix length."""
 
     def __init__(
-        self, run: FoldedRun, keys, values, start: int, length: int, width: int, mlp_dim: int
+        self, run: FoldedRun, keys, values, start: int, length: int, width: int, mlp_dim: int, eps: float
     ) -> None:
         lay, b, dtype, dev = run.layout, run.batch, run.dtype, run.device
         rows, end = b * length, start + length
@@ -79,7 +79,8 @@ class _Group:
         self.gu = z(rows, 2 * mlp_dim)
         self.gate, self.up = self.gu.split(mlp_dim, dim=1)
         self.tmp = z(rows, width)
-        self.norm = _Norm(rows, width, run.device) if run.fast_norm else None
+        self.norm = _Norm(rows, width, eps, run.device) if run.fast_norm else None
+        self.eps = eps
         # the cache: where this group writes (B, L, nkv, hd) and what it reads ([0, end))
         self.k_out = [k[:, :, start:end].transpose(1, 2) for k in keys]
         self.v_out = [v[:, :, start:end].transpose(1, 2) for v in values]
@@ -106,15 +107,18 @@ class _Group:
 class _Norm:
     """RMS over the last dim of (rows, W) fp32 on CPU, into static tensors (4 operators, 5 with a weight)."""
 
-    def __init__(self, rows: int, width: int, device) -> None:
+    def __init__(self, rows: int, width: int, eps: float, device) -> None:
+        self.eps = torch.tensor(eps, device=device)
         self.n = torch.zeros(rows, 1, device=device)
         self.r = torch.zeros(rows, 1, device=device)
         self.h = torch.zeros(rows, width, device=device)
         self.inv_width = 1.0 / width
 
-    def __call__(self, x: torch.Tensor, eps: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         torch.linalg.vector_norm(x, dim=-1, keepdim=True, out=self.n)  # sqrt(sum x^2)
-        torch.addcmul(eps, self.n, self.n, value=self.inv_width, out=self.r).rsqrt_()  # 1 / sqrt(mean + eps)
+        torch.addcmul(
+            self.eps, self.n, self.n, value=self.inv_width, out=self.r
+        ).rsqrt_()  # 1 / sqrt(mean + eps)
         torch.mul(x, self.r, out=self.h)
         return self.h if weight is None else self.h.mul_(weight)
 
@@ -126,13 +130,13 @@ class _Views:
         c = run.config
         b, s, chunk = run.batch, c.suffix_len, c.chunk_size
         self.bias = torch.zeros(b, 1, prefix_len + s, dtype=run.dtype, device=run.device)  # keys: 0 or -inf
-        self.prefix = _Group(run, keys, values, 0, prefix_len, c.vlm.width, c.vlm.mlp_dim)
-        self.state = (
-            _Group(run, keys, values, prefix_len, 1, c.expert.width, c.expert.mlp_dim) if run.pi0 else None
+        vlm, ex = (
+            (c.vlm.width, c.vlm.mlp_dim, c.vlm.rms_eps),
+            (c.expert.width, c.expert.mlp_dim, c.expert.rms_eps),
         )
-        self.actions = _Group(
-            run, keys, values, prefix_len + s - chunk, chunk, c.expert.width, c.expert.mlp_dim
-        )
+        self.prefix = _Group(run, keys, values, 0, prefix_len, *vlm)
+        self.state = _Group(run, keys, values, prefix_len, 1, *ex) if run.pi0 else None
+        self.actions = _Group(run, keys, values, prefix_len + s - chunk, chunk, *ex)
         for g in (self.prefix, self.state, self.actions):
             if g is not None:
                 g.bias = self.bias[..., : g.end]  # (B, 1, end): the same for every query row
@@ -155,8 +159,6 @@ class FoldedRun:
         # so that the engine's actions stay as close to the model's bf16 actions as rounding allows
         self.round_like_model = self.dtype != torch.float32
         self.manual_attention = cpu32 and self.layout.nkv == 1
-        self.eps_vlm = torch.tensor(c.vlm.rms_eps, device=device)
-        self.eps_expert = torch.tensor(c.expert.rms_eps, device=device)
         rows, w = batch * c.chunk_size, c.expert.width
         self.x = torch.zeros(rows, c.max_action_dim, device=device)  # the Euler iterate, fp32
         self.res = torch.zeros(rows, w, dtype=self.dtype, device=device)  # the action tokens' residual stream
@@ -167,18 +169,16 @@ class FoldedRun:
         return _Views(self, keys, values, prefix_len)
 
     # one layer ---------------------------------------------------------------------------------------------
-    def _rms(self, g: _Group, x, eps, weight=None, shift=None) -> torch.Tensor:
+    def _rms(self, g: _Group, x, weight=None, shift=None) -> torch.Tensor:
         if g.norm is not None and shift is None:
-            return g.norm(x, eps, weight)
-        return rms(x, float(eps), weight, shift)
+            return g.norm(x, weight)
+        return rms(x, g.eps, weight, shift)
 
-    def layer(
-        self, g: _Group, i: int, layer, x: torch.Tensor, eps, mods=None, *, use_bias: bool, kv_only=False
-    ):
+    def layer(self, g: _Group, i: int, layer, x: torch.Tensor, mods=None, *, use_bias: bool, kv_only=False):
         """One folded Gemma layer over the group's rows; x (rows, W) is updated in place. `mods`: π0.5's
         `StepMods` of this layer and step (None: a plain-RMSNorm layer)."""
         m = mods or StepMods(layer.in_norm, None, None, None, layer.post_norm, None, None, None)
-        h = self._rms(g, x, eps, m.attn_scale, m.attn_shift)
+        h = self._rms(g, x, m.attn_scale, m.attn_shift)
         if m.qkv_bias is None:
             torch.mm(h, layer.qkv, out=g.qkv)
         else:
@@ -193,7 +193,7 @@ class FoldedRun:
         self._rope_add(g.q, g.q_rot, g.sin_q, g.q)
         a = self._attend(g, i, use_bias)
         self._residual(x, a, layer.o, m.attn_gate, g.tmp)
-        h = self._rms(g, x, eps, m.mlp_scale, m.mlp_shift)
+        h = self._rms(g, x, m.mlp_scale, m.mlp_shift)
         if m.gate_up_bias is None:
             torch.mm(h, layer.gate_up, out=g.gu)
         else:
@@ -250,23 +250,22 @@ class FoldedRun:
         last = len(f.vlm) - 1
         for i, layer in enumerate(f.vlm):
             if i == last:  # its weights are [k | v] only
-                kv = torch.mm(self._rms(g, x, self.eps_vlm, layer.in_norm), layer.qkv)
+                kv = torch.mm(self._rms(g, x, layer.in_norm), layer.qkv)
                 k, val = kv.view(b, p, 2 * lay.nkv, lay.hd).split(lay.nkv, dim=2)
                 k_rot = torch.cat([k[..., lay.hd // 2 :], k[..., : lay.hd // 2]], dim=-1)
                 self._rope_add(k * g.cos_k, k_rot, g.sin_k, g.k_out[i])
                 g.v_out[i].copy_(val)
                 break
-            self.layer(g, i, layer, x, self.eps_vlm, use_bias=use_bias)
+            self.layer(g, i, layer, x, use_bias=use_bias)
         if self.pi0:  # the state token: the same keys and values at every Euler step
             st = v.state
             x = self.state_tok.to(self.dtype, copy=True)  # its residual stream, updated in place
             for i, layer in enumerate(f.expert):
-                self.layer(st, i, layer, x, self.eps_expert, use_bias=use_bias, kv_only=i == last)
+                self.layer(st, i, layer, x, use_bias=use_bias, kv_only=i == last)
 
     def denoise(self, v: _Views, cond, noise: torch.Tensor, use_bias: bool) -> torch.Tensor:
         """x_{t+dt} = x_t + dt·v(x_t, t) from t = 1 over the cached prefix; reads only static tensors."""
         f, g, x, res = self.folded, v.actions, self.x, self.res
-        eps = self.eps_expert
         direct = self.dtype == torch.float32
         x.copy_(noise.view(x.shape))
         for k, dt in enumerate(cond.dts):
@@ -277,8 +276,8 @@ class FoldedRun:
             else:
                 _addmm_into(res, f.act_in_b, x, f.act_in, direct)
             for i, (layer, mods) in enumerate(zip(f.expert, cond.layers[k], strict=True)):
-                self.layer(g, i, layer, res, eps, mods, use_bias=use_bias)
-            h = self._rms(g, res, eps, cond.final_scale[k], cond.final_shift[k])
+                self.layer(g, i, layer, res, mods, use_bias=use_bias)
+            h = self._rms(g, res, cond.final_scale[k], cond.final_shift[k])
             x.addmm_(h if direct else h.float(), f.out_w, alpha=dt)
             x.add_(cond.out_bias[k], alpha=dt)
         return x.view(noise.shape)

@@ -74,10 +74,14 @@ class EvalConfig:
     onnx_dir: str | None = None  # onnxruntime: an export of `policy` (None: exported for this evaluation)
 
     def __post_init__(self) -> None:
-        from shallowpi.infer.backends import default_backend
-
         self.device = resolve_device(self.device)  # recorded resolved in eval_info.json
-        self.backend = default_backend(self.device) if self.backend is None else self.backend
+
+    @property
+    def runtime(self) -> str:
+        """The backend that runs: `backend`, or the device's default (recorded so in eval_info.json)."""
+        from shallowpi.infer.backends import resolve_backend
+
+        return resolve_backend(self.backend, self.device)
 
     def validate(self) -> None:
         if self.episodes_per_task < 1:
@@ -98,8 +102,7 @@ class EvalConfig:
             raise MissingFileError(f"policy folder not found: {self.policy}")
         from shallowpi.infer.backends import resolve_backend
 
-        resolve_backend(self.backend, self.device)
-        if self.backend == "onnxruntime" and self.truncate_prompt:
+        if resolve_backend(self.backend, self.device) == "onnxruntime" and self.truncate_prompt:
             raise UserError("--truncate-prompt is not available with the onnxruntime backend")
 
 
@@ -352,7 +355,7 @@ def _close_worker_env() -> None:
 
 
 def default_policy_factory(cfg: EvalConfig) -> ChunkPolicy:
-    if cfg.backend == "onnxruntime":
+    if cfg.runtime == "onnxruntime":
         threads = cfg.threads_per_worker or max(1, (os.cpu_count() or 1) // cfg.workers)
         return OnnxPretrainedPolicy(cfg.onnx_dir, num_steps=cfg.num_steps, threads=threads)
     return PretrainedPolicy(
@@ -365,7 +368,7 @@ def iter_results(
 ) -> Iterator[EpisodeResult]:
     """Episode results in (task, episode) order; `cfg.workers` spawned processes, or inline with 1.
     The onnxruntime backend without `cfg.onnx_dir` exports the policy once, here, for every worker."""
-    if cfg.backend == "onnxruntime" and cfg.onnx_dir is None:
+    if cfg.runtime == "onnxruntime" and cfg.onnx_dir is None:
         from shallowpi.export.onnx_export import export_policy
 
         with tempfile.TemporaryDirectory(prefix="shallowpi-eval-onnx-") as tmp:
@@ -443,6 +446,7 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
     }
     settings = asdict(cfg)
     settings["env"] = "metaworld"
+    settings["backend"] = cfg.runtime
     sizes = {r.image_size for r in results if r.image_size is not None}
     if settings["image_size"] is None and len(sizes) == 1:  # record what was rendered, so reuse can match
         settings["image_size"] = sizes.pop()
