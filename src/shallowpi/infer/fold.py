@@ -529,7 +529,10 @@ def rms(
         )
         y = y if weight is None else y * weight
         return (y if shift is None else y + shift).to(x.dtype)
-    if x.dtype == torch.float32 and shift is None:
+    if weight is not None and weight.dim() > 1:  # per-row weights (a batch of t): broadcast after the RMS
+        y = F.rms_norm(x.float(), (x.shape[-1],), None, eps) * weight
+    elif x.dtype == torch.float32 and shift is None:
         return F.rms_norm(x, (x.shape[-1],), weight, eps)
-    y = F.rms_norm(x.float(), (x.shape[-1],), weight, eps)
+    else:
+        y = F.rms_norm(x.float(), (x.shape[-1],), weight, eps)
     return (y if shift is None else y + shift).to(x.dtype)
