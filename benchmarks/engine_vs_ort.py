@@ -194,12 +194,15 @@ def child(spec: dict, backend: str, mode: str | None, args) -> dict:
 
 
 def run_child(spec: dict, backend: str, mode: str | None, args, env: dict | None = None) -> dict:
+    """One (case, backend, mode) in a process of its own; `--pause-training` stops the training job for
+    this child only (each child takes well under the 5 minutes a pause may last)."""
     cmd = [sys.executable, __file__, "--child", json.dumps([spec, backend, mode])]
     cmd += ["--threads", str(args.threads), "--iters", str(args.iters), "--warmup", str(args.warmup)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    with training_paused(args.pause_training) as paused:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{spec['case']} {backend} {mode} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"training_paused": bool(paused)}
 
 
 @contextlib.contextmanager
@@ -227,7 +230,9 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads and onnxruntime intra-op threads")
-    ap.add_argument("--pause-training", action="store_true", help="SIGSTOP `shallowpi train` while timing")
+    ap.add_argument(
+        "--pause-training", action="store_true", help="SIGSTOP `shallowpi train` during each timed child"
+    )
     ap.add_argument("--out", default=str(RESULTS / "engine_vs_ort.json"))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -258,46 +263,44 @@ def main() -> None:
             t = time.perf_counter()
             specs.append(prepare(case, work))
             print(f"prepared {case} (export {time.perf_counter() - t:.0f} s)", flush=True)
-        with training_paused(args.pause_training) as paused:
-            result["training_paused"] = bool(paused)
-            for spec in specs:
-                runs = [run_child(spec, "onnxruntime", None, args)]
-                for mode in modes:
-                    if mode == "compiled":
-                        cache = work / "inductor_cache"
-                        shutil.rmtree(cache, ignore_errors=True)
-                        child_env = os.environ | {"SHALLOWPI_COMPILE_CACHE": str(cache)}
-                        cold = run_child(spec, "torch", mode, args, child_env)
-                        run = run_child(spec, "torch", mode, args, child_env)
-                        run["cold_warmup_s"] = cold["warmup_s"]
-                        run["cold_latency_ms"] = cold["latency_ms"]
-                    else:
-                        run = run_child(spec, "torch", mode, args)
-                    runs.append(run)
-                ref = np.asarray(runs[0]["actions"])
-                ort_ms = runs[0]["latency_ms"]["median"]
-                for r in runs:
-                    r["max_abs_diff_vs_onnxruntime"] = float(np.abs(np.asarray(r.pop("actions")) - ref).max())
-                    r["engine_over_onnxruntime"] = r["latency_ms"]["median"] / ort_ms
-                    print(
-                        f"  {spec['case']:<8} {r['backend']:<12} {r['mode'] or '':<9} "
-                        f"median {r['latency_ms']['median']:8.1f} ms  (min {r['latency_ms']['min']:7.1f})  "
-                        f"x{r['engine_over_onnxruntime']:.2f} of ort  warm-up {r['warmup_s']:6.1f} s"
-                        + (f" (cold {r['cold_warmup_s']:.1f} s)" if "cold_warmup_s" in r else "")
-                        + f"  |diff| {r['max_abs_diff_vs_onnxruntime']:.1e}",
-                        flush=True,
-                    )
-                result["runs"] += runs
-                torch_runs = [r for r in runs if r["backend"] == "torch"]
-                best = min(torch_runs, key=lambda r: r["latency_ms"]["median"])
-                result["summary"][spec["case"]] = {
-                    "onnxruntime_ms": ort_ms,
-                    "best_engine_mode": best["mode"],
-                    "best_engine_ms": best["latency_ms"]["median"],
-                    "best_engine_over_onnxruntime": best["engine_over_onnxruntime"],
-                    **{f"{r['mode']}_ms": r["latency_ms"]["median"] for r in torch_runs},
-                }
-                write_json(result, args.out)
+        for spec in specs:
+            runs = [run_child(spec, "onnxruntime", None, args)]
+            for mode in modes:
+                if mode == "compiled":
+                    cache = work / "inductor_cache"
+                    shutil.rmtree(cache, ignore_errors=True)
+                    child_env = os.environ | {"SHALLOWPI_COMPILE_CACHE": str(cache)}
+                    cold = run_child(spec, "torch", mode, args, child_env)
+                    run = run_child(spec, "torch", mode, args, child_env)
+                    run["cold_warmup_s"] = cold["warmup_s"]
+                    run["cold_latency_ms"] = cold["latency_ms"]
+                else:
+                    run = run_child(spec, "torch", mode, args)
+                runs.append(run)
+            ref = np.asarray(runs[0]["actions"])
+            ort_ms = runs[0]["latency_ms"]["median"]
+            for r in runs:
+                r["max_abs_diff_vs_onnxruntime"] = float(np.abs(np.asarray(r.pop("actions")) - ref).max())
+                r["engine_over_onnxruntime"] = r["latency_ms"]["median"] / ort_ms
+                print(
+                    f"  {spec['case']:<8} {r['backend']:<12} {r['mode'] or '':<9} "
+                    f"median {r['latency_ms']['median']:8.1f} ms  (min {r['latency_ms']['min']:7.1f})  "
+                    f"x{r['engine_over_onnxruntime']:.2f} of ort  warm-up {r['warmup_s']:6.1f} s"
+                    + (f" (cold {r['cold_warmup_s']:.1f} s)" if "cold_warmup_s" in r else "")
+                    + f"  |diff| {r['max_abs_diff_vs_onnxruntime']:.1e}",
+                    flush=True,
+                )
+            result["runs"] += runs
+            torch_runs = [r for r in runs if r["backend"] == "torch"]
+            best = min(torch_runs, key=lambda r: r["latency_ms"]["median"])
+            result["summary"][spec["case"]] = {
+                "onnxruntime_ms": ort_ms,
+                "best_engine_mode": best["mode"],
+                "best_engine_ms": best["latency_ms"]["median"],
+                "best_engine_over_onnxruntime": best["engine_over_onnxruntime"],
+                **{f"{r['mode']}_ms": r["latency_ms"]["median"] for r in torch_runs},
+            }
+            write_json(result, args.out)
     print(f"wrote {write_json(result, args.out)}")
 
 
