@@ -18,10 +18,14 @@ Torch modes: `eager` (the folded engine), `unfolded` (the engine on the model's 
 compiled mode runs twice: once with an empty cache directory (cold warm-up) and once reusing it (cached
 warm-up, and the latency that is reported).
 
-Every (case, backend) pair runs in a child process that builds, warms up and times, then prints one JSON line:
-build_s (load + build), first_call_s (the first call: compiles, caches), warmup_s (both), the latency summary
-and the actions of the first call (the parent reports max |difference| between backends). Writes
-benchmarks/results/engine_vs_ort.json.
+Every (case, backend, mode) runs in a child process of its own that builds and makes its first call
+(build_s: load + build, fold included; first_call_s: compiles / caches; warmup_s: both; the actions, from
+which the parent reports max |difference| between backends). The children of one case then take turns:
+each times `--window` calls while the others wait on a pipe, until each has `--iters` timed calls, so load
+from other processes on a shared machine hits every backend alike and their ratios stay meaningful (one
+process runs at a time; 0.2 s between turns lets onnxruntime's threads stop spinning). With
+`--pause-training`, the training job is stopped (SIGSTOP) while one case is timed, and continued after.
+Writes benchmarks/results/engine_vs_ort.json.
 """
 
 from __future__ import annotations
@@ -116,93 +120,149 @@ def prepare(case: str, work: Path) -> dict:
 # children ---------------------------------------------------------------------------------------------------
 
 
-def _time(fn, warmup: int, iters: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return times
-
-
-def child(spec: dict, backend: str, mode: str | None, args) -> dict:
+def _build(spec: dict, backend: str, mode: str | None, threads: int):
+    """-> a no-argument call returning the case's actions (numpy), for this backend / mode."""
     with open(spec["inputs"], "rb") as f:
         x = pickle.load(f)
-    t0 = time.perf_counter()
     if backend == "onnxruntime":
         from shallowpi.onnx_runtime.runner import OnnxRunner
 
-        runner = OnnxRunner(spec["export"], threads=args.threads)
+        runner = OnnxRunner(spec["export"], threads=threads)
         if spec["level"] == "predict":
-            call = lambda: runner.predict(x["sample"], noise=x["noise"])
-        else:
-            n = spec["cameras"]
-            feeds = (
-                np.stack(x["images"][:n], axis=1),
-                np.stack(x["img_masks"][:n], axis=1),
-                x["tokens"],
-                x["token_masks"],
-            )
-            call = lambda: runner.sample(*feeds, noise=x["noise"])[0]
-    else:
-        import torch
+            return lambda: runner.predict(x["sample"], noise=x["noise"])
+        n = spec["cameras"]
+        feeds = (np.stack(x["images"][:n], axis=1), np.stack(x["img_masks"][:n], axis=1))
+        return lambda: runner.sample(*feeds, x["tokens"], x["token_masks"], noise=x["noise"])[0]
+    import torch
 
-        torch.set_num_threads(args.threads)
-        from shallowpi.infer.engine import InferenceEngine
+    torch.set_num_threads(threads)
+    from shallowpi.infer.engine import InferenceEngine
 
-        if spec["level"] == "predict":
-            from shallowpi.infer.predictor import ActionPredictor
+    if spec["level"] == "predict":
+        from shallowpi.infer.predictor import ActionPredictor
 
-            pred = ActionPredictor.from_pretrained(spec["policy"], device="cpu")
-            pred.engine = InferenceEngine(pred.model, batch_size=1, **MODES[mode])
-            call = lambda: pred.predict(x["sample"], seed=0)
-        else:
-            engine = InferenceEngine(_mid_model(spec["depth"]), batch_size=1, **MODES[mode])
-            args_ = (
-                [torch.from_numpy(i) for i in x["images"]],
-                [torch.from_numpy(m) for m in x["img_masks"]],
-                torch.from_numpy(x["tokens"]),
-                torch.from_numpy(x["token_masks"]),
-            )
-            noise = torch.from_numpy(x["noise"])
-            call = lambda: engine.sample_actions(*args_, noise=noise)[0].numpy()
+        pred = ActionPredictor.from_pretrained(spec["policy"], device="cpu")
+        pred.engine = InferenceEngine(pred.model, batch_size=1, **MODES[mode])
+        return lambda: pred.predict(x["sample"], seed=0)
+    engine = InferenceEngine(_mid_model(spec["depth"]), batch_size=1, **MODES[mode])
+    images = [torch.from_numpy(i) for i in x["images"]]
+    masks = [torch.from_numpy(m) for m in x["img_masks"]]
+    tokens, token_masks = torch.from_numpy(x["tokens"]), torch.from_numpy(x["token_masks"])
+    noise = torch.from_numpy(x["noise"])
+    return lambda: engine.sample_actions(images, masks, tokens, token_masks, noise=noise)[0].numpy()
+
+
+def child(spec: dict, backend: str, mode: str | None, threads: int) -> None:
+    """Build, make the first call, report; then on each stdin line N time N calls and report their times."""
+    t0 = time.perf_counter()
+    call = _build(spec, backend, mode, threads)
     build_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     first = np.asarray(call())
     first_call_s = time.perf_counter() - t1
-    times = _time(call, args.warmup, args.iters)
+    ready = {"build_s": build_s, "first_call_s": first_call_s, "actions": first.tolist(), "pid": os.getpid()}
+    print(json.dumps(ready), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        times = []
+        for _ in range(int(line)):
+            t = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t) * 1e3)
+        print(json.dumps(times), flush=True)
+
+
+class Child:
+    """One (case, backend, mode) in a process of its own, timed in windows of calls on request."""
+
+    def __init__(self, spec: dict, backend: str, mode: str | None, threads: int, env: dict | None = None):
+        self.backend, self.mode = backend, mode
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            json.dumps([spec, backend, mode]),
+            "--threads",
+            str(threads),
+        ]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.ready = self._read()
+        self.times: list[float] = []
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise RuntimeError(f"{self.backend} {self.mode} child failed (exit {self.proc.returncode})")
+        return json.loads(line)
+
+    def window(self, n: int, keep: bool = True) -> None:
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        got = self._read()
+        if keep:
+            self.times += got
+
+    def close(self) -> None:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        self.proc.wait()
+
+
+def summary(times: list[float]) -> dict:
     xs = sorted(times)
     return {
-        "case": spec["case"],
-        "backend": backend,
-        "mode": mode,
-        "level": spec["level"],
-        "build_s": build_s,
-        "first_call_s": first_call_s,
-        "warmup_s": build_s + first_call_s,
-        "latency_ms": {
-            "median": statistics.median(xs),
-            "p90": xs[round(0.9 * (len(xs) - 1))],
-            "min": xs[0],
-            "mean": statistics.fmean(xs),
-            "n": len(xs),
-        },
-        "actions": first.tolist(),
+        "median": statistics.median(xs),
+        "p90": xs[round(0.9 * (len(xs) - 1))],
+        "min": xs[0],
+        "mean": statistics.fmean(xs),
+        "n": len(xs),
     }
 
 
-def run_child(spec: dict, backend: str, mode: str | None, args, env: dict | None = None) -> dict:
-    """One (case, backend, mode) in a process of its own; `--pause-training` stops the training job for
-    this child only (each child takes well under the 5 minutes a pause may last)."""
-    cmd = [sys.executable, __file__, "--child", json.dumps([spec, backend, mode])]
-    cmd += ["--threads", str(args.threads), "--iters", str(args.iters), "--warmup", str(args.warmup)]
+def measure(spec: dict, modes: list[str], args, work: Path) -> list[dict]:
+    """Every backend / mode of one case in its own process; their timed calls interleaved in windows of
+    `--window` calls (one process runs while the others wait on a pipe), so that the machine's load hits
+    all alike. The compiled mode first runs once with an empty cache directory (its cold warm-up)."""
+    env = os.environ | {"SHALLOWPI_COMPILE_CACHE": str(work / "inductor_cache" / spec["case"])}
+    cold = {}
+    if "compiled" in modes:
+        shutil.rmtree(work / "inductor_cache" / spec["case"], ignore_errors=True)
+        with training_paused(args.pause_training):
+            c = Child(spec, "torch", "compiled", args.threads, env)
+            c.close()
+        cold = {"cold_build_s": c.ready["build_s"], "cold_first_call_s": c.ready["first_call_s"]}
     with training_paused(args.pause_training) as paused:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{spec['case']} {backend} {mode} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"training_paused": bool(paused)}
+        children = [Child(spec, "onnxruntime", None, args.threads)]
+        children += [Child(spec, "torch", m, args.threads, env) for m in modes]
+        for c in children:
+            c.window(args.warmup, keep=False)
+        for _ in range(-(-args.iters // args.window)):
+            for c in children:
+                time.sleep(0.2)  # onnxruntime's threads stop spinning before the next process runs
+                c.window(args.window)
+        for c in children:
+            c.close()
+    runs = []
+    for c in children:
+        r = {
+            "case": spec["case"],
+            "backend": c.backend,
+            "mode": c.mode,
+            "level": spec["level"],
+            "build_s": c.ready["build_s"],
+            "first_call_s": c.ready["first_call_s"],
+            "warmup_s": c.ready["build_s"] + c.ready["first_call_s"],
+            "latency_ms": summary(c.times),
+            "pid": c.ready["pid"],
+            "training_paused": bool(paused),
+            "actions": c.ready["actions"],
+        }
+        if c.mode == "compiled":
+            r |= cold | {"cold_warmup_s": cold["cold_build_s"] + cold["cold_first_call_s"]}
+        runs.append(r)
+    return runs
 
 
 @contextlib.contextmanager
@@ -229,6 +289,7 @@ def main() -> None:
     ap.add_argument("--modes", default="eager,compiled", help=f"torch engine modes: {', '.join(MODES)}")
     ap.add_argument("--iters", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--window", type=int, default=5, help="calls per process before the next one runs")
     ap.add_argument("--threads", type=int, default=2, help="torch threads and onnxruntime intra-op threads")
     ap.add_argument(
         "--pause-training", action="store_true", help="SIGSTOP `shallowpi train` during each timed child"
@@ -238,7 +299,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         spec, backend, mode = json.loads(args.child)
-        print(json.dumps(child(spec, backend, mode, args)))
+        child(spec, backend, mode, args.threads)
         return
 
     import torch
@@ -264,19 +325,7 @@ def main() -> None:
             specs.append(prepare(case, work))
             print(f"prepared {case} (export {time.perf_counter() - t:.0f} s)", flush=True)
         for spec in specs:
-            runs = [run_child(spec, "onnxruntime", None, args)]
-            for mode in modes:
-                if mode == "compiled":
-                    cache = work / "inductor_cache"
-                    shutil.rmtree(cache, ignore_errors=True)
-                    child_env = os.environ | {"SHALLOWPI_COMPILE_CACHE": str(cache)}
-                    cold = run_child(spec, "torch", mode, args, child_env)
-                    run = run_child(spec, "torch", mode, args, child_env)
-                    run["cold_warmup_s"] = cold["warmup_s"]
-                    run["cold_latency_ms"] = cold["latency_ms"]
-                else:
-                    run = run_child(spec, "torch", mode, args)
-                runs.append(run)
+            runs = measure(spec, modes, args, work)
             ref = np.asarray(runs[0]["actions"])
             ort_ms = runs[0]["latency_ms"]["median"]
             for r in runs:
