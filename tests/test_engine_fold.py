@@ -169,3 +169,21 @@ def test_compiled_engine_equals_reference_and_reuses_its_disk_cache(tmp_path: Pa
     assert all(r["diff"] < TOL for r in runs)
     assert any((tmp_path / "cache").rglob("*"))  # compiled artifacts on disk
     assert runs[1]["first_s"] < runs[0]["first_s"] / 2  # cached: no code generation, no C++ build
+
+
+@pytest.mark.parametrize("variant", ["pi0", "pi05"])
+def test_cpu_fast_paths_equal_reference(monkeypatch, variant: str) -> None:
+    """The CPU fp32 kernels the sizes here do not reach by default: the 4-pass sigmoid GELU and SDPA in place of
+    the written-out attention."""
+    import shallowpi.infer.eager as eager
+
+    model = _model(variant)
+    x = _inputs(model.config, 2)
+    ref = model.sample_actions(*_args(x), noise=x["noise"])
+    monkeypatch.setattr(eager, "SIGMOID_GELU_MIN", 1)
+    monkeypatch.setattr(eager, "MANUAL_ATTENTION_MAX", 1)
+    engine = InferenceEngine(model, batch_size=2)
+    out = engine.sample_actions(*_args(x), noise=x["noise"])
+    views = next(iter(engine._buffers.values())).views
+    assert views.actions.act is not None and not views.actions.manual
+    assert (out - ref).abs().max() < TOL

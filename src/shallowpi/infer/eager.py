@@ -30,6 +30,7 @@ up to its end: the prefix [0, P), π0's state token [P, P + 1), the action token
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -54,7 +55,10 @@ class StepMods(NamedTuple):
     mlp_gate: torch.Tensor | None
 
 
-MANUAL_ATTENTION_MAX = 1 << 17  # (query rows x heads x keys) up to which CPU attention is written out
+MANUAL_ATTENTION_MAX = 1 << 17
+SIGMOID_GELU_MIN = 1 << 14  # gate elements from which the 4-pass GELU beats torch's kernel on CPU
+GELU_C1 = 2 * (2 / math.pi) ** 0.5
+GELU_C2 = GELU_C1 * 0.044715  # (query rows x heads x keys) up to which CPU attention is written out
 
 
 class _Group:
@@ -83,6 +87,7 @@ class _Group:
         self.attn = z(rows, lay.q)
         self.gu = z(rows, 2 * mlp_dim)
         self.gate, self.up = self.gu.split(mlp_dim, dim=1)
+        self.act = z(rows, mlp_dim) if run.fast_norm and rows * mlp_dim >= SIGMOID_GELU_MIN else None
         self.tmp = z(rows, width)
         self.norm = _Norm(rows, width, eps, run.device) if run.fast_norm else None
         self.eps = eps
@@ -119,12 +124,14 @@ class _Norm:
         self.h = torch.zeros(rows, width, device=device)
         self.inv_width = 1.0 / width
 
-    def __call__(self, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor | None, shift: torch.Tensor | None = None):
         torch.linalg.vector_norm(x, dim=-1, keepdim=True, out=self.n)  # sqrt(sum x^2)
         torch.addcmul(
             self.eps, self.n, self.n, value=self.inv_width, out=self.r
         ).rsqrt_()  # 1 / sqrt(mean + eps)
         torch.mul(x, self.r, out=self.h)
+        if shift is not None:  # adaRMS: shift + rms(x)·(1 + scale)
+            return torch.addcmul(shift, self.h, weight, out=self.h)
         return self.h if weight is None else self.h.mul_(weight)
 
 
@@ -163,6 +170,10 @@ class FoldedRun:
         # bf16 / fp16: the residual adds, gates and RoPE round where the model's modules round (one op each),
         # so that the engine's actions stay as close to the model's bf16 actions as rounding allows
         self.round_like_model = self.dtype != torch.float32
+        # π0.5's adaRMS shift: a per-step bias of the next projection (shift @ W) on CUDA in fp32; on CPU an
+        # addend after the RMS (the same operator count, and no bias broadcast into every GEMM output)
+        self.shift_as_bias = device.type == "cuda" and not self.round_like_model
+        self.gelu_c1 = torch.tensor(GELU_C1, device=device)
         self.manual_attention = cpu32 and self.layout.nkv == 1
         rows, w = batch * c.chunk_size, c.expert.width
         self.x = torch.zeros(rows, c.max_action_dim, device=device)  # the Euler iterate, fp32
@@ -175,8 +186,8 @@ class FoldedRun:
 
     # one layer ---------------------------------------------------------------------------------------------
     def _rms(self, g: _Group, x, weight=None, shift=None) -> torch.Tensor:
-        if g.norm is not None and shift is None:
-            return g.norm(x, weight)
+        if g.norm is not None:
+            return g.norm(x, weight, shift)
         return rms(x, g.eps, weight, shift)
 
     def layer(self, g: _Group, i: int, layer, x: torch.Tensor, mods=None, *, use_bias: bool, kv_only=False):
@@ -203,8 +214,17 @@ class FoldedRun:
             torch.mm(h, layer.gate_up, out=g.gu)
         else:
             torch.addmm(m.gate_up_bias, h, layer.gate_up, out=g.gu)
-        act = F.gelu(g.gate, approximate="tanh").mul_(g.up)
+        act = self._gelu(g).mul_(g.up)
         self._residual(x, act, layer.down, m.mlp_gate, g.tmp)
+
+    def _gelu(self, g: _Group) -> torch.Tensor:
+        """GELU (tanh approximation) of the gate. On CPU in fp32 and past small sizes as x·sigmoid(2u) with
+        u = sqrt(2/π)(x + 0.044715 x³), the same function (0.5(1 + tanh u) = sigmoid(2u)) in four fast
+        passes into a static tensor: torch's tanh-GELU kernel is 1.5-1.9x slower on this CPU."""
+        if g.act is None:
+            return F.gelu(g.gate, approximate="tanh")
+        torch.addcmul(self.gelu_c1, g.gate, g.gate, value=GELU_C2, out=g.act)  # 2·sqrt(2/π)(1 + 0.044715 x²)
+        return g.act.mul_(g.gate).sigmoid_().mul_(g.gate)
 
     def _rope_add(self, base: torch.Tensor, rot: torch.Tensor, sin: torch.Tensor, out: torch.Tensor) -> None:
         """out <- base + rot·sin (base = x·cos)."""
@@ -306,7 +326,7 @@ class FoldedRun:
         per_layer = []
         for i, layer in enumerate(f.expert):
             a, m = 2 * i, 2 * i + 1
-            if self.round_like_model:  # the shift after the RMS, in fp32, as the model adds it
+            if not self.shift_as_bias:  # the shift after the RMS, in fp32, as the model adds it
                 biases = (shift[:, a], None, shift[:, m], None)
             else:  # the shift as a bias of the projection after the norm: shift @ W
                 b_qkv = (shift[:, a] @ layer.qkv.float()).to(dtype)  # (steps, C)
@@ -317,7 +337,7 @@ class FoldedRun:
         at = lambda k: [StepMods(*(None if p is None else p[k] for p in parts)) for parts in per_layer]  # noqa: E731
         cond.layers = [at(k) for k in range(steps)]
         cond.final_scale = list(scale[:, -1].unbind(0))
-        if self.round_like_model:
+        if not self.shift_as_bias:
             cond.final_shift = list(shift[:, -1].unbind(0))
             cond.out_bias = [f.out_b] * steps
         else:
