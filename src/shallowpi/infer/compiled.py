@@ -13,12 +13,17 @@ input (cached per time grid, as the eager engine does), so one compiled step ser
 and compiling costs one expert pass, not ten. The weights are graph inputs, not constants, so a compiled
 graph does not depend on them (`refresh()` needs no recompilation).
 
-Warm-up: the first call compiles (inductor generates and builds C++ kernels: about a minute for the bundled
-teacher on a 2-core CPU). Inductor's FX graph cache and AOTAutograd cache keep the compiled code on disk, keyed
-by the traced graph, shapes, dtypes, torch version and inductor settings, so a later process only traces
-with dynamo and loads the kernels (seconds). The cache directory: `compile_cache_dir`, else
-$SHALLOWPI_COMPILE_CACHE, else $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/shallowpi/inductor (inductor's own
-default is under /tmp, which does not survive a reboot).
+Warm-up: the first call compiles (inductor generates and builds C++ kernels): 31-63 s on this 2-core CPU
+(the bundled teacher, an L6 student, the mid config at depths 6 and 18). Inductor's FX graph cache and
+AOTAutograd cache keep the compiled code on disk, keyed by the traced graph, shapes, dtypes, torch version
+and inductor settings, so a later process only traces with dynamo and loads the kernels: 7-20 s (the first
+call of a fresh process; benchmarks/results/engine_vs_ort.json). The cache directory: `compile_cache_dir`,
+else $SHALLOWPI_COMPILE_CACHE, else $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/shallowpi/inductor (inductor's
+own default is under /tmp, which does not survive a reboot).
+
+On CPU it is not faster than the eager folded engine (`shallowpi.infer.eager`), which already issues few
+operators into static buffers: it equals it within noise. It is there for the GPU (with CUDA graphs, fused
+elementwise kernels between the matmuls) and costs nothing once cached.
 
 Static shapes: language padding is kept (masked), so the prefix length only changes when the set of masked
 camera slots does; a padding query attends over the valid keys (as in the ONNX graphs), which changes no valid

@@ -14,9 +14,10 @@ What it does beyond `PiModel.sample_actions` (whose outputs it equals within 1e-
   the softmax scale in q. At batch 1 and small widths a call's time is per-operator overhead, so the loop
   issues about 16 operators per expert layer (the model's own modules: about 70).
 - Per-call work that depends only on the weights and the time schedule is done once per time grid and
-  cached: the time embeddings, π0.5's time MLP and every adaRMS modulation of every layer and step (its shift
-  turned into a per-step bias of the projection after the norm: shift @ W), π0's time half of
-  `action_time_mlp_in`.
+  cached: the time embeddings, π0.5's time MLP and every adaRMS modulation of every layer and step (on CUDA
+  in fp32 its shift becomes a per-step bias of the projection after the norm, shift @ W), π0's time half of
+  `action_time_mlp_in`. π0's state token, which t and x_t never reach, runs through the expert once per
+  call with the prefix; each Euler step runs the action tokens only (`shallowpi.infer.eager`).
 - Static buffers, reused across calls: the KV cache is one (B, nkv, P + S, hd) buffer per layer (the prefix
   fills [:P] once, each Euler step writes its suffix K/V into [P:] in place), and the projections, RoPE and
   residual stream write into preallocated tensors whose views (heads, cache slices) are made once.
@@ -159,6 +160,8 @@ class InferenceEngine:
         `marks(stage)` is called after each of "vision", "prefix", "denoise" has been issued (bench timing).
         """
         grid = self.config.time_grid(num_steps)  # validates num_steps before any work
+        if self.fold and self._weights_stamp() != self._stamp:
+            self.refresh()  # the model's weights changed in place (training, a corrupted buffer): fold again
         prefix, state = self.check(images, img_masks, tokens, token_masks, state)
         if self.compiled is not None:
             return self.compiled.sample(prefix, state, noise, tuple(grid), marks)
@@ -171,14 +174,21 @@ class InferenceEngine:
         return actions
 
     def refresh(self) -> None:
-        """Fold the weights again and forget cached conditioning and graphs (after the weights changed)."""
+        """Fold the weights again and forget cached conditioning and graphs (after the weights changed). The
+        folded engine does so by itself when a weight of the model changed in place or was replaced."""
         self._cond.clear()
         self._buffers.clear()
+        self._params = list(self.model.parameters())
+        self._stamp = self._weights_stamp()
         if self.fold:
             self.folded = FoldedPi(self.model)
             self.run = FoldedRun(self.folded, self.batch_size, self.device)
         if self.compiled is not None:
             self.compiled.reset()
+
+    def _weights_stamp(self) -> list[tuple[int, int]]:
+        """Each parameter's version counter (bumped by in-place writes) and storage: ~60 µs for 400 tensors."""
+        return [(p._version, p.data_ptr()) for p in self._params]
 
     # stages -----------------------------------------------------------------------------------------------
     def check(self, images, img_masks, tokens, token_masks, state) -> tuple[Prefix, torch.Tensor | None]:
