@@ -7,6 +7,8 @@ Latency: the "mid" π0.5 config at depths 18 and 6 (random weights) and the bund
 batch 1, in one process with the same inputs (mid: 3 camera slots of which 1 is masked, 48 prompt tokens of
 which 20 are valid, chunk 50, 10 Euler steps; the export drops the masked slot as the engine skips it).
 Calls alternate between the two runtimes. Each pair's max |actions difference| is recorded (same noise).
+Both runtimes share this process, which slows torch (onnxruntime's spinning threads): for latency,
+benchmarks/engine_vs_ort.py times each runtime in a process of its own (issue 27).
 Full size: π0.5 at depth 6 (SigLIP So400m, Gemma 2B / 300M widths, random weights) exported in float16,
 in a child process whose peak RSS is the export's peak memory; a second child loads it in onnxruntime.
 Writes benchmarks/results/export_latency.json.

@@ -6,6 +6,9 @@
 #      eager engine + CUDA graph   -> OUTDIR/bench_pi05_bf16_graph.json (+ .png)
 #      eager engine + torch.compile -> OUTDIR/bench_pi05_bf16_compiled.json (+ .png)
 #      (two runs so that a slow compile cannot cost the graph numbers; each JSON holds its mode ratios)
+#      folded vs unfolded engine, both replayed as CUDA graphs, depth 18 (issue 27's >= 1.3x target)
+#                                   -> OUTDIR/bench_pi05_bf16_fold.json (its "ratios": cuda_graph over
+#                                      cuda_graph_unfolded, the latency ratio folded / unfolded)
 #   3. benchmarks/trt_build.sh OUTDIR, when that script exists, with the time that is left
 # Every step runs under `timeout` within one budget (GPU_CHECK_BUDGET_S, default 470 s); OUTDIR/gpu_check.json
 # records each step's exit code and seconds. Exit status 0 only if every step passed.
@@ -107,17 +110,22 @@ if ((DRY_RUN)); then
         --warmup 1 --threads 1)
     GRAPH_MODES=engine,engine_nocompact
     COMPILED_MODES=engine,reference
+    FOLD=(-m shallowpi bench --preset tiny --depth 2 --device cpu --dtype bfloat16 --no-count-flops --warmup 1
+        --threads 1 --modes engine_unfolded,engine)
 else
     PYTEST_MODE=(-rA)
     BENCH=(-m shallowpi bench --preset pi05 --compare 18,6 --device cuda --dtype bfloat16 --no-count-flops)
     GRAPH_MODES=engine,cuda_graph
     COMPILED_MODES=engine,compiled
+    FOLD=(-m shallowpi bench --preset pi05 --depth 18 --device cuda --dtype bfloat16 --no-count-flops
+        --modes cuda_graph_unfolded,cuda_graph)
 fi
 
 run_step cuda_tests 140 "$PY" -m pytest -m cuda -p no:cacheprovider -q "${PYTEST_MODE[@]}" \
     --junitxml "$OUT/cuda_tests.xml" tests
 
 run_step bench_graph 90 "$PY" "${BENCH[@]}" --modes "$GRAPH_MODES" --out "$OUT/bench_pi05_bf16_graph.json"
+run_step bench_fold 80 "$PY" "${FOLD[@]}" --out "$OUT/bench_pi05_bf16_fold.json"
 run_step bench_compiled 170 "$PY" "${BENCH[@]}" --modes "$COMPILED_MODES" \
     --out "$OUT/bench_pi05_bf16_compiled.json"
 

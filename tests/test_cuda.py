@@ -75,6 +75,7 @@ def reference() -> list[tuple[BenchInputs, torch.Tensor]]:
         ("eager", "bfloat16"),
         ("compiled", "bfloat16"),
         ("cuda_graph", "bfloat16"),
+        ("cuda_graph_unfolded", "bfloat16"),
     ],
 )
 def test_engine_on_cuda_matches_the_fp32_reference(mode: str, dtype: str, reference) -> None:
@@ -88,7 +89,8 @@ def test_engine_on_cuda_matches_the_fp32_reference(mode: str, dtype: str, refere
         device="cuda",
         dtype=dtype,
         compile=mode == "compiled",
-        cuda_graph=mode == "cuda_graph",
+        cuda_graph=mode.startswith("cuda_graph"),
+        fold=not mode.endswith("unfolded"),
     )
     for x, ref in reference:
         err = (_actions(engine, x) - ref).abs()
@@ -96,9 +98,29 @@ def test_engine_on_cuda_matches_the_fp32_reference(mode: str, dtype: str, refere
             assert err.max() <= FP32_TOL, err.max().item()
         else:
             assert err.max() <= BF16_MAX and err.mean() <= BF16_MEAN, (err.max().item(), err.mean().item())
-    if mode == "cuda_graph":
+    if mode.startswith("cuda_graph"):
         (buf,) = engine._buffers.values()
-        assert list(buf.graphs) == [STEPS]  # captured once, replayed for the second input
+        assert len(buf.graphs) == 1  # captured once, replayed for the second input
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_folded_and_unfolded_cuda_graphs_agree(dtype: str) -> None:
+    """The folded graph captured on the GPU gives the unfolded engine's actions (fp32: rounding; bf16: the
+    folded engine rounds where the model rounds, so well inside the bf16 tolerance), π0.5 and π0."""
+    from shallowpi.bench import make_inputs
+    from test_engine_fold import _model
+
+    for variant in ("pi05", "pi0"):
+        model = _model(variant).cuda()
+        x = make_inputs(model.config, batch=2, cameras=2, lang_tokens=9, device="cuda", seed=0)
+        out = {}
+        for fold in (True, False):
+            engine = InferenceEngine(
+                model, batch_size=2, device="cuda", dtype=dtype, cuda_graph=True, fold=fold
+            )
+            out[fold] = _actions(engine, x)
+        tol = FP32_TOL if dtype == "float32" else BF16_MAX / 6
+        assert (out[True] - out[False]).abs().max() <= tol
 
 
 # training --------------------------------------------------------------------------------------------------

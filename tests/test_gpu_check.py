@@ -13,7 +13,7 @@ import sys
 from paths import REPO
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
-STEPS = ["preflight", "cuda_tests", "bench_graph", "bench_compiled", "trt_build"]
+STEPS = ["preflight", "cuda_tests", "bench_graph", "bench_fold", "bench_compiled", "trt_build"]
 
 
 def _cuda_tests() -> list[str]:
@@ -39,13 +39,15 @@ def test_dry_run_runs_every_step_on_a_cpu_and_writes_its_json(tmp_path):
 
     for name, modes in (("graph", ["engine", "engine_nocompact"]), ("compiled", ["engine", "reference"])):
         bench = json.loads((out / f"bench_pi05_bf16_{name}.json").read_text())
-        assert bench["schema"] == "shallowpi.bench/2"
+        assert bench["schema"] == "shallowpi.bench/3"
         assert (bench["settings"]["device"], bench["settings"]["dtype"]) == ("cpu", "bfloat16")
         assert sorted((r["depth"], r["mode"]) for r in bench["runs"]) == sorted(
             (d, m) for d in (1, 2) for m in modes
         )
         assert all(r["latency_ms"]["median"] > 0 for r in bench["runs"])
         assert bench["ratios"]
+    fold = json.loads((out / "bench_pi05_bf16_fold.json").read_text())  # folded vs unfolded engine
+    assert sorted((r["depth"], r["mode"]) for r in fold["runs"]) == [(2, "engine"), (2, "engine_unfolded")]
     assert json.loads((out / "trt_timing.json").read_text()) == {}  # no trtexec logs in a dry run
 
 

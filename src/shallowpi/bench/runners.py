@@ -64,6 +64,7 @@ class Runner:
     model: PiModel
     call: Callable[[Callable[[str], None] | None], torch.Tensor]  # marks -> actions
     engine: InferenceEngine | None = None
+    build_s: float = 0.0  # building the engine (folding included)
 
 
 def time_runners(runners: list[Runner], *, warmup: int, iters: int, device: torch.device) -> dict[str, dict]:
@@ -97,16 +98,21 @@ def make_runner(name: str, mode: str, model: PiModel, s: BenchSettings, inputs: 
             model,
             lambda marks: model.sample_trace(obs, **kw, compact=False, keep_trace=False).actions,
         )
+    t0 = time.perf_counter()
     engine = InferenceEngine(
         model,
         batch_size=s.batch_size,
         device=s.device,
         dtype=s.dtype,
         compile=mode.startswith("compiled"),
-        cuda_graph=mode.endswith("cuda_graph"),
+        cuda_graph="cuda_graph" in mode,
         compact=mode != "engine_nocompact",
+        fold="unfolded" not in mode,
     )
-    return Runner(name, mode, cfg, model, lambda marks: engine.sample_actions(obs, **kw, marks=marks), engine)
+    build_s = time.perf_counter() - t0
+    return Runner(
+        name, mode, cfg, model, lambda marks: engine.sample_actions(obs, **kw, marks=marks), engine, build_s
+    )
 
 
 def build_models(s: BenchSettings) -> list[tuple[str, PiModel]]:

@@ -14,11 +14,14 @@ MODES = (
     "reference_nocompact",
     "engine",
     "engine_nocompact",
+    "engine_unfolded",
     "compiled",
     "cuda_graph",
+    "cuda_graph_unfolded",
     "compiled_cuda_graph",
 )
-SCHEMA = "shallowpi.bench/2"  # 2: settings.batch -> batch_size, settings.steps -> num_steps
+# 2: settings.batch -> batch_size, settings.steps -> num_steps; 3: settings.backends, runs' backend / warmup_s
+SCHEMA = "shallowpi.bench/3"
 
 
 @dataclass(slots=True)  # a misspelt field (say `steps` for `num_steps`) is an error, not a new attribute
@@ -34,7 +37,8 @@ class BenchSettings:
     lang_tokens: int | None = None  # valid prompt tokens; None: min(20, tokenizer_max_length)
     num_steps: int | None = None  # Euler steps; None: each model's config's
     chunk: int | None = None  # action chunk; None: the config's
-    modes: list[str] = field(default_factory=lambda: ["reference", "engine"])
+    modes: list[str] = field(default_factory=lambda: ["reference", "engine"])  # the torch backend's
+    backends: list[str] = field(default_factory=lambda: ["torch"])  # torch, onnxruntime: each in a process
     warmup: int = 3
     iters: int = 20
     threads: int | None = None
@@ -50,8 +54,14 @@ class BenchSettings:
         bad = [m for m in self.modes if m not in MODES]
         if bad:
             raise UserError(f"unknown mode {bad[0]!r}; choose from {', '.join(MODES)}")
-        if not self.modes:
+        if not self.modes and "torch" in self.backends:
             raise UserError("no modes to run")
+        if not self.backends or len(set(self.backends)) != len(self.backends):
+            raise UserError(f"backends must be distinct and not empty, got {self.backends}")
+        from shallowpi.infer.backends import resolve_backend
+
+        for b in self.backends:
+            resolve_backend(b, self.device)
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"device {self.device!r} asked for but CUDA is not available")
         if not self.device.startswith("cuda") and any("cuda_graph" in m for m in self.modes):

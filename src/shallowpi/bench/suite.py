@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import torch
 
-from shallowpi.bench.inputs import make_inputs
+from shallowpi.bench.inputs import BenchInputs, make_inputs
 from shallowpi.bench.memory import measure_peak, memory_method
 from shallowpi.bench.results import environment, ratios, summary
 from shallowpi.bench.runners import build_models, make_runner, time_runners
@@ -45,7 +52,8 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
                 "compared models must share camera slots, image size, prompt length and chunk size"
             )
 
-    runners = [make_runner(f"{label}/{mode}", mode, m, s, inputs) for label, m in models for mode in s.modes]
+    modes = s.modes if "torch" in s.backends else []
+    runners = [make_runner(f"{label}/{mode}", mode, m, s, inputs) for label, m in models for mode in modes]
     log(
         f"bench: {len(runners)} runner(s) on {device}, {s.dtype}, batch {s.batch_size}, {cameras}/{slots} cameras, "
         f"{lang} prompt tokens, {s.num_steps or 'each model its own'} steps; warm-up {s.warmup}, {s.iters} timed calls each"
@@ -55,19 +63,23 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
     for r in runners:
         box: dict = {}
         # First call (cold: builds caches / compiles / captures), measured for peak memory.
+        t0 = time.perf_counter()
         mem = measure_peak(lambda r=r, box=box: box.update(out=r.call(None)), device)
+        first_call_s = time.perf_counter() - t0
         outputs[r.name] = box["out"]
         first = next(x for x in runners if x.model is r.model)  # this model's first mode
         diff = None if first is r else float((box["out"].float() - outputs[first.name].float()).abs().max())
         compact = "nocompact" not in r.mode
         r_steps = s.num_steps or r.config.num_inference_steps  # each model samples with its own schedule
+        static = r.engine is not None and not r.engine.trim_language  # language padding kept
         flops = call_flops(
             r.config,
             batch=s.batch_size,
             cameras=cameras if compact else slots,
-            lang_tokens=lang if compact else r.config.tokenizer_max_length,
+            lang_tokens=lang if compact and not static else r.config.tokenizer_max_length,
             steps=r_steps,
             cached_conditioning=r.engine is not None,
+            path=_flops_path(r.mode),
         )
         counted = None
         if s.count_flops:
@@ -91,6 +103,11 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
                 "flops_counted": counted,
                 "memory": mem,
                 "max_abs_diff_vs_first_mode": diff,
+                "backend": "torch",
+                "build_s": r.build_s,
+                "first_call_s": first_call_s,
+                "warmup_s": r.build_s + first_call_s,
+                "pid": os.getpid(),
             }
         )
         log(f"  prepared {r.name}: {flops['total'] / 1e9:.2f} GFLOP/call, peak +{mem['delta_mb']:.0f} MiB")
@@ -103,6 +120,15 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
         log(
             f"  {run['name']:<40} median {run['latency_ms']['median']:8.1f} ms  p90 {run['latency_ms']['p90']:8.1f} ms"
         )
+    if "onnxruntime" in s.backends:
+        for label, m in models:
+            first = next((o for name, o in outputs.items() if name.startswith(f"{label}/")), None)
+            run = onnxruntime_run(label, m, s, inputs, cameras, lang, first)
+            runs.append(run)
+            log(
+                f"  {run['name']:<40} median {run['latency_ms']['median']:8.1f} ms  p90 "
+                f"{run['latency_ms']['p90']:8.1f} ms  (own process, warm-up {run['warmup_s']:.1f} s)"
+            )
 
     result = {
         "schema": SCHEMA,
@@ -124,3 +150,80 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
         "ratios": ratios(runs),
     }
     return result
+
+
+def _flops_path(mode: str) -> str:
+    if mode.startswith("compiled"):
+        return "compiled"
+    return "unfolded" if "unfolded" in mode else "engine"
+
+
+def onnxruntime_run(
+    label, model, s: BenchSettings, inputs: BenchInputs, cameras: int, lang: int, first
+) -> dict:
+    """Export `model` (the valid camera slots, the whole prompt), then time `OnnxRunner.sample` on the same
+    inputs in a child process of its own (`shallowpi.onnx_runtime.timing`)."""
+    import numpy as np
+
+    from shallowpi.export.onnx_export import ExportOptions, export_onnx
+
+    cfg = model.config
+    steps = s.num_steps or cfg.num_inference_steps
+    with tempfile.TemporaryDirectory(prefix="shallowpi-bench-onnx-") as tmp:
+        opts = ExportOptions(
+            batch_size=s.batch_size, cameras=tuple(cfg.cameras[:cameras]), num_steps=s.num_steps
+        )
+        t0 = time.perf_counter()
+        export = export_onnx(model, Path(tmp) / "onnx", opts)
+        export_s = time.perf_counter() - t0
+        obs = inputs.observation
+        arrays = {
+            "images": obs.images[:, :cameras].cpu().numpy(),  # (B, cameras, 3, H, W)
+            "image_masks": obs.image_masks[:, :cameras].cpu().numpy(),
+            "tokens": obs.tokens.cpu().numpy(),
+            "token_masks": obs.token_masks.cpu().numpy(),
+            "noise": inputs.noise.cpu().numpy(),
+        }
+        if cfg.variant == "pi0":
+            arrays["state"] = obs.state.cpu().numpy()
+        np.savez(Path(tmp) / "inputs.npz", **arrays)
+        spec = {"export": str(export), "inputs": str(Path(tmp) / "inputs.npz"), "warmup": s.warmup,
+                "iters": s.iters, "threads": s.threads}  # fmt: skip
+        (Path(tmp) / "spec.json").write_text(json.dumps(spec))
+        cmd = [sys.executable, "-m", "shallowpi.onnx_runtime.timing", str(Path(tmp) / "spec.json")]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"onnxruntime timing of {label} failed:\n{proc.stderr[-4000:]}")
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    actions = np.asarray(got.pop("actions"))
+    diff = None if first is None else float(np.abs(actions - first.float().cpu().numpy()).max())
+    flops = call_flops(
+        cfg,
+        batch=s.batch_size,
+        cameras=cameras,
+        lang_tokens=cfg.tokenizer_max_length,
+        steps=steps,
+        path="compiled",
+    )  # fmt: skip  (the folded graph, prompt padding kept)
+    return {
+        "name": f"{label}/onnxruntime",
+        "mode": "onnxruntime",
+        "variant": cfg.variant,
+        "depth": cfg.depth,
+        "steps": steps,
+        "time_grid": cfg.time_grid(s.num_steps),
+        "params": sum(p.numel() for p in model.parameters()),
+        "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
+        "flops": flops,
+        "flops_counted": None,
+        "memory": {"peak_mb": got["peak_mb"], "delta_mb": max(got["peak_mb"] - got["rss_before_mb"], 0.0)},
+        "max_abs_diff_vs_first_mode": diff,
+        "latency_ms": summary(got["times_ms"]),
+        "stages_ms": None,
+        "backend": "onnxruntime",
+        "build_s": got["build_s"],
+        "first_call_s": got["first_call_s"],
+        "warmup_s": got["warmup_s"],
+        "export_s": export_s,
+        "pid": got["pid"],
+    }

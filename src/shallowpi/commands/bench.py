@@ -4,9 +4,12 @@
     shallowpi bench --policy outputs/teacher outputs/student_L6 --device cuda --dtype bfloat16 \
         --modes engine,compiled,cuda_graph
     shallowpi bench --preset pi05 --depth 6 --device cuda --dtype bfloat16 --cameras 2
+    shallowpi bench --policy outputs/teacher --backend torch,onnxruntime --modes engine
 
-Runs every model x mode in one process on the same inputs, calls interleaved, and writes one JSON (see
-shallowpi/bench/ for the fields) plus a latency-vs-depth PNG when matplotlib is installed.
+Runs every model x mode of the torch backend in one process on the same inputs, calls interleaved; the
+onnxruntime backend (an export of each model, made here) in a child process of its own. Writes one JSON
+(see shallowpi/bench/ for the fields: each run's backend and warm-up) plus a latency-vs-depth PNG when
+matplotlib is installed.
 """
 
 from __future__ import annotations
@@ -87,6 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated: reference, reference_nocompact, engine, engine_nocompact, compiled, cuda_graph, "
         "compiled_cuda_graph (default: reference,engine on CPU; engine,compiled,cuda_graph on CUDA)",
     )
+    parser.add_argument(
+        "--backend",
+        type=_modes,
+        default=None,
+        help="comma-separated: torch (the modes above), onnxruntime (an ONNX export, CPU, its own process) "
+        "(default: the faster one for the device)",
+    )
     parser.add_argument("--warmup", type=nonnegative_int, default=3, help="untimed calls per runner first")
     parser.add_argument(
         "--iters", type=int, default=MIN_ITERS, help=f"timed calls per runner (>= {MIN_ITERS})"
@@ -100,6 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shallowpi.bench import BenchSettings, plot_latency, run_bench, write_json
+    from shallowpi.infer.backends import default_backend
     from shallowpi.paths import portable_path
 
     if args.iters < MIN_ITERS:
@@ -126,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         num_steps=args.num_steps,
         chunk=args.chunk,
         modes=modes,
+        backends=args.backend or [default_backend(device)],
         warmup=args.warmup,
         iters=args.iters,
         threads=args.threads,

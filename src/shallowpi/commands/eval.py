@@ -2,6 +2,7 @@
 
     shallowpi eval --policy outputs/student_L6 --env metaworld --tasks mt10 --episodes-per-task 50 \
         --seed 1000 --max-steps 200 --n-action-steps 10 --workers 2 --video outputs/eval/videos
+    shallowpi eval --policy outputs/student_L6 --tasks mt10 --backend onnxruntime   # the same, onnxruntime
 
 Held-out configurations: episode e of a task starts from MT1(task, seed + e // 50).train_tasks[e % 50].
 Writes <out>/eval_info.json (default out: outputs/eval/<policy folder name>).
@@ -46,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-size", type=positive_int, default=None, help="render size (default: the policy's input size)"
     )
     add_device_argument(parser)
+    parser.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default=None,
+        help="torch: shallowpi's engine; onnxruntime: an ONNX export of the policy (made on the fly, CPU) "
+        "(default: the faster one for the device)",
+    )
     add_num_steps_argument(parser)
     parser.add_argument(
         "--blank-images",
@@ -90,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         video_dir=args.video,
         videos_per_task=args.videos_per_task,
         truncate_prompt=args.truncate_prompt or None,
+        backend=args.backend,
     )
     cfg.validate()
     check_out_folder(args.out)

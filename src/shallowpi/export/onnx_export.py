@@ -31,7 +31,8 @@ from shallowpi.atomic import atomic_dir
 from shallowpi.data.processor import Postprocessor, Preprocessor
 from shallowpi.data.processor_files import has_processor
 from shallowpi.errors import UserError
-from shallowpi.export.graphs import DenoiseGraph, PrefixGraph, prefix_inputs
+from shallowpi.export.graphs import graphs as folded_graphs
+from shallowpi.export.graphs import prefix_inputs
 from shallowpi.model import PiModel, load_model
 from shallowpi.model.config import PiConfig
 from shallowpi.observation import Observation
@@ -213,7 +214,9 @@ def export_onnx(
 ) -> Path:
     """Write the prefix and denoise graphs, the manifest and the tokenizer to `out` (atomically).
 
-    float16 casts a copy of `model`, or `model` itself with `inplace=True` (full-size models: no second copy).
+    The graphs run over folded weights (`shallowpi.infer.fold`): a folded copy of `model`, and float16 casts a
+    copy first. `inplace=True` (full-size models: no second copy) casts `model` itself and frees its weights
+    as they are folded, so `model` is unusable afterwards.
     """
     opts = options or ExportOptions()
     opts.validate()
@@ -241,7 +244,7 @@ def export_onnx(
             torch.zeros(b, cfg.max_state_dim),
         )  # the exported slots only
         prefix_args = prefix_inputs(example)
-        prefix = PrefixGraph(model).eval()
+        prefix, denoise = folded_graphs(model, release=inplace)  # inplace: one copy, the folded one
         prefix_in = ["images", "image_masks", "tokens", "token_masks"]
         prefix_out = ["prefix_keys", "prefix_values", "prefix_mask"]
         _export_graph(prefix, prefix_args, stage / "prefix.onnx", prefix_in, prefix_out, opts)
@@ -258,9 +261,7 @@ def export_onnx(
         if cfg.variant == "pi0":
             denoise_args += (example.state,)
             denoise_in.append("state")
-        _export_graph(
-            DenoiseGraph(model).eval(), denoise_args, stage / "denoise.onnx", denoise_in, ["velocity"], opts
-        )
+        _export_graph(denoise, denoise_args, stage / "denoise.onnx", denoise_in, ["velocity"], opts)
 
         graphs = {
             g: {

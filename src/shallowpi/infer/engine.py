@@ -1,24 +1,34 @@
-"""Fast inference runtime: prefix once into a preallocated KV cache, then an expert-only Euler loop.
+"""Fast inference runtime: prefix once into a preallocated KV cache, then an expert-only Euler loop, over folded
+weights and static buffers.
 
-    engine = InferenceEngine(model, batch_size=1)                  # CPU fp32, eager
-    engine = InferenceEngine(model, device="cuda", dtype="bfloat16", compile=True, cuda_graph=True)
+    engine = InferenceEngine(model, batch_size=1)                  # CPU fp32, eager, folded
+    engine = InferenceEngine(model, compile=True)                   # + torch.compile, artifacts cached on disk
+    engine = InferenceEngine(model, device="cuda", dtype="bfloat16", cuda_graph=True)
     actions = engine.sample_actions(obs, noise=noise)                # obs: a shallowpi.Observation
 
 What it does beyond `PiModel.sample_actions` (whose outputs it equals within 1e-5 in fp32 on CPU):
 - The schedule is the model's (`PiConfig.time_grid`: its recorded grid for a step-distilled student, else
   uniform Euler); an explicit `num_steps` overrides it as in `PiModel.sample_actions`.
+- Folded weights (`shallowpi.infer.fold`, built once here; `refresh()` folds again after the weights
+  change): norm weights inside the next projection, one q/k/v(+RoPE) matmul and one gate-up matmul per layer,
+  the softmax scale in q. At batch 1 and small widths a call's time is per-operator overhead, so the loop
+  issues about 16 operators per expert layer (the model's own modules: about 70).
 - Per-call work that depends only on the weights and the time schedule is done once per time grid and
-  cached: the sin/cos time embeddings, π0.5's time MLP and every adaRMS modulation (scale, shift, gate) of
-  every expert layer and step, π0's time half of `action_time_mlp_in`. Call `refresh()` after changing weights.
-- The KV cache is one preallocated (B, nkv, P + S, hd) buffer per layer: the prefix fills [:P] once, each
-  Euler step writes its suffix K/V into [P:] in place; no per-step concatenation.
+  cached: the time embeddings, π0.5's time MLP and every adaRMS modulation of every layer and step (on CUDA
+  in fp32 its shift becomes a per-step bias of the projection after the norm, shift @ W), π0's time half of
+  `action_time_mlp_in`. π0's state token, which t and x_t never reach, runs through the expert once per
+  call with the prefix; each Euler step runs the action tokens only (`shallowpi.infer.eager`).
+- Static buffers, reused across calls: the KV cache is one (B, nkv, P + S, hd) buffer per layer (the prefix
+  fills [:P] once, each Euler step writes its suffix K/V into [P:] in place), and the projections, RoPE and
+  residual stream write into preallocated tensors whose views (heads, cache slices) are made once.
 - Kept camera slots go through SigLIP as one batch; the backbone's last layer computes only K and V.
-- Attention runs through SDPA (flash kernel on CPU/CUDA); the mask is dropped when every key is valid
-  (π0.5 with an all-valid compacted prefix), which is the common batch-1 case.
-- Static shapes: buffers for one prefix length are reused across calls. With `cuda_graph=True` the whole
-  denoising loop is captured once per prefix length and replayed (language padding is then kept, so the
-  prefix length only changes when the set of masked camera slots changes). `compile=True` wraps the loop
-  in `torch.compile`.
+- Attention runs through SDPA; the mask is dropped when every key is valid (π0.5 with an all-valid compacted
+  prefix), the common batch-1 case.
+- `cuda_graph=True` captures the whole denoising loop once per prefix length and replays it (language padding
+  is then kept, so the prefix length only changes when the set of masked camera slots changes).
+- `compile=True` runs the prefix and each Euler step through `torch.compile` (`shallowpi.infer.compiled`),
+  with inductor's caches on disk so that a later process reuses the compiled code (`compile_cache_dir`).
+- `fold=False` runs the model's own modules instead (the engine before folding; a baseline for benchmarks).
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from shallowpi.infer.eager import FoldedRun, _Views
+from shallowpi.infer.fold import FoldedPi
 from shallowpi.model.attention import additive, make_att_2d, positions
 from shallowpi.model.config import euler_steps
 from shallowpi.model.gemma import LayerModulation, Modulation, apply_rope, rope_cos_sin
@@ -48,10 +60,17 @@ class _Conditioning:
 
     times: list[float]  # t_k at which the velocity is evaluated
     dts: list[float]  # Euler step after each evaluation (negative)
-    # π0.5: adaRMS modulations, [step][layer], each tensor (B, 1, W) (views of one (steps, B, 1, W) tensor)
+    # folded: [step] -> per layer (rms weight, qkv bias, gate, rms weight, gate-up bias, gate) for π0.5, () for π0
+    layers: list[list[tuple]] = field(default_factory=list)
+    final_scale: list[torch.Tensor | None] = field(default_factory=list)  # [step] final norm's weight
+    final_shift: list[torch.Tensor | None] = field(default_factory=list)  # [step] π0.5 in bf16: its shift
+    out_bias: list[torch.Tensor] = field(
+        default_factory=list
+    )  # [step] (A,): action_out_proj bias (+ shift @ W)
+    # unfolded (the model's modules): adaRMS modulations [step][layer] and the final norm's, π0's time half
     layer_mods: list[list[LayerModulation]] = field(default_factory=list)
-    final_mods: list[Modulation] = field(default_factory=list)  # [step]: the final expert norm's
-    time_proj: torch.Tensor | None = None  # π0: time half of action_time_mlp_in + bias, (steps, B, 1, W)
+    final_mods: list[Modulation] = field(default_factory=list)
+    time_proj: torch.Tensor | list[torch.Tensor] | None = None  # π0: (steps, B, 1, W) / folded [step] (W,)
 
 
 @dataclass
@@ -61,14 +80,16 @@ class _Buffers:
     prefix_len: int
     keys: list[torch.Tensor]  # per layer (B, nkv, P + S, hd): post-RoPE prefix keys, then suffix keys
     values: list[torch.Tensor]  # per layer (B, nkv, P + S, hd)
-    mask: torch.Tensor  # (B, 1, S, P + S) additive, compute dtype
-    use_mask: bool  # False when every key is valid for every query (SDPA without a mask)
-    cos: torch.Tensor  # (B, 1, S, hd)
-    sin: torch.Tensor
+    use_mask: bool  # False when every key is valid for every query (attention without a mask)
     noise: torch.Tensor  # (B, chunk, A) fp32, copied in per call
     state: torch.Tensor | None  # π0: (B, max_state_dim) fp32
     out: torch.Tensor | None = None  # result of the captured graph
     graphs: dict = field(default_factory=dict)  # time grid (tuple) -> torch.cuda.CUDAGraph
+    views: _Views | None = None  # folded: the static workspaces and cache views for this P
+    # unfolded: the suffix's additive mask (B, 1, S, P + S) and RoPE tables (B, 1, S, hd)
+    mask: torch.Tensor | None = None
+    cos: torch.Tensor | None = None
+    sin: torch.Tensor | None = None
 
 
 class InferenceEngine:
@@ -83,7 +104,9 @@ class InferenceEngine:
         cuda_graph: bool = False,
         compact: bool = True,
         compile_mode: str | None = None,
+        compile_cache_dir: str | None = None,
         max_cached_shapes: int = 4,
+        fold: bool = True,
     ) -> None:
         """`model` is used in place (moved to `device`, cast to bf16 if `dtype="bfloat16"`)."""
         if batch_size < 1:
@@ -93,6 +116,8 @@ class InferenceEngine:
             raise ValueError(f"cuda_graph=True needs a CUDA device, got {device}")
         if dtype not in (None, "float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+        if compile and not fold:
+            raise ValueError("compile=True runs the folded graph; it needs fold=True")
         model = model.to(device).eval()
         if dtype == "bfloat16" and model.compute_dtype != torch.bfloat16:
             model.to_bfloat16()
@@ -102,15 +127,21 @@ class InferenceEngine:
         self.batch_size = batch_size
         self.compact = compact
         self.cuda_graph = cuda_graph
-        # Graph replay needs a fixed prefix length: keep language padding (masked) instead of trimming it.
-        self.trim_language = compact and not cuda_graph
+        self.fold = fold
+        self.compiled = None
+        # Graph replay and compiled code need a fixed prefix length: keep language padding (masked).
+        self.trim_language = compact and not cuda_graph and not compile
         self.max_cached_shapes = max_cached_shapes
-        self._cond: dict[int, _Conditioning] = {}
+        self._cond: dict[tuple, _Conditioning] = {}
         self._buffers: dict[int, _Buffers] = {}
+        self.folded: FoldedPi | None = None
+        self.run: FoldedRun | None = None
+        self.refresh()
         self._loop = self._denoise_loop
         if compile:
-            mode = compile_mode or ("max-autotune-no-cudagraphs" if cuda_graph else None)
-            self._loop = torch.compile(self._denoise_loop, mode=mode, dynamic=False)
+            from shallowpi.infer.compiled import CompiledGraph
+
+            self.compiled = CompiledGraph(self, mode=compile_mode, cache_dir=compile_cache_dir)
 
     # public API -------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -127,7 +158,11 @@ class InferenceEngine:
         `marks(stage)` is called after each of "vision", "prefix", "denoise" has been issued (bench timing).
         """
         grid = self.config.time_grid(num_steps)  # validates num_steps before any work
+        if self.fold and self._weights_stamp() != self._stamp:
+            self.refresh()  # the model's weights changed in place (training, a corrupted buffer): fold again
         obs = self.check(obs)
+        if self.compiled is not None:
+            return self.compiled.sample(obs, noise, tuple(grid), marks)
         embs, pad = self.encode(obs)
         _mark(marks, "vision")
         buf = self.prefill(embs, pad, obs.state)
@@ -137,9 +172,21 @@ class InferenceEngine:
         return actions
 
     def refresh(self) -> None:
-        """Forget cached conditioning and graphs (after the model's weights changed)."""
+        """Fold the weights again and forget cached conditioning and graphs (after the weights changed). The
+        folded engine does so by itself when a weight of the model changed in place or was replaced."""
         self._cond.clear()
         self._buffers.clear()
+        self._params = list(self.model.parameters())
+        self._stamp = self._weights_stamp()
+        if self.fold:
+            self.folded = FoldedPi(self.model)
+            self.run = FoldedRun(self.folded, self.batch_size, self.device)
+        if self.compiled is not None:
+            self.compiled.reset()
+
+    def _weights_stamp(self) -> list[tuple[int, int]]:
+        """Each parameter's version counter (bumped by in-place writes) and storage: ~60 µs for 400 tensors."""
+        return [(p._version, p.data_ptr()) for p in self._params]
 
     # stages -----------------------------------------------------------------------------------------------
     def check(self, obs: Observation) -> Observation:
@@ -160,21 +207,64 @@ class InferenceEngine:
         n_cam, n_patch = obs.num_slots, self.config.vision.num_patches
         images = obs.images.to(self.device)  # (B, n_cam, 3, H, W)
         pixels = images.transpose(0, 1).reshape(n_cam * b, *images.shape[2:])  # (n_cam * B, 3, H, W)
-        vis = m.projector(m.vision(pixels))  # (n_cam * B, N, W_vlm)
-        vis = vis.view(n_cam, b, n_patch, -1).transpose(0, 1).reshape(b, n_cam * n_patch, -1)
+        vis = self.folded.vision(pixels) if self.fold else m.projector(m.vision(pixels))  # (n_cam*B, N, W)
+        if b > 1:
+            vis = vis.view(n_cam, b, n_patch, -1).transpose(0, 1)
+        vis = vis.reshape(b, n_cam * n_patch, -1)
         cam_pad = obs.image_masks.to(self.device)  # (B, n_cam)
-        lang = m.vlm.embed_tokens(obs.tokens.to(self.device))  # (B, L, W_vlm)
+        tokens = obs.tokens.to(self.device)
+        if self.fold:
+            lang = self.folded.embed_language(tokens)  # (B, L, W_vlm)
+        else:
+            lang = m.vlm.embed_tokens(tokens)
+            lang = lang * math.sqrt(lang.shape[-1])
         dtype = m.compute_dtype
-        embs = torch.cat([vis.to(dtype), (lang * math.sqrt(lang.shape[-1])).to(dtype)], dim=1)
+        embs = torch.cat([vis.to(dtype), lang.to(dtype)], dim=1)
         pad = torch.cat([cam_pad.repeat_interleave(n_patch, dim=1), obs.token_masks.to(self.device)], 1)
         return embs, pad
 
     def prefill(self, embs: torch.Tensor, pad: torch.Tensor, state: torch.Tensor | None) -> _Buffers:
-        """Backbone over the prefix; writes post-RoPE K/V of every layer into the static cache."""
+        """Backbone over the prefix; writes post-RoPE K/V of every layer into the static cache (and, folded,
+        π0's state token's, which no Euler step changes)."""
         buf = self._buffers_for(embs.shape[1])
-        cfg = self.config.vlm
+        if state is not None:
+            buf.state.copy_(state)
+        if self.fold:
+            if state is not None:
+                torch.addmm(self.folded.state_b, buf.state, self.folded.state_w, out=self.run.state_tok)
+            buf.use_mask = self.run.suffix_geometry(buf.views, pad) or self.cuda_graph
+            self.run.prefill(buf.views, embs, pad, use_bias=buf.use_mask)
+            return buf
         all_valid = not self.cuda_graph and bool(pad.all())
         mask = None if all_valid else additive(make_att_2d(pad, torch.zeros_like(pad, dtype=torch.long)))
+        self._prefill_unfolded(buf, embs, pad, mask)
+        self._suffix_geometry(buf, pad)
+        return buf
+
+    def denoise(self, buf: _Buffers, noise: torch.Tensor | None, steps: int | None = None) -> torch.Tensor:
+        """Euler loop over `config.time_grid(steps)` (None: the model's own schedule)."""
+        grid = tuple(self.config.time_grid(steps))
+        buf.noise.copy_(self.check_noise(noise))
+        cond = self._conditioning(grid)
+        if not self.cuda_graph:
+            return self._loop(buf, cond).clone() if self.fold else self._loop(buf, cond)
+        if grid not in buf.graphs:
+            buf.graphs[grid] = self._capture(buf, cond)
+        buf.graphs[grid].replay()
+        return buf.out.clone()
+
+    def check_noise(self, noise: torch.Tensor | None) -> torch.Tensor:
+        b, c = self.batch_size, self.config
+        shape = (b, c.chunk_size, c.max_action_dim)
+        if noise is None:
+            return torch.randn(shape, device=self.device)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
+        return noise
+
+    # the unfolded path (the model's own modules) ----------------------------------------------------------
+    def _prefill_unfolded(self, buf: _Buffers, embs, pad, mask) -> None:
+        cfg = self.config.vlm
         cos, sin = rope_cos_sin(positions(pad), cfg.head_dim, cfg.rope_theta)
         p = embs.shape[1]
         x = embs
@@ -190,32 +280,8 @@ class InferenceEngine:
             q = apply_rope(q, cos, sin)  # (B, nh, P, hd)
             out = _sdpa(q, buf.keys[i][:, :, :p], buf.values[i][:, :, :p], mask)
             x = layer.post_attention(x, out)
-        self._suffix_geometry(buf, pad)
-        if state is not None:
-            buf.state.copy_(state)
-        return buf
 
-    def denoise(self, buf: _Buffers, noise: torch.Tensor | None, steps: int | None = None) -> torch.Tensor:
-        """Euler loop over `config.time_grid(steps)` (None: the model's own schedule)."""
-        grid = tuple(self.config.time_grid(steps))
-        b, c = self.batch_size, self.config
-        shape = (b, c.chunk_size, c.max_action_dim)
-        if noise is None:
-            noise = torch.randn(shape, device=self.device)
-        elif tuple(noise.shape) != shape:
-            raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
-        buf.noise.copy_(noise)
-        cond = self._conditioning(grid)
-        if not self.cuda_graph:
-            return self._loop(buf, cond)
-        if grid not in buf.graphs:
-            buf.graphs[grid] = self._capture(buf, cond)
-        buf.graphs[grid].replay()
-        return buf.out.clone()
-
-    # the Euler loop ---------------------------------------------------------------------------------------
-    def _denoise_loop(self, buf: _Buffers, cond: _Conditioning) -> torch.Tensor:
-        """x_{t+dt} = x_t + dt·v(x_t, t) from t = 1 over the cached prefix; reads only static tensors."""
+    def _denoise_unfolded(self, buf: _Buffers, cond: _Conditioning) -> torch.Tensor:
         x = buf.noise
         state_tok = None
         if self.config.variant == "pi0":
@@ -246,21 +312,36 @@ class InferenceEngine:
             h = layer.post_attention(h, out, mod)
         return m.action_head(h, cond.final_mods[k] if cond.final_mods else None)
 
+    def _denoise_loop(self, buf: _Buffers, cond: _Conditioning) -> torch.Tensor:
+        if self.fold:
+            return self.run.denoise(buf.views, cond, buf.noise, use_bias=buf.use_mask)
+        return self._denoise_unfolded(buf, cond)
+
     # caches -----------------------------------------------------------------------------------------------
     def _conditioning(self, grid: tuple[float, ...] | int | None) -> _Conditioning:
         """Constants for one time grid (a step count or None means `config.time_grid(that)`)."""
         if grid is None or isinstance(grid, int):
             grid = tuple(self.config.time_grid(grid))
-        if grid in self._cond:
-            return self._cond[grid]
+        if grid not in self._cond:
+            schedule = euler_steps(grid)  # same floats as PiModel.integrate
+            cond = _Conditioning([t for t, _ in schedule], [dt for _, dt in schedule])
+            if self.fold:
+                t = torch.tensor(cond.times, dtype=torch.float32, device=self.device)  # a row per step
+                c = self.config
+                self.run.conditioning(
+                    cond, sincos_time_embedding(t, c.expert.width, c.min_period, c.max_period)
+                )
+            else:
+                self._unfolded_conditioning(cond)
+            self._cond[grid] = cond
+        return self._cond[grid]
+
+    def _unfolded_conditioning(self, cond: _Conditioning) -> None:
         m, c, b = self.model, self.config, self.batch_size
-        schedule = euler_steps(grid)  # same floats as PiModel.integrate
-        times, dts = [t for t, _ in schedule], [dt for _, dt in schedule]
-        steps = len(times)
-        t = torch.tensor(times, dtype=torch.float32, device=self.device).repeat_interleave(b)  # (steps*B,)
+        steps = len(cond.times)
+        t = torch.tensor(cond.times, dtype=torch.float32, device=self.device).repeat_interleave(b)
         w = c.expert.width
         temb = sincos_time_embedding(t, w, c.min_period, c.max_period).to(m.action_in_proj.weight.dtype)
-        cond = _Conditioning(times, dts)
         if c.uses_adarms:
             tc = F.silu(m.time_mlp_out(F.silu(m.time_mlp_in(temb))))  # (steps*B, W)
 
@@ -276,8 +357,6 @@ class InferenceEngine:
         else:
             w_time = m.action_time_mlp_in.weight[:, w:]  # (W, W): acts on the time embedding
             cond.time_proj = F.linear(temb, w_time, m.action_time_mlp_in.bias).view(steps, b, 1, w)
-        self._cond[grid] = cond
-        return cond
 
     def _buffers_for(self, prefix_len: int) -> _Buffers:
         if prefix_len in self._buffers:
@@ -291,18 +370,21 @@ class InferenceEngine:
             prefix_len=prefix_len,
             keys=[torch.zeros(kv_shape, dtype=dtype, device=dev) for _ in range(c.depth)],
             values=[torch.zeros(kv_shape, dtype=dtype, device=dev) for _ in range(c.depth)],
-            mask=torch.zeros(b, 1, s, prefix_len + s, dtype=dtype, device=dev),
             use_mask=True,
-            cos=torch.zeros(b, 1, s, cfg.head_dim, device=dev),
-            sin=torch.zeros(b, 1, s, cfg.head_dim, device=dev),
             noise=torch.zeros(b, c.chunk_size, c.max_action_dim, device=dev),
             state=torch.zeros(b, c.max_state_dim, device=dev) if c.variant == "pi0" else None,
         )
+        if self.fold:
+            buf.views = self.run.views(buf.keys, buf.values, prefix_len)
+        else:
+            buf.mask = torch.zeros(b, 1, s, prefix_len + s, dtype=dtype, device=dev)
+            buf.cos = torch.zeros(b, 1, s, cfg.head_dim, device=dev)
+            buf.sin = torch.zeros(b, 1, s, cfg.head_dim, device=dev)
         self._buffers[prefix_len] = buf
         return buf
 
     def _suffix_geometry(self, buf: _Buffers, prefix_pad: torch.Tensor) -> None:
-        """Suffix RoPE and mask for this call's prefix validity, written into the static buffers."""
+        """Suffix RoPE and mask for this call's prefix validity, written into the static buffers (unfolded)."""
         b, s = self.batch_size, self.config.suffix_len
         suffix_pad = torch.ones(b, s, dtype=torch.bool, device=self.device)
         ar = [1] * (s - self.config.chunk_size + 1) + [0] * (self.config.chunk_size - 1)

@@ -8,6 +8,8 @@ language tokens after compaction.
 With `cached_conditioning=True` (the InferenceEngine) the time MLP, adaRMS modulations and π0's time half
 of `action_time_mlp_in` are computed once per `num_steps` and cached across calls, so they are not per-call
 work; `False` counts the reference path (`PiModel.sample_actions`), which recomputes them at every step.
+The folded engine also runs π0's state token through the expert once per call instead of once per step
+(`denoise_flops`' `path`).
 """
 
 from __future__ import annotations
@@ -53,22 +55,50 @@ def prefix_flops(cfg: PiConfig, prefix_len: int) -> int:
     return (cfg.depth - 1) * _gemma_layer(g, prefix_len, prefix_len) + last
 
 
-def denoise_flops(cfg: PiConfig, prefix_len: int, steps: int, cached_conditioning: bool = True) -> int:
-    """`steps` expert passes over the suffix against the cached prefix."""
+def denoise_flops(
+    cfg: PiConfig, prefix_len: int, steps: int, cached_conditioning: bool = True, path: str = "engine"
+) -> int:
+    """`steps` expert passes over the suffix against the cached prefix.
+
+    path: "engine" (the folded eager engine: π0's state token through the expert once per call, then only
+    the action tokens per step; `action_in_proj` composed with the action half of `action_time_mlp_in`),
+    "compiled" (the folded graph: the state token every step, the composed input projection),
+    "unfolded" (the engine on the model's modules) or "reference" (`cached_conditioning=False`)."""
+    if not cached_conditioning:
+        path = "reference"
     e, w, a, chunk = cfg.expert, cfg.expert.width, cfg.max_action_dim, cfg.chunk_size
     s = cfg.suffix_len
+    pi0 = cfg.variant == "pi0"
+    rows = chunk if path == "engine" else s  # expert rows per step
     step = _linear(chunk, a, w) + _linear(chunk, w, a)  # action_in_proj, action_out_proj
-    step += cfg.depth * _gemma_layer(e, s, prefix_len + s)
+    step += cfg.depth * _gemma_layer(e, rows, prefix_len + s)
     per_call = 0
-    if cfg.variant == "pi0":
+    if pi0:
         step += _linear(chunk, w, w)  # action_time_mlp_out
-        step += _linear(chunk, 2 * w, w) if not cached_conditioning else _linear(chunk, w, w)
+        if path in ("unfolded", "reference"):  # the action half of action_time_mlp_in, unless composed
+            step += _linear(chunk, w, w)
+        if path == "reference":
+            step += _linear(chunk, w, w)  # its time half, cached by the engines
         state = _linear(1, cfg.max_state_dim, w)  # state token
-        per_call, step = (state, step) if cached_conditioning else (0, step + state)
-    elif not cached_conditioning:
+        if path == "reference":
+            step += state
+        elif path != "engine":  # the folded engine projects it with the prefix (`state_flops`)
+            per_call = state
+    elif path == "reference":
         step += 2 * _linear(1, w, w)  # time MLP
         step += (2 * cfg.depth + 1) * _linear(1, w, 3 * w)  # adaRMS modulations
     return per_call + steps * step
+
+
+def state_flops(cfg: PiConfig, prefix_len: int) -> int:
+    """π0 in the folded engine: the state token's projection and its layers, once per call with the prefix
+    (its keys and values do not change across Euler steps; the last layer for them alone)."""
+    if cfg.variant != "pi0":
+        return 0
+    e, w = cfg.expert, cfg.expert.width
+    kv, q = e.num_kv_heads * e.head_dim, e.num_heads * e.head_dim
+    layers = (cfg.depth - 1) * _gemma_layer(e, 1, prefix_len + 1) + _linear(1, w, q + 2 * kv)
+    return _linear(1, cfg.max_state_dim, w) + layers
 
 
 def call_flops(
@@ -79,8 +109,11 @@ def call_flops(
     lang_tokens: int | None = None,
     steps: int | None = None,
     cached_conditioning: bool = True,
+    path: str = "engine",
 ) -> dict[str, int]:
-    """FLOPs of one call split by stage: {"vision", "prefix", "denoise", "total"}."""
+    """FLOPs of one call split by stage: {"vision", "prefix", "denoise", "total"} (`path`: see
+    `denoise_flops`; `cached_conditioning=False` is the reference path)."""
+    path = path if cached_conditioning else "reference"
     cameras = len(cfg.cameras) if cameras is None else cameras
     lang = cfg.tokenizer_max_length if lang_tokens is None else lang_tokens
     steps = steps or cfg.num_inference_steps
@@ -89,8 +122,8 @@ def call_flops(
     p = cameras * cfg.vision.num_patches + lang
     out = {
         "vision": batch * vision_flops(cfg, cameras),
-        "prefix": batch * prefix_flops(cfg, p),
-        "denoise": batch * denoise_flops(cfg, p, steps, cached_conditioning),
+        "prefix": batch * (prefix_flops(cfg, p) + (state_flops(cfg, p) if path == "engine" else 0)),
+        "denoise": batch * denoise_flops(cfg, p, steps, cached_conditioning, path),
     }
     out["total"] = sum(out.values())
     return out
@@ -106,8 +139,14 @@ def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, *
     return 2 * b * h * lq * lk * d + 2 * b * h * lq * lk * dv
 
 
+def _addmm_flop(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
 def _custom_mapping() -> dict:
-    mapping = {}
+    """Formulas torch's counter lacks: the CPU flash kernel, and the in-place `addmm_` the engine adds its
+    o- and down-projections into the residual stream with (`addmm`'s formula)."""
+    mapping = {torch.ops.aten.addmm_: _addmm_flop}
     for name in ("_scaled_dot_product_flash_attention_for_cpu",):
         op = getattr(torch.ops.aten, name, None)
         if op is not None:

@@ -37,9 +37,18 @@ class EvalConfig:
     videos_per_task: int = 2  # first N episodes of each task are recorded when video_dir is set
     threads_per_worker: int | None = None  # torch threads; None: cores / workers
     truncate_prompt: bool | None = None  # None: the policy's processor config decides (default: refuse)
+    backend: str | None = None  # "torch" | "onnxruntime"; None: the faster one for the device
+    onnx_dir: str | None = None  # onnxruntime: an export of `policy` (None: exported for this evaluation)
 
     def __post_init__(self) -> None:
         self.device = resolve_device(self.device)  # recorded resolved in eval_info.json
+
+    @property
+    def runtime(self) -> str:
+        """The backend that runs: `backend`, or the device's default (recorded so in eval_info.json)."""
+        from shallowpi.infer.backends import resolve_backend
+
+        return resolve_backend(self.backend, self.device)
 
     def validate(self) -> None:
         if self.episodes_per_task < 1:
@@ -64,3 +73,5 @@ class EvalConfig:
             raise UserError("no tasks to evaluate")
         if not Path(self.policy).is_dir():
             raise MissingFileError(f"policy folder not found: {self.policy}")
+        if self.runtime == "onnxruntime" and self.truncate_prompt:
+            raise UserError("--truncate-prompt is not available with the onnxruntime backend")

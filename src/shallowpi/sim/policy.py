@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol
 
@@ -68,7 +69,48 @@ class PretrainedPolicy:
         return self.predictor.predict(sample, seed=seed)  # (chunk, 4), unnormalised
 
 
+class OnnxPretrainedPolicy:
+    """The same policy run by onnxruntime on an export of the folder (`EvalConfig.backend="onnxruntime"`).
+    The noise of each call is the torch backend's for the same seed (`ActionPredictor.noise`), so both
+    backends take the same actions (within rounding) and an evaluation does not depend on which ran it."""
+
+    def __init__(self, export_dir: str | Path, *, num_steps: int | None = None, threads: int | None = None):
+        from shallowpi.onnx_runtime.runner import OnnxRunner
+
+        self.runner = OnnxRunner(export_dir, threads=threads, num_steps=num_steps)
+        proc = self.runner.processor
+        if proc is None:
+            raise UserError(f"{export_dir} was exported without a processor")
+        prefix = mw.camera_key("")
+        self.cameras = [key.removeprefix(prefix) for key in proc.camera_map]
+        if any(c not in mw.CAMERAS for c in self.cameras):
+            raise UserError(f"policy cameras {sorted(proc.camera_map)} are not Meta-World cameras")
+        if proc.action_dim != 4:
+            raise UserError(f"Meta-World has action dim 4; the policy has {proc.action_dim}")
+        self.state_layout = mw.state_layout_for_dim(proc.state_dim)
+        self.chunk = self.runner.chunk_size
+        self.image_size = proc.config.image_size
+
+    def noise(self, seed: int) -> np.ndarray:
+        import torch  # the torch backend's generator: the same noise for the same seed
+
+        gen = torch.Generator().manual_seed(seed)
+        shape = (1, self.runner.chunk_size, self.runner.max_action_dim)
+        return torch.randn(shape, generator=gen).numpy()
+
+    def __call__(self, images: dict[str, np.ndarray], state: np.ndarray, task: str, seed: int) -> np.ndarray:
+        sample = {
+            "images": {mw.camera_key(cam): images[cam] for cam in self.cameras},
+            "state": state,
+            "task": task,
+        }
+        return self.runner.predict(sample, noise=self.noise(seed))  # (chunk, 4), unnormalised
+
+
 def default_policy_factory(cfg: EvalConfig) -> ChunkPolicy:
+    if cfg.runtime == "onnxruntime":
+        threads = cfg.threads_per_worker or max(1, (os.cpu_count() or 1) // cfg.workers)
+        return OnnxPretrainedPolicy(cfg.onnx_dir, num_steps=cfg.num_steps, threads=threads)
     return PretrainedPolicy(
         cfg.policy, device=cfg.device, num_steps=cfg.num_steps, truncate_prompt=cfg.truncate_prompt
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from shallowpi.sim import metaworld_env as mw
@@ -58,7 +60,15 @@ def _close_worker_env() -> None:
 def iter_results(
     cfg: EvalConfig, policy_factory: Callable[[EvalConfig], ChunkPolicy] = default_policy_factory
 ) -> Iterator[EpisodeResult]:
-    """Episode results in (task, episode) order; `cfg.workers` spawned processes, or inline with 1."""
+    """Episode results in (task, episode) order; `cfg.workers` spawned processes, or inline with 1.
+    The onnxruntime backend without `cfg.onnx_dir` exports the policy once, here, for every worker."""
+    if cfg.runtime == "onnxruntime" and cfg.onnx_dir is None:
+        from shallowpi.export.onnx_export import export_policy
+
+        with tempfile.TemporaryDirectory(prefix="shallowpi-eval-onnx-") as tmp:
+            exported = replace(cfg, onnx_dir=str(export_policy(cfg.policy, Path(tmp) / "onnx")))
+            yield from iter_results(exported, policy_factory)
+        return
     jobs = [(cfg, task, e) for task in cfg.tasks for e in range(cfg.episodes_per_task)]
     mw.setup_rendering()  # env vars set here are inherited by spawned workers
     if cfg.workers <= 1:
