@@ -88,9 +88,9 @@ class PrefixGraph(nn.Module):
         tokens: torch.Tensor,  # (B, L) int64
         token_masks: torch.Tensor,  # (B, L) bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, pad = self.folded.prefix_inputs(images, image_masks, tokens, token_masks)  # (B, P, W), (B, P)
-        keys, values = self.folded.prefix_kv(x, pad)
-        return torch.stack(keys), torch.stack(values), pad  # (D, B, nkv, P, hd) x 2, (B, P)
+        x, valid = self.folded.prefix_inputs(images, image_masks, tokens, token_masks)  # (B, P, W), (B, P)
+        keys, values = self.folded.prefix_kv(x, valid)
+        return torch.stack(keys), torch.stack(values), valid  # (D, B, nkv, P, hd) x 2, (B, P)
 
 
 def prefix_inputs(obs: Observation, slots: Sequence[int] | None = None) -> tuple[torch.Tensor, ...]:

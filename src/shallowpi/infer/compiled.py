@@ -58,9 +58,9 @@ def compile_cache_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def _prefix(f: FoldedPi, images, image_masks, tokens, token_masks):
-    x, pad = f.prefix_inputs(images, image_masks, tokens, token_masks)
-    keys, values = f.prefix_kv(x, pad)
-    return keys, values, f.suffix_geometry(pad)
+    x, valid = f.prefix_inputs(images, image_masks, tokens, token_masks)
+    keys, values = f.prefix_kv(x, valid)
+    return keys, values, f.suffix_geometry(valid)
 
 
 def _step(f: FoldedPi, x_t, mods, time_proj, state_tok, keys, values, geometry):

@@ -265,11 +265,11 @@ class FoldedRun:
         return out.transpose(1, 2).reshape(g.rows, lay.q)
 
     # stages ------------------------------------------------------------------------------------------------
-    def prefill(self, v: _Views, embs: torch.Tensor, pad: torch.Tensor, use_bias: bool) -> None:
+    def prefill(self, v: _Views, embs: torch.Tensor, valid: torch.Tensor, use_bias: bool) -> None:
         """The backbone over the prefix embs (B, P, W) into the cache [0, P), then π0's state token [P, P + 1)."""
         f, lay, g = self.folded, self.layout, v.prefix
         b, p = embs.shape[:2]
-        cos, sin = (t.to(self.dtype) for t in f.rope_tables(pad.long().cumsum(dim=1) - 1))
+        cos, sin = (t.to(self.dtype) for t in f.rope_tables(valid.long().cumsum(dim=1) - 1))
         g.set_rope(cos, sin, lay.q)
         x = embs.reshape(b * p, -1)  # the residual stream, updated in place
         last = len(f.vlm) - 1
@@ -344,19 +344,19 @@ class FoldedRun:
             cond.final_shift = [None] * steps
             cond.out_bias = list((f.out_b + shift[:, -1] @ f.out_w).unbind(0))
 
-    def suffix_geometry(self, v: _Views, prefix_pad: torch.Tensor) -> bool:
+    def suffix_geometry(self, v: _Views, prefix_valid: torch.Tensor) -> bool:
         """RoPE tables of the state and action tokens and the key-validity bias for this call's prefix,
         written into the static buffers. -> whether any key is invalid."""
         c, lay = self.config, self.layout
         s = c.suffix_len
-        pos = prefix_pad.long().sum(-1, keepdim=True) + torch.arange(s, device=self.device)[None]  # (B, S)
+        pos = prefix_valid.long().sum(-1, keepdim=True) + torch.arange(s, device=self.device)[None]  # (B, S)
         cos, sin = (t.to(self.dtype) for t in self.folded.rope_tables(pos, c.expert.rope_theta))
         v.actions.set_rope(cos[:, s - c.chunk_size :], sin[:, s - c.chunk_size :], lay.q)
         if v.state is not None:
             v.state.set_rope(cos[:, :1], sin[:, :1], lay.q)
-        p = prefix_pad.shape[1]
-        v.bias[:, 0, :p].copy_(torch.where(prefix_pad, 0.0, MASK_VALUE))
-        return not bool(prefix_pad.all())
+        p = prefix_valid.shape[1]
+        v.bias[:, 0, :p].copy_(torch.where(prefix_valid, 0.0, MASK_VALUE))
+        return not bool(prefix_valid.all())
 
 
 def _addmm_into(out: torch.Tensor, bias, a, w, direct: bool) -> None:

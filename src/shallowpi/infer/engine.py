@@ -163,9 +163,9 @@ class InferenceEngine:
         obs = self.check(obs)
         if self.compiled is not None:
             return self.compiled.sample(obs, noise, tuple(grid), marks)
-        embs, pad = self.encode(obs)
+        embs, valid = self.encode(obs)
         _mark(marks, "vision")
-        buf = self.prefill(embs, pad, obs.state)
+        buf = self.prefill(embs, valid, obs.state)
         _mark(marks, "prefix")
         actions = self.denoise(buf, noise, len(grid) - 1)
         _mark(marks, "denoise")
@@ -202,7 +202,7 @@ class InferenceEngine:
         return checked
 
     def encode(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
-        """Vision (all kept slots in one SigLIP batch) + language embedding -> (B, P, W_vlm), pad (B, P)."""
+        """Vision (all kept slots in one SigLIP batch) + language embedding -> (B, P, W_vlm), valid (B, P)."""
         m, b = self.model, self.batch_size
         n_cam, n_patch = obs.num_slots, self.config.vision.num_patches
         images = obs.images.to(self.device)  # (B, n_cam, 3, H, W)
@@ -211,7 +211,7 @@ class InferenceEngine:
         if b > 1:
             vis = vis.view(n_cam, b, n_patch, -1).transpose(0, 1)
         vis = vis.reshape(b, n_cam * n_patch, -1)
-        cam_pad = obs.image_masks.to(self.device)  # (B, n_cam)
+        cam_valid = obs.image_masks.to(self.device)  # (B, n_cam)
         tokens = obs.tokens.to(self.device)
         if self.fold:
             lang = self.folded.embed_language(tokens)  # (B, L, W_vlm)
@@ -220,10 +220,10 @@ class InferenceEngine:
             lang = lang * math.sqrt(lang.shape[-1])
         dtype = m.compute_dtype
         embs = torch.cat([vis.to(dtype), lang.to(dtype)], dim=1)
-        pad = torch.cat([cam_pad.repeat_interleave(n_patch, dim=1), obs.token_masks.to(self.device)], 1)
-        return embs, pad
+        valid = torch.cat([cam_valid.repeat_interleave(n_patch, dim=1), obs.token_masks.to(self.device)], 1)
+        return embs, valid
 
-    def prefill(self, embs: torch.Tensor, pad: torch.Tensor, state: torch.Tensor | None) -> _Buffers:
+    def prefill(self, embs: torch.Tensor, valid: torch.Tensor, state: torch.Tensor | None) -> _Buffers:
         """Backbone over the prefix; writes post-RoPE K/V of every layer into the static cache (and, folded,
         π0's state token's, which no Euler step changes)."""
         buf = self._buffers_for(embs.shape[1])
@@ -232,13 +232,13 @@ class InferenceEngine:
         if self.fold:
             if state is not None:
                 torch.addmm(self.folded.state_b, buf.state, self.folded.state_w, out=self.run.state_tok)
-            buf.use_mask = self.run.suffix_geometry(buf.views, pad) or self.cuda_graph
-            self.run.prefill(buf.views, embs, pad, use_bias=buf.use_mask)
+            buf.use_mask = self.run.suffix_geometry(buf.views, valid) or self.cuda_graph
+            self.run.prefill(buf.views, embs, valid, use_bias=buf.use_mask)
             return buf
-        all_valid = not self.cuda_graph and bool(pad.all())
-        mask = None if all_valid else additive(make_att_2d(pad, torch.zeros_like(pad, dtype=torch.long)))
-        self._prefill_unfolded(buf, embs, pad, mask)
-        self._suffix_geometry(buf, pad)
+        all_valid = not self.cuda_graph and bool(valid.all())
+        mask = None if all_valid else additive(make_att_2d(valid, torch.zeros_like(valid, dtype=torch.long)))
+        self._prefill_unfolded(buf, embs, valid, mask)
+        self._suffix_geometry(buf, valid)
         return buf
 
     def denoise(self, buf: _Buffers, noise: torch.Tensor | None, steps: int | None = None) -> torch.Tensor:
@@ -263,9 +263,9 @@ class InferenceEngine:
         return noise
 
     # the unfolded path (the model's own modules) ----------------------------------------------------------
-    def _prefill_unfolded(self, buf: _Buffers, embs, pad, mask) -> None:
+    def _prefill_unfolded(self, buf: _Buffers, embs, valid, mask) -> None:
         cfg = self.config.vlm
-        cos, sin = rope_cos_sin(positions(pad), cfg.head_dim, cfg.rope_theta)
+        cos, sin = rope_cos_sin(positions(valid), cfg.head_dim, cfg.rope_theta)
         p = embs.shape[1]
         x = embs
         layers = self.model.vlm.layers
@@ -383,13 +383,13 @@ class InferenceEngine:
         self._buffers[prefix_len] = buf
         return buf
 
-    def _suffix_geometry(self, buf: _Buffers, prefix_pad: torch.Tensor) -> None:
+    def _suffix_geometry(self, buf: _Buffers, prefix_valid: torch.Tensor) -> None:
         """Suffix RoPE and mask for this call's prefix validity, written into the static buffers (unfolded)."""
         b, s = self.batch_size, self.config.suffix_len
-        suffix_pad = torch.ones(b, s, dtype=torch.bool, device=self.device)
-        ar = [1] * (s - self.config.chunk_size + 1) + [0] * (self.config.chunk_size - 1)
-        suffix_ar = torch.tensor(ar, dtype=torch.long, device=self.device).expand(b, -1)
-        (cos, sin), mask = self.model.suffix_rope_and_mask(prefix_pad, suffix_pad, suffix_ar)
+        suffix_valid = torch.ones(b, s, dtype=torch.bool, device=self.device)
+        causal_block = [1] * (s - self.config.chunk_size + 1) + [0] * (self.config.chunk_size - 1)
+        suffix_causal_block = torch.tensor(causal_block, dtype=torch.long, device=self.device).expand(b, -1)
+        (cos, sin), mask = self.model.suffix_rope_and_mask(prefix_valid, suffix_valid, suffix_causal_block)
         buf.cos.copy_(cos)
         buf.sin.copy_(sin)
         buf.mask.copy_(mask)

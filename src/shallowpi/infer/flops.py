@@ -171,8 +171,8 @@ def count_engine_flops(
         obs = engine.check(obs)
         box: dict = {}
         out = {"vision": count_flops(lambda: box.update(enc=engine.encode(obs)))}
-        embs, pad = box["enc"]
-        out["prefix"] = count_flops(lambda: box.update(buf=engine.prefill(embs, pad, obs.state)))
+        embs, valid = box["enc"]
+        out["prefix"] = count_flops(lambda: box.update(buf=engine.prefill(embs, valid, obs.state)))
         out["denoise"] = count_flops(lambda: engine.denoise(box["buf"], noise, steps))
     out["total"] = sum(out.values())
     return out

@@ -347,15 +347,17 @@ class FoldedPi(nn.Module):
         patches = vis.shape[1]
         vis = vis.reshape(n, b, patches, -1).transpose(0, 1).reshape(b, n * patches, -1)
         x = torch.cat([vis.to(self.compute_dtype), self.embed_language(tokens).to(self.compute_dtype)], dim=1)
-        pad = torch.cat([image_masks.repeat_interleave(patches, dim=1), token_masks], dim=1)
-        return x, pad
+        valid = torch.cat([image_masks.repeat_interleave(patches, dim=1), token_masks], dim=1)
+        return x, valid
 
-    def prefix_kv(self, x: torch.Tensor, pad: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The backbone over the prefix x (B, P, W), pad (B, P) -> per layer post-RoPE keys and values
+    def prefix_kv(
+        self, x: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The backbone over the prefix x (B, P, W), valid (B, P) -> per layer post-RoPE keys and values
         (B, nkv, P, hd). A padding token attends over the valid keys (valid tokens see what the reference's
         mask gives them; padding rows never reach the actions, and no row is ever fully masked)."""
-        bias = key_bias(pad, self.compute_dtype)  # (B, 1, 1, P)
-        cos, sin = (t.to(x.dtype) for t in self.rope_tables(pad.long().cumsum(dim=1) - 1))
+        bias = key_bias(valid, self.compute_dtype)  # (B, 1, 1, P)
+        cos, sin = (t.to(x.dtype) for t in self.rope_tables(valid.long().cumsum(dim=1) - 1))
         keys, values = [], []
         for i, layer in enumerate(self.vlm):
 
@@ -369,17 +371,17 @@ class FoldedPi(nn.Module):
             )
         return keys, values
 
-    def suffix_geometry(self, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def suffix_geometry(self, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Prefix validity (B, P) -> the suffix's attention bias (B, 1, S, P + S) (valid prefix keys and the
         suffix blocks: π0 [state | actions], π0.5 [actions]; a block sees earlier blocks and itself) and its
         RoPE tables (B, S, (nh + nkv)·hd), positions continuing after the valid prefix tokens."""
         c = self.config
-        b, s = pad.shape[0], c.suffix_len
+        b, s = valid.shape[0], c.suffix_len
         n_first = s - c.chunk_size + 1  # tokens up to and including the first action token
-        blocks = torch.tensor([*range(n_first), *[n_first - 1] * (c.chunk_size - 1)], device=pad.device)
+        blocks = torch.tensor([*range(n_first), *[n_first - 1] * (c.chunk_size - 1)], device=valid.device)
         suffix_ok = (blocks[None, :] <= blocks[:, None])[None].expand(b, s, s)  # (B, S, S) query x key
-        ok = torch.cat([pad[:, None, :].expand(b, s, -1), suffix_ok], dim=2)  # (B, S, P + S)
-        pos = pad.long().sum(-1, keepdim=True) + torch.arange(s, device=pad.device)[None]  # (B, S)
+        ok = torch.cat([valid[:, None, :].expand(b, s, -1), suffix_ok], dim=2)  # (B, S, P + S)
+        pos = valid.long().sum(-1, keepdim=True) + torch.arange(s, device=valid.device)[None]  # (B, S)
         cos, sin = self.rope_tables(pos, c.expert.rope_theta)
         dtype = self.compute_dtype
         return _bias(ok, dtype)[:, None], cos.to(dtype), sin.to(dtype)
@@ -460,9 +462,9 @@ def _bias(ok: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return torch.where(ok, zero, torch.full((), MASK_VALUE, dtype=dtype, device=ok.device))
 
 
-def key_bias(pad: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def key_bias(valid: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(B, P) valid keys -> (B, 1, 1, P) additive bias for every query."""
-    return _bias(pad, dtype)[:, None, None, :]
+    return _bias(valid, dtype)[:, None, None, :]
 
 
 def _swap_halves(x: torch.Tensor, hd: int) -> torch.Tensor:
