@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 
 from shallowpi.device import default_device
-from shallowpi.distill.data import MicroBatches, StreamPlan, SyntheticSource, to_batch
+from shallowpi.distill.data import MicroBatches, StreamPlan, SyntheticSource
 from shallowpi.distill.losses import DistillLoss, DistillLossConfig, LossWeights
 from shallowpi.distill.parallel import JointForward, freeze
 from shallowpi.distill.student import make_student
 from shallowpi.model import PiModel, preset
+from shallowpi.paths import portable_path
 
 
 def measure(student, losses: dict, batch, steps: int, warmup: int, autocast) -> dict:
@@ -80,14 +81,13 @@ def main() -> None:
     student = make_student(teacher, depth=args.depth).train()
     freeze(student, vision=False)
     cfg = student.config
-    d = MicroBatches(
+    batch = MicroBatches(
         SyntheticSource(cfg, num_samples=args.batch_size),
         StreamPlan(args.batch_size, args.batch_size),
         cfg,
         0,
         1,
-    )[0]
-    batch = to_batch(d, cfg.variant).to(device)
+    )[0].to(device)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if args.bf16 and device.type == "cuda" else nullcontext()
     )
@@ -103,7 +103,8 @@ def main() -> None:
         print(f"{name:10s} {r['step_s_median'] * 1e3:9.1f} ms/step")
     ratio = results["distill"]["step_s_median"] / results["task_only"]["step_s_median"]
     report = {
-        "config": vars(args) | {"device": str(device), "layer_map": cfg.layer_map},
+        "config": vars(args)
+        | {"out": portable_path(args.out), "device": str(device), "layer_map": cfg.layer_map},
         "machine": torch.cuda.get_device_name()
         if device.type == "cuda"
         else platform.processor() or platform.machine(),

@@ -30,11 +30,13 @@ import torch
 
 from shallowpi.bench import make_inputs, write_json
 from shallowpi.bench.results import environment, summary
+from shallowpi.export.graphs import prefix_inputs
 from shallowpi.export.onnx_export import ExportOptions, export_onnx, random_model
 from shallowpi.infer.engine import InferenceEngine
 from shallowpi.model import PiModel, load_model
 from shallowpi.model.config import pi05, preset
 from shallowpi.onnx_runtime.runner import OnnxRunner
+from shallowpi.paths import portable_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEACHER = Path(__file__).resolve().parents[1] / "src" / "shallowpi" / "assets" / "teacher_metaworld"
@@ -54,18 +56,10 @@ def compare(label: str, model: PiModel, cameras: int, lang: int, work: Path, arg
     export_s = time.perf_counter() - t0
     runner = OnnxRunner(out, threads=args.threads)
     engine = InferenceEngine(model, batch_size=1)
-    state = x["state"] if cfg.variant == "pi0" else None
-    ort_args = (
-        np.stack([i.numpy() for i in x["images"][:cameras]], axis=1),
-        np.stack([m.numpy() for m in x["img_masks"][:cameras]], axis=1),
-        x["tokens"].numpy(),
-        x["token_masks"].numpy(),
-        None if state is None else state.numpy(),
-    )
-    noise = x["noise"]
-    eng = lambda: engine.sample_actions(
-        x["images"], x["img_masks"], x["tokens"], x["token_masks"], state, noise=noise
-    )
+    obs, noise = x.observation, x.noise
+    state = obs.state.numpy() if cfg.variant == "pi0" else None
+    ort_args = (*(t.numpy() for t in prefix_inputs(obs, range(cameras))), state)  # the exported slots
+    eng = lambda: engine.sample_actions(obs, noise=noise)
     ort = lambda: runner.sample(*ort_args, noise=noise.numpy())
     diff = float(np.abs(eng().numpy() - ort()).max())
     times: dict[str, list[float]] = {"engine": [], "onnxruntime": []}
@@ -130,7 +124,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "export_latency.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    result: dict = {"environment": environment(torch.device("cpu")), "settings": vars(args), "runs": []}
+    settings = vars(args) | {"out": portable_path(args.out)}
+    result: dict = {"environment": environment(torch.device("cpu")), "settings": settings, "runs": []}
     result["complete"] = False  # rewritten after every stage: a run cut short keeps what it measured
     import onnxruntime
 

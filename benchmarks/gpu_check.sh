@@ -13,11 +13,23 @@
 # Every step runs under `timeout` within one budget (GPU_CHECK_BUDGET_S, default 470 s); OUTDIR/gpu_check.json
 # records each step's exit code and seconds. Exit status 0 only if every step passed.
 #
-# usage: benchmarks/gpu_check.sh OUTDIR      (PYTHON=... to choose the interpreter; nothing is installed)
+# --dry-run: the same steps, wiring, flags and output files on a CPU in well under a minute, so that the
+# script cannot rot on machines without a GPU (tests/test_gpu_check.py runs it in the default test run):
+#   1. the `cuda`-marked tests are collected (imported), not run (pytest --collect-only)
+#   2. `shallowpi bench` on the tiny preset at depths 2 and 1, --device cpu, bf16, eager modes only
+#      (cuda_graph needs CUDA; torch.compile takes a minute on a CPU), into the same JSON names
+#   3. trt_build.sh is only parsed (bash -n) and trt_prepare.py summarizes nothing into trt_timing.json
+#
+# usage: benchmarks/gpu_check.sh [--dry-run] OUTDIR   (PYTHON=... to choose the interpreter; nothing is installed)
 set -uo pipefail
 
+DRY_RUN=0
+if [[ ${1:-} == --dry-run ]]; then
+    DRY_RUN=1
+    shift
+fi
 if [[ $# -ne 1 ]]; then
-    echo "usage: $0 OUTDIR" >&2
+    echo "usage: $0 [--dry-run] OUTDIR" >&2
     exit 2
 fi
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -61,15 +73,16 @@ run_step() {
 }
 
 write_summary() {
-    "$PY" - "$OUT/gpu_check.json" "$BUDGET_S" "$(($(date +%s) - START))" "${STEPS[@]}" <<'EOF'
+    "$PY" - "$OUT/gpu_check.json" "$BUDGET_S" "$(($(date +%s) - START))" "$DRY_RUN" "${STEPS[@]}" <<'EOF'
 import json, sys
-path, budget, total, *steps = sys.argv[1:]
+path, budget, total, dry_run, *steps = sys.argv[1:]
 rows = []
 for s in steps:
     name, rc, secs, limit = s.split()
     rows.append({"step": name, "exit": rc if rc == "skipped" else int(rc), "seconds": int(secs), "limit_s": int(limit)})
 ok = all(r["exit"] == 0 for r in rows)
-json.dump({"ok": ok, "budget_s": int(budget), "total_s": int(total), "steps": rows}, open(path, "w"), indent=2)
+summary = {"ok": ok, "dry_run": dry_run == "1", "budget_s": int(budget), "total_s": int(total), "steps": rows}
+json.dump(summary, open(path, "w"), indent=2)
 print(f"wrote {path}: {'all steps passed' if ok else 'FAILED'} in {total}s")
 EOF
 }
@@ -77,9 +90,12 @@ EOF
 run_step preflight 60 "$PY" -c "
 import sys, torch
 print('torch', torch.__version__, 'cuda', torch.version.cuda)
-if not torch.cuda.is_available():
+if $DRY_RUN:
+    print('dry run: CPU stand-ins for every step')
+elif not torch.cuda.is_available():
     sys.exit('no CUDA device visible to torch: nothing to check')
-print('gpu', torch.cuda.get_device_name(0), 'count', torch.cuda.device_count())
+else:
+    print('gpu', torch.cuda.get_device_name(0), 'count', torch.cuda.device_count())
 import shallowpi; print('shallowpi from', shallowpi.__file__)
 "
 command -v nvidia-smi >/dev/null && nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
@@ -88,19 +104,40 @@ if [[ ${STEPS[0]} != "preflight 0 "* ]]; then
     exit 1
 fi
 
-run_step cuda_tests 140 "$PY" -m pytest -m cuda -p no:cacheprovider -q -rA \
+if ((DRY_RUN)); then
+    PYTEST_MODE=(--collect-only)  # imports every cuda test module and lists its tests (conftest keeps them)
+    BENCH=(-m shallowpi bench --preset tiny --compare 2,1 --device cpu --dtype bfloat16 --no-count-flops
+        --warmup 1 --threads 1)
+    GRAPH_MODES=engine,engine_nocompact
+    FOLD=(-m shallowpi bench --preset tiny --depth 2 --device cpu --dtype bfloat16 --no-count-flops
+        --warmup 1 --threads 1)
+    FOLD_MODES=engine_unfolded,engine
+    COMPILED_MODES=engine,reference
+else
+    PYTEST_MODE=(-rA)
+    BENCH=(-m shallowpi bench --preset pi05 --compare 18,6 --device cuda --dtype bfloat16 --no-count-flops)
+    GRAPH_MODES=engine,cuda_graph
+    FOLD=(-m shallowpi bench --preset pi05 --depth 18 --device cuda --dtype bfloat16 --no-count-flops)
+    FOLD_MODES=cuda_graph_unfolded,cuda_graph
+    COMPILED_MODES=engine,compiled
+fi
+
+run_step cuda_tests 140 "$PY" -m pytest -m cuda -p no:cacheprovider -q "${PYTEST_MODE[@]}" \
     --junitxml "$OUT/cuda_tests.xml" tests
 
-BENCH=(-m shallowpi bench --preset pi05 --compare 18,6 --device cuda --dtype bfloat16 --no-count-flops)
-run_step bench_graph 90 "$PY" "${BENCH[@]}" --modes engine,cuda_graph --out "$OUT/bench_pi05_bf16_graph.json"
-run_step bench_fold 80 "$PY" -m shallowpi bench --preset pi05 --depth 18 --device cuda --dtype bfloat16 \
-    --no-count-flops --modes cuda_graph_unfolded,cuda_graph --out "$OUT/bench_pi05_bf16_fold.json"
-run_step bench_compiled 150 "$PY" "${BENCH[@]}" --modes engine,compiled \
+run_step bench_graph 90 "$PY" "${BENCH[@]}" --modes "$GRAPH_MODES" --out "$OUT/bench_pi05_bf16_graph.json"
+run_step bench_fold 80 "$PY" "${FOLD[@]}" --modes "$FOLD_MODES" --out "$OUT/bench_pi05_bf16_fold.json"
+run_step bench_compiled 150 "$PY" "${BENCH[@]}" --modes "$COMPILED_MODES" \
     --out "$OUT/bench_pi05_bf16_compiled.json"
 
 if [[ -f benchmarks/trt_build.sh ]]; then
     export GPU_CHECK_SECONDS_LEFT=$(($(left) - 10))  # for the TensorRT script to size its own steps
-    run_step trt_build "$GPU_CHECK_SECONDS_LEFT" bash benchmarks/trt_build.sh "$OUT"
+    if ((DRY_RUN)); then
+        run_step trt_build 60 bash -c 'bash -n benchmarks/trt_build.sh && "$1" benchmarks/trt_prepare.py summarize "$2"' \
+            _ "$PY" "$OUT"
+    else
+        run_step trt_build "$GPU_CHECK_SECONDS_LEFT" bash benchmarks/trt_build.sh "$OUT"
+    fi
 fi
 
 write_summary

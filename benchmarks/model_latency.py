@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from shallowpi.bench import BenchSettings, plot_latency, run_bench, write_json
+from shallowpi.paths import portable_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -77,7 +78,7 @@ def main() -> None:
     result["summary"] = summary
     out = Path(args.out)
     written = plot_latency(result, out.with_suffix(".png"))
-    result["plot"] = str(written) if written else None
+    result["plot"] = portable_path(written) if written else None
     write_json(result, out)
 
     print(f"\ndepth {lo} / depth {hi}: median latency (min call) and ratios")

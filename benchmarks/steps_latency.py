@@ -38,6 +38,7 @@ def main() -> None:
             policies.append(str(save_with_steps(policies[1], k, work / f"L6_K{k}")))
         settings = BenchSettings(policies=policies, modes=["engine"], iters=args.iters, threads=args.threads)
         result = run_bench(settings)
+    result["settings"]["policies"] = [Path(p).name for p in policies]  # temporary folders, gone: names only
     for r in result["ratios"]:  # every model against the deepest (the teacher @10), as shallowpi bench does
         if r["kind"] == "model":
             print(f"{r['run']:<16} {r['latency_median_ratio']:.2f} x {r['baseline']}")

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shallowpi.atomic import write_json_atomic, write_text_atomic
+from shallowpi.paths import portable_path
 
 STAGES = ("collect", "teacher", "students", "eval", "bench", "report")
 REPO = Path(__file__).resolve().parents[1]
@@ -261,7 +262,7 @@ class Study:
         a = self.args
         return {
             "tasks": a.tasks,
-            "episodes_per_task": a.demos_per_task,
+            "demos_per_task": a.demos_per_task,
             "image_size": a.image_size,
             "cameras": a.cameras.split(","),
             "state": a.state,
@@ -336,7 +337,7 @@ class Study:
         weights = v.weights.format(attn=v.attn_weight if v.attn_weight is not None else a.attn_weight)
         argv = ["distill", "--teacher", str(self.teacher_path), *data, "--weights", weights, *batch]
         if v.vlm_layers is not None:
-            argv += ["--vlm-layers", v.vlm_layers]
+            argv += ["--backbone-layers", v.vlm_layers]
         if v.attn is not None:
             layer_map = default_layer_map(a.teacher_depth, v.depth)
             s = 0 if v.attn == "initial" else v.depth - 1
@@ -442,7 +443,10 @@ class Study:
 
     def report(self) -> None:
         from shallowpi.study import pipeline
+        from shallowpi.study import plots as study_plots
         from shallowpi.study import report as study_report
+        from shallowpi.study import results as study_results
+        from shallowpi.study import targets as study_targets
 
         a, spec = self.args, self.eval_spec()
         results, groups, shown = [], {}, []
@@ -457,7 +461,7 @@ class Study:
             shown.append(v)
             # A seed group's seed-1000 run shares the group's name; the pooled result takes that name.
             name = f"{v.name}_seed{v.seed}" if v.group == v.name else v.name
-            run = study_report.PolicyResult(
+            run = study_results.PolicyResult(
                 name,
                 v.label,
                 v.depth,
@@ -474,7 +478,7 @@ class Study:
         for group, members in groups.items():
             first = members[0][0]
             label = first.label.split(" (seed")[0] + (f" ({len(members)} seeds)" if len(members) > 1 else "")
-            pooled = study_report.pool_runs(group, label, [run for _, run in members])
+            pooled = study_results.pool_runs(group, label, [run for _, run in members])
             pooled.kind = "student" if any(v.kind == "student" for v, _ in members) else first.kind
             results.append(pooled)
         order = {v.name: i for i, v in enumerate(self.selected())}  # table order: the variant list's
@@ -482,19 +486,19 @@ class Study:
         bench_path = self.work / "bench.json"
         bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
         if bench:
-            study_report.attach_bench(results, bench)
+            study_results.attach_bench(results, bench)
         results_dir = Path(a.results)
         steps_of = {v.name: v.steps for v in self.selected() if v.kind == "schedule"}
         steps_of["L6_task_kd_attn_seed1000"] = a.student_steps  # the main L6 is the sweep's default point
         rows = study_report.schedule_rows(results, steps_of)
-        sched_png = study_report.plot_schedule(
+        sched_png = study_plots.plot_schedule(
             rows,
-            study_report.by_name(results).get("teacher"),
+            study_results.by_name(results).get("teacher"),
             results_dir / "schedule.png",
             title=f"L6 success vs distillation steps (Meta-World {a.tasks}, held-out seed {spec.seed})",
             log=self.say,
         )
-        png = study_report.plot_pareto(
+        png = study_plots.plot_pareto(
             results,
             results_dir / "pareto.png",
             title=f"Meta-World {a.tasks}, held-out seed {spec.seed}, CPU latency",
@@ -505,7 +509,7 @@ class Study:
         settings = {
             "tasks": ",".join(spec.tasks),
             "demonstrations": f"{a.demos_per_task} per task, seed 0, {a.image_size} px, cameras {a.cameras}",
-            "teacher": a.teacher
+            "teacher": portable_path(a.teacher)
             or f"`shallowpi train --preset {a.preset} --depth {a.teacher_depth}`, "
             f"{a.teacher_steps} steps x batch {a.teacher_batch_size}, lr {a.teacher_lr}",
             "students": f"{a.student_steps} steps x batch {a.student_batch_size}, lr {a.student_lr}, "
@@ -538,7 +542,7 @@ class Study:
                     {k: v for k, v in asdict(r).items() if k != "outcomes"} | {"mean": r.mean, "ci95": r.ci95}
                     for r in results
                 ],
-                "targets": [asdict(t) for t in study_report.check_targets(results)],
+                "targets": [asdict(t) for t in study_targets.check_targets(results)],
                 "settings": settings,
             },
             path=results_dir / "metaworld.json",

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shallowpi.atomic import write_json_atomic, write_text_atomic
+from shallowpi.paths import portable_argv, portable_command, portable_path
 
 STAGES = ("collect", "depth", "steps", "naive", "eval", "bench", "report")
 REPO = Path(__file__).resolve().parents[1]
@@ -162,7 +163,7 @@ class Study:
         self.ws.collect(
             self.data,
             tasks=self.args.tasks,
-            episodes_per_task=self.args.demos_per_task,
+            demos_per_task=self.args.demos_per_task,
             image_size=info.image_size,
             cameras=info.cameras,
             state=info.state_layout,
@@ -234,7 +235,9 @@ class Study:
 
     def report(self) -> None:
         from shallowpi.study import pipeline
+        from shallowpi.study import plots as study_plots
         from shallowpi.study import report as study_report
+        from shallowpi.study import results as study_results
 
         a, spec = self.args, self.eval_spec()
         bench_path = self.work / "bench.json"
@@ -249,7 +252,7 @@ class Study:
                 self.say(f"report: no eval for {v.name}; left out")
                 continue
             info = json.loads(info_path.read_text())
-            r = study_report.PolicyResult(
+            r = study_results.PolicyResult(
                 v.name,
                 v.label,
                 v.depth,
@@ -280,7 +283,7 @@ class Study:
         ]
         for v, r, run in rows:
             pd = (
-                study_report.paired_difference(r, teacher)
+                study_results.paired_difference(r, teacher)
                 if teacher is not None and r is not teacher
                 else None
             )
@@ -306,10 +309,10 @@ class Study:
             f"- {'met' if t.met else 'not met' if t.met is False else 'not measured'}: {t.text} — {t.detail}"
             for t in targets
         ]
-        commands = self.ws.commands()
+        commands = [portable_command(c) for c in self.ws.commands()]  # no paths of this machine
         settings = {
-            "teacher": str(self.teacher_path),
-            "L6": str(self.policy_dir(Variant("L6", "", 6, 10, "student"))),
+            "teacher": portable_path(self.teacher_path),
+            "L6": portable_path(self.policy_dir(Variant("L6", "", 6, 10, "student"))),
             "step distillation": f"target {a.target} @10, states {a.states}, {a.step_steps} steps x batch "
             f"{a.batch_size}, lr {a.step_lr}",
             "eval": f"{spec.episodes_per_task} episodes per task, tasks {','.join(spec.tasks)}, MT1 seed "
@@ -319,9 +322,10 @@ class Study:
         }
         lines += ["", "## Settings", ""] + [f"- {k}: {v}" for k, v in settings.items()]
         lines += ["", "## Commands", "", "```"] + commands + ["```", ""]
-        lines += ["Regenerate: `python " + shlex.join(["scripts/study_steps.py", *sys.argv[1:]]) + "`", ""]
+        regenerate = shlex.join(["scripts/study_steps.py", *portable_argv(sys.argv[1:])])
+        lines += ["Regenerate: `python " + regenerate + "`", ""]
         results_dir = Path(a.results)
-        png = study_report.plot_pareto(
+        png = study_plots.plot_pareto(
             list(results.values()),
             results_dir / "steps_pareto.png",
             title="Meta-World: layers x steps, CPU",
@@ -350,9 +354,9 @@ class Study:
         self.say(f"report: {out}" + (f" and {png}" if png else ""))
 
     def targets(self, results: dict) -> list:
-        from shallowpi.study import report as study_report
+        from shallowpi.study import targets as study_targets
 
-        return study_report.check_step_targets(list(results.values()))
+        return study_targets.check_step_targets(list(results.values()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """Shared test fixtures (paths to the reference vectors produced by LeRobot 0.4.4) and the `cuda` marker:
-tests that need a GPU are deselected, with a line saying so, where torch sees none."""
+tests that need a GPU are deselected, with a line saying so, where torch sees none (`--collect-only` still
+lists them: benchmarks/gpu_check.sh --dry-run checks that they import)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ _CUDA_DESELECTED = pytest.StashKey[int]()
 
 @pytest.hookimpl(trylast=True)  # after -m / -k selection: count only what would otherwise run
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() or config.option.collectonly:  # listing them runs nothing: keep them
         return
     cuda = [item for item in items if item.get_closest_marker("cuda")]
     if cuda:
@@ -51,9 +52,23 @@ def teacher_onnx(tmp_path_factory) -> Path:
     return export_policy(TEACHER, tmp_path_factory.mktemp("onnx") / "teacher")
 
 
-@pytest.fixture(scope="session")
-def lerobot_python() -> Path:
-    """python of the real LeRobot 0.4.4 venv with this checkout's shallowpi + plugin (built once, cached)."""
-    from lerobot_venv import ensure
+def _lerobot(version: str):
+    from lerobot_helpers import LeRobot
+    from lerobot_venv import ensure, python_for
 
-    return ensure()
+    if python_for(version) is None:
+        pytest.skip(f"LeRobot {version} needs Python >= 3.12 and none was found (set $SHALLOWPI_PY312)")
+    return LeRobot(version, ensure(version))
+
+
+@pytest.fixture(scope="session", params=["0.4.4", "0.6.1"])
+def lerobot(request):
+    """The real LeRobot, each release in its own venv with this checkout's shallowpi + plugin (built once,
+    cached: tests/lerobot_venv.py); tests that take it run against both."""
+    return _lerobot(request.param)
+
+
+@pytest.fixture(scope="session")
+def lerobot061():
+    """LeRobot 0.6.1 only (what 0.4.4 cannot do: build its π policies, fine-tune them)."""
+    return _lerobot("0.6.1")

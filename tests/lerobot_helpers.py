@@ -1,15 +1,17 @@
-"""Tiny policies for the LeRobot interop tests, and running Python inside the LeRobot 0.4.4 venv."""
+"""Tiny policies for the LeRobot interop tests, and running Python inside a LeRobot venv (0.4.4 or 0.6.1)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from shallowpi.data.processor import ProcessorConfig, save_processor
+from shallowpi.data.processor import ProcessorConfig
+from shallowpi.data.processor_files import save_processor
 from shallowpi.data.tokenizer import load_tokenizer
 from shallowpi.distill.student import make_student
 from shallowpi.model import PiModel, save_model
@@ -87,3 +89,24 @@ def venv_run(
             f"{args[0]} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+@dataclass(frozen=True)
+class LeRobot:
+    """One LeRobot release's venv: its python, its console scripts, and the flags that differ by release."""
+
+    version: str
+    python: Path
+
+    def bin(self, name: str) -> Path:
+        return self.python.parent / name
+
+    @property
+    def eval_freq_flag(self) -> str:
+        """lerobot-train's evaluation period: --eval_freq (0.4.4), --env_eval_freq (0.5+)."""
+        return "--eval_freq" if self.version == "0.4.4" else "--env_eval_freq"
+
+    def run(self, args: list, *, timeout: float, script: str | None = None, **kw):
+        """`python args...`, or the console script `script` with `args`, in this venv."""
+        exe = self.bin(script) if script else self.python
+        return venv_run(exe, args, timeout=timeout, **kw)

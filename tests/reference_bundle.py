@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from shallowpi.model.lerobot_config import config_from_lerobot
+from shallowpi.observation import Observation
 
 
 @dataclass
@@ -27,14 +28,15 @@ class Bundle:
     def n_cams(self) -> int:
         return sum(1 for k in self.io if k.startswith("inputs.image.cam"))
 
-    def model_inputs(self) -> dict:
+    def observation(self) -> Observation:
+        """The bundle's inputs (stored per camera, as LeRobot's model takes them)."""
         io = self.io
-        return dict(
-            images=[io[f"inputs.image.cam{i}"] for i in range(self.n_cams)],
-            img_masks=[io[f"inputs.image_mask.cam{i}"] for i in range(self.n_cams)],
-            tokens=io["inputs.lang_tokens"],
-            token_masks=io["inputs.lang_mask"],
-            state=io.get("inputs.state"),
+        return Observation.from_lists(
+            [io[f"inputs.image.cam{i}"] for i in range(self.n_cams)],
+            [io[f"inputs.image_mask.cam{i}"] for i in range(self.n_cams)],
+            io["inputs.lang_tokens"],
+            io["inputs.lang_mask"],
+            io.get("inputs.state"),
         )
 
 

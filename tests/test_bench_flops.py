@@ -19,7 +19,7 @@ def test_analytic_flops_match_torch_counter_per_stage(variant: str) -> None:
     model = PiModel(cfg).eval()
     x = make_inputs(cfg, batch=2, cameras=2, lang_tokens=9, device="cpu")
     engine = InferenceEngine(model, batch_size=2)
-    counted = count_engine_flops(engine, x)
+    counted = count_engine_flops(engine, x.observation, x.noise)
     assert counted == call_flops(cfg, batch=2, cameras=2, lang_tokens=9)
 
 
@@ -28,9 +28,7 @@ def test_reference_path_costs_at_least_the_engine_count() -> None:
     cfg = tiny("pi05")
     model = PiModel(cfg).eval()
     x = make_inputs(cfg, batch=1, cameras=2, lang_tokens=9, device="cpu")
-    ref = count_flops(
-        lambda: model.sample_actions(x["images"], x["img_masks"], x["tokens"], x["token_masks"])
-    )
+    ref = count_flops(lambda: model.sample_actions(x.observation))
     uncached = call_flops(cfg, cameras=2, lang_tokens=9, cached_conditioning=False)["total"]
     assert uncached > call_flops(cfg, cameras=2, lang_tokens=9)["total"]
     assert ref >= uncached and ref < 1.1 * uncached

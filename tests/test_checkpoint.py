@@ -49,8 +49,12 @@ def test_bf16_round_trip(model, tmp_path):
         assert loaded.state_dict()[k].dtype == v.dtype and torch.equal(loaded.state_dict()[k], v), k
 
 
-@pytest.mark.parametrize("form", ["embed_only", "lm_head_only", "both", "with_expert_lm_head"])
-def test_tied_embedding_forms(model, form):
+@pytest.mark.parametrize(
+    "form", ["embed_only", "lm_head_only", "both", "with_expert_lm_head", "both_differ", "head_misshaped"]
+)
+def test_tied_embedding_forms(model, form, caplog):
+    """embed_tokens, its tied lm_head, or both. Both and different (LeRobot 0.6.1 unties them and never
+    trains the head): embed_tokens, as LeRobot loads it, with a one-line note."""
     sd = lerobot_state_dict(model)
     sd = {k: v.clone() for k, v in sd.items()}
     if form == "embed_only":
@@ -59,9 +63,23 @@ def test_tied_embedding_forms(model, form):
         sd.pop("model." + EMBED)
     elif form == "with_expert_lm_head":
         sd["model." + EXPERT_LM_HEAD] = torch.zeros(model.config.vocab_size, model.config.expert.width)
+    elif form == "both_differ":
+        sd["model." + LM_HEAD] = torch.randn_like(sd["model." + LM_HEAD])
+    elif form == "head_misshaped":
+        sd["model." + LM_HEAD] = sd["model." + LM_HEAD][:-1]
     fresh = PiModel(tiny("pi05", depth=3))
-    load_state_dict(fresh, sd)
+    if form == "head_misshaped":
+        with pytest.raises(CheckpointError, match="lm_head.weight has shape"):
+            load_state_dict(fresh, sd)
+        return
+    with caplog.at_level("WARNING", logger="shallowpi.model.checkpoint"):
+        load_state_dict(fresh, sd)
     assert torch.equal(fresh.vlm.embed_tokens.weight, model.vlm.embed_tokens.weight)
+    notes = [r.getMessage() for r in caplog.records]
+    if form == "both_differ":
+        assert len(notes) == 1 and "using embed_tokens" in notes[0] and "\n" not in notes[0]
+    else:
+        assert notes == []
 
 
 def test_strict_errors_name_keys(model):

@@ -40,7 +40,10 @@ def _rewrite(path, edit):
 
 def _inspect(path):
     return subprocess.run(
-        [sys.executable, "-m", "shallowpi", "inspect", str(path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "shallowpi", "inspect", "--policy", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -62,7 +65,7 @@ def test_fp16_tensors_are_cast_and_the_model_runs(saved, tmp_path):
     from distill_helpers import synthetic_batch
 
     b = synthetic_batch(model, batch=1)
-    out = model.sample_actions(b.images, b.img_masks, b.tokens, b.token_masks, None, num_steps=1)
+    out = model.sample_actions(b.observation, num_steps=1)
     assert torch.isfinite(out).all()
 
 

@@ -13,7 +13,7 @@ from shallowpi.commands import collect, distill, train
 from shallowpi.commands import eval as eval_command
 from shallowpi.commands.training_args import train_config
 from shallowpi.device import resolve_device
-from shallowpi.distill.steps import StepDistillConfig
+from shallowpi.distill.step_distill import StepDistillConfig
 from shallowpi.distill.trainer import TrainConfig
 from shallowpi.sim.collect import CollectConfig
 from shallowpi.sim.evaluate import EvalConfig
@@ -25,7 +25,11 @@ def _defaults(module) -> argparse.Namespace:
     module.add_arguments(parser)
     required = [a for a in parser._actions if a.required or (a.nargs is None and not a.option_strings)]
     values = {a.dest: (a.type or str)("3") for a in required}
-    return argparse.Namespace(**{a.dest: a.default for a in parser._actions if a.dest != "help"} | values)
+    # old spellings kept as hidden aliases have no default of their own (argparse.SUPPRESS)
+    defaults = {
+        a.dest: a.default for a in parser._actions if a.dest != "help" and a.default != argparse.SUPPRESS
+    }
+    return argparse.Namespace(**defaults | values)
 
 
 @pytest.mark.parametrize("module", [train, distill], ids=["train", "distill"])
@@ -57,5 +61,6 @@ def test_sim_options_default_to_their_config(module, config) -> None:
     shared = sorted(
         {f.name for f in dataclasses.fields(config)} & set(args) - {"policy", "tasks", "truncate_prompt"}
     )
-    assert {"episodes_per_task", "seed", "max_steps", "workers"} <= set(shared)
+    per_task = "demos_per_task" if module is collect else "episodes_per_task"
+    assert {per_task, "seed", "max_steps", "workers"} <= set(shared)
     assert {n: args[n] for n in shared} == {n: getattr(config, n) for n in shared}

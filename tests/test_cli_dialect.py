@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 import torch
@@ -85,3 +86,36 @@ def test_bench_num_steps_and_batch_size_reach_the_run(tmp_path) -> None:
     (run1,), (run2,) = one["runs"], two["runs"]
     assert run2["steps"] == 2 and run2["time_grid"] == [1.0, 0.5, 0.0]
     assert run2["flops"]["total"] == 2 * run1["flops"]["total"]  # every counted FLOP scales with the batch
+
+
+# Old spellings kept for one release as hidden aliases: (old argv, new argv), parsed alike.
+DISTILL_ARGS = ["distill", "--teacher", "T", "--dataset", "D", "--out", "o", "--steps", "1"]
+OLD_SPELLINGS = [
+    (["inspect", "P"], ["inspect", "--policy", "P"]),
+    (["compute-stats", "D"], ["compute-stats", "--dataset", "D"]),
+    (["collect", "metaworld", "--out", "o"], ["collect", "--env", "metaworld", "--out", "o"]),
+    (
+        ["collect", "--episodes-per-task", "3", "--out", "o"],
+        ["collect", "--demos-per-task", "3", "--out", "o"],
+    ),
+    (["demo", "--demos", "3"], ["demo", "--demos-per-task", "3"]),
+    (["demo", "--episodes", "3"], ["demo", "--episodes-per-task", "3"]),
+    ([*DISTILL_ARGS, "--vlm-layers", "0,1"], [*DISTILL_ARGS, "--backbone-layers", "0,1"]),
+]
+
+
+@pytest.mark.parametrize("old,new", OLD_SPELLINGS, ids=[" ".join(o) for o, _ in OLD_SPELLINGS])
+def test_old_spellings_still_parse_but_are_hidden(old: list[str], new: list[str], capsys) -> None:
+    assert cli.build_parser(old).parse_args(old) == cli.build_parser(new).parse_args(new)
+    with pytest.raises(SystemExit):
+        cli.build_parser([old[0]]).parse_args([old[0], "--help"])
+    shown = capsys.readouterr().out
+    assert all(re.search(rf"{t}(?![-\w])", shown) for t in set(new) - set(old) if t.startswith("--"))
+    assert not any(re.search(rf"{t}(?![-\w])", shown) for t in set(old) - set(new) if t.startswith("--"))
+
+
+def test_inspect_with_the_old_positional_path_still_runs(capsys) -> None:
+    from shallowpi.study.pipeline import bundled_teacher_path
+
+    assert cli.main(["inspect", str(bundled_teacher_path()), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["variant"]

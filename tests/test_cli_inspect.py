@@ -23,17 +23,17 @@ def test_inspect_student(tmp_path):
     model = PiModel(tiny("pi0", depth=2))
     model.config.layer_map = [0, 3]
     save_model(model, tmp_path / "student")
-    out = _run("inspect", str(tmp_path / "student"), "--json")
+    out = _run("inspect", "--policy", str(tmp_path / "student"), "--json")
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["variant"] == "pi0" and info["depth"] == {"backbone": 2, "expert": 2}
     assert info["layer_map"] == [0, 3]
     assert info["parameters"]["total"] == model.num_parameters()["total"]
-    text = _run("inspect", str(tmp_path / "student"))
+    text = _run("inspect", "--policy", str(tmp_path / "student"))
     assert "layer map: [0, 3]" in text.stdout and "backbone" in text.stdout
 
 
 def test_inspect_missing_folder(tmp_path):
-    out = _run("inspect", str(tmp_path / "nope"))
+    out = _run("inspect", "--policy", str(tmp_path / "nope"))
     assert out.returncode == 2
     assert "no config.json" in out.stderr and "Traceback" not in out.stderr

@@ -1,4 +1,4 @@
-"""`shallowpi collect metaworld`: scripted demos written as a LeRobotDataset v3.0 our reader loads."""
+"""`shallowpi collect --env metaworld`: scripted demos written as a LeRobotDataset v3.0 our reader loads."""
 
 from __future__ import annotations
 
@@ -35,10 +35,11 @@ def _args(*argv: str) -> argparse.Namespace:
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mw") / "demo"
     args = _args(
+        "--env",
         "metaworld",
         "--tasks",
         ",".join(TASKS),
-        "--episodes-per-task",
+        "--demos-per-task",
         "2",
         "--seed",
         "0",

@@ -7,6 +7,7 @@ import torch
 
 from shallowpi.model import PiModel
 from shallowpi.model.config import GemmaConfig, PiConfig, mid, pi0, pi05, preset, testbed, tiny
+from shallowpi.observation import Observation
 
 
 def test_unequal_depths_rejected():
@@ -25,13 +26,13 @@ def test_any_depth_builds_and_samples(depth):
     model = PiModel(tiny("pi05", depth=depth))
     assert len(model.vlm.layers) == len(model.expert.layers) == depth
     cfg = model.config
-    out = model.sample_actions(
-        [torch.zeros(1, 3, 56, 56)] * 3,
-        [torch.ones(1, dtype=torch.bool)] * 3,
+    obs = Observation(
+        torch.zeros(1, 3, 3, 56, 56),
+        torch.ones(1, 3, dtype=torch.bool),
         torch.ones(1, 4, dtype=torch.long),
         torch.ones(1, 4, dtype=torch.bool),
-        num_steps=2,
     )
+    out = model.sample_actions(obs, num_steps=2)
     assert out.shape == (1, cfg.chunk_size, cfg.max_action_dim)
 
 
@@ -48,20 +49,20 @@ def test_presets_have_lerobot_sizes():
 def test_bf16_mode_runs_and_tracks_fp32():
     torch.manual_seed(0)
     model = PiModel(tiny("pi05", depth=2)).eval()
-    inp = dict(
-        images=[torch.rand(1, 3, 56, 56) * 2 - 1] * 3,
-        img_masks=[torch.ones(1, dtype=torch.bool)] * 3,
-        tokens=torch.ones(1, 4, dtype=torch.long),
-        token_masks=torch.ones(1, 4, dtype=torch.bool),
+    obs = Observation(
+        torch.stack([torch.rand(1, 3, 56, 56) * 2 - 1] * 3, dim=1),
+        torch.ones(1, 3, dtype=torch.bool),
+        torch.ones(1, 4, dtype=torch.long),
+        torch.ones(1, 4, dtype=torch.bool),
     )
     noise = torch.randn(1, 10, 32)
-    ref = model.sample_actions(**inp, noise=noise)
+    ref = model.sample_actions(obs, noise=noise)
     model.to_bfloat16()
     assert model.vlm.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
     assert model.expert.layers[0].input_layernorm.dense.weight.dtype == torch.float32
     assert model.vision.embeddings.patch_embedding.weight.dtype == torch.float32
     assert model.action_in_proj.weight.dtype == torch.float32
-    out = model.sample_actions(**inp, noise=noise)
+    out = model.sample_actions(obs, noise=noise)
     assert out.dtype == torch.float32
     assert (out - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
 

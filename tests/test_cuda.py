@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from distill_helpers import random_teacher
+from shallowpi.bench.inputs import BenchInputs
 from shallowpi.distill.data import SyntheticSource
 from shallowpi.distill.losses import DistillLossConfig
 from shallowpi.distill.schedule import ScheduleConfig
@@ -47,21 +48,20 @@ def exact_fp32():
 # engine ----------------------------------------------------------------------------------------------------
 
 
-def _inputs(model, seed: int) -> dict:
+def _inputs(model, seed: int) -> BenchInputs:
     from shallowpi.bench import make_inputs
 
     return make_inputs(model.config, batch=2, cameras=2, lang_tokens=20, device="cuda", seed=seed)
 
 
-def _actions(runner, x: dict) -> torch.Tensor:
-    args = (x["images"], x["img_masks"], x["tokens"], x["token_masks"])
-    out = runner.sample_actions(*args, noise=x["noise"], num_steps=STEPS)
+def _actions(runner, x: BenchInputs) -> torch.Tensor:
+    out = runner.sample_actions(x.observation, noise=x.noise, num_steps=STEPS)
     assert out.dtype == torch.float32 and out.device.type == "cuda" and torch.isfinite(out).all()
     return out[..., :ACTION_DIM]
 
 
 @pytest.fixture(scope="module")
-def reference() -> list[tuple[dict, torch.Tensor]]:
+def reference() -> list[tuple[BenchInputs, torch.Tensor]]:
     """(inputs, fp32 reference-sampler actions) for two different inputs, on the GPU."""
     model = load_model(bundled_teacher_path(), device="cuda")
     return [(x, _actions(model, x)) for x in (_inputs(model, 0), _inputs(model, 1))]

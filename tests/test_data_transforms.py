@@ -15,9 +15,9 @@ from shallowpi.data.processor import (
     Preprocessor,
     ProcessorConfig,
     collate,
-    model_inputs,
-    save_processor,
+    collate_actions,
 )
+from shallowpi.data.processor_files import save_processor
 from shallowpi.data.prompt import discretize_state, pi0_prompt, pi05_prompt
 from shallowpi.data.tokenizer import load_tokenizer
 from shallowpi.errors import UserError
@@ -207,25 +207,26 @@ def test_bad_inputs_name_the_problem():
         pre(s)
     s = make_sample()
     s["state"] = torch.zeros(S + 1)
-    with pytest.raises(ValueError, match="state has dim 5, expected 4"):
+    with pytest.raises(ValueError, match=r"state must have shape \(4,\), got \(5,\)"):
         pre(s)
     with pytest.raises(ValueError, match="unknown model slot"):
         ProcessorConfig(camera_map={"front": "observation.images.nope"})
 
 
-def test_collate_and_model_inputs():
+def test_collate_gives_the_observation_and_the_actions():
+    """(π0.5 ignoring the observation's state: tests/test_model_inputs.py.)"""
     for variant in ("pi0", "pi05"):
         pre = Preprocessor(make_config(variant), make_stats(), load_tokenizer())
-        batch = collate([pre(make_sample(0)), pre(make_sample(1))])
-        assert batch["images"].shape == (2, 3, 3, 32, 32) and batch["actions"].shape == (2, CHUNK, 32)
-        mi = model_inputs(batch, variant)
-        assert len(mi["images"]) == 3 and mi["images"][0].shape == (2, 3, 32, 32)
-        assert mi["img_masks"][2].tolist() == [False, False]
-        assert mi["tokens"].shape == (2, pre.config.tokenizer_max_length)
-        assert (mi["state"] is None) == (variant == "pi05")
+        examples = [pre(make_sample(0)), pre(make_sample(1))]
+        obs = collate(examples)
+        actions, action_is_pad = collate_actions(examples)
+        assert obs.images.shape == (2, 3, 3, 32, 32) and actions.shape == (2, CHUNK, 32)
+        assert obs.batch_size == 2 and obs.num_slots == 3 and action_is_pad.shape == (2, CHUNK)
+        assert obs.image_masks[:, 2].tolist() == [False, False]
+        assert obs.tokens.shape == (2, pre.config.tokenizer_max_length)
+        assert obs.state.shape == (2, 32)
         if variant == "pi0":
-            assert mi["state"].shape == (2, 32)
-            text = load_tokenizer().decode(batch["tokens"][0])
+            text = load_tokenizer().decode(obs.tokens[0])
             assert text == "pick up the cube\n"
 
 

@@ -88,21 +88,21 @@ def test_middle_layer_pairs_with_its_source_layer():
 
 def test_attention_kd_is_renormalised_over_valid_vl_keys():
     # B=1, nh=1, T = P(3) + chunk(2); the last prefix key is padding, the action keys are excluded.
-    prefix_pad = torch.tensor([[True, True, False]])
+    prefix_valid = torch.tensor([[True, True, False]])
     t = torch.zeros(1, 1, 5, 5)
     s = torch.zeros(1, 1, 5, 5)
     t[0, 0, 3:, :2] = torch.tensor([0.3, 0.1])  # rest of the mass on action keys: ignored
     s[0, 0, 3:, :2] = torch.tensor([0.5, 0.5])
     expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
-    assert attention_kd_loss(t, s, prefix_pad, chunk=2).item() == pytest.approx(expected, rel=1e-5)
-    assert attention_kd_loss(t, t.clone(), prefix_pad, chunk=2).item() == 0.0
+    assert attention_kd_loss(t, s, prefix_valid, chunk=2).item() == pytest.approx(expected, rel=1e-5)
+    assert attention_kd_loss(t, t.clone(), prefix_valid, chunk=2).item() == 0.0
 
 
 def test_attention_kd_ignores_mass_on_padded_vl_keys():
     """Probability on a padded prefix key (per sample) counts for neither model: both rows are renormalised
     over that sample's valid keys. Without the mask the teacher's padded mass and the student's would enter
     the KL and change it."""
-    prefix_pad = torch.tensor([[True, True, False], [True, False, True]])
+    prefix_valid = torch.tensor([[True, True, False], [True, False, True]])
     t = torch.zeros(2, 1, 5, 5)
     s = torch.zeros(2, 1, 5, 5)
     t[0, 0, 3:, :3] = torch.tensor([0.3, 0.1, 0.4])  # teacher mass on sample 0's padded key 2
@@ -111,15 +111,15 @@ def test_attention_kd_ignores_mass_on_padded_vl_keys():
     s[1, 0, 3:, :3] = torch.tensor([0.1, 0.0, 0.1])
     kl0 = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # valid keys 0, 1
     kl1 = (6 / 7) * math.log((6 / 7) / 0.5) + (1 / 7) * math.log((1 / 7) / 0.5)  # valid keys 0, 2
-    got = attention_kd_loss(t, s, prefix_pad, chunk=2).item()
+    got = attention_kd_loss(t, s, prefix_valid, chunk=2).item()
     assert got == pytest.approx((kl0 + kl1) / 2, rel=1e-5)
     # Moving the student's padded-key mass changes nothing; moving its valid-key mass does.
     s2 = s.clone()
     s2[0, 0, 3:, 2] = 0.0
     s2[1, 0, 3:, 1] = 0.7
-    assert attention_kd_loss(t, s2, prefix_pad, chunk=2).item() == pytest.approx(got, rel=1e-6)
+    assert attention_kd_loss(t, s2, prefix_valid, chunk=2).item() == pytest.approx(got, rel=1e-6)
     s2[0, 0, 3:, 0] = 0.9
-    assert attention_kd_loss(t, s2, prefix_pad, chunk=2).item() != pytest.approx(got, rel=1e-3)
+    assert attention_kd_loss(t, s2, prefix_valid, chunk=2).item() != pytest.approx(got, rel=1e-3)
 
 
 def test_action_error_crops_dims_zeroes_padded_steps_and_keeps_the_denominator():

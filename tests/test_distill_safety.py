@@ -9,13 +9,12 @@ import os
 import torch
 import torch.multiprocessing as mp
 
-from distill_helpers import random_teacher
+from distill_helpers import assert_weights_close, free_port, last_weights, random_teacher
 from shallowpi.distill.data import SyntheticSource
 from shallowpi.distill.losses import DistillLossConfig, LossWeights
 from shallowpi.distill.schedule import ScheduleConfig
 from shallowpi.distill.student import make_student
 from shallowpi.distill.trainer import TrainConfig, train
-from test_distill_ddp import _assert_close, _free_port, _weights
 
 ATTN_ONLY = DistillLossConfig(weights=LossWeights(task=0, kd=0, attn=1))
 
@@ -78,10 +77,10 @@ def test_attention_only_weights_under_ddp_match_one_process(tmp_path):
     p.join()
     assert p.exitcode == 0
     ddp = tmp_path / "ddp"
-    mp.spawn(_run_attn_only, args=(2, _free_port(), str(ddp)), nprocs=2, join=True)
-    _assert_close(_weights(single), _weights(ddp))
+    mp.spawn(_run_attn_only, args=(2, free_port(), str(ddp)), nprocs=2, join=True)
+    assert_weights_close(last_weights(single), last_weights(ddp))
     init = _perturbed(make_student(random_teacher("pi0", depth=2), depth=1)).state_dict()
-    trained = _weights(single)
+    trained = last_weights(single)
     moved = [
         k
         for k, v in trained.items()

@@ -24,13 +24,13 @@ def test_identity_student_gives_the_teachers_outputs(variant):
     teacher = random_teacher(variant, depth=4)
     student = make_student(teacher, depth=4)
     b = synthetic_batch(teacher)
-    inputs = (b.images, b.img_masks, b.tokens, b.token_masks)
+    obs = b.observation
     x_t = b.noise * b.time[:, None, None]
     with torch.no_grad():
-        out_t = teacher.forward_joint(*inputs, x_t, b.time, b.state, capture=(2,))
-        out_s = student.forward_joint(*inputs, x_t, b.time, b.state, capture=(2,))
-        a_t = teacher.sample_actions(*inputs, b.state, noise=b.noise, num_steps=3)
-        a_s = student.sample_actions(*inputs, b.state, noise=b.noise, num_steps=3)
+        out_t = teacher.forward_joint(obs, x_t, b.time, capture=(2,))
+        out_s = student.forward_joint(obs, x_t, b.time, capture=(2,))
+        a_t = teacher.sample_actions(obs, noise=b.noise, num_steps=3)
+        a_s = student.sample_actions(obs, noise=b.noise, num_steps=3)
     assert torch.equal(out_t.v_t, out_s.v_t)
     assert torch.equal(out_t.attn[2], out_s.attn[2])
     assert torch.equal(a_t, a_s)

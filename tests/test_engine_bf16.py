@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from shallowpi.bench import make_inputs
+from shallowpi.bench.inputs import BenchInputs
 from shallowpi.infer.engine import InferenceEngine
 from shallowpi.model import load_model
 from shallowpi.study.pipeline import bundled_teacher_path
@@ -20,18 +21,15 @@ ACTION_DIM = 4  # the teacher's Meta-World actions; the other output dims are pa
 BF16_MAX, BF16_MEAN = 0.18, 0.014
 
 
-def teacher_inputs(model, batch: int = 4, device="cpu") -> dict:
+def teacher_inputs(model, batch: int = 4, device="cpu") -> BenchInputs:
     """Two valid cameras, a 20-token prompt (the whole prompt budget where it is shorter), fixed noise."""
     lang = min(20, model.config.tokenizer_max_length)
-    x = make_inputs(model.config, batch=batch, cameras=2, lang_tokens=lang, device=device, seed=0)
-    return x | {"variant": model.config.variant}
+    return make_inputs(model.config, batch=batch, cameras=2, lang_tokens=lang, device=device, seed=0)
 
 
-def actions(runner, x: dict) -> torch.Tensor:
-    state = x["state"] if x["variant"] == "pi0" else None  # π0 reads the state as a token; π0.5 as text
-    out = runner.sample_actions(
-        x["images"], x["img_masks"], x["tokens"], x["token_masks"], state=state, noise=x["noise"]
-    )
+def actions(runner, x: BenchInputs) -> torch.Tensor:
+    # π0 reads the observation's state as a token; π0.5 reads it as text and ignores the field
+    out = runner.sample_actions(x.observation, noise=x.noise)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     return out[..., :ACTION_DIM]
 

@@ -20,6 +20,7 @@ from shallowpi.infer.engine import InferenceEngine
 from shallowpi.infer.fold import FoldedPi
 from shallowpi.model.config import tiny
 from shallowpi.model.pi import PiModel
+from shallowpi.observation import Observation
 
 TOL = 1e-5
 
@@ -57,8 +58,9 @@ def _inputs(cfg, batch: int, seed: int = 1, masked: bool = True) -> dict:
     }
 
 
-def _args(x: dict) -> tuple:
-    return x["images"], x["img_masks"], x["tokens"], x["token_masks"], x["state"]
+def _args(x: dict) -> tuple[Observation]:
+    """The sampling functions' positional arguments: the one observation."""
+    return (Observation.from_lists(x["images"], x["img_masks"], x["tokens"], x["token_masks"], x["state"]),)
 
 
 @pytest.mark.parametrize("variant", ["pi0", "pi05"])

@@ -12,11 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from lerobot_helpers import META_WORLD_CAMERA, save_tiny_student
 from onnx_helpers import ACTION_NORM, PROMPT_LENGTH, STATE_DIM, TEACHER, metaworld_sample
 from reference_bundle import load_bundle
+from shallowpi.cli import main
 from shallowpi.data.processor import collate
+from shallowpi.data.tokenizer import TESTBED_TOKENIZER
 from shallowpi.distill.student import make_student
 from shallowpi.export import onnx_export
+from shallowpi.export.graphs import prefix_inputs
 from shallowpi.export.onnx_export import ExportOptions, export_onnx, random_model
 from shallowpi.infer.engine import InferenceEngine
 from shallowpi.infer.predictor import ActionPredictor
@@ -25,6 +29,7 @@ from shallowpi.model.checkpoint import load_state_dict
 from shallowpi.model.config import pi05
 from shallowpi.onnx_runtime import ManifestError, OnnxRunner, ProcessorError
 from shallowpi.pretrained import load_processor
+from test_lerobot_layout import write_lerobot05_folder
 
 TOL = 1e-4
 
@@ -72,16 +77,13 @@ def test_reference_bundles_equal_engine_and_lerobot(reference_dir, tmp_path, nam
     bundle = load_bundle(reference_dir, name)
     model = PiModel(bundle.config).eval()
     load_state_dict(model, bundle.weights)
-    x = bundle.model_inputs()
+    obs = bundle.observation()
     noise = bundle.io["inputs.noise"]
     out_dir = export_onnx(model, tmp_path / name, ExportOptions(batch_size=2))
-    ref = InferenceEngine(model, batch_size=2).sample_actions(**x, noise=noise).numpy()
+    ref = InferenceEngine(model, batch_size=2).sample_actions(obs, noise=noise).numpy()
     out = OnnxRunner(out_dir).sample(
-        np.stack([i.numpy() for i in x["images"]], axis=1),
-        np.stack([m.numpy() for m in x["img_masks"]], axis=1),
-        x["tokens"].numpy(),
-        x["token_masks"].numpy(),
-        None if x["state"] is None else x["state"].numpy(),
+        *(t.numpy() for t in prefix_inputs(obs)),
+        None if obs.state is None else obs.state.numpy(),
         noise=noise.numpy(),
     )
     np.testing.assert_allclose(out, ref, rtol=0, atol=TOL)
@@ -101,8 +103,8 @@ def test_numpy_processor_equals_torch_processor(teacher_onnx):
         np.testing.assert_array_equal(out["tokens"], ref["tokens"].numpy())
         np.testing.assert_array_equal(out["token_masks"], ref["token_masks"].numpy())
         np.testing.assert_allclose(out["state"], ref["state"].numpy(), rtol=0, atol=1e-6)
-    batch = collate([pre(metaworld_sample(7))])
-    assert out["images"].shape == batch["images"].shape[1:]
+    obs = collate([pre(metaworld_sample(7))])
+    assert out["images"].shape == obs.images.shape[1:]
 
 
 def test_export_cli_flags_and_manifest(tmp_path):
@@ -130,6 +132,63 @@ def test_export_cli_flags_and_manifest(tmp_path):
     sample = metaworld_sample(0)
     del sample["images"]["observation.images.gripperPOV"]
     assert runner.predict(sample, seed=0).shape == (10, 4)
+
+
+def _lerobot_pi0_folder(d):
+    """A π0 folder as LeRobot 0.4.4 writes it: its processor files only (pi0_new_line_processor: the task is
+    not cleaned), no shallowpi_processor.json, no tokenizer file (the tokenizer step names a Hub id)."""
+    save_tiny_student(d, variant="pi0")
+    for name in ("shallowpi_processor.json", "tokenizer.model"):
+        (d / name).unlink()
+    pre = json.loads((d / "policy_preprocessor.json").read_text())
+    tok = next(s for s in pre["steps"] if s["registry_name"] == "tokenizer_processor")["config"]
+    tok.pop("tokenizer_file")
+    tok["tokenizer_name"] = "google/paligemma-3b-pt-224"
+    (d / "policy_preprocessor.json").write_text(json.dumps(pre))
+    return d
+
+
+LEROBOT_FOLDERS = {  # name: (write the folder, a raw sample for it)
+    "pi05 LeRobot 0.5+": (
+        write_lerobot05_folder,
+        {"images": {"observation.images.front": (56, 56), "observation.images.wrist": (40, 56)}, "state": 6},
+    ),
+    "pi0 LeRobot 0.4.4": (_lerobot_pi0_folder, {"images": {META_WORLD_CAMERA: (48, 64)}, "state": 4}),
+}
+
+
+@pytest.mark.parametrize("name", list(LEROBOT_FOLDERS))
+def test_lerobot_layout_folder_exports_with_its_processor(tmp_path, monkeypatch, capsys, name):
+    """`shallowpi export` of a folder with LeRobot's processor files only: the manifest carries that processor
+    and the runner gives the torch engine's actions on raw samples (π0: LeRobot's uncleaned task)."""
+    monkeypatch.delenv("SHALLOWPI_TOKENIZER", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no_hf"))  # the tokenizer comes from --tokenizer only
+    write, shape = LEROBOT_FOLDERS[name]
+    d = write(tmp_path / "policy")
+    assert not (d / "shallowpi_processor.json").exists()
+    argv = ["export", "--policy", str(d), "--format", "onnx", "--out", str(tmp_path / "onnx")]
+    assert main(argv) == 2 and "--tokenizer PATH" in capsys.readouterr().err
+    assert main([*argv, "--tokenizer", str(TESTBED_TOKENIZER)]) == 0
+
+    pre, post = load_processor(d, tokenizer=TESTBED_TOKENIZER)
+    runner = OnnxRunner(tmp_path / "onnx")
+    assert runner.processor is not None, "exported without its processor"
+    assert (
+        runner.processor.config.clean_pi0_task == pre.config.clean_pi0_task == (name != "pi0 LeRobot 0.4.4")
+    )
+    predictor = ActionPredictor(load_model(d), pre, post)
+    rng = np.random.default_rng(0)
+    for i, task in enumerate(["open_the_drawer", "  pick up the cube\n"]):
+        sample = {
+            "images": {
+                k: rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for k, hw in shape["images"].items()
+            },
+            "state": rng.normal(size=shape["state"]).astype(np.float32),
+            "task": task,
+        }
+        _, noise = _same_noise(predictor, i)
+        ref = predictor.predict(sample, seed=i)
+        np.testing.assert_allclose(runner.predict(sample, noise=noise), ref, rtol=0, atol=TOL)
 
 
 # bad input ---------------------------------------------------------------------------------------------------

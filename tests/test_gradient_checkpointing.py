@@ -6,6 +6,7 @@ import torch
 
 from shallowpi.model import PiModel
 from shallowpi.model.config import tiny
+from shallowpi.observation import Observation
 
 
 def _grads(model, inp):
@@ -18,13 +19,19 @@ def test_checkpointing_same_gradients():
     torch.manual_seed(0)
     model = PiModel(tiny("pi0", depth=3)).train()
     g = torch.Generator().manual_seed(0)
+    images = [torch.rand(2, 3, 56, 56, generator=g) * 2 - 1 for _ in range(3)]
+    tokens = torch.randint(3, 1024, (2, 6), generator=g)
+    actions = torch.randn(2, 10, 7, generator=g)
+    state = torch.randn(2, 8, generator=g)
     inp = dict(
-        images=[torch.rand(2, 3, 56, 56, generator=g) * 2 - 1 for _ in range(3)],
-        img_masks=[torch.ones(2, dtype=torch.bool)] * 3,
-        tokens=torch.randint(3, 1024, (2, 6), generator=g),
-        token_masks=torch.ones(2, 6, dtype=torch.bool),
-        actions=torch.randn(2, 10, 7, generator=g),
-        state=torch.randn(2, 8, generator=g),
+        obs=Observation(
+            torch.stack(images, dim=1),
+            torch.ones(2, 3, dtype=torch.bool),
+            tokens,
+            torch.ones(2, 6, dtype=torch.bool),
+            state,
+        ),
+        actions=actions,
         noise=torch.randn(2, 10, 32, generator=g),
         time=torch.tensor([0.2, 0.7]),
     )

@@ -8,6 +8,7 @@ import torch
 from shallowpi.infer.engine import InferenceEngine
 from shallowpi.model.config import tiny
 from shallowpi.model.pi import PiModel
+from shallowpi.observation import Observation
 
 TOL = 1e-5
 
@@ -44,16 +45,19 @@ def _inputs(cfg, batch: int, seed: int = 1) -> dict:
     }
 
 
+def _obs(x: dict, state: bool = True) -> Observation:
+    s = x["state"] if state else None
+    return Observation.from_lists(x["images"], x["img_masks"], x["tokens"], x["token_masks"], s)
+
+
 def _reference(model: PiModel, x: dict, steps: int | None = None) -> torch.Tensor:
-    args = (x["images"], x["img_masks"], x["tokens"], x["token_masks"], x["state"])
     return model.sample_trace(
-        *args, noise=x["noise"], num_steps=steps, compact=False, keep_trace=False
+        _obs(x), noise=x["noise"], num_steps=steps, compact=False, keep_trace=False
     ).actions
 
 
 def _engine(engine: InferenceEngine, x: dict, steps: int | None = None) -> torch.Tensor:
-    args = (x["images"], x["img_masks"], x["tokens"], x["token_masks"], x["state"])
-    return engine.sample_actions(*args, noise=x["noise"], num_steps=steps)
+    return engine.sample_actions(_obs(x), noise=x["noise"], num_steps=steps)
 
 
 @pytest.mark.parametrize("variant", ["pi05", "pi0"])
@@ -101,9 +105,9 @@ def test_engine_static_prefix_mode_equals_reference() -> None:
     x = _inputs(model.config, batch=2)
     engine = InferenceEngine(model, batch_size=2)
     engine.trim_language, engine.cuda_graph = False, True  # the graph path, minus the capture itself
-    prefix, state = engine.check(x["images"], x["img_masks"], x["tokens"], x["token_masks"], None)
-    assert prefix.tokens.shape[1] == model.config.tokenizer_max_length  # static length
-    buf = engine.prefill(*engine.encode(prefix), state)
+    obs = engine.check(_obs(x, state=False))
+    assert obs.tokens.shape[1] == model.config.tokenizer_max_length  # static length
+    buf = engine.prefill(*engine.encode(obs), obs.state)
     assert buf.use_mask
     buf.noise.copy_(x["noise"])
     out = engine._denoise_loop(buf, engine._conditioning(model.config.num_inference_steps))
@@ -115,7 +119,7 @@ def test_engine_marks_stages_in_order() -> None:
     x = _inputs(model.config, batch=1)
     seen: list[str] = []
     engine = InferenceEngine(model, batch_size=1)
-    engine.sample_actions(x["images"], x["img_masks"], x["tokens"], x["token_masks"], marks=seen.append)
+    engine.sample_actions(_obs(x, state=False), marks=seen.append)
     assert seen == ["vision", "prefix", "denoise"]
 
 
@@ -131,11 +135,10 @@ def test_engine_rejects_bad_setup_and_inputs() -> None:
         _engine(engine, x)
     x1 = {k: (v[:1] if torch.is_tensor(v) else [t[:1] for t in v]) for k, v in x.items()}
     with pytest.raises(ValueError, match="noise: expected shape"):
-        engine.sample_actions(
-            x1["images"], x1["img_masks"], x1["tokens"], x1["token_masks"], noise=x["noise"]
-        )
+        engine.sample_actions(_obs(x1, state=False), noise=x["noise"])
+    x1["images"], x1["img_masks"] = x1["images"][:2], x1["img_masks"][:2]
     with pytest.raises(ValueError, match="expected 3 camera images"):
-        engine.sample_actions(x1["images"][:2], x1["img_masks"][:2], x1["tokens"], x1["token_masks"])
+        engine.sample_actions(_obs(x1, state=False))
 
 
 def test_engine_refresh_picks_up_new_weights() -> None:

@@ -1,6 +1,11 @@
 """The package's layers import only downward (docs/architecture.md): base <- data <- model <- pretrained <-
 distill, and no two modules of these layers import each other. Every import counts, the ones inside
-functions and under TYPE_CHECKING too: a lazy import up the stack is still a cycle waiting to happen."""
+functions and under TYPE_CHECKING too: a lazy import up the stack is still a cycle waiting to happen.
+
+The torch-free path (the ONNX runner and policy, the server, the processor specification both processors
+share) imports no torch, directly or through any shallowpi module it loads (parent packages included);
+only TYPE_CHECKING imports are exempt there, since they never run. tests/test_onnx_runner_no_torch.py runs it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "shallowpi"
 # Lowest first; a module may import its own layer and the layers before it. Modules above these (infer,
 # bench, serve, testing, export, sim, study, commands, cli) may import any of them and are not listed.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "base": ("shallowpi.errors", "shallowpi.atomic", "shallowpi.cameras", "shallowpi.device"),
+    "base": (
+        "shallowpi.errors",
+        "shallowpi.atomic",
+        "shallowpi.cameras",
+        "shallowpi.device",
+        "shallowpi.hub",
+        "shallowpi.paths",
+        "shallowpi.observation",
+    ),
     "data": ("shallowpi.data",),
     "model": ("shallowpi.model",),
     "pretrained": ("shallowpi.pretrained",),
@@ -95,6 +108,91 @@ def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
+# Modules that must import where torch is not installed (a robot running `serve --backend onnxruntime`).
+TORCH_FREE = (
+    "shallowpi.data.processor_spec",
+    "shallowpi.onnx_runtime",
+    "shallowpi.serve.server",
+    "shallowpi.serve.served_policy",
+    "shallowpi.serve.obs_mapping",
+    "shallowpi.serve.msgpack_numpy",
+    "shallowpi.infer.actions",
+)
+
+
+def runtime_imports(source: str, module: str, is_package: bool = False) -> list[tuple[int, str]]:
+    """(line, module) of every import statement that can run (anything but `if TYPE_CHECKING:` blocks),
+    any package, relative ones resolved; `from X import y` counts X.y when that is a shallowpi module."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            found.append((node.lineno, base))
+            found.extend(
+                (node.lineno, f"{base}.{a.name}") for a in node.names if f"{base}.{a.name}" in MODULES
+            )
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(source))
+    return found
+
+
+def _loaded_with(module: str) -> set[str]:
+    """The shallowpi modules importing `module` can load: itself, its parent packages, what they import."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in MODULES:
+            continue
+        seen.add(m)
+        parts = m.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run first
+        path = MODULES[m]
+        todo += [n for _, n in runtime_imports(path.read_text(), m, path.name == "__init__.py")]
+    return seen
+
+
+def test_torch_free_path_imports_no_torch() -> None:
+    roots = [m for m in MODULES if _within(m, TORCH_FREE)]
+    loaded = set().union(*(_loaded_with(r) for r in roots))
+    torch_imports = [
+        f"{MODULES[m].relative_to(PACKAGE.parent)}:{line} imports {name}"
+        for m in sorted(loaded)
+        for line, name in runtime_imports(MODULES[m].read_text(), m, MODULES[m].name == "__init__.py")
+        if _within(name, ("torch", "safetensors.torch"))
+    ]
+    assert torch_imports == []
+    assert {"shallowpi.data", "shallowpi.data.processor_spec", "shallowpi.serve.served_policy"} <= loaded
+
+
+def test_the_torch_free_check_sees_what_runs() -> None:
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    import torch\n"
+        "else:\n"
+        "    import numpy\n"
+        "def f():\n"
+        "    from torch import nn\n"
+        "from . import processor_spec\n"
+    )
+    names = {n for _, n in runtime_imports(source, "shallowpi.data.prompt")}
+    assert names == {"typing", "numpy", "torch", "shallowpi.data", "shallowpi.data.processor_spec"}
+
+
 @pytest.mark.parametrize("layer", list(LAYERS))
 def test_each_layer_imports_only_itself_and_the_layers_below(layer: str) -> None:
     index = list(LAYERS).index(layer)
@@ -144,3 +242,57 @@ def test_the_checks_see_lazy_relative_and_importlib_imports_and_cycles() -> None
     edges = {"stats": ["lerobot_dataset"], "lerobot_dataset": ["stats", "video"], "video": []}
     assert find_cycle(edges) == ["stats", "lerobot_dataset", "stats"]
     assert find_cycle({"stats": [], "lerobot_dataset": ["stats", "video"], "video": []}) is None
+
+
+# The served-policy base owns the checks; a backend only says how it predicts.
+SERVED_BASE = "shallowpi.serve.served_policy"
+BASE_CHECKS = {"check_actions", "check_sample", "check_state", "camera_sources", "image_layout"}
+# Hooks with a default in the base that a backend may refine (its processor's prompt rule, its metadata).
+BACKEND_HOOKS = {"check_task", "describe"}
+
+
+def _served_backends() -> list[tuple[str, ast.ClassDef]]:
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                getattr(b, "id", getattr(b, "attr", None)) == "ServedPolicy" for b in node.bases
+            ):
+                found.append((name, node))
+    return found
+
+
+def _base_methods() -> tuple[set[str], set[str]]:
+    """(abstract methods a backend provides, concrete ones it must inherit) of ServedPolicy; the hooks
+    count as neither."""
+    tree = ast.parse(MODULES[SERVED_BASE].read_text())
+    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "ServedPolicy")
+    abstract, concrete = set(), set()
+    for f in cls.body:
+        if isinstance(f, ast.FunctionDef) and f.name != "__init__":
+            is_abstract = any(
+                getattr(d, "id", getattr(d, "attr", "")) == "abstractmethod" for d in f.decorator_list
+            )
+            (abstract if is_abstract else concrete).add(f.name)
+    return abstract, concrete - BACKEND_HOOKS
+
+
+def test_no_backend_reimplements_a_check_the_base_does() -> None:
+    backends = _served_backends()
+    assert {m for m, _ in backends} >= {
+        "shallowpi.serve.policy",
+        "shallowpi.onnx_runtime.policy",
+        "shallowpi.testing.dummy_policy",
+    }
+    abstract, concrete = _base_methods()
+    assert "predict" in abstract and {"prepare", "infer", "max_request_bytes"} <= concrete
+    bad = []
+    for module, cls in backends:
+        for node in ast.walk(cls):
+            if isinstance(node, ast.FunctionDef) and node.name in concrete:
+                bad.append(f"{module}.{cls.name}.{node.name} overrides the base's")
+            if isinstance(node, ast.Call):
+                called = getattr(node.func, "id", getattr(node.func, "attr", None))
+                if called in BASE_CHECKS:
+                    bad.append(f"{module}.{cls.name} calls {called} (the base's check)")
+    assert not bad, bad

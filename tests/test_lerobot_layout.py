@@ -285,3 +285,19 @@ def test_to_lerobot_export_reads_back_to_the_same_actions(tmp_path):
     with pytest.raises(ValueError, match="camera_map targets unknown model slot"):
         export_lerobot(src, tmp_path / "bad", camera_map={"observation.image": "observation.images.nope"})
     assert not (tmp_path / "bad").exists()
+
+
+def test_to_lerobot_refuses_what_the_plugin_could_not_load(tmp_path):
+    """to-lerobot runs the loader's checks first: a folder the plugin would refuse is refused here, and
+    nothing is written."""
+    from safetensors.torch import load_file
+
+    from shallowpi.model.checkpoint import LM_HEAD, CheckpointError
+
+    src = save_tiny_student(tmp_path / "student")
+    weights = load_file(str(src / "model.safetensors"))
+    weights["model." + LM_HEAD] = weights["model." + LM_HEAD][:-1]  # a head of another vocabulary
+    save_file(weights, str(src / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="wrongly shaped keys"):
+        export_lerobot(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

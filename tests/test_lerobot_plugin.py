@@ -1,12 +1,17 @@
-"""Both ways with the real LeRobot 0.4.4 (its own virtualenv, default dependencies, built once and cached by
-tests/lerobot_venv.py): folders LeRobot writes are read by shallowpi, and shallowpi students run inside
-LeRobot through the `lerobot_policy_shallowpi` plugin (lerobot-eval, lerobot-train, its policy API).
+"""Both ways with the real LeRobot, 0.4.4 and 0.6.1 (each in its own virtualenv, built once and cached by
+tests/lerobot_venv.py; every test taking the `lerobot` fixture runs against both): folders LeRobot writes are
+read by shallowpi, and shallowpi students run inside LeRobot through the `lerobot_policy_shallowpi` plugin
+(lerobot-eval, lerobot-train, its policy API). LeRobot 0.6.1 also builds its own tiny π policies here, so
+shallowpi's actions are checked against its sampled ones, fresh and after LeRobot fine-tuned them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,42 +19,57 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lerobot_helpers import SCRIPTS, save_tiny_student, venv_run
+from lerobot_helpers import SCRIPTS, save_tiny_student
 from paths import find_reference
 from reference_bundle import load_bundle
+from serve_process import serving
+from shallowpi.cli import main
 from shallowpi.data.tokenizer import TESTBED_TOKENIZER
 from shallowpi.infer.predictor import ActionPredictor
 from shallowpi.lerobot_export import export_lerobot
 from shallowpi.model import load_model
 from shallowpi.pretrained import load_processor
 
+NOISE_SEED = 11  # write_pi_folder.py draws LeRobot's noise as ActionPredictor.noise(11) does
+ATOL = 1e-5  # shallowpi vs LeRobot's sampled actions (fp32, CPU); measured <= 4.8e-7
 
-def _bin(python: Path, name: str) -> Path:
-    return python.parent / name
+
+def _with_sizes(folder: Path, sizes: dict) -> Path:
+    """A LeRobot π config.json has no size fields (PaliGemma 3B is implied): add the tiny sizes LeRobot was
+    built with, as shallowpi's "shallowpi" object."""
+    raw = json.loads((folder / "config.json").read_text())
+    raw["shallowpi"] = sizes
+    (folder / "config.json").write_text(json.dumps(raw))
+    return folder
 
 
 @pytest.mark.parametrize("variant", ["pi05", "pi0"])
-def test_folder_written_by_lerobot_is_read_by_shallowpi(variant, tmp_path, lerobot_python):
+def test_folder_written_by_lerobot_is_read_by_shallowpi(variant, tmp_path, lerobot):
     """LeRobot's config save_pretrained + its own make_pi0(5)_pre_post_processors pipelines' save_pretrained
     (tokenizer step over a local tokenizer; it still names google/paligemma-3b-pt-224). shallowpi gives the
-    same prompt tokens, normalised state and unnormalised actions as LeRobot's pipelines."""
+    same prompt tokens, normalised state and unnormalised actions as LeRobot's pipelines. 0.6.1 also writes
+    the weights (its own tiny PI0(5)Policy.save_pretrained) and shallowpi's chunk equals its sampled one."""
     d, io_path = tmp_path / variant, tmp_path / "io.safetensors"
-    venv_run(
-        lerobot_python, [SCRIPTS / "write_pi_folder.py", variant, d, TESTBED_TOKENIZER, io_path], timeout=600
-    )
-    assert not (d / "tokenizer.model").exists() and not (d / "shallowpi_processor.json").exists()
-    # tiny sizes LeRobot's config cannot state + weights from LeRobot 0.4.4's own PI0(5)Policy state_dict
     bundle = load_bundle(find_reference(), f"{variant}_tiny")
-    raw = json.loads((d / "config.json").read_text())
-    raw["shallowpi"] = bundle.config_json["shallowpi"]
-    (d / "config.json").write_text(json.dumps(raw))
-    shutil.copyfile(find_reference() / f"{variant}_tiny" / "weights.safetensors", d / "model.safetensors")
+    sizes = bundle.config_json["shallowpi"]
+    (tmp_path / "sizes.json").write_text(json.dumps(sizes))
+    builds_policy = lerobot.version != "0.4.4"  # 0.4.4's π needs openpi's patched transformers
+    extra = ["--sizes", tmp_path / "sizes.json"] if builds_policy else []
+    lerobot.run([SCRIPTS / "write_pi_folder.py", variant, d, TESTBED_TOKENIZER, io_path, *extra], timeout=600)
+    assert not (d / "tokenizer.model").exists() and not (d / "shallowpi_processor.json").exists()
+    _with_sizes(d, sizes)
+    if not builds_policy:  # weights from LeRobot 0.4.4's own PI0(5)Policy state_dict (the reference bundle)
+        shutil.copyfile(find_reference() / f"{variant}_tiny" / "weights.safetensors", d / "model.safetensors")
 
     io = load_file(str(io_path))
     pre, post = load_processor(d, tokenizer=TESTBED_TOKENIZER)
-    assert pre.config.pad_state_in_prompt == (variant == "pi05")  # LeRobot 0.4.4 bins the padded state
+    # LeRobot 0.4.4 bins π0.5's zero-padded state in the prompt, 0.5+ the real dims
+    assert pre.config.pad_state_in_prompt == (variant == "pi05" and lerobot.version == "0.4.4")
     sample = {
-        "images": {"observation.images.image": io["image"], "observation.images.wrist_image": io["wrist"]},
+        "images": {
+            "observation.images.image": io["image"],
+            "observation.images.wrist_image": io["wrist_image"],
+        },
         "state": io["state_raw"],
         "task": "pick_up the red cube",
     }
@@ -61,11 +81,13 @@ def test_folder_written_by_lerobot_is_read_by_shallowpi(variant, tmp_path, lerob
     torch.testing.assert_close(post(padded), io["action"], atol=1e-5, rtol=1e-6)
     assert ex["image_masks"].tolist() == [True, True, False]  # right wrist: nothing renamed onto it
 
-    chunk = ActionPredictor(load_model(d), pre, post).predict(sample, seed=0)
+    chunk = ActionPredictor(load_model(d), pre, post).predict(sample, seed=NOISE_SEED)
     assert chunk.shape == (10, 7) and np.isfinite(chunk).all()
+    if builds_policy:  # LeRobot's predict_action_chunk + postprocessor, same noise
+        np.testing.assert_allclose(chunk, io["chunk"][0].numpy(), atol=ATOL, rtol=0)
 
 
-def test_lerobot_policy_matches_shallowpi(tmp_path, lerobot_python):
+def test_lerobot_policy_matches_shallowpi(tmp_path, lerobot):
     """One fixed observation and noise: the chunk from LeRobot's loaded policy (factory, processors,
     predict_action_chunk) equals shallowpi's within 1e-5; select_action's first action is its first row."""
     student = save_tiny_student(tmp_path / "student")
@@ -83,7 +105,7 @@ def test_lerobot_policy_matches_shallowpi(tmp_path, lerobot_python):
     io_in, io_out = tmp_path / "io_in.safetensors", tmp_path / "io_out.safetensors"
     save_file({"image": image, "state": state, "noise": noise.contiguous()}, str(io_in))
     (tmp_path / "task.txt").write_text(task)
-    out = venv_run(lerobot_python, [SCRIPTS / "policy_chunk.py", folder, io_in, io_out], timeout=600)
+    out = lerobot.run([SCRIPTS / "policy_chunk.py", folder, io_in, io_out], timeout=600)
     assert "ShallowPiPolicy" in out.stdout
     got = load_file(str(io_out))
     assert got["chunk"].shape == (1, 10, 4)
@@ -91,39 +113,38 @@ def test_lerobot_policy_matches_shallowpi(tmp_path, lerobot_python):
     np.testing.assert_allclose(got["first_action"][0].numpy(), expected[0], atol=1e-5, rtol=0)
 
 
-def test_lerobot_eval_metaworld(tmp_path, lerobot_python):
-    """`lerobot-eval --policy.path=<student> --env.type=metaworld` runs to the end (2 episodes of 500 steps;
+def test_lerobot_eval_metaworld(tmp_path, lerobot):
+    """`lerobot-eval --policy.path=<student> --env.type=metaworld` runs to the end (1 episode of 500 steps;
     renders made cheap by the venv's fast-render hook) and writes its eval_info.json."""
     student = save_tiny_student(tmp_path / "student")
     folder = export_lerobot(student, tmp_path / "lerobot")
     out_dir = tmp_path / "eval"
-    venv_run(
-        _bin(lerobot_python, "lerobot-eval"),
+    lerobot.run(
         [
             f"--policy.path={folder}",
             "--env.type=metaworld",
             "--env.task=reach-v3",
-            "--eval.n_episodes=2",
+            "--eval.n_episodes=1",
             "--eval.batch_size=1",
             "--policy.device=cpu",
             f"--output_dir={out_dir}",
         ],
+        script="lerobot-eval",
         timeout=1800,
         env={"SHALLOWPI_FAST_RENDER": "1"},
     )
     info = json.loads((out_dir / "eval_info.json").read_text())
-    assert info["overall"]["n_episodes"] == 2
+    assert info["overall"]["n_episodes"] == 1
     assert 0.0 <= info["overall"]["pc_success"] <= 100.0
 
 
-def test_lerobot_train_checkpoint_loads_in_shallowpi(tmp_path, lerobot_python):
+def test_lerobot_train_checkpoint_loads_in_shallowpi(tmp_path, lerobot):
     """`lerobot-train --policy.type=shallowpi` on a LeRobotDataset written by LeRobot completes a few steps;
     shallowpi loads the checkpoint it saved (weights, processor, tokenizer) and samples from it."""
     root = tmp_path / "data"
-    venv_run(lerobot_python, [SCRIPTS / "make_dataset.py", root], timeout=600)
+    lerobot.run([SCRIPTS / "make_dataset.py", root], timeout=600)
     out_dir = tmp_path / "train"
-    venv_run(
-        _bin(lerobot_python, "lerobot-train"),
+    lerobot.run(
         [
             "--dataset.repo_id=local/shallowpi_tiny",
             f"--dataset.root={root}",
@@ -138,9 +159,10 @@ def test_lerobot_train_checkpoint_loads_in_shallowpi(tmp_path, lerobot_python):
             "--num_workers=0",
             "--save_freq=3",
             "--log_freq=1",
-            "--eval_freq=0",
+            f"{lerobot.eval_freq_flag}=0",
             "--wandb.enable=false",
         ],
+        script="lerobot-train",
         timeout=1200,
     )
     ckpt = out_dir / "checkpoints" / "last" / "pretrained_model"
@@ -158,3 +180,108 @@ def test_lerobot_train_checkpoint_loads_in_shallowpi(tmp_path, lerobot_python):
     }
     chunk = ActionPredictor(model, pre, post).predict(sample, seed=0)
     assert chunk.shape == (10, 4) and np.isfinite(chunk).all()
+
+
+# ---- a π0.5 that LeRobot 0.6.1 built and fine-tuned itself --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory, lerobot061):
+    """LeRobot 0.6.1's own tiny PI05Policy, Meta-World shaped (corner4, state 4, action 4), after 2 AdamW steps
+    of its own forward, saved by its save_pretrained: lm_head and embed_tokens now differ (0.6.1 unties them
+    and the head gets no gradient). io: LeRobot's chunks before / after, and after its from_pretrained."""
+    d = tmp_path_factory.mktemp("lerobot061_ft")
+    sizes = load_bundle(find_reference(), "pi05_tiny").config_json["shallowpi"]
+    (d / "sizes.json").write_text(json.dumps(sizes))
+    args = ["pi05", d / "pi05", TESTBED_TOKENIZER, d / "io.safetensors", "--sizes", d / "sizes.json"]
+    lerobot061.run([SCRIPTS / "write_pi_folder.py", *args, "--finetune", "2", "--metaworld"], timeout=600)
+    return _with_sizes(d / "pi05_ft", sizes), load_file(str(d / "io.safetensors"))
+
+
+def _mw_sample(io, key="observation.images.corner4") -> dict:
+    return {"images": {key: io["corner4"]}, "state": io["state_raw"], "task": "pick_up the red cube"}
+
+
+def test_lerobot061_finetuned_loads_with_lerobots_embedding(finetuned, tmp_path):
+    """shallowpi samples what LeRobot samples from the folder it fine-tuned (embed_tokens, as LeRobot's
+    from_pretrained loads it); the lm_head alone would give other actions."""
+    ft, io = finetuned
+    assert io["embed_head_max_diff"].item() > 1e-3  # the two tensors really differ
+    # LeRobot's own from_pretrained of its fine-tuned folder samples what the fine-tuned policy sampled
+    torch.testing.assert_close(io["chunk_ft_reloaded"], io["chunk_ft"], atol=1e-6, rtol=0)
+    pre, post = load_processor(ft, tokenizer=TESTBED_TOKENIZER)
+    chunk = ActionPredictor(load_model(ft), pre, post).predict(_mw_sample(io), seed=NOISE_SEED)
+    np.testing.assert_allclose(chunk, io["chunk_ft"][0].numpy(), atol=ATOL, rtol=0)
+
+    head_only = shutil.copytree(ft, tmp_path / "head_only")  # what loading the lm_head would have given
+    weights = load_file(str(head_only / "model.safetensors"))
+    weights.pop("model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight")
+    save_file(weights, str(head_only / "model.safetensors"))
+    other = ActionPredictor(load_model(head_only), pre, post).predict(_mw_sample(io), seed=NOISE_SEED)
+    assert np.abs(other - chunk).max() > 1e-3
+
+
+def test_lerobot061_finetuned_in_shallowpi_commands(finetuned, tmp_path):
+    """inspect (one note line, no refusal), eval, distill --teacher, bench and serve take the fine-tuned
+    folder."""
+    ft, _ = finetuned
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HOME": str(tmp_path / "no_hf")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "shallowpi", "inspect", ft],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    notes = [ln for ln in proc.stderr.splitlines() if "lm_head and embed_tokens differ" in ln]
+    assert len(notes) == 1 and "using embed_tokens" in notes[0], proc.stderr
+    assert "lm_head (unused)" in proc.stdout
+
+    tok = ["--tokenizer", str(TESTBED_TOKENIZER)]
+    run_eval = ["eval", "--policy", str(ft), "--tasks", "reach-v3", "--episodes-per-task", "1"]
+    eval_out = tmp_path / "eval"
+    run_eval += ["--max-steps", "3", "--workers", "1", "--no-progress", "--out", str(eval_out), *tok]
+    assert main(run_eval) == 0
+    assert json.loads((eval_out / "eval_info.json").read_text())["overall"]["n_episodes"] == 1
+
+    out = tmp_path / "distill"
+    run_distill = [
+        "distill",
+        "--teacher",
+        str(ft),
+        "--dataset",
+        "synthetic:4",
+        "--depth",
+        "1",
+        "--steps",
+        "1",
+    ]
+    assert main([*run_distill, "--batch-size", "2", "--out", str(out), "--num-workers", "0"]) == 0
+    assert (out / "checkpoints" / "last" / "pretrained_model" / "model.safetensors").is_file()
+
+    bench = ["bench", "--policy", str(ft), "--modes", "engine", "--warmup", "0", "--no-count-flops"]
+    assert main([*bench, "--device", "cpu", "--out", str(tmp_path / "bench.json")]) == 0
+
+    with serving(["--policy", str(ft), "--obs-map", "lerobot", *tok]):
+        pass  # loaded, listening, /healthz answered
+
+
+def test_lerobot061_finetuned_runs_in_lerobot_through_the_plugin(finetuned, tmp_path, lerobot061):
+    """`shallowpi to-lerobot` of the fine-tuned folder runs in LeRobot 0.6.1 (make_policy + processors) and
+    gives LeRobot's own π0.5 chunk."""
+    ft, io = finetuned
+    folder = export_lerobot(
+        ft,
+        tmp_path / "plugin",
+        camera_map={"observation.image": "observation.images.base_0_rgb"},
+        tokenizer=TESTBED_TOKENIZER,
+    )
+    noise = torch.randn((1, 10, 32), generator=torch.Generator().manual_seed(NOISE_SEED))
+    io_in, io_out = tmp_path / "io_in.safetensors", tmp_path / "io_out.safetensors"
+    save_file({"image": io["corner4"], "state": io["state_raw"], "noise": noise}, str(io_in))
+    (tmp_path / "task.txt").write_text("pick_up the red cube")
+    out = lerobot061.run([SCRIPTS / "policy_chunk.py", folder, io_in, io_out], timeout=600)
+    assert "ShallowPiPolicy" in out.stdout
+    got = load_file(str(io_out))
+    np.testing.assert_allclose(got["chunk"][0].numpy(), io["chunk_ft"][0].numpy(), atol=ATOL, rtol=0)

@@ -47,16 +47,16 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, what: str, valid: torch
 
 def test_sampling_trajectory_and_kv_cache(bundle, model):
     io = bundle.io
-    trace = model.sample_trace(**bundle.model_inputs(), noise=io["inputs.noise"], compact=False)
+    trace = model.sample_trace(bundle.observation(), noise=io["inputs.noise"], compact=False)
     _close(trace.actions, io["sample.actions_padded"], "sampled actions")
     steps = io["sample.traj.v_t"].shape[0]
     assert len(trace.v_t) == steps
     torch.testing.assert_close(torch.tensor(trace.t), io["sample.traj.t"][:, 0], rtol=0, atol=0)
     _close(torch.stack(trace.x_t), io["sample.traj.x_t"], "Euler x_t")
     _close(torch.stack(trace.v_t), io["sample.traj.v_t"], "Euler v_t")
-    assert torch.equal(trace.prefix_pad, io["sample.prefix_pad_mask"])
+    assert torch.equal(trace.prefix_valid, io["sample.prefix_pad_mask"])
     # padding rows of the cache are irrelevant (shared/reference/pi05_tiny/README.md §2)
-    valid = trace.prefix_pad[:, None, :, None]
+    valid = trace.prefix_valid[:, None, :, None]
     assert len(trace.kv) == bundle.config.depth
     for i, (k, v) in enumerate(trace.kv):
         _close(k, io[f"sample.prefix_kv.layer{i}.key"], f"layer {i} cached K", valid)
@@ -66,18 +66,15 @@ def test_sampling_trajectory_and_kv_cache(bundle, model):
 def test_default_sampling_path_matches(bundle, model):
     """The public sample_actions (prefix compaction on) gives the same actions."""
     io = bundle.io
-    actions = model.sample_actions(**bundle.model_inputs(), noise=io["inputs.noise"])
+    actions = model.sample_actions(bundle.observation(), noise=io["inputs.noise"])
     _close(actions, io["sample.actions_padded"], "sample_actions")
 
 
 def test_training_loss_elementwise(bundle, model):
     io = bundle.io
-    inp = bundle.model_inputs()
-    state = inp.pop("state")
     losses = model.loss(
-        **inp,
-        actions=io["inputs.train_actions"],
-        state=state,
+        bundle.observation(),
+        io["inputs.train_actions"],
         noise=io["inputs.train_noise"],
         time=io["inputs.train_time"],
     )
@@ -92,7 +89,7 @@ def test_attention_probabilities_every_layer(bundle, model):
     x_t, _ = model.interpolate(io["inputs.train_actions"], io["inputs.train_noise"], io["inputs.train_time"])
     depth = bundle.config.depth
     out = model.forward_joint(
-        **bundle.model_inputs(), x_t=x_t, time=io["inputs.train_time"], capture=range(depth), compact=False
+        bundle.observation(), x_t, io["inputs.train_time"], capture=range(depth), compact=False
     )
     _close(out.v_t, io["train.v_t"], "training v_t")
     assert sorted(out.attn) == list(range(depth))

@@ -15,6 +15,7 @@ from shallowpi.model import load_model, save_model
 from shallowpi.model.checkpoint import CheckpointError, read_config
 from shallowpi.model.config import check_time_grid, euler_steps, tiny, uniform_time_grid
 from shallowpi.model.pi import PiModel
+from shallowpi.observation import Observation
 
 GRID = [1.0, 0.7, 0.2, 0.0]  # deliberately non-uniform
 
@@ -46,8 +47,8 @@ def _inputs(cfg, seed: int = 1) -> dict:
     }
 
 
-def _args(x: dict) -> tuple:
-    return x["images"], x["img_masks"], x["tokens"], x["token_masks"], x["state"]
+def _args(x: dict) -> tuple[Observation]:
+    return (Observation.from_lists(x["images"], x["img_masks"], x["tokens"], x["token_masks"], x["state"]),)
 
 
 def _record_times(monkeypatch, module) -> list[float]:

@@ -1,26 +1,34 @@
 """One misbehaving client costs only its own work: bounded server memory, a good client keeps being served.
 
-The server runs in its own process (its RSS is what is measured) with the model-free DummyPolicy. A good
-client sends requests the whole time; a bad client sends, one after the other, the frames that cost the
-old server gigabytes or seconds: a frame of empty maps, a frame over the cap, big frames pipelined on one
-connection without reading replies, and a 10 MB prompt. The test prints the good client's latency per
-phase and the server's peak RSS (benchmark-style numbers, no timing assertions) and asserts that the peak
-RSS stays bounded and that every good request was answered correctly.
+The server runs in its own process (its RSS is what is measured), once per backend: the model-free
+DummyPolicy, and `shallowpi serve --backend onnxruntime` on the bundled teacher's export (the same
+ServedPolicy base gives both the frame cap and the checks beside the event loop). A good client sends
+requests the whole time; a bad client sends, one after the other, the frames that cost the old server
+gigabytes or seconds: a frame of empty maps, a frame over the cap, big frames pipelined on one connection
+without reading replies, and a 10 MB prompt. The test prints the good client's latency per phase and the
+server's peak RSS (benchmark-style numbers, no timing assertions) and asserts that the frame cap is the
+policy's largest valid observation, that the peak RSS stays bounded, that every bad frame got an error (never
+actions) and that every good request was answered correctly.
 """
 
 from __future__ import annotations
 
+import re
+import signal
 import struct
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import websockets
 from websockets.sync.client import connect
 
+from onnx_helpers import libero_obs
 from shallowpi.cli import main
 from shallowpi.errors import UserError
 from shallowpi.serve import msgpack_numpy
@@ -32,13 +40,18 @@ pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:Depre
 TIMEOUT = 60
 RSS_GROWTH_LIMIT_MB = 400  # the old server grew by 2,300 MB on the empty-maps frame alone
 
+# The dummy backend's server; it prints what `shallowpi serve` prints, and stops on SIGTERM as it does.
 SERVER = r"""
-import sys
+import signal, threading
 from shallowpi.testing import DummyPolicy
 from shallowpi.serve.server import ServerThread
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
 with ServerThread(DummyPolicy(delay_s=0.002), port=0) as srv:
-    print(srv.port, srv.server.max_frame_bytes, flush=True)
-    sys.stdin.read()  # until the test closes our stdin
+    print(f"largest request frame accepted: {srv.server.max_frame_bytes} bytes", flush=True)
+    print(f"shallowpi serve: listening on ws://127.0.0.1:{srv.port}", flush=True)
+    while not stop.wait(0.2):
+        pass
 """
 
 
@@ -60,6 +73,67 @@ def good_obs(i: int) -> dict:
     }
 
 
+@dataclass
+class Backend:
+    command: list[str]  # the server process
+    max_request_bytes: int  # the policy's largest valid observation: the default frame cap
+    good_obs: Callable[[int], dict]
+    expected: Callable[[dict], np.ndarray]  # the actions a good observation must get
+    atol: float = 0.0
+
+
+def dummy_backend() -> Backend:
+    return Backend(
+        [sys.executable, "-c", SERVER],
+        DummyPolicy(delay_s=0.002).max_request_bytes,
+        good_obs,
+        lambda obs: expected_actions(obs["observation/state"]),
+    )
+
+
+def onnx_backend(export) -> Backend:
+    from shallowpi.onnx_runtime.policy import OnnxPolicy
+
+    policy = OnnxPolicy.from_exported(export, threads=1)  # what `serve --backend onnxruntime` loads
+    observations = [libero_obs(i) for i in range(3)]
+    replies = [policy.infer(o)["actions"] for o in observations]  # seed 0: what the server answers
+    command = [sys.executable, "-m", "shallowpi", "serve", "--backend", "onnxruntime", "--policy", str(export),
+               "--obs-map", "libero", "--threads", "1", "--host", "127.0.0.1", "--port", "0"]  # fmt: skip
+    return Backend(
+        command,
+        policy.max_request_bytes,
+        lambda i: observations[i % len(observations)],
+        lambda obs: replies[int(obs["prompt"].rsplit(" ", 1)[1])],  # libero_obs(i)'s prompt ends in i
+        atol=1e-5,
+    )
+
+
+@pytest.fixture(params=["dummy", "onnxruntime"])
+def backend(request) -> Backend:
+    if request.param == "dummy":
+        return dummy_backend()
+    return onnx_backend(request.getfixturevalue("teacher_onnx"))
+
+
+def start_server(command: list[str]) -> tuple[subprocess.Popen, int, int]:
+    """Start the server; (process, port, frame cap) from its start-up lines, then keep draining its output."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cap = port = None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if m := re.search(r"largest request frame accepted: (\d+) bytes", line):
+            cap = int(m.group(1))
+        if m := re.search(r"listening on ws://127\.0\.0\.1:(\d+)", line):
+            port = int(m.group(1))
+            break
+    if port is None or cap is None:
+        proc.kill()
+        pytest.fail("server did not start:\n" + "".join(lines))
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # never block its logs
+    return proc, port, cap
+
+
 def empty_maps_frame(n_bytes: int) -> bytes:
     """Nested arrays of empty maps: one byte of msgpack each, ~100 bytes of Python objects decoded."""
     inner = 9000
@@ -68,18 +142,18 @@ def empty_maps_frame(n_bytes: int) -> bytes:
     return b"\xdd" + struct.pack(">I", n_inner) + one * n_inner
 
 
-def big_valid_frame(n_bytes: int) -> bytes:
+def big_valid_frame(obs: dict, n_bytes: int) -> bytes:
     side = int((n_bytes / 2 / 3) ** 0.5) - 8  # two cameras just under the cap
     img = np.zeros((side, side, 3), np.uint8)
-    return msgpack_numpy.packb({**good_obs(0), "observation/image": img, "observation/wrist_image": img})
+    return msgpack_numpy.packb({**obs, "observation/image": img, "observation/wrist_image": img})
 
 
 class GoodClient(threading.Thread):
     """Sends good requests back to back and records each latency under the current phase's name."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, backend: Backend) -> None:
         super().__init__(daemon=True)
-        self.url, self.phase = url, "baseline"
+        self.url, self.phase, self.backend = url, "baseline", backend
         self.latency: dict[str, list[float]] = {}
         self.stop, self.error = threading.Event(), None
 
@@ -89,13 +163,13 @@ class GoodClient(threading.Thread):
                 ws.recv(timeout=TIMEOUT)
                 i = 0
                 while not self.stop.is_set():
-                    obs, phase = good_obs(i), self.phase
+                    obs, phase = self.backend.good_obs(i), self.phase
                     t0 = time.perf_counter()
                     ws.send(msgpack_numpy.packb(obs))
                     reply = msgpack_numpy.unpackb(ws.recv(timeout=TIMEOUT))
                     self.latency.setdefault(phase, []).append((time.perf_counter() - t0) * 1e3)
-                    np.testing.assert_array_equal(
-                        reply["actions"], expected_actions(obs["observation/state"])
+                    np.testing.assert_allclose(
+                        reply["actions"], self.backend.expected(obs), rtol=0, atol=self.backend.atol
                     )
                     i += 1
         except BaseException as e:  # reported by the test
@@ -130,22 +204,20 @@ def _pipeline(url: str, frame: bytes, n: int) -> None:
         print(f"  pipelined {sent}/{n} frames of {len(frame) / 2**20:.1f} MiB before the server pushed back")
 
 
-def test_misbehaving_client_bounded_memory_and_good_client_served():
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+def test_misbehaving_client_bounded_memory_and_good_client_served(backend):
+    proc, port, cap = start_server(backend.command)
     try:
-        port, cap = map(int, proc.stdout.readline().split())
+        assert cap == backend.max_request_bytes < 16 * 2**20, "the frame cap is the policy's largest request"
         url = f"ws://127.0.0.1:{port}"
-        good = GoodClient(url)
+        good = GoodClient(url, backend)
         good.start()
         time.sleep(1.0)
         base_rss = _status_kb(proc.pid, "VmRSS")
 
         # Built before the clock starts: building them here must not slow the good client (same GIL).
         maps, over = empty_maps_frame(cap - 1024), b"\x00" * (cap + 1)
-        big = big_valid_frame(cap - 4096)
-        prompt = msgpack_numpy.packb({**good_obs(0), "prompt": "x" * 10**7})
+        big = big_valid_frame(backend.good_obs(0), cap - 4096)
+        prompt = msgpack_numpy.packb({**backend.good_obs(0), "prompt": "x" * 10**7})
         phases = {
             "empty maps": lambda: print("  ->", _expect_error(url, maps)[:90]),
             "over the cap": lambda: print("  ->", _expect_error(url, over)[:90]),
@@ -163,7 +235,7 @@ def test_misbehaving_client_bounded_memory_and_good_client_served():
         good.join(TIMEOUT)
         peak_rss = _status_kb(proc.pid, "VmHWM")
     finally:
-        proc.stdin.close()
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -10,11 +10,12 @@ import pytest
 import websockets
 from websockets.sync.client import connect
 
-from onnx_helpers import STATE_DIM, libero_obs
+from onnx_helpers import PROMPT_LENGTH, STATE_DIM, libero_obs
 from serve_process import TIMEOUT, serving
 from shallowpi.onnx_runtime.policy import OnnxPolicy
 from shallowpi.onnx_runtime.runner import OnnxRunner
 from shallowpi.serve import msgpack_numpy
+from shallowpi.serve.obs_mapping import ObservationError
 from shallowpi.serve.server import ServerThread
 
 
@@ -42,7 +43,19 @@ def test_serve_onnxruntime_end_to_end(teacher_onnx):
         direct = OnnxPolicy(OnnxRunner(teacher_onnx), obs_mapping="libero").infer(obs)["actions"]
         assert reply["actions"].shape == (10, 4)
         np.testing.assert_allclose(reply["actions"], direct, rtol=0, atol=1e-6)
-        assert isinstance(error, str) and f"state of shape ({STATE_DIM},)" in error
+        assert isinstance(error, str) and f"'observation/state' must have shape ({STATE_DIM},)" in error
+
+
+def test_prompt_that_does_not_fit_is_refused_or_cut(teacher_onnx):
+    """As the torch backend (test_prompt_fit.py): an error naming the token count, or `truncate_prompt`."""
+    obs = {**libero_obs(0), "prompt": " ".join(["pick up the small red cube and put it in the bowl"] * 6)}
+    strict = OnnxPolicy(OnnxRunner(teacher_onnx))
+    with pytest.raises(
+        ObservationError, match=rf"the prompt is \d+ tokens, more than the limit of {PROMPT_LENGTH}"
+    ):
+        strict.infer(obs)
+    loose = OnnxPolicy(OnnxRunner(teacher_onnx), truncate_prompt=True)
+    assert loose.infer(obs)["actions"].shape == (10, 4)
 
 
 class _NanSession:

@@ -37,9 +37,9 @@ def test_actions_are_the_models_output_unnormalised_and_cropped(policy):
     # The same thing by hand: processor inputs, the reference model path (the policy runs the fast engine)
     # with the policy's noise, then the action stats.
     sample = policy.mapping.extract(o, policy.cameras)
-    inputs = policy.pre.model_inputs(collate([policy.pre(sample)]))
+    observation = collate([policy.pre(sample)])
     with torch.inference_mode():
-        raw = policy.model.sample_actions(**inputs, noise=policy.predictor.noise(policy.seed), num_steps=2)
+        raw = policy.model.sample_actions(observation, noise=policy.predictor.noise(policy.seed), num_steps=2)
     by_hand = transforms.unnormalize(raw[0, :, :7], policy.post.action_stats, policy.post.config.action_norm)
     np.testing.assert_allclose(got["actions"], by_hand.numpy(), rtol=0, atol=1e-5)
     assert not np.allclose(got["actions"], raw[0, :, :7].numpy(), atol=1e-3)  # stats really were applied

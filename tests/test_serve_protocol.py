@@ -118,7 +118,7 @@ BAD_REQUESTS = {
     ),
     "wrong shape": (
         msgpack_numpy.packb(_obs_with(**{"observation/state": np.zeros(5, np.float32)})),
-        r"state must have shape \(8,\)",
+        r"'observation/state' must have shape \(8,\)",
     ),
     "image shape": (
         msgpack_numpy.packb(_obs_with(**{"observation/wrist_image": np.zeros((224, 224), np.uint8)})),

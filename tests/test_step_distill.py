@@ -12,7 +12,7 @@ import torch
 
 from distill_helpers import random_teacher, synthetic_batch
 from shallowpi.distill.data import SyntheticSource
-from shallowpi.distill.steps import StepDistillConfig, StepDistillLoss
+from shallowpi.distill.step_distill import StepDistillConfig, StepDistillLoss
 from shallowpi.distill.student import make_student
 from shallowpi.distill.trainer import TrainConfig, train
 from shallowpi.model import load_model, save_model
@@ -106,10 +106,9 @@ def _gap(student, teacher, action_dim: int, steps=None) -> float:
     """Mean squared distance of the student's actions (its own schedule unless `steps`) to the target's
     10-step actions, over the dataset's action dims (the only ones trained), on fresh noise."""
     batch = synthetic_batch(teacher, batch=8, seed=0)
-    args = (batch.images, batch.img_masks, batch.tokens, batch.token_masks, batch.state)
     with torch.no_grad():
-        ref = teacher.sample_actions(*args, noise=batch.noise)
-        out = student.eval().sample_actions(*args, noise=batch.noise, num_steps=steps)
+        ref = teacher.sample_actions(batch.observation, noise=batch.noise)
+        out = student.eval().sample_actions(batch.observation, noise=batch.noise, num_steps=steps)
     return float((out - ref)[..., :action_dim].pow(2).mean())
 
 

@@ -9,16 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from shallowpi.study import plots as study_plots
 from shallowpi.study import report as study_report
+from shallowpi.study import results as study_results
+from shallowpi.study import targets as study_targets
 
 TASKS = ["reach-v3", "push-v3"]
 
 
 def _results(
     l6_task=60.0, l6_task_kd=70.0, l6=80.0, scratch=50.0, teacher=81.0
-) -> list[study_report.PolicyResult]:
+) -> list[study_results.PolicyResult]:
     def pr(name, label, depth, kind, mean, lat):
-        return study_report.PolicyResult(
+        return study_results.PolicyResult(
             name,
             label,
             depth,
@@ -67,7 +70,7 @@ def test_markdown_has_paper_tables_and_marks_targets(tmp_path: Path) -> None:
 
 def test_missed_and_unmeasured_targets_are_reported_honestly() -> None:
     res = _results(l6_task=75.0, l6_task_kd=70.0, l6=70.0, scratch=68.0)
-    verdicts = {t.text: t.met for t in study_report.check_targets(res)}
+    verdicts = {t.text: t.met for t in study_targets.check_targets(res)}
     assert verdicts["L6 within 1 pts of the teacher"] is False
     assert verdicts["L6 >= scratch L6 + 20 pts"] is False
     assert verdicts["task < task+KD < task+KD+attn (L6)"] is False
@@ -79,9 +82,9 @@ def test_missed_and_unmeasured_targets_are_reported_honestly() -> None:
 
 def test_attach_bench_maps_latency_by_depth() -> None:
     res = [
-        study_report.PolicyResult("teacher", "t", 18, "teacher"),
-        study_report.PolicyResult("L6_task", "a", 6, "ablation"),
-        study_report.PolicyResult("L4_task_kd_attn", "s", 4, "student"),
+        study_results.PolicyResult("teacher", "t", 18, "teacher"),
+        study_results.PolicyResult("L6_task", "a", 6, "ablation"),
+        study_results.PolicyResult("L4_task_kd_attn", "s", 4, "student"),
     ]
     bench = {
         "runs": [
@@ -89,7 +92,7 @@ def test_attach_bench_maps_latency_by_depth() -> None:
             {"depth": 6, "latency_ms": {"median": 20.0, "p90": 25.0}, "flops": {"total": 2e8}},
         ]
     }
-    study_report.attach_bench(res, bench)
+    study_results.attach_bench(res, bench)
     assert (res[1].latency_ms, res[1].flops, res[1].speedup) == (20.0, 2e8, 3.0)
     assert res[0].speedup == 1.0
     assert res[2].latency_ms is None  # not benchmarked: left empty, not guessed
@@ -107,11 +110,11 @@ def _bench_run(depth, steps, ms, denoise):
 
 def test_attach_bench_times_few_step_students_by_their_step_count() -> None:
     res = [
-        study_report.PolicyResult("teacher", "t", 18, "teacher"),
-        study_report.PolicyResult("L6_task_kd_attn", "s", 6, "student"),
-        study_report.PolicyResult("L6_K2_distilled", "d2", 6, "steps", num_steps=2),
-        study_report.PolicyResult("L6_K1_naive", "n1", 6, "steps", num_steps=1),
-        study_report.PolicyResult("L6_K4_naive", "n4", 6, "steps", num_steps=4),
+        study_results.PolicyResult("teacher", "t", 18, "teacher"),
+        study_results.PolicyResult("L6_task_kd_attn", "s", 6, "student"),
+        study_results.PolicyResult("L6_K2_distilled", "d2", 6, "steps", num_steps=2),
+        study_results.PolicyResult("L6_K1_naive", "n1", 6, "steps", num_steps=1),
+        study_results.PolicyResult("L6_K4_naive", "n4", 6, "steps", num_steps=4),
     ]
     bench = {
         "runs": [
@@ -121,15 +124,15 @@ def test_attach_bench_times_few_step_students_by_their_step_count() -> None:
             _bench_run(6, 1, 8.0, 3.0),
         ]
     }
-    study_report.attach_bench(res, bench)
+    study_results.attach_bench(res, bench)
     assert [r.latency_ms for r in res] == [80.0, 30.0, 10.0, 8.0, None]  # K=4 was not benched: left empty
     assert res[2].stages_ms == {"vision": 1.0, "prefix": 2.0, "denoise": 5.0}
     assert res[2].speedup == 8.0
 
 
-def _step_results(distilled: float, naive: float) -> list[study_report.PolicyResult]:
+def _step_results(distilled: float, naive: float) -> list[study_results.PolicyResult]:
     def pr(name, depth, kind, mean, k, lat, outcomes):
-        return study_report.PolicyResult(
+        return study_results.PolicyResult(
             name,
             name,
             depth,
@@ -152,16 +155,16 @@ def _step_results(distilled: float, naive: float) -> list[study_report.PolicyRes
 
 
 def test_step_targets_and_the_few_step_section() -> None:
-    met = {t.text.split(" (")[0]: t for t in study_report.check_step_targets(_step_results(80.0, 70.0))}
+    met = {t.text.split(" (")[0]: t for t in study_targets.check_step_targets(_step_results(80.0, 70.0))}
     assert [t.met for t in met.values()] == [True, True, True]
     assert (
         "+10.0 pts (80.0 vs 70.0 %); paired 95 % CI of the gain: +10.0"
         in met["L6@2 distilled >= 5 pts above L6@2 naive"].detail
     )
-    missed = study_report.check_step_targets(_step_results(70.0, 70.0))
+    missed = study_targets.check_step_targets(_step_results(70.0, 70.0))
     assert [t.met for t in missed] == [False, False, True]
     md = study_report.render_markdown("study", _step_results(70.0, 60.0), TASKS)
-    assert "## Fewer denoising steps (L6, issue 16)" in md
+    assert "## Fewer denoising steps (L6)" in md
     assert "| L6_K2_distilled | 6 | 2 | 70.0 |" in md and "| -10.0 ± " in md and "| 10.0 | 0.12 |" in md
     assert "- L6@2 distilled >= 5 pts above L6@2 naive: **met**" in md
     assert "- L6@2 distilled within 2 pts of teacher@10: **missed**" in md
@@ -170,7 +173,7 @@ def test_step_targets_and_the_few_step_section() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs the plot extra")
 def test_pareto_png_written(tmp_path: Path) -> None:
-    path = study_report.plot_pareto(_results(), tmp_path / "sub" / "pareto.png", title="t")
+    path = study_plots.plot_pareto(_results(), tmp_path / "sub" / "pareto.png", title="t")
     assert path == tmp_path / "sub" / "pareto.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp file left
@@ -188,29 +191,29 @@ def test_pareto_without_matplotlib_logs_and_skips(tmp_path: Path, monkeypatch) -
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     logs: list[str] = []
-    assert study_report.plot_pareto(_results(), tmp_path / "p.png", log=logs.append) is None
+    assert study_plots.plot_pareto(_results(), tmp_path / "p.png", log=logs.append) is None
     assert not (tmp_path / "p.png").exists() and "matplotlib is not installed" in logs[0]
 
 
 def test_paired_difference_pairs_episodes_and_reports_its_interval() -> None:
-    a = study_report.PolicyResult("teacher", "t", 18, "teacher", {"reach-v3": 75.0}, 4)
-    b = study_report.PolicyResult("L6_task_kd_attn", "s", 6, "student", {"reach-v3": 50.0}, 4)
-    assert study_report.paired_difference(a, b) is None  # no per-episode outcomes: no paired claim
+    a = study_results.PolicyResult("teacher", "t", 18, "teacher", {"reach-v3": 75.0}, 4)
+    b = study_results.PolicyResult("L6_task_kd_attn", "s", 6, "student", {"reach-v3": 50.0}, 4)
+    assert study_results.paired_difference(a, b) is None  # no per-episode outcomes: no paired claim
     a.outcomes = {"reach-v3": [True, True, True, False]}
     b.outcomes = {"reach-v3": [True, False, True, False]}
-    diff, half = study_report.paired_difference(a, b)
+    diff, half = study_results.paired_difference(a, b)
     # d = [0, 1, 0, 0]: mean 0.25, sample variance 0.25, se = sqrt(0.25 / 4) = 0.25
     assert diff == pytest.approx(25.0) and half == pytest.approx(1.96 * 25.0)
     b.outcomes = {"reach-v3": [True, False]}  # episodes that do not line up are not paired
-    assert study_report.paired_difference(a, b) is None
+    assert study_results.paired_difference(a, b) is None
     b.outcomes = {"reach-v3": [True, False, True, False]}
-    text = {t.text: t.detail for t in study_report.check_targets([a, b])}["L6 within 1 pts of the teacher"]
+    text = {t.text: t.detail for t in study_targets.check_targets([a, b])}["L6 within 1 pts of the teacher"]
     assert "paired 95 % CI of the drop: +25.0 ± 49.0 pts" in text
 
 
 def test_pooled_seeds_pair_per_setup_with_a_single_run() -> None:
     def one(name, outcomes):
-        return study_report.PolicyResult(
+        return study_results.PolicyResult(
             name,
             name,
             6,
@@ -221,15 +224,15 @@ def test_pooled_seeds_pair_per_setup_with_a_single_run() -> None:
         )
 
     s0, s1 = one("s0", [True, True, False, False]), one("s1", [True, False, False, False])
-    pooled = study_report.pool_runs("L6", "L6 (2 seeds)", [s0, s1])
+    pooled = study_results.pool_runs("L6", "L6 (2 seeds)", [s0, s1])
     assert pooled.runs == 2 and pooled.success == {"reach-v3": 37.5} and pooled.episodes_per_task == 8
     teacher = one("teacher", [True, True, True, False])
-    diff, half = study_report.paired_difference(teacher, pooled)
+    diff, half = study_results.paired_difference(teacher, pooled)
     # per setup: teacher [1, 1, 1, 0], pooled [1, .5, 0, 0] -> d = [0, .5, 1, 0]: mean .375,
     # sample variance (0.140625 + 0.015625 + 0.390625 + 0.140625) / 3 = 0.229167, se = sqrt(0.229167 / 4)
     assert diff == pytest.approx(37.5) and half == pytest.approx(100 * 1.96 * (0.229167 / 4) ** 0.5, rel=1e-4)
     # A single 8-episode eval is not two seeds of 4: lengths per run differ, so nothing is paired.
-    assert study_report.paired_difference(one("long", [True] * 8), teacher) is None
+    assert study_results.paired_difference(one("long", [True] * 8), teacher) is None
 
 
 def test_outcomes_follow_setup_order_across_worker_chunks() -> None:
@@ -287,14 +290,16 @@ def test_targets_are_checked_again_at_the_longest_schedule_with_a_scratch_baseli
     """The main L6 (short schedule) may miss what the long one meets: both verdicts are reported, each
     against a from-scratch L6 trained for the same number of steps."""
     res = _results(l6=60.0, scratch=50.0, teacher=81.0)
-    long_l6 = study_report.PolicyResult(
+    long_l6 = study_results.PolicyResult(
         "L6_steps4800", "L6, 4800 steps", 6, "schedule", {"reach-v3": 90.0, "push-v3": 72.0}, 50
     )
-    long_scratch = study_report.PolicyResult(
+    long_scratch = study_results.PolicyResult(
         "L6_scratch_steps4800", "scratch, 4800 steps", 6, "scratch", {"reach-v3": 70.0, "push-v3": 50.0}, 50
     )
-    assert study_report.long_schedule(res + [long_l6]) is None  # no scratch of that length: no second verdict
-    verdicts = {t.text: t.met for t in study_report.check_targets(res + [long_l6, long_scratch])}
+    assert (
+        study_targets.long_schedule(res + [long_l6]) is None
+    )  # no scratch of that length: no second verdict
+    verdicts = {t.text: t.met for t in study_targets.check_targets(res + [long_l6, long_scratch])}
     assert verdicts["L6 within 1 pts of the teacher"] is False
     assert verdicts["L6 within 1 pts of the teacher (both 4800 steps)"] is True  # 81.0 vs 81.0
     assert verdicts["L6 >= scratch L6 + 20 pts (both 4800 steps)"] is True  # 81.0 vs 60.0
@@ -303,11 +308,29 @@ def test_targets_are_checked_again_at_the_longest_schedule_with_a_scratch_baseli
     assert "| same architecture from scratch (task loss) | 60.0 |" in md
     assert "| task + KD | – |" in md.split("longest schedule")[1]  # not run at that length: a dash
     assert "task < task+KD < task+KD+attn (L6) (4800 steps)" not in md  # no ordering without all three
-    task = study_report.PolicyResult(
+    task = study_results.PolicyResult(
         "L6_task_steps4800", "t", 6, "ablation", {"reach-v3": 80.0, "push-v3": 60.0}, 50
     )
-    kd = study_report.PolicyResult(
+    kd = study_results.PolicyResult(
         "L6_task_kd_steps4800", "k", 6, "ablation", {"reach-v3": 85.0, "push-v3": 65.0}, 50
     )
-    verdicts = {t.text: t.met for t in study_report.check_targets(res + [long_l6, long_scratch, task, kd])}
+    verdicts = {t.text: t.met for t in study_targets.check_targets(res + [long_l6, long_scratch, task, kd])}
     assert verdicts["task < task+KD < task+KD+attn (L6) (4800 steps)"] is True  # 70 < 75 < 81
+
+
+def test_pareto_axis_shows_where_the_points_are_and_floors_a_far_outlier() -> None:
+    from shallowpi.study.plots import _floor
+
+    assert _floor([57.0, 61.0, 69.0, 74.0]) == 51.0  # the lowest point, 6 pts of margin
+    assert _floor([5.9, 49.0, 61.0, 69.0]) == 43.0  # 5.9 is 43 pts below the rest: drawn on the floor
+    assert _floor([0.0, 2.0]) == -3.0  # never below the plot's usual floor
+
+
+def test_pareto_key_lists_each_plotted_policy_once_in_family_order() -> None:
+    from shallowpi.study.plots import _pareto_points
+
+    rs = _results()
+    pts = _pareto_points(rs)
+    assert [r.kind for r in pts][0] == "teacher"
+    assert len({r.name for r in pts}) == len(pts)
+    assert {r.name for r in pts} == {r.name for r in rs if r.latency_ms is not None and r.pooled_in is None}

@@ -127,7 +127,7 @@ def test_report_shows_few_step_students_only_from_a_step_study_on_this_teacher(t
         path.write_text(json.dumps(_eval_info(successes)))
     mod.Study(args).report()
     md = (results / "metaworld.md").read_text()
-    assert ("## Fewer denoising steps (L6, issue 16)" in md) is same_teacher
+    assert ("## Fewer denoising steps (L6)" in md) is same_teacher
     assert ("| L6 @2 steps, step-distilled | 6 | 2 | 75.0 |" in md) is same_teacher
     assert "| teacher L18 | 18 | 75 | **75.0** |" in md
 
@@ -149,7 +149,7 @@ def test_report_lists_the_command_of_every_trained_policy_without_a_commands_log
     study.students()  # runs (here: records) L6_task and L6_scratch; L6_skip needs no training
     shown = study.selected()
     cmds = study.commands(shown)
-    assert cmds[0].startswith("shallowpi collect metaworld ") and "--out " + str(study.data) in cmds[0]
+    assert cmds[0].startswith("shallowpi collect --env metaworld ") and "--out " + str(study.data) in cmds[0]
     assert cmds[1:] == ran
     assert len(ran) == 2 and ran[0].startswith("shallowpi distill ") and ran[1].startswith("shallowpi train ")
 

@@ -12,7 +12,7 @@ import pytest
 from paths import find_reference
 from shallowpi.cli import main
 from shallowpi.data.lerobot_dataset import LeRobotDataset
-from shallowpi.data.processor import save_processor
+from shallowpi.data.processor_files import save_processor
 from shallowpi.pretrained import load_processor
 
 

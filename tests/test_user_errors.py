@@ -55,11 +55,9 @@ def test_num_steps_zero_is_refused_not_the_default(tmp_path):
     model = random_teacher("pi05", depth=2)
     b = synthetic_batch(model, batch=1)
     with pytest.raises(ValueError, match="got 0"):
-        model.sample_actions(b.images, b.img_masks, b.tokens, b.token_masks, None, num_steps=0)
+        model.sample_actions(b.observation, num_steps=0)
     with pytest.raises(ValueError, match="got 0"):
-        InferenceEngine(model, batch_size=1).sample_actions(
-            b.images, b.img_masks, b.tokens, b.token_masks, None, num_steps=0
-        )
+        InferenceEngine(model, batch_size=1).sample_actions(b.observation, num_steps=0)
 
 
 def test_eval_num_steps_zero_refused():

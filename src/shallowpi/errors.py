@@ -2,7 +2,8 @@
 
 `shallowpi.cli` catches `UserError` (and nothing else): one line on stderr, exit status 2. Any other
 exception is a bug and keeps its traceback. `UserError` subclasses ValueError, so code (and tests) that
-catch ValueError keep working; `MissingFileError` is also a FileNotFoundError for the same reason.
+catch ValueError keep working; `MissingFileError` is also a FileNotFoundError and `OutputExistsError` a
+FileExistsError for the same reason.
 """
 
 from __future__ import annotations
@@ -16,4 +17,8 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist (or lacks a file it must hold)."""
 
 
-__all__ = ["MissingFileError", "UserError"]
+class OutputExistsError(UserError, FileExistsError):
+    """An output path the user named exists and may not be replaced (the message names the flag that would)."""
+
+
+__all__ = ["MissingFileError", "OutputExistsError", "UserError"]

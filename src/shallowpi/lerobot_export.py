@@ -22,23 +22,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from safetensors.torch import save_file
 
+from shallowpi.atomic import atomic_dir
 from shallowpi.data.lerobot_processor import (
     PLUGIN_POST,
     PLUGIN_PRE,
-    POSTPROCESSOR_JSON,
-    PREPROCESSOR_JSON,
     plugin_post_state,
     plugin_pre_state,
 )
 from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig
-from shallowpi.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+from shallowpi.data.processor_files import POSTPROCESSOR_JSON, PREPROCESSOR_JSON
+from shallowpi.errors import OutputExistsError, UserError
+from shallowpi.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, validate_checkpoint
 from shallowpi.model.config import PiConfig
 from shallowpi.model.lerobot_config import PLUGIN_TYPE
 from shallowpi.pretrained import load_processor
@@ -146,26 +145,26 @@ def export_lerobot(
     Meta-World env to a policy trained on shallowpi's corner4 renders."""
     src, dst = Path(policy), Path(out)
     if src.resolve() == dst.resolve():
-        raise ValueError("--out must differ from the policy folder")
+        raise UserError("--out must differ from the policy folder")
     if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists (pass --overwrite to replace it)")
-    cfg = read_config(src)
-    if not (src / WEIGHTS_NAME).is_file():
-        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {src}")
+        raise OutputExistsError(f"{dst} exists (pass --overwrite to replace it)")
+    cfg = validate_checkpoint(src)  # what the plugin's load will check, refused here rather than there
     pre, post = load_processor(src, tokenizer=tokenizer)
     pc = pre.config
     if camera_map is not None:
         pc = dataclasses.replace(pc, camera_map=dict(camera_map))  # validated against the model's slots
     pc = dataclasses.replace(pc, state_dim=pre.state_dim, action_dim=pre.action_dim)
     pre, post = Preprocessor(pc, pre.raw_stats, pre.tokenizer), Postprocessor(pc, pre.raw_stats)
-    steps = n_action_steps or int(cfg.lerobot.get("n_action_steps") or cfg.chunk_size)
+    steps = (
+        n_action_steps
+        if n_action_steps is not None
+        else int(cfg.lerobot.get("n_action_steps") or cfg.chunk_size)
+    )
     if not 1 <= steps <= cfg.chunk_size:
-        raise ValueError(f"n_action_steps {steps} must be in [1, chunk_size={cfg.chunk_size}]")
+        raise UserError(f"n_action_steps {steps} must be in [1, chunk_size={cfg.chunk_size}]")
     config = plugin_config(cfg, pc, pre.state_dim, post.action_dim, steps)
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
+    with atomic_dir(dst) as tmp:
         shutil.copyfile(src / WEIGHTS_NAME, tmp / WEIGHTS_NAME)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=4) + "\n")
         for name, content in processor_files(pre, post).items():
@@ -173,11 +172,4 @@ def export_lerobot(
                 (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
             else:
                 save_file(content, str(tmp / name))
-        os.chmod(tmp, 0o755)
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst

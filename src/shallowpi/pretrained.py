@@ -10,13 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from shallowpi.data.lerobot_processor import is_lerobot_layout, read_lerobot_processor
-from shallowpi.data.processor import (
-    PROCESSOR_CONFIG,
-    Postprocessor,
-    Preprocessor,
-    ProcessorConfig,
-    read_processor,
-)
+from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig
+from shallowpi.data.processor_files import PROCESSOR_CONFIG, read_shallowpi_processor
+from shallowpi.hub import resolve_policy
 from shallowpi.model.checkpoint import read_config
 from shallowpi.model.config import PiConfig
 
@@ -42,8 +38,8 @@ def load_processor(
     """The processors saved in a pretrained folder: shallowpi's (`save_processor`), or LeRobot's own
     policy_preprocessor.json / policy_postprocessor.json (0.4.4, 0.5+, or the shallowpi plugin's), read for
     the model in the folder's config.json. `tokenizer`: the SentencePiece file for LeRobot folders, which ship
-    none (their tokenizer step names a Hub id)."""
-    d = Path(directory)
+    none (their tokenizer step names a Hub id). `directory` may be a hub id, as for `load_model`."""
+    d = resolve_policy(directory)
     if not (d / PROCESSOR_CONFIG).is_file() and is_lerobot_layout(d):
         return read_lerobot_processor(d, processor_config(read_config(d)), tokenizer=tokenizer)
-    return read_processor(d)
+    return read_shallowpi_processor(d)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from shallowpi.bench.inputs import state_arg
+from shallowpi.bench.inputs import BenchInputs
 from shallowpi.bench.settings import BenchSettings
 from shallowpi.infer.engine import STAGES, InferenceEngine
 from shallowpi.model.config import PiConfig, preset
@@ -84,25 +84,19 @@ def time_runners(runners: list[Runner], *, warmup: int, iters: int, device: torc
     return samples
 
 
-def make_runner(name: str, mode: str, model: PiModel, s: BenchSettings, inputs: dict) -> Runner:
+def make_runner(name: str, mode: str, model: PiModel, s: BenchSettings, inputs: BenchInputs) -> Runner:
     cfg = model.config
-    args = (
-        inputs["images"],
-        inputs["img_masks"],
-        inputs["tokens"],
-        inputs["token_masks"],
-        state_arg(cfg, inputs),
-    )
-    kw = {"noise": inputs["noise"], "num_steps": s.num_steps}
+    obs = inputs.observation
+    kw = {"noise": inputs.noise, "num_steps": s.num_steps}
     if mode == "reference":
-        return Runner(name, mode, cfg, model, lambda marks: model.sample_actions(*args, **kw))
+        return Runner(name, mode, cfg, model, lambda marks: model.sample_actions(obs, **kw))
     if mode == "reference_nocompact":
         return Runner(
             name,
             mode,
             cfg,
             model,
-            lambda marks: model.sample_trace(*args, **kw, compact=False, keep_trace=False).actions,
+            lambda marks: model.sample_trace(obs, **kw, compact=False, keep_trace=False).actions,
         )
     t0 = time.perf_counter()
     engine = InferenceEngine(
@@ -117,7 +111,7 @@ def make_runner(name: str, mode: str, model: PiModel, s: BenchSettings, inputs: 
     )
     build_s = time.perf_counter() - t0
     return Runner(
-        name, mode, cfg, model, lambda marks: engine.sample_actions(*args, **kw, marks=marks), engine, build_s
+        name, mode, cfg, model, lambda marks: engine.sample_actions(obs, **kw, marks=marks), engine, build_s
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from shallowpi.bench.inputs import make_inputs
+from shallowpi.bench.inputs import BenchInputs, make_inputs
 from shallowpi.bench.memory import measure_peak, memory_method
 from shallowpi.bench.results import environment, ratios, summary
 from shallowpi.bench.runners import build_models, make_runner, time_runners
@@ -23,6 +23,7 @@ from shallowpi.bench.settings import SCHEMA, BenchSettings
 from shallowpi.errors import UserError
 from shallowpi.infer.engine import STAGES
 from shallowpi.infer.flops import call_flops, count_engine_flops, count_flops
+from shallowpi.paths import portable_path
 
 
 def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
@@ -83,7 +84,7 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
         counted = None
         if s.count_flops:
             if r.engine is not None:
-                counted = count_engine_flops(r.engine, inputs, r_steps)
+                counted = count_engine_flops(r.engine, inputs.observation, inputs.noise, r_steps)
             else:
                 counted = {"total": count_flops(lambda r=r: r.call(None))}
         params = sum(p.numel() for p in r.model.parameters())
@@ -135,6 +136,7 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
         "environment": environment(device),
         "settings": {
             **dataclasses.asdict(s),
+            "policies": [portable_path(p) for p in s.policies],  # as results record paths
             "camera_slots": slots,
             "cameras_valid": cameras,
             "lang_tokens_valid": lang,
@@ -156,11 +158,14 @@ def _flops_path(mode: str) -> str:
     return "unfolded" if "unfolded" in mode else "engine"
 
 
-def onnxruntime_run(label, model, s: BenchSettings, inputs: dict, cameras: int, lang: int, first) -> dict:
+def onnxruntime_run(
+    label, model, s: BenchSettings, inputs: BenchInputs, cameras: int, lang: int, first
+) -> dict:
     """Export `model` (the valid camera slots, the whole prompt), then time `OnnxRunner.sample` on the same
     inputs in a child process of its own (`shallowpi.onnx_runtime.timing`)."""
     import numpy as np
 
+    from shallowpi.export.graphs import prefix_inputs
     from shallowpi.export.onnx_export import ExportOptions, export_onnx
 
     cfg = model.config
@@ -172,15 +177,17 @@ def onnxruntime_run(label, model, s: BenchSettings, inputs: dict, cameras: int, 
         t0 = time.perf_counter()
         export = export_onnx(model, Path(tmp) / "onnx", opts)
         export_s = time.perf_counter() - t0
+        obs = inputs.observation
+        images, image_masks, tokens, token_masks = prefix_inputs(obs, range(cameras))  # the exported slots
         arrays = {
-            "images": np.stack([i.cpu().numpy() for i in inputs["images"][:cameras]], axis=1),
-            "image_masks": np.stack([m.cpu().numpy() for m in inputs["img_masks"][:cameras]], axis=1),
-            "tokens": inputs["tokens"].cpu().numpy(),
-            "token_masks": inputs["token_masks"].cpu().numpy(),
-            "noise": inputs["noise"].cpu().numpy(),
+            "images": images.cpu().numpy(),
+            "image_masks": image_masks.cpu().numpy(),
+            "tokens": tokens.cpu().numpy(),
+            "token_masks": token_masks.cpu().numpy(),
+            "noise": inputs.noise.cpu().numpy(),
         }
         if cfg.variant == "pi0":
-            arrays["state"] = inputs["state"].cpu().numpy()
+            arrays["state"] = obs.state.cpu().numpy()
         np.savez(Path(tmp) / "inputs.npz", **arrays)
         spec = {"export": str(export), "inputs": str(Path(tmp) / "inputs.npz"), "warmup": s.warmup,
                 "iters": s.iters, "threads": s.threads}  # fmt: skip

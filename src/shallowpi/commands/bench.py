@@ -17,21 +17,57 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shallowpi.commands.options import add_device_argument, add_num_steps_argument
+from shallowpi.commands.options import (
+    add_device_argument,
+    add_num_steps_argument,
+    check_device,
+    check_out_file,
+    nonnegative_int,
+    positive_int,
+)
 from shallowpi.errors import UserError
 
 MIN_ITERS = 20
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 def _depths(text: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        depths = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated depths like 6,18, got {text!r}") from None
+        depths = []
+    if not depths:
+        raise argparse.ArgumentTypeError(f"expected comma-separated depths like 6,18, got {text!r}")
+    return depths
 
 
 def _modes(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+    modes = [x.strip() for x in text.split(",") if x.strip()]
+    if not modes:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated modes like reference,engine, got {text!r}"
+        )
+    return modes
+
+
+def _backends(text: str) -> list[str]:
+    from shallowpi.infer.backends import BACKENDS
+
+    backends = [x.strip() for x in text.split(",") if x.strip()]
+    if not backends:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated backends like torch,onnxruntime, got {text!r}"
+        )
+    bad = [b for b in backends if b not in BACKENDS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown backend {bad[0]!r}; choose from {', '.join(BACKENDS)}")
+    if len(set(backends)) != len(backends):
+        raise argparse.ArgumentTypeError(f"each backend once, got {text!r}")
+    return backends
+
+
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"policy": "policy"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--policy", nargs="+", help="pretrained folder(s), e.g. teacher and student")
     src.add_argument("--preset", help="random-weight model preset: pi0, pi05, mid or tiny")
     parser.add_argument(
-        "--depth", type=int, default=None, help="layers per stack for --preset (default: preset's)"
+        "--depth", type=positive_int, default=None, help="layers per stack for --preset (default: preset's)"
     )
     parser.add_argument(
         "--compare", type=_depths, default=None, help="several depths for --preset, e.g. 6,18"
@@ -49,32 +85,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_device_argument(parser)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=positive_int, default=1)
     parser.add_argument(
-        "--cameras", type=int, default=None, help="valid camera slots (others masked); default all but one"
+        "--cameras",
+        type=positive_int,
+        default=None,
+        help="valid camera slots (others masked); default all but one",
     )
-    parser.add_argument("--lang-tokens", type=int, default=None, help="valid prompt tokens (default 20)")
+    parser.add_argument(
+        "--lang-tokens", type=positive_int, default=None, help="valid prompt tokens (default 20)"
+    )
     add_num_steps_argument(parser)
-    parser.add_argument("--chunk", type=int, default=None, help="action chunk (default: the config's, 50)")
+    parser.add_argument(
+        "--chunk", type=positive_int, default=None, help="action chunk (default: the config's, 50)"
+    )
     parser.add_argument(
         "--modes",
         type=_modes,
         default=None,
-        help="comma-separated: reference, reference_nocompact, engine, engine_nocompact, compiled, cuda_graph, "
+        help="comma-separated: reference, reference_nocompact, engine, engine_nocompact, engine_unfolded, compiled, "
+        "cuda_graph, cuda_graph_unfolded, "
         "compiled_cuda_graph (default: reference,engine on CPU; engine,compiled,cuda_graph on CUDA)",
     )
     parser.add_argument(
         "--backend",
-        type=_modes,
+        type=_backends,
         default=None,
         help="comma-separated: torch (the modes above), onnxruntime (an ONNX export, CPU, its own process) "
         "(default: the faster one for the device)",
     )
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per runner first")
+    parser.add_argument("--warmup", type=nonnegative_int, default=3, help="untimed calls per runner first")
     parser.add_argument(
         "--iters", type=int, default=MIN_ITERS, help=f"timed calls per runner (>= {MIN_ITERS})"
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-count-flops", action="store_true", help="skip torch's FLOP counter cross-check")
     parser.add_argument("--out", default="bench.json", help="JSON output path")
@@ -83,22 +127,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shallowpi.bench import BenchSettings, plot_latency, run_bench, write_json
-    from shallowpi.device import resolve_device
     from shallowpi.infer.backends import default_backend
+    from shallowpi.paths import portable_path
 
     if args.iters < MIN_ITERS:
         raise UserError(f"--iters must be >= {MIN_ITERS} for a meaningful median/p90")
-    if args.compare and args.depth:
+    if args.compare and args.depth is not None:
         raise UserError("give --depth or --compare, not both")
-    if args.policy and (args.compare or args.depth or args.variant):
+    if args.policy and (args.compare or args.depth is not None or args.variant):
         raise UserError("--depth/--compare/--variant apply to --preset only")
-    device = resolve_device(args.device)
+    check_out_file(args.out)  # before the benchmark, not when its JSON is written
+    check_out_file(args.plot, "--plot", PLOT_SUFFIXES)
+    device = check_device(args.device)
     cuda = device.startswith("cuda")
     modes = args.modes or (["engine", "compiled", "cuda_graph"] if cuda else ["reference", "engine"])
     settings = BenchSettings(
         preset=args.preset,
         variant=args.variant,
-        depths=args.compare or ([args.depth] if args.depth else []),
+        depths=args.compare or ([args.depth] if args.depth is not None else []),
         policies=args.policy or [],
         device=device,
         dtype=args.dtype,
@@ -121,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     result["plot"] = None
     if plot:
         written = plot_latency(result, plot)
-        result["plot"] = str(written) if written else None
+        result["plot"] = portable_path(written) if written else None
     write_json(result, out)
     for r in result["ratios"]:
         print(

@@ -1,4 +1,4 @@
-"""`shallowpi collect metaworld --tasks mt10 --episodes-per-task 50 --seed 0 --image-size 128
+"""`shallowpi collect --env metaworld --tasks mt10 --demos-per-task 50 --seed 0 --image-size 128
 --cameras corner4,gripperPOV --out DIR`: scripted demonstrations written as a LeRobotDataset v3.0."""
 
 from __future__ import annotations
@@ -6,17 +6,28 @@ from __future__ import annotations
 import argparse
 import json
 
+from shallowpi.commands.options import SIM_WORKERS_HELP, add_old_flag, add_old_positional
+from shallowpi.errors import UserError
+
+ENVS = ("metaworld",)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from shallowpi.sim.collect import CAMERAS
     from shallowpi.sim.collect import CollectConfig as C  # the defaults
     from shallowpi.sim.metaworld_env import STATE_LAYOUTS
 
-    parser.add_argument("env", choices=["metaworld"], help="simulator whose scripted experts to run")
+    parser.add_argument(
+        "--env", choices=ENVS, default="metaworld", help="simulator whose scripted experts to run"
+    )
+    add_old_positional(parser, "env")  # `collect metaworld`, the spelling before --env
     parser.add_argument(
         "--tasks", default="mt10", help="mt10, mt50 or comma-separated task names (default mt10)"
     )
-    parser.add_argument("--episodes-per-task", type=int, default=C.episodes_per_task)
+    parser.add_argument(
+        "--demos-per-task", type=int, default=C.demos_per_task, help="demonstrations collected per task"
+    )
+    add_old_flag(parser, "--episodes-per-task", "demos_per_task")
     parser.add_argument(
         "--seed", type=int, default=C.seed, help="MT1(task, seed) configurations (eval uses 1000)"
     )
@@ -35,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--extra-steps", type=int, default=C.extra_steps, help="frames kept after the first success"
     )
-    parser.add_argument("--workers", type=int, default=C.workers)
+    parser.add_argument("--workers", type=int, default=C.workers, help=SIM_WORKERS_HELP)
     parser.add_argument("--codec", choices=["h264", "av1"], default=C.codec)
     parser.add_argument("--out", required=True, help="output dataset folder (must not exist)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -46,9 +57,11 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.sim import metaworld_env as mw
     from shallowpi.sim.collect import CollectConfig, collect
 
+    if args.env not in ENVS:  # the old positional form has no argparse choices
+        raise UserError(f"unknown env {args.env!r}; expected one of {', '.join(ENVS)}")
     cfg = CollectConfig(
         tasks=mw.resolve_tasks(args.tasks),
-        episodes_per_task=args.episodes_per_task,
+        demos_per_task=args.demos_per_task,
         seed=args.seed,
         image_size=args.image_size,
         cameras=mw.check_cameras([c.strip() for c in args.cameras.split(",") if c.strip()]),
@@ -58,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         codec=args.codec,
     )
+    cfg.validate()  # before the simulator starts
     summary = collect(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     return 0

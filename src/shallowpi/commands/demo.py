@@ -1,8 +1,9 @@
 """`shallowpi demo`: the whole Shallow-π story on a CPU in one command.
 
-    shallowpi demo                      # bundled Meta-World teacher, ~5 min on a 2-core CPU
-    shallowpi demo --quick              # CI size, about a minute
-    shallowpi demo --teacher PATH --out outputs/demo --tasks reach,drawer-close --episodes 5 --steps 400
+    shallowpi demo                      # bundled Meta-World teacher, minutes on a CPU
+    shallowpi demo --quick              # CI size
+    shallowpi demo --teacher PATH --out outputs/demo --tasks reach,drawer-close --episodes-per-task 5 \
+        --steps 400
 
 Stages: teacher -> collect demonstrations (seed 0) -> distil an L6 student (task + KD + attention) -> evaluate
 teacher and student on held-out setups (seed 1000) -> benchmark both in one process -> table + report
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from shallowpi.atomic import write_json_atomic, write_text_atomic
+from shallowpi.commands.options import SIM_WORKERS_HELP, add_old_flag, check_out_folder, positive_float
 from shallowpi.errors import UserError
 
 # Three tasks the bundled teacher solves (100 / 100 / 97 % on 100 held-out episodes each): the demo shows what
@@ -26,15 +28,14 @@ DEFAULT_TASKS = "reach,drawer-close,window-close"
 
 @dataclass
 class DemoSizes:
-    """Defaults: 4 min 51 s on a 2-core CPU (limit 15); `quick` for CI (< 90 s). Measured with the bundled
-    69.2 % teacher on the 3 default tasks, 10 episodes each: teacher 100 %, L6 student (1,500 steps) 86.7 %
-    (reach 60, drawer-close 100, window-close 100) at 3.0x the teacher's speed."""
+    """Defaults: sized for a 2-core CPU within the demo's time limit (README, "The Meta-World study and the
+    demo", has the measured time and success rates); `quick` for CI."""
 
     tasks: str = DEFAULT_TASKS
-    demos: int = 10  # collected episodes per task
+    demos_per_task: int = 10  # collected demonstrations per task
     steps: int = 1500  # distillation steps
     batch_size: int = 16
-    episodes: int = 10  # held-out eval episodes per task and policy
+    episodes_per_task: int = 10  # held-out eval episodes per task and policy
     max_steps: int = 200
     bench_iters: int = 30
     workers: int = 2
@@ -43,10 +44,10 @@ class DemoSizes:
 
 QUICK = DemoSizes(
     tasks="reach",
-    demos=1,
+    demos_per_task=1,
     steps=2,
     batch_size=4,
-    episodes=1,
+    episodes_per_task=1,
     max_steps=10,
     bench_iters=20,
     workers=1,
@@ -62,31 +63,56 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="outputs/demo", help="output folder (data, student, evals, report)")
     p.add_argument("--quick", action="store_true", help="CI size: 1 task, 1 demo, 2 steps, 1 short episode")
     p.add_argument("--tasks", default=None, help=f"Meta-World tasks (default {d.tasks}; mt10 for all ten)")
-    p.add_argument("--demos", type=int, default=None, help=f"demonstrations per task (default {d.demos})")
     p.add_argument(
-        "--episodes", type=int, default=None, help=f"eval episodes per task (default {d.episodes})"
+        "--demos-per-task",
+        type=int,
+        default=None,
+        help=f"demonstrations collected per task (default {d.demos_per_task})",
     )
+    p.add_argument(
+        "--episodes-per-task",
+        type=int,
+        default=None,
+        help=f"eval episodes per task and policy (default {d.episodes_per_task})",
+    )
+    add_old_flag(p, "--demos", "demos_per_task")
+    add_old_flag(p, "--episodes", "episodes_per_task")
     p.add_argument("--steps", type=int, default=None, help=f"distillation steps (default {d.steps})")
     p.add_argument(
         "--batch-size", type=int, default=None, help=f"distillation batch (default {d.batch_size})"
     )
     p.add_argument("--max-steps", type=int, default=None, help=f"eval episode cap (default {d.max_steps})")
     p.add_argument("--depth", type=int, default=6, help="student layers in both stacks (default 6)")
-    p.add_argument("--lr", type=float, default=2e-4, help="peak distillation learning rate (the study's)")
-    p.add_argument("--workers", type=int, default=None, help="sim worker processes (default 2; --quick 1)")
+    p.add_argument(
+        "--lr", type=positive_float, default=2e-4, help="peak distillation learning rate (the study's)"
+    )
+    p.add_argument("--workers", type=int, default=None, help=f"{SIM_WORKERS_HELP} (default 2; --quick 1)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: cores; --quick 1)")
 
 
 def _sizes(args: argparse.Namespace) -> DemoSizes:
+    from shallowpi.sim.metaworld_env import MAX_PATH_LENGTH
+
     s = QUICK if args.quick else DemoSizes()
     s = DemoSizes(**vars(s))
-    for name in ("tasks", "demos", "episodes", "steps", "batch_size", "max_steps", "workers", "threads"):
+    for name in (
+        "tasks",
+        "demos_per_task",
+        "episodes_per_task",
+        "steps",
+        "batch_size",
+        "max_steps",
+        "workers",
+        "threads",
+    ):
         v = getattr(args, name)
         if v is not None:
             setattr(s, name, v)
-    for name in ("demos", "episodes", "steps", "batch_size", "max_steps", "workers"):
+    for name in ("demos_per_task", "episodes_per_task", "steps", "batch_size", "max_steps", "workers"):
         if getattr(s, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(s, name)}")
+    if s.max_steps > MAX_PATH_LENGTH:  # checked by eval too, but only after collecting and distilling
+        raise UserError(f"--max-steps must be <= {MAX_PATH_LENGTH} (Meta-World's limit), got {s.max_steps}")
     return s
 
 
@@ -114,11 +140,13 @@ class _Stages:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from shallowpi.paths import portable_path
     from shallowpi.sim import metaworld_env as mw
     from shallowpi.study import pipeline
     from shallowpi.study.workspace import Schedule, Workspace
 
     sizes = _sizes(args)
+    check_out_folder(args.out)
     if sizes.threads is not None and sizes.threads < 1:
         raise UserError(f"--threads must be >= 1, got {sizes.threads}")
     tasks = mw.resolve_tasks(sizes.tasks)
@@ -130,7 +158,9 @@ def run(args: argparse.Namespace) -> int:
     teacher = pipeline.teacher_info(teacher_path)
     if not 1 <= args.depth < teacher.depth:
         raise UserError(f"--depth must be in [1, {teacher.depth - 1}] (below the teacher's {teacher.depth})")
-    ws = Workspace(out, tag="demo", in_process=True)  # the study's pipeline, run in this process
+    ws = Workspace(
+        out, tag="demo", in_process=True, progress=True
+    )  # a person watches the demo  # the study's pipeline, run in this process
     teacher_link = ws.link("teacher", teacher_path)  # bench names runs by folder name
     st.done(
         f"{teacher.variant}, {teacher.depth} layers, cameras {','.join(teacher.cameras)}, "
@@ -138,15 +168,18 @@ def run(args: argparse.Namespace) -> int:
     )
 
     data = out / "data"
-    st.start("collect", f"{sizes.demos} scripted demonstration(s) x {len(tasks)} task(s), seed 0 -> {data}")
+    st.start(
+        "collect",
+        f"{sizes.demos_per_task} scripted demonstration(s) x {len(tasks)} task(s), seed 0 -> {data}",
+    )
     ws.collect(
         data,
         tasks=",".join(tasks),
-        episodes_per_task=sizes.demos,
+        demos_per_task=sizes.demos_per_task,
         image_size=teacher.image_size,
         cameras=teacher.cameras,
         state=teacher.state_layout,
-        workers=min(sizes.workers, len(tasks) * sizes.demos),
+        workers=min(sizes.workers, len(tasks) * sizes.demos_per_task),
         overwrite=True,  # the demo's sizes may have changed since the last run in this folder
     )
     info = json.loads((data / "meta" / "info.json").read_text())
@@ -167,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = pipeline.EvalSpec(
         tasks=tasks,
-        episodes_per_task=sizes.episodes,
+        episodes_per_task=sizes.episodes_per_task,
         image_size=teacher.image_size,
         max_steps=sizes.max_steps,
         workers=sizes.workers,
@@ -175,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     )
     st.start(
         "eval",
-        f"teacher and student, {sizes.episodes} held-out episode(s) x {len(tasks)} task(s) "
+        f"teacher and student, {sizes.episodes_per_task} held-out episode(s) x {len(tasks)} task(s) "
         f"(seed {spec.seed}, <= {sizes.max_steps} steps)",
     )
     infos = {}
@@ -199,39 +232,41 @@ def run(args: argparse.Namespace) -> int:
     st.done("done")
 
     st.start("report", str(out / "demo.md"))
+    from shallowpi.study import plots as study_plots
     from shallowpi.study import report as study_report
+    from shallowpi.study import results as study_results
 
     results = [
-        study_report.PolicyResult(
+        study_results.PolicyResult(
             "teacher",
             f"teacher L{teacher.depth}",
             teacher.depth,
             "teacher",
             pipeline.success_by_task(infos["teacher"]),
-            sizes.episodes,
+            sizes.episodes_per_task,
         ),
-        study_report.PolicyResult(
+        study_results.PolicyResult(
             name,
             f"L{args.depth} task+KD+attn ({sizes.steps} steps)",
             args.depth,
             "student",
             pipeline.success_by_task(infos[name]),
-            sizes.episodes,
+            sizes.episodes_per_task,
         ),
     ]
-    study_report.attach_bench(results, bench)
-    png = study_report.plot_pareto(results, out / "demo_pareto.png", title="shallowpi demo (CPU)")
+    study_results.attach_bench(results, bench)
+    png = study_plots.plot_pareto(results, out / "demo_pareto.png", title="shallowpi demo (CPU)")
     commands = ws.ran
     md = study_report.render_markdown(
         "shallowpi demo",
         results,
         tasks,
         settings={
-            "teacher": str(teacher_path),
+            "teacher": portable_path(teacher_path),
             "tasks": ",".join(tasks),
-            "demonstrations per task": sizes.demos,
+            "demonstrations per task": sizes.demos_per_task,
             "distillation": f"{sizes.steps} steps x batch {sizes.batch_size}, lr {args.lr}",
-            "eval": f"{sizes.episodes} episodes per task, seed {spec.seed}, max {sizes.max_steps} steps",
+            "eval": f"{sizes.episodes_per_task} episodes per task, seed {spec.seed}, max {sizes.max_steps} steps",
             "bench": f"{bench['environment']['torch_threads']} torch threads, {sizes.bench_iters} calls, "
             f"{bench['settings']['num_steps']} Euler steps",
             "wall time": f"{st.total_s:.0f} s",

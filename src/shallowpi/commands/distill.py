@@ -12,23 +12,35 @@ from __future__ import annotations
 
 import argparse
 
+from shallowpi.commands.options import add_old_flag, flag_type, int_list, positive_int
 from shallowpi.commands.training_args import add_training_arguments
-from shallowpi.distill.steps import StepDistillConfig
+from shallowpi.distill.losses import LossWeights, parse_attn_pairs
+from shallowpi.distill.step_distill import StepDistillConfig
 from shallowpi.errors import UserError
+
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"teacher": "policy", "student": "policy", "dataset": "dataset"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="teacher pretrained_model folder (LeRobot layout)")
-    p.add_argument("--depth", type=int, default=None, help="student depth (layer map round(linspace))")
-    p.add_argument("--layers", default=None, help="explicit teacher layers, e.g. 0,3,7,10,14,17")
     p.add_argument(
-        "--vlm-layers",
+        "--depth", type=positive_int, default=None, help="student depth (layer map round(linspace))"
+    )
+    p.add_argument(
+        "--layers", type=int_list, default=None, help="explicit teacher layers, e.g. 0,3,7,10,14,17"
+    )
+    p.add_argument(
+        "--backbone-layers",
+        type=int_list,
         default=None,
         help="backbone's own teacher layers, e.g. 0,1,2,3,4,5 (the authors' released initialisation, a "
         "baseline); default: the same layers as the expert",
     )
+    add_old_flag(p, "--vlm-layers", "backbone_layers", type=int_list)  # the spelling before --backbone-layers
     p.add_argument(
         "--weights",
+        type=flag_type(LossWeights.parse),
         default=None,
         help="loss weights, e.g. task=1,kd=1,attn=1 (default; attn=1 is a placeholder until the study tunes "
         "it); not used by step distillation",
@@ -36,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("step distillation (fewer denoising steps)")
     g.add_argument(
         "--num-steps",
-        type=int,
+        type=positive_int,
         default=None,
         help="distil a K-step student (uniform grid); its config.json records the schedule",
     )
@@ -49,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--target-steps",
-        type=int,
+        type=positive_int,
         default=None,
         help="Euler steps of the target over [1, 0] (default: its config's, 10)",
     )
@@ -61,6 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--attn-layers",
+        type=flag_type(parse_attn_pairs),
         default=None,
         help="attention-KD (student:teacher) layer pairs, e.g. 3:10 (default: the middle student layer)",
     )
@@ -68,26 +81,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shallowpi.commands.training_args import make_source, setup_threads, train_config
-    from shallowpi.distill.losses import DistillLossConfig, LossWeights, parse_attn_pairs
+    from shallowpi.commands.training_args import (
+        check_training_args,
+        make_source,
+        setup_threads,
+        train_config,
+    )
+    from shallowpi.distill.losses import DistillLossConfig, check_attn_pairs
     from shallowpi.distill.student import make_student
     from shallowpi.distill.trainer import train
     from shallowpi.model import load_model
+    from shallowpi.paths import portable_path
 
-    setup_threads(args)
+    # Every flag is checked before the teacher is loaded (a full-size one takes a while).
+    check_training_args(args)
     cfg = train_config(args)
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    layers = args.layers  # parsed by options.int_list, like --backbone-layers
     grid = step_grid(args)
     if grid is None and args.student is not None:
         raise UserError("--student is for step distillation; add --num-steps K")
-    if args.student is not None and (args.depth is not None or layers is not None or args.vlm_layers):
-        raise UserError("give --student or --depth/--layers/--vlm-layers, not both")
+    if grid is None and args.target_steps is not None:
+        raise UserError("--target-steps is for step distillation; add --num-steps K")
+    if args.student is not None and (args.depth is not None or layers is not None or args.backbone_layers):
+        raise UserError("give --student or --depth/--layers/--backbone-layers, not both")
     if args.student is None and args.depth is None and layers is None:
         raise UserError("give --depth N or --layers i,j,...")
-    teacher = load_model(args.teacher, dtype="float32")
     if grid is not None:
         if args.weights is not None or args.attn_layers is not None:
             raise UserError("--weights / --attn-layers do not apply to step distillation")
+        if args.fsdp or args.gradient_checkpointing:
+            raise UserError(
+                "step distillation does not support --fsdp or --gradient-checkpointing (it trains through "
+                "the cached-prefix sampler, not the joint pass)"
+            )
+    setup_threads(args)
+    teacher = load_model(args.teacher, dtype="float32")
+    if grid is not None:
         loss_cfg = StepDistillConfig(
             grid=grid,
             target_steps=args.target_steps or teacher.config.num_inference_steps,
@@ -95,14 +124,15 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         loss_cfg = DistillLossConfig(
-            weights=LossWeights.parse(args.weights) if args.weights else LossWeights(),
-            attn_pairs=parse_attn_pairs(args.attn_layers) if args.attn_layers else None,
+            weights=args.weights or LossWeights(),  # parsed by LossWeights.parse
+            attn_pairs=args.attn_layers,  # parsed by parse_attn_pairs
         )
     if args.student is not None:
         student = load_model(args.student, dtype="float32").train()
     else:
-        vlm_layers = [int(x) for x in args.vlm_layers.split(",")] if args.vlm_layers else None
-        student = make_student(teacher, depth=args.depth, layers=layers, vlm_layers=vlm_layers)
+        student = make_student(teacher, depth=args.depth, layers=layers, vlm_layers=args.backbone_layers)
+    if args.attn_layers is not None and loss_cfg.weights.attn > 0:  # before the dataset is read
+        check_attn_pairs(args.attn_layers, student.config.depth, teacher.config.depth)
     source, write_extra = make_source(args, teacher.config, processor_dir=args.student or args.teacher)
     final = train(
         student,
@@ -112,13 +142,13 @@ def run(args: argparse.Namespace) -> int:
         teacher=teacher,
         resume=args.resume,
         write_extra=write_extra,
-        run_info={
+        run_info={  # paths as results record them (shallowpi.paths)
             "command": "distill",
-            "teacher": str(args.teacher),
-            "dataset": args.dataset,
+            "teacher": portable_path(args.teacher),
+            "dataset": portable_path(args.dataset),
             "layer_map": student.config.layer_map,
             "vlm_layer_map": student.config.vlm_layer_map,
-            "student": args.student,
+            "student": portable_path(args.student),
             "time_grid": grid,
         },
     )

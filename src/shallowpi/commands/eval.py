@@ -14,7 +14,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from shallowpi.commands.options import add_device_argument, add_num_steps_argument
+from shallowpi.commands.options import (
+    add_device_argument,
+    add_num_steps_argument,
+    check_device,
+    check_out_folder,
+    positive_int,
+)
+
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"policy": "policy"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-action-steps", type=int, default=C.n_action_steps, help="actions run per chunk (default: all)"
     )
-    parser.add_argument("--workers", type=int, default=C.workers)
+    parser.add_argument("--workers", type=int, default=C.workers, help="simulator worker processes")
     parser.add_argument(
-        "--image-size", type=int, default=None, help="render size (default: the policy's input size)"
+        "--image-size", type=positive_int, default=None, help="render size (default: the policy's input size)"
     )
     add_device_argument(parser)
     parser.add_argument(
@@ -83,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         n_action_steps=args.n_action_steps,
         workers=args.workers,
         image_size=args.image_size,
-        device=args.device,
+        device=check_device(args.device),
         num_steps=args.num_steps,
         blank_images=args.blank_images,
         video_dir=args.video,
@@ -92,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
     )
     cfg.validate()
+    check_out_folder(args.out)
+    check_out_folder(args.video, "--video")
     out = Path(args.out) if args.out else Path("outputs/eval") / Path(args.policy).resolve().name
     run_ = evaluate(cfg, out, progress=not args.no_progress)
     overall = run_.info["overall"]

@@ -12,6 +12,9 @@ import time
 
 from shallowpi.commands.options import add_num_steps_argument
 
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"policy": "policy"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", required=True, help="pretrained folder (config.json + model.safetensors)")
@@ -32,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser, help="Euler denoising steps recorded in the manifest (default: the model config's)"
     )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="PaliGemma SentencePiece tokenizer.model for LeRobot folders that ship none "
+        "(default: the local Hugging Face cache)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
     )
     start = time.monotonic()
-    out = export_policy(args.policy, args.out, opts)
+    out = export_policy(args.policy, args.out, opts, tokenizer=args.tokenizer)
     print(f"shallowpi export: wrote {out} ({time.monotonic() - start:.1f} s)")
     return 0

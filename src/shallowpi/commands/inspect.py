@@ -1,4 +1,4 @@
-"""`shallowpi inspect PATH`: what a checkpoint holds, without running it."""
+"""`shallowpi inspect --policy PATH`: what a checkpoint holds, without running it."""
 
 from __future__ import annotations
 
@@ -9,17 +9,26 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from shallowpi.commands.options import add_old_positional, require
 from shallowpi.data.lerobot_processor import describe
 from shallowpi.model.checkpoint import WEIGHTS_NAME, validate_checkpoint
 
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"policy": "policy"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="pretrained folder (config.json + model.safetensors)")
+    parser.add_argument("--policy", default=None, help="pretrained folder (config.json + model.safetensors)")
+    add_old_positional(parser, "policy")  # `inspect PATH`, the spelling before --policy
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
 
 
-def _group(key: str) -> str:
+def _group(key: str, untied: bool = False) -> str:
+    """The component a key belongs to; `untied`: the folder holds embed_tokens and lm_head both (LeRobot
+    0.6), so the lm_head is a tensor of its own that π models never use."""
     key = key.removeprefix("model.")
+    if untied and "paligemma.lm_head" in key:
+        return "lm_head (unused)"
     for marker, name in (
         ("vision_tower", "vision"),
         ("multi_modal_projector", "projector"),
@@ -43,12 +52,14 @@ def summarise(path: Path) -> dict:
     n_keys = 0
     if weights.is_file():
         with safe_open(str(weights), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+            keys = list(f.keys())  # noqa: SIM118 (safe_open is not a dict)
+            untied = {_group(k) for k in keys} >= {"embedding", "embedding (tied lm_head)"}
+            for key in keys:
                 sl = f.get_slice(key)
                 numel = 1
                 for s in sl.get_shape():
                     numel *= s
-                params[_group(key)] += numel
+                params[_group(key, untied)] += numel
                 dtypes[str(sl.get_dtype())] += 1
                 n_keys += 1
     return {
@@ -74,7 +85,7 @@ def summarise(path: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = summarise(Path(args.path))
+    info = summarise(Path(require(args, "policy")))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

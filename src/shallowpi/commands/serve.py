@@ -16,7 +16,7 @@ import asyncio
 import logging
 import signal
 
-from shallowpi.commands.options import DEVICE_HELP, add_num_steps_argument
+from shallowpi.commands.options import DEVICE_HELP, add_num_steps_argument, check_device, port, positive_int
 from shallowpi.errors import UserError
 from shallowpi.serve.obs_mapping import PRESETS
 
@@ -31,6 +31,10 @@ def _positive_mb(text: str) -> float:
     return mb
 
 
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"policy": "policy"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy", required=True, help="pretrained folder (model + processor), e.g. a student"
@@ -43,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument(
-        "--port", type=int, default=8000, help="TCP port (openpi's default 8000; 0 = any free)"
+        "--port", type=port, default=8000, help="TCP port (openpi's default 8000; 0 = any free)"
     )
     parser.add_argument("--device", default=None, help=DEVICE_HELP + "; torch backend only")
     parser.add_argument("--default-prompt", default=None, help="task text used when a request has no prompt")
@@ -62,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch CPU threads (default: torch's; 1 can cut tail latency "
         "when clients share the server's cores)",
@@ -110,13 +114,20 @@ def _load_policy(args: argparse.Namespace):
     )
     if args.backend == "onnxruntime":
         if args.device is not None:
-            raise ValueError("--device is for the torch backend; onnxruntime runs on its CPU provider here")
+            raise UserError("--device is for the torch backend; onnxruntime runs on its CPU provider here")
         from shallowpi.onnx_runtime.policy import OnnxPolicy  # numpy + onnxruntime only
 
-        return OnnxPolicy.from_exported(args.policy, threads=args.threads, num_steps=args.num_steps, **common)
+        return OnnxPolicy.from_exported(
+            args.policy,
+            threads=args.threads,
+            num_steps=args.num_steps,
+            truncate_prompt=args.truncate_prompt or None,
+            **common,
+        )
     from shallowpi.data.lerobot_processor import use_tokenizer
     from shallowpi.serve.policy import PiPolicy  # imports torch: only when serving
 
+    device = check_device(args.device)
     use_tokenizer(args.tokenizer)  # LeRobot folders ship no tokenizer
 
     if args.threads:
@@ -125,7 +136,7 @@ def _load_policy(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     return PiPolicy.from_pretrained(
         args.policy,
-        device=args.device,
+        device=device,
         num_steps=args.num_steps,
         truncate_prompt=args.truncate_prompt or None,
         **common,

@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import argparse
 
+from shallowpi.commands.options import camera_map, check_input_file, positive_int
 
-def _camera_map(text: str) -> dict[str, str]:
-    out = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if "=" not in part:
-            raise ValueError(f"--camera-map wants INPUT_KEY=MODEL_SLOT pairs, got {part!r}")
-        k, v = part.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+# also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
+HUB_IDS = {"policy": "policy"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,10 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder to write (LeRobot pretrained_model layout)")
     p.add_argument(
         "--camera-map",
+        type=camera_map,
         default=None,
-        help="replace the camera map: INPUT_KEY=MODEL_SLOT,... (e.g. observation.image=observation.images.base_0_rgb)",
+        help="replace the camera map: CAMERA_KEY=MODEL_SLOT,... (e.g. observation.image=observation.images.base_0_rgb)",
     )
-    p.add_argument("--n-action-steps", type=int, default=None, help="actions LeRobot runs per chunk")
+    p.add_argument("--n-action-steps", type=positive_int, default=None, help="actions LeRobot runs per chunk")
     p.add_argument("--tokenizer", default=None, help="SentencePiece file for folders that ship none")
     p.add_argument("--overwrite", action="store_true")
 
@@ -40,10 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from shallowpi.lerobot_export import export_lerobot
 
+    check_input_file(args.tokenizer, "--tokenizer")  # given, it must exist (read only for LeRobot folders)
     out = export_lerobot(
         args.policy,
         args.out,
-        camera_map=_camera_map(args.camera_map) if args.camera_map else None,
+        camera_map=args.camera_map,
         n_action_steps=args.n_action_steps,
         tokenizer=args.tokenizer,
         overwrite=args.overwrite,

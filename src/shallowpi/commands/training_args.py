@@ -6,9 +6,18 @@ import argparse
 import os
 from pathlib import Path
 
-from shallowpi.commands.options import add_device_argument
-from shallowpi.distill.data import ProcessedSource, SyntheticSource
-from shallowpi.distill.dataset_fit import build_preprocessor
+from shallowpi.commands.options import (
+    DATA_WORKERS_HELP,
+    add_device_argument,
+    camera_map,
+    check_device,
+    check_input_file,
+    check_out_folder,
+    nonnegative_int,
+    positive_int,
+)
+from shallowpi.distill import checkpointing as ckpt
+from shallowpi.distill.data import SyntheticSource
 from shallowpi.distill.schedule import ScheduleConfig
 from shallowpi.distill.trainer import TrainConfig
 from shallowpi.errors import MissingFileError, UserError
@@ -32,7 +41,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--grad-accum", type=int, default=t.grad_accum, help="gradient accumulation steps")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoints/last")
-    p.add_argument("--seed", type=int, default=t.seed)
+    p.add_argument("--seed", type=nonnegative_int, default=t.seed)
     p.add_argument("--lr", type=float, default=s.peak_lr, help="peak learning rate")
     p.add_argument("--end-lr", type=float, default=s.end_lr)
     p.add_argument("--warmup-steps", type=int, default=s.warmup_steps)
@@ -45,18 +54,22 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--freeze-vision", action="store_true", help="do not train the vision tower")
     p.add_argument("--fsdp", action="store_true", help="FSDP2 (fully_shard) instead of DDP under torchrun")
-    p.add_argument("--num-workers", type=int, default=t.num_workers, help="DataLoader workers")
+    p.add_argument("--num-workers", type=int, default=t.num_workers, help=DATA_WORKERS_HELP)
     p.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (if installed)")
     p.add_argument("--no-progress", action="store_true")
     add_device_argument(p)
     p.add_argument("--tokenizer", default=None, help="SentencePiece model (default: shipped test-bed one)")
     p.add_argument(
         "--camera-map",
+        type=camera_map,
         default=None,
         help="dataset camera -> model slot, e.g. observation.images.image=observation.images.base_0_rgb,...",
     )
     p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (fixed for reproducible CPU runs)"
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch CPU threads (fixed for reproducible CPU runs)",
     )
     p.add_argument(
         "--truncate-prompt",
@@ -64,6 +77,25 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         help="cut prompts longer than the model reads (pi05: the task text, never the state) instead of "
         "failing; saved with the model's processor",
     )
+
+
+def check_training_args(args: argparse.Namespace) -> None:
+    """What train and distill can check before loading a model: the device, the paths, --resume / --fsdp, the
+    dataset's name (the numbers are checked by TrainConfig / ScheduleConfig, built next)."""
+    check_device(args.device)
+    check_out_folder(args.out)
+    check_input_file(args.tokenizer, "--tokenizer")
+    # the trainer refuses these too, but only after the models are built (a full-size teacher takes a while)
+    if args.resume and ckpt.last_checkpoint(args.out) is None:
+        raise MissingFileError(f"--resume: no checkpoint in {Path(args.out) / ckpt.CHECKPOINTS}")
+    if args.fsdp and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # the CLI never joins a group itself
+        raise UserError("--fsdp needs several processes (launch with torchrun)")
+    if args.dataset.startswith(SYNTHETIC):
+        n = args.dataset[len(SYNTHETIC) :]
+        if not n.isdigit():
+            raise UserError(f"--dataset {args.dataset}: expected synthetic:N with N a number of examples")
+    elif not os.path.isdir(args.dataset):
+        raise MissingFileError(f"--dataset {args.dataset}: no such folder")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -98,45 +130,20 @@ def setup_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def parse_camera_map(text: str | None) -> dict[str, str] | None:
-    if not text:
-        return None
-    out = {}
-    for part in text.split(","):
-        src, sep, slot = part.partition("=")
-        if not sep:
-            raise UserError(f"bad --camera-map entry {part!r}; expected DATASET_CAMERA=MODEL_SLOT")
-        out[src.strip()] = slot.strip()
-    return out
-
-
 def make_source(args: argparse.Namespace, config: PiConfig, processor_dir: str | Path | None):
-    """-> (example source, write_extra for saved models or None)."""
+    """-> (example source, write_extra for saved models or None); `check_training_args` ran first."""
     if args.dataset.startswith(SYNTHETIC):
-        n = args.dataset[len(SYNTHETIC) :]
-        if not n.isdigit():
-            raise UserError(f"--dataset {args.dataset}: expected synthetic:N with N a number of examples")
-        return SyntheticSource(config, num_samples=int(n), seed=args.seed), None
-    from shallowpi.data.lerobot_dataset import LeRobotDataset
-    from shallowpi.data.processor import save_processor
+        n = int(args.dataset[len(SYNTHETIC) :])
+        return SyntheticSource(config, num_samples=n, seed=args.seed), None
+    from shallowpi.distill.source import dataset_source
 
-    if not os.path.isdir(args.dataset):
-        raise MissingFileError(f"--dataset {args.dataset}: no such folder")
-    dataset = LeRobotDataset(args.dataset, chunk_size=config.chunk_size)
-    pre = build_preprocessor(
+    source = dataset_source(
+        args.dataset,
         config,
-        dataset,
-        processor_dir=processor_dir,
+        processor=processor_dir,
         tokenizer=args.tokenizer,
-        camera_map=parse_camera_map(args.camera_map),
+        camera_map=args.camera_map,  # parsed by options.camera_map
         dataset_stats=getattr(args, "dataset_stats", False),
+        truncate_prompt=getattr(args, "truncate_prompt", False),
     )
-    if getattr(args, "truncate_prompt", False):
-        pre.config.truncate_prompt = True
-    for task in sorted(set(dataset.tasks.values())):  # at start-up, not at the first batch that has it
-        pre.check_prompt(task)
-
-    def write_extra(directory: Path) -> None:  # stats + tokenizer travel with every saved model
-        save_processor(directory, pre.config, pre.raw_stats, pre.tokenizer)
-
-    return ProcessedSource(dataset, pre), write_extra
+    return source, source.save_processor

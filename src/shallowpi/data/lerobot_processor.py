@@ -26,23 +26,28 @@ cache (`<hub cache>/models--google--paligemma-3b-pt-224/snapshots/*/tokenizer.mo
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from shallowpi.atomic import write_atomic
 from shallowpi.data import transforms
 from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig
+from shallowpi.data.processor_files import (
+    POSTPROCESSOR_JSON,
+    PREPROCESSOR_JSON,
+    flatten_stats,
+    read_json,
+    unflatten_stats,
+)
 from shallowpi.data.stats import Stats
 from shallowpi.data.tokenizer import Tokenizer
 from shallowpi.errors import MissingFileError, UserError
+from shallowpi.observation import Observation
 
-PREPROCESSOR_JSON = "policy_preprocessor.json"
-POSTPROCESSOR_JSON = "policy_postprocessor.json"
 TOKENIZER_ENV = "SHALLOWPI_TOKENIZER"
 PALIGEMMA = "google/paligemma-3b-pt-224"
 PLUGIN_PRE = "shallowpi_preprocessor"
@@ -113,10 +118,7 @@ def tokenizer_from_bytes(data: bytes) -> Tokenizer:
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{hashlib.sha256(data).hexdigest()[:16]}.model"
     if not path.is_file():
-        fd, tmp = tempfile.mkstemp(dir=root, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
     return Tokenizer(path)
 
 
@@ -124,19 +126,10 @@ def tokenizer_bytes(tok: Tokenizer) -> torch.Tensor:
     return torch.frombuffer(bytearray(tok.path.read_bytes()), dtype=torch.uint8).clone()  # [n_bytes]
 
 
-def _flat(stats: dict[str, dict], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    return {
-        f"{feat}.{name}": torch.as_tensor(np.asarray(v, dtype=np.float32)).reshape(-1).contiguous()
-        for feat in keys
-        for name, v in (stats.get(feat) or {}).items()
-        if name != "count"
-    }
-
-
 def plugin_pre_state(pre: Preprocessor) -> dict[str, torch.Tensor]:
     """State file of the plugin's `shallowpi_preprocessor` step: flat stats + the tokenizer's bytes."""
     c = pre.config
-    out = _flat({c.state_key: pre.state_stats, c.action_key: pre.action_stats}, (c.state_key, c.action_key))
+    out = flatten_stats({c.state_key: pre.state_stats, c.action_key: pre.action_stats})
     out[TOKENIZER_KEY] = tokenizer_bytes(pre.tokenizer)
     return out
 
@@ -144,15 +137,36 @@ def plugin_pre_state(pre: Preprocessor) -> dict[str, torch.Tensor]:
 def plugin_post_state(post: Postprocessor) -> dict[str, torch.Tensor]:
     """State file of the plugin's `shallowpi_postprocessor` step: the action stats."""
     key = post.config.action_key
-    return _flat({key: post.action_stats}, (key,))
+    return flatten_stats({key: post.action_stats})
+
+
+# Observation field -> key in LeRobot's transition: the plugin's preprocessor hands the model's Observation
+# to LeRobot as plain tensors (its device step moves those), and the plugin's policy reads it back.
+PLUGIN_OBSERVATION_KEYS = {
+    "images": "observation.shallowpi.images",  # [B, n_slots, 3, S, S] in [-1, 1]
+    "image_masks": "observation.shallowpi.image_masks",  # [B, n_slots]
+    "tokens": "observation.shallowpi.tokens",  # [B, L]
+    "token_masks": "observation.shallowpi.token_masks",  # [B, L]
+    "state": "observation.state",  # [B, max_state_dim], normalised, zero-padded
+}
+
+
+def plugin_observation(obs: Observation) -> dict[str, torch.Tensor]:
+    """`obs` as the plugin's preprocessor writes it into LeRobot's transition."""
+    return {key: getattr(obs, name) for name, key in PLUGIN_OBSERVATION_KEYS.items()}
+
+
+def observation_from_plugin(batch: Mapping[str, torch.Tensor]) -> Observation:
+    """The Observation in a batch the plugin's preprocessor produced (the plugin policy's input)."""
+    missing = [key for key in PLUGIN_OBSERVATION_KEYS.values() if key not in batch]
+    if missing:
+        raise KeyError(f"batch lacks {missing}: was it made by the {PLUGIN_PRE} processor step?")
+    return Observation(**{name: batch[key] for name, key in PLUGIN_OBSERVATION_KEYS.items()})
 
 
 # ------------------------------------------------------------------------------------------ reading
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ProcessorFormatError(f"{path} is not valid JSON: {e}") from e
+    data = read_json(path, ProcessorFormatError)
     if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
         raise ProcessorFormatError(f"{path} is not a LeRobot processor file (no 'steps' list)")
     return data
@@ -180,13 +194,7 @@ def _state(folder: Path, step: dict, where: str) -> dict[str, torch.Tensor]:
 
 
 def _unflatten(flat: dict[str, torch.Tensor]) -> Stats:
-    out: Stats = {}
-    for key, v in flat.items():
-        if key == TOKENIZER_KEY:
-            continue
-        feat, name = key.rsplit(".", 1)
-        out.setdefault(feat, {})[name] = v.double().numpy().reshape(-1).astype(np.float64)
-    return out
+    return unflatten_stats(flat, skip=(TOKENIZER_KEY,))  # the plugin's state file holds the tokenizer too
 
 
 def _feature_key(cfg: dict, kind: str, where: str) -> str | None:

@@ -9,103 +9,42 @@ One example (`Preprocessor.__call__`):
      "tokens": long [L], "token_masks": bool [L], "state": float [max_state_dim] (normalised, zero-padded),
      "actions": float [chunk, max_action_dim] (normalised, zero-padded; only if the sample has actions),
      "action_is_pad": bool [chunk]}
-`collate` stacks examples along a new batch dim; `model_inputs(batch, variant)` splits a batch into the
-keyword arguments of `PiModel.sample_actions` / `PiModel.loss`.
+`collate` stacks examples along a new batch dim into the model's input, a `shallowpi.Observation`;
+`collate_actions` stacks their action chunks (training).
+
+The rules themselves (settings, prompt building and fitting, state bins, normalisation constants and
+arithmetic, camera routing, sample checks) are `processor_spec`'s, written once without torch and shared
+with the ONNX runner's numpy processor; this module adds torch tensors and augmentation (saving and reading them: `processor_files`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import shutil
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
-
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from shallowpi.atomic import write_atomic, write_json_atomic
-from shallowpi.cameras import DEFAULT_CAMERAS
+from shallowpi.data import processor_spec as spec
 from shallowpi.data import transforms
-from shallowpi.data.prompt import pi0_prompt, pi05_prompt
+from shallowpi.data.processor_spec import (  # the torch-free specification; named here for torch callers
+    ProcessorConfig,
+    ProcessorError,
+    PromptTooLongError,
+    Variant,
+)
 from shallowpi.data.stats import Stats
 from shallowpi.data.tokenizer import Tokenizer
-from shallowpi.errors import MissingFileError, UserError
+from shallowpi.errors import UserError
+from shallowpi.observation import Observation
 
-Variant = Literal["pi0", "pi05"]
-PROCESSOR_CONFIG = "shallowpi_processor.json"
-TOKENIZER_FILE = "tokenizer.model"
-PREPROCESSOR_JSON = "policy_preprocessor.json"
-POSTPROCESSOR_JSON = "policy_postprocessor.json"
-
-
-@dataclass
-class ProcessorConfig:
-    variant: Variant = "pi05"
-    camera_map: dict[str, str] = field(default_factory=dict)  # dataset/robot camera key -> model slot
-    cameras: tuple[str, ...] = DEFAULT_CAMERAS  # model slots, in prefix order (the model config's `cameras`)
-    wrist_cameras: tuple[str, ...] = ()  # source keys or slot names that get no crop/rotation
-    image_size: int = 224
-    max_state_dim: int = 32
-    max_action_dim: int = 32
-    chunk_size: int = 50
-    tokenizer_max_length: int | None = None  # None: LeRobot's default, 48 (pi0) / 200 (pi05)
-    state_norm: transforms.NormMode | None = (
-        None  # None: MEAN_STD for pi0, QUANTILES for pi05 (LeRobot defaults)
-    )
-    action_norm: transforms.NormMode | None = None
-    state_dim: int | None = None  # real dims; None: taken from the stats
-    action_dim: int | None = None
-    state_key: str = "observation.state"  # stats feature names
-    action_key: str = "action"
-    # π0.5 prompt state: openpi and LeRobot after 0.4.4 discretise the unpadded state (S numbers); LeRobot
-    # 0.4.4 padded it to max_state_dim first (32 numbers, padded zeros -> bin 128). Default: unpadded; set
-    # True to reproduce checkpoints fine-tuned with LeRobot 0.4.4.
-    pad_state_in_prompt: bool = False
-    # π0 prompt: openpi's cleaning (strip, "_" -> " ") + "\n" (default), or, as LeRobot's π0 pipeline
-    # (pi0_new_line_processor), the task as given + "\n" (set by the reader of LeRobot's folders).
-    clean_pi0_task: bool = True
-    # A prompt longer than tokenizer_max_length is an error naming its token count. True: cut it to fit,
-    # as LeRobot does silently; π0.5 cuts the task text only, never the state that follows it.
-    truncate_prompt: bool = False
-
-    def __post_init__(self):
-        if self.variant not in ("pi0", "pi05"):
-            raise UserError(f"unknown variant {self.variant!r}; choose 'pi0' or 'pi05'")
-        self.cameras = tuple(self.cameras)
-        self.wrist_cameras = tuple(self.wrist_cameras)
-        default_norm = "MEAN_STD" if self.variant == "pi0" else "QUANTILES"
-        self.state_norm = self.state_norm or default_norm
-        self.action_norm = self.action_norm or default_norm
-        for name in ("state_norm", "action_norm"):
-            if getattr(self, name) not in transforms.NORM_MODES:
-                raise UserError(f"{name}={getattr(self, name)!r}; choose from {transforms.NORM_MODES}")
-        if self.tokenizer_max_length is None:
-            self.tokenizer_max_length = 48 if self.variant == "pi0" else 200
-        bad = [s for s in self.camera_map.values() if s not in self.cameras]
-        if bad:
-            raise UserError(
-                f"camera_map targets unknown model slot {bad[0]!r}; model slots: {list(self.cameras)}"
-            )
-        if len(set(self.camera_map.values())) != len(self.camera_map):
-            raise UserError(f"camera_map sends two cameras to one slot: {self.camera_map}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ProcessorConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:  # a typo or a newer shallowpi's field: silently dropping it would change the inputs
-            raise UserError(f"unknown ProcessorConfig fields: {sorted(unknown)}")
-        return cls(**d)
-
-
-class PromptTooLongError(UserError):
-    """The prompt has more tokens than the model reads, and truncation was not asked for."""
+__all__ = [
+    "Postprocessor",
+    "Preprocessor",
+    "ProcessorConfig",
+    "ProcessorError",
+    "PromptTooLongError",
+    "Variant",
+    "collate",
+    "collate_actions",
+]
 
 
 def _stats_tensors(stats: Stats, key: str) -> dict[str, torch.Tensor]:
@@ -115,50 +54,33 @@ def _stats_tensors(stats: Stats, key: str) -> dict[str, torch.Tensor]:
 
 
 def _check_stats(stats: dict[str, torch.Tensor], key: str, mode: str, dim: int) -> None:
-    need = {"MEAN_STD": ("mean", "std"), "QUANTILES": ("q01", "q99"), "IDENTITY": ()}[mode]
-    for name in need:
-        if name in stats and not bool(torch.isfinite(stats[name]).all()):
-            bad = (~torch.isfinite(stats[name])).nonzero().flatten().tolist()
-            raise UserError(
-                f"normalisation statistic {key}.{name} holds non-finite values (nan/inf at index "
-                f"{', '.join(map(str, bad[:8]))}): refusing stats that would make every action non-finite"
-            )
-        if name not in stats:
-            hint = " (run `shallowpi compute-stats DATASET` to add quantiles)" if name.startswith("q") else ""
-            raise UserError(
-                f"{mode} normalisation of {key!r} needs stat {name!r}, which the stats lack{hint}"
-            )
-        if stats[name].numel() != dim:
-            raise UserError(f"stats {key}.{name} have {stats[name].numel()} values, expected {dim}")
+    spec.check_stats({k: v.numpy() for k, v in stats.items()}, key, mode, dim)
 
 
 def _infer_dim(stats: dict[str, torch.Tensor], given: int | None, key: str) -> int:
-    if given is not None:
-        return given
-    for name in ("mean", "q01", "min"):
-        if name in stats:
-            return stats[name].numel()
-    raise UserError(f"cannot tell the dim of {key!r}: no stats for it and no dim given in ProcessorConfig")
+    return spec.feature_dim({k: v.numpy() for k, v in stats.items()}, given, key)
 
 
 def image_to_chw(img, name: str) -> torch.Tensor:
     """Any camera frame -> float [3, H, W] in [0, 1]. Accepts torch/numpy, uint8/float, CHW/HWC."""
     x = torch.from_numpy(np.ascontiguousarray(img)) if isinstance(img, np.ndarray) else torch.as_tensor(img)
-    if x.ndim != 3 or 3 not in (x.shape[0], x.shape[-1]):
-        raise UserError(
-            f"camera {name!r}: expected an RGB image [3,H,W] or [H,W,3], got shape {tuple(x.shape)}"
-        )
-    if x.shape[0] != 3:
+    if spec.image_layout(tuple(x.shape), name):
         x = x.permute(2, 0, 1)  # HWC -> CHW
     if x.dtype not in (torch.uint8, torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        raise UserError(f"camera {name!r}: expected uint8 or float pixels, got {x.dtype}")
+        raise ProcessorError(f"camera {name!r}: expected uint8 or float pixels, got {x.dtype}")
     return transforms.to_float_image(x)
 
 
 def _vector(x, name: str, dim: int) -> torch.Tensor:
     v = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x).float()
     if v.shape[-1] != dim:
-        raise UserError(f"{name} has dim {v.shape[-1]}, expected {dim}")
+        raise ProcessorError(f"{name} has dim {v.shape[-1]}, expected {dim}")
+    return v
+
+
+def _state(x, dim: int) -> torch.Tensor:
+    v = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x).float()
+    spec.check_state(tuple(v.shape), dim)
     return v
 
 
@@ -183,18 +105,12 @@ class Preprocessor:
         self, images: dict, train: bool, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        unknown = [k for k in images if k not in c.camera_map]
-        if unknown:
-            raise UserError(f"unknown camera {unknown[0]!r}; the processor maps {sorted(c.camera_map)}")
         out, masks = [], []
-        for slot in c.cameras:
-            src = self.slot_source.get(slot)
+        for slot, src in zip(c.cameras, spec.camera_sources(c, images, c.cameras), strict=True):
             if src is None:  # no camera for this slot: image -1 everywhere, masked out of attention
                 out.append(torch.full((3, c.image_size, c.image_size), -1.0))
                 masks.append(False)
                 continue
-            if src not in images:
-                raise UserError(f"missing camera {src!r} (model slot {slot!r}); got {sorted(images)}")
             img = transforms.resize_with_pad(
                 image_to_chw(images[src], src), c.image_size
             )  # [3, S, S] in [0, 1]
@@ -209,19 +125,11 @@ class Preprocessor:
         self, sample: dict, *, train: bool = False, generator: torch.Generator | None = None
     ) -> dict:
         c = self.config
-        for key in ("images", "state", "task"):
-            if key not in sample:
-                raise UserError(f"sample lacks {key!r} (has {sorted(sample)})")
-        if not isinstance(sample["task"], str):
-            raise UserError(f"task must be a string, got {type(sample['task']).__name__}")
+        spec.check_sample(sample)
         images, image_masks = self._images(sample["images"], train, generator)
-        state = transforms.normalize(
-            _vector(sample["state"], "state", self.state_dim), self.state_stats, c.state_norm
-        )
+        state = transforms.normalize(_state(sample["state"], self.state_dim), self.state_stats, c.state_norm)
         padded_state = transforms.pad_vector(state, c.max_state_dim)  # [max_state_dim]
-        tokens, token_masks = self.prompt_tokens(
-            sample["task"], padded_state if c.pad_state_in_prompt else state
-        )  # [L], [L]
+        tokens, token_masks = self.prompt_tokens(sample["task"], state)  # [L], [L]
         out = {
             "images": images,
             "image_masks": image_masks,
@@ -246,95 +154,43 @@ class Preprocessor:
             )
         return out
 
-    def model_inputs(self, batch: dict) -> dict:
-        return model_inputs(batch, self.config.variant)
-
     @property
     def max_task_chars(self) -> int:
-        """Longest task text that can fit the prompt (no token stands for more characters than this
-        tokenizer's longest piece); checked before tokenising, so a huge prompt costs nothing."""
-        return self.config.tokenizer_max_length * self.tokenizer.max_piece_chars
+        """Longest task text that can fit the prompt (`processor_spec.max_task_chars`)."""
+        return spec.max_task_chars(self.config, self.tokenizer.max_piece_chars)
 
     def check_task(self, task: str) -> None:
         """A task too long to ever fit the prompt is refused without tokenising it (unless truncating)."""
-        limit = self.max_task_chars
-        if not self.config.truncate_prompt and len(task) > limit:
-            raise PromptTooLongError(
-                f"the task is {len(task)} characters, more than a {self.config.tokenizer_max_length}-token "
-                f"prompt can hold (at most {limit} characters); shorten it or ask for truncation "
-                "(truncate_prompt / --truncate-prompt)"
-            )
+        spec.check_task(task, self.config, self.tokenizer.max_piece_chars)
 
     def check_prompt(self, task: str) -> None:
         """PromptTooLongError now if `task` cannot fit (unless truncating), with a state of 3-digit bins: a
         start-up check over a dataset's tasks (the state in a sample's prompt is rarely longer)."""
-        state = torch.full((self.state_dim,), 0.99)  # [S] normalised: bin 254
-        if self.config.pad_state_in_prompt:
-            state = transforms.pad_vector(state, self.config.max_state_dim)
-        self.prompt_tokens(task, state)
+        self.prompt_tokens(task, np.full(self.state_dim, 0.99, np.float32))  # [S] normalised: bin 254
 
-    def prompt_tokens(self, task: str, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The π0 / π0.5 prompt as (ids [L], mask [L]); `state` is the normalised state π0.5 writes into it.
-
-        Too long: PromptTooLongError naming the token count and the limit, or with `truncate_prompt` the
-        prompt cut to fit (π0: the last tokens, as LeRobot; π0.5: the end of the task, so the state and
-        "Action: " always stay whole).
-        """
-        c, tok = self.config, self.tokenizer
-        limit = c.tokenizer_max_length
-        self.check_task(task)
-        task = task[: self.max_task_chars]  # truncating: text past this can never be kept anyway
-        if c.variant == "pi05":
-            build = lambda t: pi05_prompt(t, state)  # noqa: E731
-        elif c.clean_pi0_task:
-            build = pi0_prompt
-        else:  # LeRobot's π0 pipeline: the task as given + "\n"
-            build = lambda t: t if t.endswith("\n") else t + "\n"  # noqa: E731
-        ids = tok.encode(build(task), add_bos=True)
-        if len(ids) <= limit:
-            return tok.pad(ids, limit)
-        if not c.truncate_prompt:
-            raise PromptTooLongError(
-                f"the prompt is {len(ids)} tokens, more than the limit of {limit} (tokenizer_max_length) for "
-                f"task {task[:60]!r}{'...' if len(task) > 60 else ''}; shorten the task or ask for truncation "
-                "(truncate_prompt / --truncate-prompt)"
-            )
-        if c.variant == "pi0":
-            return tok.pad(ids[:limit], limit)
-        if len(tok.encode(build(""), add_bos=True)) > limit:
-            raise PromptTooLongError(
-                f"the pi05 prompt without any task is {len(tok.encode(build(''), add_bos=True))} tokens "
-                f"(the state takes them), more than the limit of {limit}: raise tokenizer_max_length"
-            )
-        lo, hi = 0, len(task)  # characters of the task kept; `lo` always fits
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if len(tok.encode(build(task[:mid]), add_bos=True)) <= limit:
-                lo = mid
-            else:
-                hi = mid - 1
-        return tok.pad(tok.encode(build(task[:lo]), add_bos=True), limit)
+    def prompt_tokens(self, task: str, state) -> tuple[torch.Tensor, torch.Tensor]:
+        """The π0 / π0.5 prompt as (ids [L], mask [L]); `state` is the normalised, unpadded state [S] π0.5
+        writes into it. Built, fitted (refused, or cut with `truncate_prompt`) and padded by
+        `processor_spec.prompt_ids`."""
+        tokens, mask = spec.prompt_ids(task, state, self.config, self.tokenizer)
+        return torch.from_numpy(tokens), torch.from_numpy(mask)
 
 
-def collate(examples: list[dict]) -> dict:
-    """Stack examples: images [B, n_slots, 3, H, W], tokens [B, L], state [B, D], actions [B, chunk, A], ..."""
-    keys = examples[0].keys()
-    return {k: torch.stack([e[k] for e in examples]) for k in keys}
+def collate(examples: list[dict]) -> Observation:
+    """Stack examples (`Preprocessor.__call__`) into the model's input: images [B, n_slots, 3, H, W],
+    image_masks [B, n_slots], tokens / token_masks [B, L], state [B, max_state_dim] (π0.5 ignores it)."""
+
+    def stack(key: str) -> torch.Tensor:
+        return torch.stack([e[key] for e in examples])
+
+    return Observation(
+        stack("images"), stack("image_masks"), stack("tokens"), stack("token_masks"), stack("state")
+    )
 
 
-def model_inputs(batch: dict, variant: Variant) -> dict:
-    """Batch -> kwargs of PiModel.sample_actions / loss (add `actions=batch["actions"]` for the loss).
-
-    π0.5 gets state=None: its state is already in the prompt.
-    """
-    n_slots = batch["images"].shape[1]
-    return {
-        "images": [batch["images"][:, i] for i in range(n_slots)],  # n_slots x [B, 3, H, W]
-        "img_masks": [batch["image_masks"][:, i] for i in range(n_slots)],  # n_slots x [B]
-        "tokens": batch["tokens"],  # [B, L]
-        "token_masks": batch["token_masks"],  # [B, L]
-        "state": batch["state"] if variant == "pi0" else None,  # [B, max_state_dim]
-    }
+def collate_actions(examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack training examples' targets: actions [B, chunk, max_action_dim], action_is_pad [B, chunk]."""
+    return torch.stack([e["actions"] for e in examples]), torch.stack([e["action_is_pad"] for e in examples])
 
 
 class Postprocessor:
@@ -353,170 +209,3 @@ class Postprocessor:
             x[..., : self.action_dim].float(), self.action_stats, self.config.action_norm
         )
         return x.numpy() if is_numpy else x
-
-
-# ------------------------------------------------------------------------------------------ persistence
-def _flat_stats(stats: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {
-        f"{feat}.{name}": v.contiguous()
-        for feat, d in stats.items()
-        for name, v in d.items()
-        if name != "count"
-    }
-
-
-def _unflatten(flat: dict[str, torch.Tensor]) -> Stats:
-    out: Stats = {}
-    for key, v in flat.items():
-        feat, name = key.rsplit(".", 1)
-        out.setdefault(feat, {})[name] = v.numpy().astype(np.float64)
-    return out
-
-
-def _norm_step(config: ProcessorConfig, state_file: str, registry_name: str, output_only: bool) -> dict:
-    feats = {config.action_key: {"type": "ACTION", "shape": [config.action_dim]}}
-    if not output_only:
-        feats = {config.state_key: {"type": "STATE", "shape": [config.state_dim]}, **feats}
-    return {
-        "registry_name": registry_name,
-        "config": {
-            "eps": transforms.EPS,
-            "features": feats,
-            "norm_map": {"VISUAL": "IDENTITY", "STATE": config.state_norm, "ACTION": config.action_norm},
-        },
-        "state_file": state_file,
-    }
-
-
-def save_processor(
-    directory: str | Path, config: ProcessorConfig, stats: Stats, tokenizer: Tokenizer
-) -> None:
-    """Write the processors into a LeRobot `pretrained_model` folder (files replaced atomically).
-
-    LeRobot-style: policy_preprocessor.json + policy_preprocessor_step_<i>_normalizer_processor.safetensors and
-    policy_postprocessor.json + policy_postprocessor_step_0_unnormalizer_processor.safetensors (stats as flat
-    keys `observation.state.mean`, `action.q01`, ...); ours: shallowpi_processor.json and tokenizer.model.
-    """
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    pre = Preprocessor(config, stats, tokenizer)  # validates config + stats together
-    config = dataclasses.replace(config, state_dim=pre.state_dim, action_dim=pre.action_dim)
-    norm_stats = _flat_stats({config.state_key: pre.state_stats, config.action_key: pre.action_stats})
-    post_stats = _flat_stats({config.action_key: pre.action_stats})
-    tok_step = {
-        "registry_name": "tokenizer_processor",
-        "config": {
-            "max_length": config.tokenizer_max_length,
-            "padding_side": "right",
-            "padding": "max_length",
-            "truncation": True,
-            "tokenizer_file": TOKENIZER_FILE,
-        },
-    }
-    if config.variant == "pi05":  # LeRobot's pi05 order: normalise, then put the state into the prompt
-        steps = [
-            {"registry_name": "rename_observations_processor", "config": {"rename_map": config.camera_map}},
-            {"registry_name": "to_batch_processor", "config": {}},
-            None,
-            {
-                "registry_name": "pi05_prepare_state_tokenizer_processor_step",
-                "config": {"max_state_dim": config.max_state_dim, "pad_state": config.pad_state_in_prompt},
-            },
-            tok_step,
-            {"registry_name": "device_processor", "config": {}},
-        ]
-        norm_index = 2
-    else:  # LeRobot's pi0 order: newline, tokenizer, device, then normalise
-        steps = [
-            {"registry_name": "rename_observations_processor", "config": {"rename_map": config.camera_map}},
-            {"registry_name": "to_batch_processor", "config": {}},
-            {"registry_name": "pi0_new_line_processor", "config": {}},
-            tok_step,
-            {"registry_name": "device_processor", "config": {}},
-            None,
-        ]
-        norm_index = 5
-    pre_file = f"policy_preprocessor_step_{norm_index}_normalizer_processor.safetensors"
-    steps[norm_index] = _norm_step(config, pre_file, "normalizer_processor", output_only=False)
-    post_file = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
-    post_steps = [
-        _norm_step(config, post_file, "unnormalizer_processor", output_only=True),
-        {"registry_name": "device_processor", "config": {"device": "cpu"}},
-    ]
-
-    write_atomic(d / pre_file, lambda p: save_file(norm_stats, p))
-    write_atomic(d / post_file, lambda p: save_file(post_stats, p))
-    write_atomic(d / TOKENIZER_FILE, lambda p: shutil.copyfile(tokenizer.path, p))
-    write_json_atomic(d / PREPROCESSOR_JSON, {"name": "policy_preprocessor", "steps": steps}, indent=2)
-    write_json_atomic(d / POSTPROCESSOR_JSON, {"name": "policy_postprocessor", "steps": post_steps}, indent=2)
-    # Written last: its presence marks a complete save.
-    write_json_atomic(
-        d / PROCESSOR_CONFIG,
-        {"config": config.to_dict(), "tokenizer_file": TOKENIZER_FILE, "normalizer_file": pre_file},
-        indent=2,
-    )
-
-
-def has_processor(directory: str | Path) -> bool:
-    """Whether `directory` carries a processor: shallowpi's own files or LeRobot's policy_preprocessor.json."""
-    d = Path(directory)
-    return (d / PROCESSOR_CONFIG).is_file() or (d / PREPROCESSOR_JSON).is_file()
-
-
-def read_processor(directory: str | Path) -> tuple[Preprocessor, Postprocessor]:
-    """The processors `save_processor` wrote into `directory`. A folder with LeRobot's processor files only
-    needs the model's config.json as well: `shallowpi.pretrained.load_processor` reads either layout."""
-    d = Path(directory)
-    path = d / PROCESSOR_CONFIG
-    if not path.is_file():
-        if (d / PREPROCESSOR_JSON).is_file():
-            raise MissingFileError(
-                f"no {PROCESSOR_CONFIG} in {d}, only LeRobot's {PREPROCESSOR_JSON}: read it with "
-                "shallowpi.pretrained.load_processor (it needs the folder's config.json)"
-            )
-        raise MissingFileError(
-            f"no processor in {d}: neither {PROCESSOR_CONFIG} (shallowpi) nor {PREPROCESSOR_JSON} (LeRobot)"
-        )
-    meta = _read_json(path)
-    config = ProcessorConfig.from_dict(meta["config"])
-    for name in (meta["normalizer_file"], meta["tokenizer_file"]):
-        if not (d / name).is_file():
-            raise MissingFileError(f"processor file missing: {d / name}")
-    stats = _unflatten(load_file(str(d / meta["normalizer_file"])))
-    tokenizer = Tokenizer(d / meta["tokenizer_file"])
-    pre = Preprocessor(config, stats, tokenizer)
-    return pre, Postprocessor(config, _postprocessor_stats(d, pre))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from e
-
-
-def _postprocessor_stats(d: Path, pre: Preprocessor) -> Stats:
-    """The unnormaliser's own statistics file (what LeRobot reads), checked equal to the preprocessor's
-    action statistics: two copies that disagree would unnormalise with numbers training never saw."""
-    path = d / POSTPROCESSOR_JSON
-    if not path.is_file():
-        raise MissingFileError(f"processor file missing: {path}")
-    steps = _read_json(path).get("steps", [])
-    files = [
-        s["state_file"]
-        for s in steps
-        if s.get("registry_name") == "unnormalizer_processor" and "state_file" in s
-    ]
-    if len(files) != 1 or not (d / files[0]).is_file():
-        raise MissingFileError(f"{path} names no unnormalizer statistics file that exists in {d}")
-    post = _unflatten(load_file(str(d / files[0])))
-    key = pre.config.action_key
-    ours = {k: v.numpy() for k, v in pre.action_stats.items()}
-    theirs = {k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in post.get(key, {}).items()}
-    for name in sorted(set(ours) | set(theirs)):
-        if name not in theirs or name not in ours or not np.array_equal(ours[name], theirs[name]):
-            raise UserError(
-                f"the postprocessor's statistic {key}.{name} ({files[0]}) differs from the preprocessor's "
-                f"(or one lacks it): the two statistics files of {d} must agree"
-            )
-    return post

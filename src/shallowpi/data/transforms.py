@@ -1,6 +1,7 @@
 """Tensor transforms shared by training, evaluation and serving.
 
-- normalise / unnormalise state and actions (LeRobot's MEAN_STD and QUANTILES formulas, or IDENTITY);
+- normalise / unnormalise state and actions (LeRobot's MEAN_STD and QUANTILES formulas, or IDENTITY; the
+  constants and arithmetic are `processor_spec`'s, which the ONNX runner shares);
 - resize-with-pad to the model resolution and [0, 1] -> [-1, 1];
 - openpi-style training augmentation, driven only by the `torch.Generator` passed in (deterministic);
 - zero-padding of state/action vectors to the model's max dims.
@@ -10,52 +11,50 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shallowpi.data import processor_spec as spec
+from shallowpi.data.processor_spec import EPS, NORM_MODES, NormMode
 from shallowpi.errors import UserError
 
-NormMode = Literal["MEAN_STD", "QUANTILES", "IDENTITY"]
-NORM_MODES = ("MEAN_STD", "QUANTILES", "IDENTITY")
-EPS = 1e-8  # LeRobot's eps (openpi uses 1e-6)
+__all__ = [
+    "EPS",
+    "NORM_MODES",
+    "NormMode",
+    "augment_image",
+    "normalize",
+    "pad_vector",
+    "resize_with_pad",
+    "to_float_image",
+    "to_signed",
+    "unnormalize",
+]
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
 
 
-def _stat(stats: Mapping[str, object], name: str, like: torch.Tensor) -> torch.Tensor:
-    if name not in stats:
-        hint = " (run `shallowpi compute-stats DATASET` to add quantiles)" if name.startswith("q") else ""
-        raise UserError(f"normalisation needs stat {name!r}, which the stats lack{hint}")
-    return torch.as_tensor(np.asarray(stats[name]), dtype=like.dtype, device=like.device).reshape(-1)
+def _terms(stats: Mapping[str, object], mode: str, like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`processor_spec.norm_terms` in x's dtype (bf16: computed in fp32, then cast) on x's device."""
+    terms = spec.norm_terms(
+        {k: np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in stats.items()},
+        mode,
+        _NUMPY_DTYPES.get(like.dtype, np.float32),
+    )
+    return {k: torch.as_tensor(v, device=like.device).to(like.dtype) for k, v in terms.items()}
 
 
 def normalize(x: torch.Tensor, stats: Mapping[str, object], mode: NormMode) -> torch.Tensor:
-    """x [..., D] -> normalised [..., D]. MEAN_STD: (x-mean)/(std+eps); QUANTILES: to [-1, 1] over [q01, q99]."""
-    if mode == "IDENTITY":
-        return x
-    if mode == "MEAN_STD":
-        return (x - _stat(stats, "mean", x)) / (_stat(stats, "std", x) + EPS)
-    if mode == "QUANTILES":
-        lo, hi = _stat(stats, "q01", x), _stat(stats, "q99", x)
-        denom = hi - lo
-        denom = torch.where(denom == 0, torch.full_like(denom, EPS), denom)  # eps only where q01 == q99
-        return 2 * (x - lo) / denom - 1  # no clipping, as LeRobot
-    raise UserError(f"unknown normalisation mode {mode!r}; choose from {NORM_MODES}")
+    """x [..., D] -> normalised [..., D]. MEAN_STD: (x-mean)/(std+eps); QUANTILES: to [-1, 1] over [q01, q99].
+    The constants and the arithmetic are `processor_spec`'s (the ONNX runner's too)."""
+    return spec.normalize(x, _terms(stats, mode, x), mode)
 
 
 def unnormalize(x: torch.Tensor, stats: Mapping[str, object], mode: NormMode) -> torch.Tensor:
     """Inverse of `normalize`."""
-    if mode == "IDENTITY":
-        return x
-    if mode == "MEAN_STD":
-        return x * (_stat(stats, "std", x) + EPS) + _stat(stats, "mean", x)
-    if mode == "QUANTILES":
-        lo, hi = _stat(stats, "q01", x), _stat(stats, "q99", x)
-        denom = hi - lo
-        denom = torch.where(denom == 0, torch.full_like(denom, EPS), denom)
-        return (x + 1) * denom / 2 + lo
-    raise UserError(f"unknown normalisation mode {mode!r}; choose from {NORM_MODES}")
+    return spec.unnormalize(x, _terms(stats, mode, x), mode)
 
 
 def pad_vector(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -82,12 +81,10 @@ def resize_with_pad(img: torch.Tensor, size: int) -> torch.Tensor:
     h, w = img.shape[-2:]
     if (h, w) == (size, size):
         return img
-    scale = size / max(h, w)
-    rh, rw = max(1, int(h * scale)), max(1, int(w * scale))
+    rh, rw, top, left = spec.resize_geometry(h, w, size)
     lead = img.shape[:-3]
     x = img.reshape(-1, *img.shape[-3:])  # [N, 3, H, W]
     x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False).clamp(0, 1)
-    top, left = (size - rh) // 2, (size - rw) // 2
     x = F.pad(x, (left, size - rw - left, top, size - rh - top), value=0.0)  # [N, 3, size, size]
     return x.reshape(*lead, 3, size, size)
 

@@ -15,72 +15,27 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import tempfile
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shallowpi.atomic import write_json_atomic
+from shallowpi.atomic import publish_dir, temp_dir_beside, write_json_atomic
 from shallowpi.data.stats import aggregate_stats, image_stats, stats_to_json, vector_stats
-from shallowpi.errors import UserError
+from shallowpi.data.video_encoder import ENCODERS, VideoEncoder, VideoSpec
+from shallowpi.errors import OutputExistsError, UserError
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000  # files per chunk folder
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-_ENCODERS = {"h264": "libx264", "av1": "libsvtav1"}
 _INDEX_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
-
-
-@dataclass
-class VideoSpec:
-    codec: str = "h264"  # "h264" (libx264) or "av1" (libsvtav1)
-    crf: int = 23
-    gop: int = 2  # keyframe every 2 frames: a random read decodes at most 2 frames
-    pix_fmt: str = "yuv420p"
 
 
 def _chunk_file(n: int) -> tuple[int, int]:
     return n // CHUNKS_SIZE, n % CHUNKS_SIZE
-
-
-class _VideoFile:
-    """One growing mp4 for one camera; frame n is shown at n / fps seconds."""
-
-    def __init__(self, path: Path, width: int, height: int, fps: int, spec: VideoSpec):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.n = path, 0
-        self.container = av.open(str(path), "w")
-        options = {"crf": str(spec.crf), "g": str(spec.gop)}
-        if spec.codec == "h264":
-            options["bf"] = "0"
-        elif spec.codec == "av1":
-            options = {"crf": str(spec.crf), "g": str(spec.gop), "preset": "12"}
-        self.stream = self.container.add_stream(_ENCODERS[spec.codec], rate=fps, options=options)
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, spec.pix_fmt
-        self.stream.codec_context.time_base = Fraction(1, fps)
-
-    def write(self, frames: np.ndarray) -> None:  # frames: uint8 [T, H, W, 3]
-        for rgb in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts = self.n
-            self.n += 1
-            for packet in self.stream.encode(frame):
-                self.container.mux(packet)
-
-    def size_mb(self) -> float:
-        return self.path.stat().st_size / 1e6 if self.path.exists() else 0.0
-
-    def close(self) -> None:
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
-        self.container.close()
 
 
 def _vector_feature(names: list[str]) -> dict:
@@ -129,13 +84,14 @@ class LeRobotDatasetWriter:
     ):
         self.root = Path(root)
         if self.root.exists() and not overwrite:
-            raise FileExistsError(f"output folder already exists: {self.root} (pass overwrite to replace it)")
-        if (video or VideoSpec()).codec not in _ENCODERS:
-            raise UserError(
-                f"unknown video codec {(video or VideoSpec()).codec!r}; choose from {sorted(_ENCODERS)}"
+            raise OutputExistsError(
+                f"output folder already exists: {self.root} (pass overwrite to replace it)"
             )
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", suffix=".tmp", dir=self.root.parent))
+        if (video or VideoSpec()).codec not in ENCODERS:
+            raise UserError(
+                f"unknown video codec {(video or VideoSpec()).codec!r}; choose from {sorted(ENCODERS)}"
+            )
+        self.tmp = temp_dir_beside(self.root, suffix=".tmp")  # published by finalize()
         self.fps, self.cameras, self.video = int(fps), dict(cameras), video or VideoSpec()
         self.robot_type = robot_type
         self.data_mb, self.video_mb = data_files_size_in_mb, video_files_size_in_mb
@@ -167,7 +123,7 @@ class LeRobotDatasetWriter:
         self._data_file = 0
         self._data_rows: list[dict[str, np.ndarray]] = []
         self._video_file = dict.fromkeys(self.cameras, 0)
-        self._videos: dict[str, _VideoFile] = {}
+        self._videos: dict[str, VideoEncoder] = {}
         self._finished = False
 
     # --------------------------------------------------------------------------------------- episodes
@@ -242,12 +198,12 @@ class LeRobotDatasetWriter:
         self._roll_files()
         return ep
 
-    def _open_video(self, cam: str) -> _VideoFile:
+    def _open_video(self, cam: str) -> VideoEncoder:
         if cam not in self._videos:
             chunk, file = _chunk_file(self._video_file[cam])
             path = self.tmp / VIDEO_PATH.format(video_key=cam, chunk_index=chunk, file_index=file)
             h, w = self.cameras[cam]
-            self._videos[cam] = _VideoFile(path, w, h, self.fps, self.video)
+            self._videos[cam] = VideoEncoder(path, w, h, self.fps, self.video)
         return self._videos[cam]
 
     def _roll_files(self) -> None:
@@ -376,10 +332,7 @@ class LeRobotDatasetWriter:
         self._all_cols = list(self._data_rows_all())
         self._flush_data()
         self._write_meta()
-        if self.root.exists():
-            shutil.rmtree(self.root)
-        self.tmp.chmod(0o755)  # mkdtemp makes it 0700
-        self.tmp.rename(self.root)
+        publish_dir(self.tmp, self.root)
         self._finished = True
         return self.root
 

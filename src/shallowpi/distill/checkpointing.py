@@ -18,7 +18,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from shallowpi.atomic import atomic_dir
 from shallowpi.model import PiConfig, PiModel, save_model
 
 CHECKPOINTS = "checkpoints"
@@ -114,8 +114,7 @@ def save_checkpoint(
     root = Path(output_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{step_name(step)}-", dir=root))
-    try:
+    with atomic_dir(final, prefix=f".tmp-{step_name(step)}-") as tmp:  # clean_partial removes leftovers
         with torch.device("meta"):
             model = PiModel(copy.deepcopy(config))
         model.load_state_dict(model_state, strict=True, assign=True)
@@ -132,16 +131,8 @@ def save_checkpoint(
         rng_t, rng_meta = rng_state()
         save_file(rng_t, str(ts / "rng_state.safetensors"), metadata=rng_meta)
         (ts / "training_step.json").write_text(json.dumps(training_step, indent=2) + "\n")
-        if final.exists():  # rerun over an old output folder: move the stale one aside first
-            stale = Path(tempfile.mkdtemp(prefix=f".old-{step_name(step)}-", dir=root))
-            os.replace(final, stale / "x")
-            shutil.rmtree(stale)
-        for d in (tmp, pre, ts):
-            os.chmod(d, 0o755)  # mkdtemp makes 0700 folders; checkpoints are meant to be shared
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        for d in (pre, ts):
+            os.chmod(d, 0o755)  # checkpoints are meant to be shared (atomic_dir opens the top folder)
     link_tmp = root / f".{LAST}.tmp"
     link_tmp.unlink(missing_ok=True)
     os.symlink(final.name, link_tmp)

@@ -7,10 +7,10 @@ micro-batch m of rank r takes the slice [(m·W + r)·b, (m·W + r + 1)·b) of it
 Per-sample randomness (augmentation, flow-matching noise ε and time t) comes from a generator seeded by
 (seed, k), never from a global RNG: DataLoader workers need no seeding and resume needs only the step.
 
-Example contract (shallowpi.data.processor's, plus the flow-matching draws):
+Example contract (shallowpi.data.processor's; a micro-batch of them is collated into a `Batch`):
     images float [n_slots, 3, S, S] in [-1, 1], image_masks bool [n_slots], tokens long [L],
     token_masks bool [L], state float [max_state_dim], actions float [chunk, max_action_dim],
-    action_is_pad bool [chunk], noise float [chunk, max_action_dim], time float [].
+    action_is_pad bool [chunk].
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from shallowpi.data.processor import collate, collate_actions
 from shallowpi.errors import UserError
 from shallowpi.model import PiConfig
 from shallowpi.model.pi import sample_time
+from shallowpi.observation import Observation
 
 
 class ExampleSource(Protocol):
@@ -108,27 +110,23 @@ class MicroBatches(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, j: int) -> dict:
+    def __getitem__(self, j: int) -> Batch:
         step, micro = divmod(j, self.plan.grad_accum)
-        examples = []
+        examples, noise, time = [], [], []
         for k in self.plan.positions(self.start_step + step, micro):
             g = sample_generator(self.plan.seed, k)
-            ex = dict(self.source.example(self.plan.dataset_index(k), g))
-            ex["noise"] = torch.randn(self.noise_shape, generator=g)  # ε, (chunk, max_action_dim)
-            ex["time"] = self.sample_time(g)  # t, ()
-            examples.append(ex)
-        return {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+            examples.append(self.source.example(self.plan.dataset_index(k), g))
+            noise.append(torch.randn(self.noise_shape, generator=g))  # ε, (chunk, max_action_dim)
+            time.append(self.sample_time(g))  # t, ()
+        actions, action_is_pad = collate_actions(examples)
+        return Batch(collate(examples), actions, action_is_pad, torch.stack(noise), torch.stack(time))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Batch:
-    """Model inputs of one (micro-)batch plus the per-sample flow-matching randomness."""
+    """One (micro-)batch: the observation, its action chunks and the per-sample flow-matching randomness."""
 
-    images: list[torch.Tensor]  # per camera slot (B, 3, H, W) in [-1, 1]
-    img_masks: list[torch.Tensor]  # per slot (B,) bool
-    tokens: torch.Tensor  # (B, L) long
-    token_masks: torch.Tensor  # (B, L) bool
-    state: torch.Tensor | None  # (B, S) or None (π0.5 puts the state in the prompt)
+    observation: Observation
     actions: torch.Tensor  # (B, chunk, A) normalised
     action_is_pad: torch.Tensor | None  # (B, chunk) bool
     noise: torch.Tensor  # (B, chunk, max_action_dim)
@@ -138,36 +136,20 @@ class Batch:
         def mv(x):
             return None if x is None else x.to(device, non_blocking=True)
 
-        return Batch(
-            [mv(i) for i in self.images],
-            [mv(m) for m in self.img_masks],
-            mv(self.tokens),
-            mv(self.token_masks),
-            mv(self.state),
-            mv(self.actions),
-            mv(self.action_is_pad),
-            mv(self.noise),
-            mv(self.time),
-        )
+        obs = self.observation.to(device, non_blocking=True)
+        return Batch(obs, mv(self.actions), mv(self.action_is_pad), mv(self.noise), mv(self.time))
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies (the trainer's DataLoader calls this with pin_memory=True)."""
+
+        def pin(x):
+            return None if x is None else x.pin_memory()
+
+        obs = self.observation.pin_memory()
+        return Batch(obs, pin(self.actions), pin(self.action_is_pad), pin(self.noise), pin(self.time))
 
     def __len__(self) -> int:
-        return self.tokens.shape[0]
-
-
-def to_batch(d: dict, variant: str) -> Batch:
-    """Collated dict -> Batch (the model's list-of-slots image layout)."""
-    n_slots = d["images"].shape[1]
-    return Batch(
-        images=[d["images"][:, i] for i in range(n_slots)],  # n_slots x (B, 3, S, S)
-        img_masks=[d["image_masks"][:, i] for i in range(n_slots)],  # n_slots x (B,)
-        tokens=d["tokens"],
-        token_masks=d["token_masks"],
-        state=d["state"] if variant == "pi0" else None,
-        actions=d["actions"],
-        action_is_pad=d.get("action_is_pad"),
-        noise=d["noise"],
-        time=d["time"],
-    )
+        return self.observation.batch_size
 
 
 class SyntheticSource:

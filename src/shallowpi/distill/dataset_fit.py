@@ -47,7 +47,7 @@ def build_preprocessor(
     `dataset_stats` (fine-tuning on a new dataset, as LeRobot's fine-tuning does): keep the folder's camera
     map, tokenizer and prompt settings but normalise with the dataset's stats and its state/action dims.
     """
-    from shallowpi.data.processor import has_processor
+    from shallowpi.data.processor_files import has_processor
     from shallowpi.data.tokenizer import load_tokenizer
     from shallowpi.pretrained import load_processor, processor_config
 

@@ -61,28 +61,28 @@ def velocity_kd_loss(
     return action_error((v_student.float() - v_teacher.detach().float()).pow(2), action_dim, action_is_pad)
 
 
-def action_to_vl_attention(probs: torch.Tensor, prefix_pad: torch.Tensor, chunk: int) -> torch.Tensor:
+def action_to_vl_attention(probs: torch.Tensor, prefix_valid: torch.Tensor, chunk: int) -> torch.Tensor:
     """probs (B, nh, T, T) post-softmax -> (B, nh, chunk, P): action-query rows over the valid VL keys,
     renormalised to sum to 1. Action queries are the last `chunk` rows; VL keys the first P columns (π0's
     state token and the action keys are dropped)."""
-    p_len = prefix_pad.shape[1]
+    p_len = prefix_valid.shape[1]
     a = probs[:, :, -chunk:, :p_len].float()  # (B, nh, chunk, P)
-    a = a * prefix_pad[:, None, None, :].to(a.dtype)
+    a = a * prefix_valid[:, None, None, :].to(a.dtype)
     return a / a.sum(-1, keepdim=True).clamp_min(KL_EPS)
 
 
 def attention_kd_loss(
-    teacher_probs: torch.Tensor, student_probs: torch.Tensor, prefix_pad: torch.Tensor, chunk: int
+    teacher_probs: torch.Tensor, student_probs: torch.Tensor, prefix_valid: torch.Tensor, chunk: int
 ) -> torch.Tensor:
     """Forward KL(teacher ‖ student) of action → VL attention, per head and query, averaged over heads,
-    queries and batch. teacher/student probs (B, nh, T, T); prefix_pad (B, P) valid VL keys."""
+    queries and batch. teacher/student probs (B, nh, T, T); prefix_valid (B, P) valid VL keys."""
     if teacher_probs.shape != student_probs.shape:
         raise UserError(
             f"teacher attention {tuple(teacher_probs.shape)} and student attention "
             f"{tuple(student_probs.shape)} differ: they must see the same inputs and have the same heads"
         )
-    pt = action_to_vl_attention(teacher_probs.detach(), prefix_pad, chunk)  # (B, nh, chunk, P)
-    ps = action_to_vl_attention(student_probs, prefix_pad, chunk)
+    pt = action_to_vl_attention(teacher_probs.detach(), prefix_valid, chunk)  # (B, nh, chunk, P)
+    ps = action_to_vl_attention(student_probs, prefix_valid, chunk)
     kl = (pt * ((pt + KL_EPS).log() - (ps + KL_EPS).log())).sum(-1)  # (B, nh, chunk)
     return kl.mean()
 
@@ -109,6 +109,8 @@ class LossWeights:
             if w < 0:
                 raise UserError(f"loss weight {part!r} is negative")
             setattr(out, name.strip(), w)
+        if out.task == out.kd == out.attn == 0:  # DistillLoss refuses it too; here it costs no model load
+            raise UserError("every loss weight is 0 (task, kd, attn): there is nothing to train on")
         return out
 
 
@@ -169,16 +171,8 @@ class DistillLoss:
             batch.actions.float(), (0, self.max_action_dim - batch.actions.shape[-1])
         )  # (B, chunk, max_action_dim)
         x_t, u_t = PiModel.interpolate(actions, batch.noise, batch.time)
-        inputs = (
-            batch.images,
-            batch.img_masks,
-            batch.tokens,
-            batch.token_masks,
-            x_t,
-            batch.time,
-            batch.state,
-        )
-        v_s, attn_s, prefix_pad = student_forward(*inputs, capture=self.student_capture)
+        inputs = (batch.observation, x_t, batch.time)
+        v_s, attn_s, prefix_valid = student_forward(*inputs, capture=self.student_capture)
         kw = {"action_dim": self.config.action_dim, "action_is_pad": batch.action_is_pad}
         terms: dict[str, torch.Tensor] = {}
         total = v_s.new_zeros(())
@@ -194,7 +188,8 @@ class DistillLoss:
                 total = total + w.kd * terms["kd"]
             if w.attn > 0:
                 kls = [
-                    attention_kd_loss(out_t.attn[t], attn_s[s], prefix_pad, self.chunk) for s, t in self.pairs
+                    attention_kd_loss(out_t.attn[t], attn_s[s], prefix_valid, self.chunk)
+                    for s, t in self.pairs
                 ]
                 terms["attn"] = torch.stack(kls).mean()
                 total = total + w.attn * terms["attn"]

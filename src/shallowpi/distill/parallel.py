@@ -1,12 +1,14 @@
 """Distributed setup (torchrun env), DDP / FSDP2 wrapping and gradient checkpointing of a PiModel.
 
-The model's training pass is `forward_joint`, and inside it each Gemma layer is used through `qkv` and
-`finish`, not `forward`. DDP and FSDP2 hook `forward`, so the joint pass is wrapped in `JointForward`, and
-for FSDP2 the layer methods are registered as forward methods.
+The model's training pass is `forward_joint`, and inside it each Gemma layer is entered through the methods
+`GemmaLayer.ENTRY_METHODS` names (`modulation`, `qkv`, `post_attention`), not `forward`. DDP and FSDP2 hook
+`forward`, so the joint pass is wrapped in `JointForward`, and for FSDP2 `forward_joint` and the layer
+methods are registered as forward methods (each gathers the parameters it reads, then frees them).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -54,7 +56,7 @@ class JointForward(nn.Module):
 
     def forward(self, *inputs, capture=()):
         out = self.model.forward_joint(*inputs, capture=capture)
-        return out.v_t, out.attn, out.prefix_pad
+        return out.v_t, out.attn, out.prefix_valid
 
 
 def never_trained(model: PiModel) -> list[str]:
@@ -95,18 +97,49 @@ def enable_gradient_checkpointing(model: PiModel) -> None:
     model.set_gradient_checkpointing(True)
 
 
+def entry_methods(cls: type[nn.Module]) -> tuple[str, ...]:
+    """The methods through which a layer of class `cls` is entered: its `ENTRY_METHODS` (default `forward`),
+    checked against the class. FSDP2 gathers a sharded layer's parameters only around registered methods, so
+    a public method `cls` defines but does not list, or a listed name that is not a method (a rename), stops
+    sharding here with a message instead of failing (or reading sharded weights) mid-step."""
+    named = tuple(getattr(cls, "ENTRY_METHODS", ("forward",)))
+    public = {n for n, v in vars(cls).items() if inspect.isfunction(v) and not n.startswith("_")}
+    unlisted = sorted(public - set(named))
+    not_methods = [n for n in named if not inspect.isfunction(getattr(cls, n, None))]
+    if unlisted or not_methods:
+        raise RuntimeError(
+            f"{cls.__name__}.ENTRY_METHODS = {named} does not match the class"
+            + (f"; public methods not listed: {unlisted}" if unlisted else "")
+            + (f"; listed but not methods of the class: {not_methods}" if not_methods else "")
+            + ". List every method the model calls on the layer (FSDP2 gathers its parameters around each) "
+            "and make helpers private (_name)."
+        )
+    return named
+
+
+def _shard(layer: nn.Module) -> None:
+    """fully_shard one layer and register each of its entry methods (`forward` is hooked already)."""
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    methods = entry_methods(type(layer))  # before fully_shard swaps in its FSDP subclass
+    fully_shard(layer)
+    for name in methods:
+        if name != "forward":
+            register_fsdp_forward_method(layer, name)
+
+
 def shard_fsdp(model: PiModel, *, frozen: bool = False) -> None:
-    """FSDP2: shard every Gemma / SigLIP layer, then the rest (root). Each Gemma layer is entered through
-    `qkv` and `finish`; both are registered so the layer's parameters are gathered when they run."""
+    """FSDP2: shard every Gemma / SigLIP layer, then the rest (root), which is entered through
+    `forward_joint` (the trainer's student pass and the teacher's pass). Each layer's entry methods are
+    registered, so its parameters are gathered whenever it runs (gradient checkpointing's recompute too).
+    Each entry gathers and frees again: an adaRMS expert layer is gathered three times per forward."""
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     for stack in (model.vlm, model.expert):
         for layer in stack.layers:
-            fully_shard(layer)
-            register_fsdp_forward_method(layer, "qkv")
-            register_fsdp_forward_method(layer, "finish")
-    for layer in model.vision.encoder.layers if hasattr(model.vision, "encoder") else ():
-        fully_shard(layer)
+            _shard(layer)
+    for layer in model.vision.encoder.layers:
+        _shard(layer)
     fully_shard(model)
     register_fsdp_forward_method(model, "forward_joint")
     if frozen:

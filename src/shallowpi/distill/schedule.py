@@ -17,6 +17,16 @@ class ScheduleConfig:
     decay_steps: int | None = None  # step at which the cosine reaches end_lr; None = the run's total steps
     end_lr: float = 2.5e-6
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.peak_lr) and self.peak_lr > 0):
+            raise UserError(f"peak_lr (--lr) must be a finite number > 0, got {self.peak_lr}")
+        if not (math.isfinite(self.end_lr) and self.end_lr >= 0):
+            raise UserError(f"end_lr (--end-lr) must be a finite number >= 0, got {self.end_lr}")
+        if self.warmup_steps < 0:
+            raise UserError(f"warmup_steps (--warmup-steps) must be >= 0, got {self.warmup_steps}")
+        if self.decay_steps is not None and self.decay_steps < 1:
+            raise UserError(f"decay_steps (--decay-steps) must be >= 1, got {self.decay_steps}")
+
 
 def lr_at(step: int, cfg: ScheduleConfig, total_steps: int) -> float:
     """LR for optimizer step `step` (0-based). Warmup rises linearly from peak/(warmup+1) to peak (so the

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from shallowpi.atomic import write_text_atomic
 from shallowpi.device import resolve_device
 from shallowpi.distill import checkpointing as ckpt
-from shallowpi.distill.data import ExampleSource, MicroBatches, StreamPlan, to_batch
+from shallowpi.distill.data import ExampleSource, MicroBatches, StreamPlan
 from shallowpi.distill.losses import DistillLoss, DistillLossConfig
 from shallowpi.distill.parallel import (
     DistInfo,
@@ -48,9 +48,10 @@ from shallowpi.distill.parallel import (
     without_gradient,
 )
 from shallowpi.distill.schedule import ScheduleConfig, make_scheduler
-from shallowpi.distill.steps import StepDistillConfig, StepDistillLoss
+from shallowpi.distill.step_distill import StepDistillConfig, StepDistillLoss
 from shallowpi.errors import MissingFileError, UserError
 from shallowpi.model import PiModel, load_state_dict
+from shallowpi.paths import portable_path
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -86,6 +87,13 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("seed", "num_workers"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.clip_grad_norm) and self.clip_grad_norm > 0):
+            raise UserError(f"clip_grad_norm must be a finite number > 0, got {self.clip_grad_norm}")
 
 
 def _device(cfg: TrainConfig, info: DistInfo) -> torch.device:
@@ -249,7 +257,7 @@ def _setup(
     """Processes, devices, loss, resume state, parallel wrapping, optimizer and data, in the order that makes
     a resumed run continue bit for bit (the RNG state is restored last, just before the loader is iterated)."""
     if isinstance(loss_cfg, StepDistillConfig) and (cfg.fsdp or cfg.gradient_checkpointing):
-        raise ValueError(
+        raise UserError(
             "step distillation does not support --fsdp or --gradient-checkpointing (it trains through the "
             "cached-prefix sampler, not the joint pass)"
         )
@@ -284,9 +292,7 @@ def _setup(
     w = loss_fn.config.weights
     # Attention KD alone: the layers past the captured one get no gradient.
     if isinstance(loss_fn, DistillLoss) and w.task == 0 and w.kd == 0:
-        probe = to_batch(
-            MicroBatches(source, plan, student.config, start_step, start_step + 1)[0], student.config.variant
-        )
+        probe = MicroBatches(source, plan, student.config, start_step, start_step + 1)[0]
         for name in without_gradient(student, loss_fn, probe.to(device)):
             student.get_parameter(name).requires_grad_(False)
     if cfg.gradient_checkpointing:
@@ -320,7 +326,7 @@ def _setup(
     )
     parallel = "fsdp2" if cfg.fsdp else "ddp" if info.enabled else "none"
     train_config = {
-        "train": dataclasses.asdict(cfg),
+        "train": dataclasses.asdict(cfg) | {"output_dir": portable_path(cfg.output_dir)},
         "loss": dataclasses.asdict(loss_cfg),
         "distributed": {"world_size": info.world_size, "parallel": parallel, "device": str(device)},
         **(run_info or {}),
@@ -379,7 +385,7 @@ def _parallel_forward(
 
         def forward(*inputs, capture=()):
             o = student.forward_joint(*inputs, capture=capture)
-            return o.v_t, o.attn, o.prefix_pad
+            return o.v_t, o.attn, o.prefix_valid
 
         return forward
     if info.enabled:
@@ -393,7 +399,7 @@ def _step(run: _Run, step: int, batches, last_saved: Path | None) -> tuple[dict[
     cfg, forward = run.cfg, run.forward
     terms_sum: dict[str, torch.Tensor] = {}
     for micro in range(cfg.grad_accum):
-        batch = to_batch(next(batches), run.student.config.variant).to(run.device)
+        batch = next(batches).to(run.device)
         sync = micro == cfg.grad_accum - 1 or not isinstance(forward, DistributedDataParallel)
         with nullcontext() if sync else forward.no_sync():
             with run.autocast:

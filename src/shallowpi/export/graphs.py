@@ -3,6 +3,7 @@
 gate-up matmul per layer, the softmax scale in q, π0.5's adaRMS of every layer from one matmul).
 
     PrefixGraph:  images, image_masks, tokens, token_masks -> prefix_keys, prefix_values, prefix_mask
+                  (an Observation's fields, as tensors: the exporter traces tensor arguments; `prefix_inputs`)
     DenoiseGraph: x_t, t, prefix_mask, prefix_keys, prefix_values (, state for π0) -> velocity
 
 This is the split `InferenceEngine` uses: the prefix (SigLIP + backbone) runs once per observation, the
@@ -25,12 +26,14 @@ Differences from the engine, all chosen so that one graph runs in onnxruntime an
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from shallowpi.infer.fold import FoldedPi
 from shallowpi.model.pi import PiModel
+from shallowpi.observation import Observation
 
 
 def kv_shape(model: PiModel, batch: int, prefix_len: int) -> tuple[int, ...]:
@@ -88,6 +91,16 @@ class PrefixGraph(nn.Module):
         x, pad = self.folded.prefix_inputs(images, image_masks, tokens, token_masks)  # (B, P, W), (B, P)
         keys, values = self.folded.prefix_kv(x, pad)
         return torch.stack(keys), torch.stack(values), pad  # (D, B, nkv, P, hd) x 2, (B, P)
+
+
+def prefix_inputs(obs: Observation, slots: Sequence[int] | None = None) -> tuple[torch.Tensor, ...]:
+    """`PrefixGraph`'s inputs from an observation, in graph order; `slots`: the exported camera slots'
+    indices into the model's slots (None: all). -> images (B, n_cam, 3, H, W), image_masks (B, n_cam),
+    tokens (B, L), token_masks (B, L)."""
+    images, masks = obs.images, obs.image_masks
+    if slots is not None:
+        images, masks = images[:, list(slots)], masks[:, list(slots)]
+    return images, masks, obs.tokens, obs.token_masks
 
 
 class DenoiseGraph(nn.Module):

@@ -5,15 +5,15 @@
 Layout and manifest: `shallowpi.onnx_runtime.manifest`. Graphs: `shallowpi.export.graphs`.
 
 Exporter: torch.onnx's TorchScript exporter (`dynamo=False`). Both exporters of torch 2.13 give graphs with
-the same static shapes and the same actions (4.8e-7 from the engine on the bundled teacher, fp32, measured
-with both); the TorchScript one exports the two graphs about ten times faster (5 s vs 55-105 s for the
-teacher on 2 CPU cores: torch.export + decompositions + the onnxscript optimizer) and needs no onnxscript.
+the same static shapes and the same actions; the TorchScript one exports the two graphs much faster (no
+torch.export + decompositions + onnxscript optimizer passes) and needs no onnxscript.
 It is deprecated since torch 2.9; should it go, `dynamo=True` (+ onnxscript) in `_export_graph` is the
 switch. The weights are then rewritten as one external-data file per graph (`<graph>.onnx.data`), which
 full-size models need (2 GB protobuf limit) and TensorRT's parser reads.
 
-Nothing half-written is left behind: everything goes to a staging folder beside `out`, which is renamed
-into place at the end (an earlier export in `out` is replaced; any other non-empty folder is refused).
+Nothing half-written is left behind: everything goes to a staging folder beside `out` (`atomic_dir`), which
+is renamed into place at the end (an earlier export in `out` is replaced; any other non-empty folder is
+refused).
 """
 
 from __future__ import annotations
@@ -25,16 +25,23 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from shallowpi.data.processor import PROCESSOR_CONFIG, Postprocessor, Preprocessor, read_processor
+from shallowpi.atomic import atomic_dir
+from shallowpi.data.processor import Postprocessor, Preprocessor
+from shallowpi.data.processor_files import has_processor
+from shallowpi.errors import UserError
 from shallowpi.export.graphs import graphs as folded_graphs
+from shallowpi.export.graphs import prefix_inputs
 from shallowpi.model import PiModel, load_model
 from shallowpi.model.config import PiConfig
+from shallowpi.observation import Observation
 from shallowpi.onnx_runtime.manifest import DTYPES, FORMAT, MANIFEST, VERSION, TensorSpec, write_manifest
+from shallowpi.pretrained import load_processor
 
 TOKENIZER_FILE = "tokenizer.model"
+DEFAULT_OPSET = 18
+MIN_OPSET = 14  # scaled_dot_product_attention
 _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 9: "bool", 6: "int32", 11: "float64"}
 
 
@@ -45,20 +52,45 @@ class ExportOptions:
     prompt_length: int | None = None  # None: the processor's tokenizer_max_length (else the config's)
     cameras: tuple[str, ...] | None = None  # exported slots; None: those the processor feeds (else all)
     num_steps: int | None = None  # Euler steps; None: the model config's
-    opset: int = 18
+    opset: int = DEFAULT_OPSET
 
     def validate(self) -> None:
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+            raise UserError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.prompt_length is not None and self.prompt_length < 1:
-            raise ValueError(f"prompt_length must be >= 1, got {self.prompt_length}")
+            raise UserError(f"prompt_length must be >= 1, got {self.prompt_length}")
         if self.num_steps is not None and self.num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+            raise UserError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.cameras is not None and not self.cameras:
+            raise UserError("cameras: no camera slot given")
+        top = max_opset()
+        if not MIN_OPSET <= self.opset <= top:
+            raise UserError(
+                f"opset must be in [{MIN_OPSET}, {top}] (attention needs {MIN_OPSET}; this torch exports up to "
+                f"{top}), got {self.opset}"
+            )
 
 
-def euler_schedule(config: PiConfig, num_steps: int | None = None) -> dict:
+def max_opset() -> int:
+    """The newest ONNX opset this torch's exporter writes."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET  # private, but there since torch 1.13
+    except ImportError:  # pragma: no cover
+        return DEFAULT_OPSET
+    return ONNX_MAX_OPSET
+
+
+def check_out(out: str | Path) -> Path:
+    """`out` may be new, empty or an earlier export (replaced); any other path is refused."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+        raise UserError(f"{out} exists and is not an earlier export (no {MANIFEST}); choose another --out")
+    return out
+
+
+def euler_time_grid(config: PiConfig, num_steps: int | None = None) -> dict:
     """The model's Euler steps (t_k, dt_k) from t = 1: the same floats as `InferenceEngine` uses.
 
     A config with a recorded sampling grid (`PiConfig.time_grid`, step-distilled students) gives its grid;
@@ -91,20 +123,39 @@ def _slots(config: PiConfig, pre: Preprocessor | None, wanted: tuple[str, ...] |
     if wanted is not None:
         bad = [s for s in wanted if s not in config.cameras]
         if bad or not wanted:
-            raise ValueError(
-                f"--cameras: unknown slot(s) {bad}; the model's slots are {list(config.cameras)}"
-            )
+            raise UserError(f"--cameras: unknown slot(s) {bad}; the model's slots are {list(config.cameras)}")
         return [s for s in config.cameras if s in wanted]  # prefix order is the model's
     if pre is None:
         return list(config.cameras)
     fed = [s for s in config.cameras if s in pre.slot_source]
     if not fed:
-        raise ValueError("the processor feeds no camera slot of the model")
+        raise UserError("the processor feeds no camera slot of the model")
     return fed
 
 
 def _norm_stats(stats: dict[str, torch.Tensor], mode: str) -> dict:
     return {"mode": mode, **{k: v.double().tolist() for k, v in stats.items() if k != "count"}}
+
+
+def manifest_processor(
+    pre: Preprocessor, post: Postprocessor, prompt_length: int, tokenizer_file: str = "tokenizer.model"
+) -> tuple[dict, dict]:
+    """The manifest's "processor" and "normalization" sections: the policy's whole ProcessorConfig (with its
+    real dims and the exported prompt length), which `NumpyProcessor` reads back as a ProcessorConfig, and
+    the statistics."""
+    pc = pre.config
+    proc = {
+        **pc.to_dict(),
+        "state_dim": pre.state_dim,
+        "action_dim": post.action_dim,
+        "tokenizer_max_length": prompt_length,
+        "tokenizer_file": tokenizer_file,
+    }
+    norm = {
+        "state": _norm_stats(pre.state_stats, pc.state_norm),
+        "action": _norm_stats(post.action_stats, pc.action_norm),
+    }
+    return proc, norm
 
 
 def _specs(path: Path, kind: str) -> list[dict]:
@@ -169,9 +220,7 @@ def export_onnx(
     """
     opts = options or ExportOptions()
     opts.validate()
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
-        raise ValueError(f"{out} exists and is not an earlier export (no {MANIFEST}); choose another --out")
+    out = check_out(out)
     cfg = model.config
     if model.compute_dtype != torch.float32:
         raise ValueError("export from an fp32 model (load it without dtype); --dtype float16 casts it here")
@@ -180,21 +229,21 @@ def export_onnx(
     pc = pre.config if pre is not None else None
     prompt_len = opts.prompt_length or (pc.tokenizer_max_length if pc else cfg.tokenizer_max_length)
     if pc is not None and (tuple(pc.cameras) != tuple(cfg.cameras) or pc.image_size != cfg.vision.image_size):
-        raise ValueError("the processor's camera slots / image size do not fit the model")
+        raise UserError("the processor's camera slots / image size do not fit the model")
 
     model = copy.deepcopy(model).eval() if opts.dtype == "float16" and not inplace else model.eval()
     if opts.dtype == "float16":
         cast_half(model)
     b, size, n_cam = opts.batch_size, cfg.vision.image_size, len(slots)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.export.", dir=out.parent))
-    try:
-        prefix_args = (
+    with atomic_dir(out, prefix=f".{out.name}.export.") as stage:
+        example = Observation(
             torch.zeros(b, n_cam, 3, size, size),
             torch.ones(b, n_cam, dtype=torch.bool),
             torch.zeros(b, prompt_len, dtype=torch.long),
             torch.ones(b, prompt_len, dtype=torch.bool),
-        )
+            torch.zeros(b, cfg.max_state_dim),
+        )  # the exported slots only
+        prefix_args = prefix_inputs(example)
         prefix, denoise = folded_graphs(model, release=inplace)  # inplace: one copy, the folded one
         prefix_in = ["images", "image_masks", "tokens", "token_masks"]
         prefix_out = ["prefix_keys", "prefix_values", "prefix_mask"]
@@ -210,7 +259,7 @@ def export_onnx(
         )
         denoise_in = ["x_t", "t", "prefix_mask", "prefix_keys", "prefix_values"]
         if cfg.variant == "pi0":
-            denoise_args += (torch.zeros(b, cfg.max_state_dim),)
+            denoise_args += (example.state,)
             denoise_in.append("state")
         _export_graph(denoise, denoise_args, stage / "denoise.onnx", denoise_in, ["velocity"], opts)
 
@@ -226,17 +275,7 @@ def export_onnx(
         proc_json = norm_json = None
         if pre is not None:
             shutil.copyfile(pre.tokenizer.path, stage / TOKENIZER_FILE)
-            proc_json = {
-                **pc.to_dict(),
-                "state_dim": pre.state_dim,
-                "action_dim": processor[1].action_dim,
-                "tokenizer_max_length": prompt_len,
-                "tokenizer_file": TOKENIZER_FILE,
-            }
-            norm_json = {
-                "state": _norm_stats(pre.state_stats, pc.state_norm),
-                "action": _norm_stats(pre.action_stats, pc.action_norm),
-            }
+            proc_json, norm_json = manifest_processor(pre, processor[1], prompt_len, TOKENIZER_FILE)
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -244,7 +283,7 @@ def export_onnx(
             "dtype": opts.dtype,
             "batch_size": b,
             "graphs": graphs,
-            "schedule": euler_schedule(cfg, opts.num_steps),
+            "schedule": euler_time_grid(cfg, opts.num_steps),  # the manifest key stays: a file format
             "model": {
                 "chunk_size": cfg.chunk_size,
                 "max_action_dim": cfg.max_action_dim,
@@ -274,37 +313,26 @@ def export_onnx(
             },
         }
         write_manifest(stage / MANIFEST, manifest)  # written last inside the stage
-        stage.chmod(0o755)  # mkdtemp makes 0700; an export is read like any model folder
         for f in stage.iterdir():
-            f.chmod(0o644)
-        _replace_dir(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+            f.chmod(0o644)  # an export is read like any model folder
     return out
 
 
-def _replace_dir(stage: Path, out: Path) -> None:
-    """Rename `stage` to `out`; an earlier export in `out` is moved aside first and deleted after."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old.{np.random.randint(1 << 30)}")
-        out.rename(old)
-    try:
-        stage.rename(out)
-    except BaseException:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def export_policy(policy: str | Path, out: str | Path, options: ExportOptions | None = None) -> Path:
-    """Export a pretrained folder (LeRobot layout); its processor, if saved with it, goes in the manifest."""
+def export_policy(
+    policy: str | Path,
+    out: str | Path,
+    options: ExportOptions | None = None,
+    *,
+    tokenizer: str | Path | None = None,
+) -> Path:
+    """Export a pretrained folder (LeRobot layout); its processor, if saved with it (shallowpi's files or
+    LeRobot's, `shallowpi.load_processor`), goes in the manifest. `tokenizer`: the SentencePiece file for a
+    LeRobot folder that ships none (else $SHALLOWPI_TOKENIZER or the Hugging Face cache)."""
     policy = Path(policy)
+    (options or ExportOptions()).validate()  # before loading the model: bad options cost nothing
+    check_out(out)
     model = load_model(policy, dtype="float32")
-    processor = read_processor(policy) if (policy / PROCESSOR_CONFIG).is_file() else None
+    processor = load_processor(policy, tokenizer=tokenizer) if has_processor(policy) else None
     return export_onnx(model, out, options, processor=processor, source=str(policy), inplace=True)
 
 

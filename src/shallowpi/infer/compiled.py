@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from shallowpi.infer.fold import Conditioning, FoldedPi
-from shallowpi.model.inputs import Prefix
+from shallowpi.observation import Observation
 
 DEFAULT_CACHE = Path.home() / ".cache" / "shallowpi" / "inductor"
 
@@ -106,17 +106,17 @@ class CompiledGraph:
         return self._cond[grid]
 
     @torch.no_grad()
-    def sample(self, prefix: Prefix, state, noise, grid: tuple[float, ...], marks) -> torch.Tensor:
+    def sample(self, obs: Observation, noise, grid: tuple[float, ...], marks) -> torch.Tensor:
+        """`obs`: checked by the engine (`InferenceEngine.check`: compacted, π0's state padded)."""
         e, f = self.engine, self.engine.folded
         dev = e.device
-        images = torch.stack([img.to(dev) for img in prefix.images], dim=1)  # (B, n, 3, H, W)
-        image_masks = torch.stack([m.to(dev) for m in prefix.img_masks], dim=1)
         keys, values, geometry = self.prefix(
-            f, images, image_masks, prefix.tokens.to(dev), prefix.token_masks.to(dev)
+            f, obs.images.to(dev), obs.image_masks.to(dev), obs.tokens.to(dev), obs.token_masks.to(dev)
         )
         _mark(
             marks, "vision"
         )  # vision and backbone are one compiled graph: "vision" marks no work of its own
+        state = obs.state
         state_tok = None if state is None else torch.addmm(f.state_b, state.to(dev).float(), f.state_w)
         _mark(marks, "prefix")
         x = e.check_noise(noise).to(dev).float()

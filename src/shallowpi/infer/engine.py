@@ -4,7 +4,7 @@ weights and static buffers.
     engine = InferenceEngine(model, batch_size=1)                  # CPU fp32, eager, folded
     engine = InferenceEngine(model, compile=True)                   # + torch.compile, artifacts cached on disk
     engine = InferenceEngine(model, device="cuda", dtype="bfloat16", cuda_graph=True)
-    actions = engine.sample_actions(images, img_masks, tokens, token_masks, state, noise=noise)
+    actions = engine.sample_actions(obs, noise=noise)                # obs: a shallowpi.Observation
 
 What it does beyond `PiModel.sample_actions` (whose outputs it equals within 1e-5 in fp32 on CPU):
 - The schedule is the model's (`PiConfig.time_grid`: its recorded grid for a step-distilled student, else
@@ -33,8 +33,9 @@ What it does beyond `PiModel.sample_actions` (whose outputs it equals within 1e-
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -45,8 +46,9 @@ from shallowpi.infer.fold import FoldedPi
 from shallowpi.model.attention import additive, make_att_2d, positions
 from shallowpi.model.config import euler_steps
 from shallowpi.model.gemma import LayerModulation, Modulation, apply_rope, rope_cos_sin
-from shallowpi.model.inputs import Prefix, check_inputs
+from shallowpi.model.inputs import check_inputs
 from shallowpi.model.pi import PiModel, sincos_time_embedding
+from shallowpi.observation import Observation
 
 STAGES = ("vision", "prefix", "denoise")
 Marks = Callable[[str], None]  # called with a stage name when that stage's work has been issued
@@ -145,11 +147,7 @@ class InferenceEngine:
     @torch.no_grad()
     def sample_actions(
         self,
-        images: Sequence[torch.Tensor],
-        img_masks: Sequence[torch.Tensor],
-        tokens: torch.Tensor,
-        token_masks: torch.Tensor,
-        state: torch.Tensor | None = None,
+        obs: Observation,
         *,
         noise: torch.Tensor | None = None,
         num_steps: int | None = None,
@@ -162,12 +160,12 @@ class InferenceEngine:
         grid = self.config.time_grid(num_steps)  # validates num_steps before any work
         if self.fold and self._weights_stamp() != self._stamp:
             self.refresh()  # the model's weights changed in place (training, a corrupted buffer): fold again
-        prefix, state = self.check(images, img_masks, tokens, token_masks, state)
+        obs = self.check(obs)
         if self.compiled is not None:
-            return self.compiled.sample(prefix, state, noise, tuple(grid), marks)
-        embs, pad = self.encode(prefix)
+            return self.compiled.sample(obs, noise, tuple(grid), marks)
+        embs, pad = self.encode(obs)
         _mark(marks, "vision")
-        buf = self.prefill(embs, pad, state)
+        buf = self.prefill(embs, pad, obs.state)
         _mark(marks, "prefix")
         actions = self.denoise(buf, noise, len(grid) - 1)
         _mark(marks, "denoise")
@@ -191,30 +189,30 @@ class InferenceEngine:
         return [(p._version, p.data_ptr()) for p in self._params]
 
     # stages -----------------------------------------------------------------------------------------------
-    def check(self, images, img_masks, tokens, token_masks, state) -> tuple[Prefix, torch.Tensor | None]:
-        if not torch.is_tensor(tokens) or tokens.ndim != 2 or tokens.shape[0] != self.batch_size:
+    def check(self, obs: Observation) -> Observation:
+        """The checked observation the stages run on (`check_inputs`: compacted, π0's state padded)."""
+        checked = check_inputs(self.config, obs, compact=self.compact)
+        if checked.batch_size != self.batch_size:
             raise ValueError(
                 f"this engine was built for batch_size={self.batch_size} (static shapes); got tokens of shape "
-                f"{tuple(getattr(tokens, 'shape', ()))}"
+                f"{tuple(obs.tokens.shape)}"
             )
-        prefix, state = check_inputs(
-            self.config, images, img_masks, tokens, token_masks, state, compact=self.compact
-        )
-        if self.compact and not self.trim_language:
-            prefix.tokens, prefix.token_masks = tokens, token_masks  # static length for graph replay
-        return prefix, state
+        if self.compact and not self.trim_language:  # static length for graph replay
+            checked = dataclasses.replace(checked, tokens=obs.tokens, token_masks=obs.token_masks)
+        return checked
 
-    def encode(self, prefix: Prefix) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
         """Vision (all kept slots in one SigLIP batch) + language embedding -> (B, P, W_vlm), pad (B, P)."""
         m, b = self.model, self.batch_size
-        n_cam, n_patch = len(prefix.images), self.config.vision.num_patches
-        pixels = torch.cat([img.to(self.device) for img in prefix.images], dim=0)  # (n_cam * B, 3, H, W)
+        n_cam, n_patch = obs.num_slots, self.config.vision.num_patches
+        images = obs.images.to(self.device)  # (B, n_cam, 3, H, W)
+        pixels = images.transpose(0, 1).reshape(n_cam * b, *images.shape[2:])  # (n_cam * B, 3, H, W)
         vis = self.folded.vision(pixels) if self.fold else m.projector(m.vision(pixels))  # (n_cam*B, N, W)
         if b > 1:
             vis = vis.view(n_cam, b, n_patch, -1).transpose(0, 1)
         vis = vis.reshape(b, n_cam * n_patch, -1)
-        cam_pad = torch.stack([mk.to(self.device) for mk in prefix.img_masks], dim=1)  # (B, n_cam)
-        tokens = prefix.tokens.to(self.device)
+        cam_pad = obs.image_masks.to(self.device)  # (B, n_cam)
+        tokens = obs.tokens.to(self.device)
         if self.fold:
             lang = self.folded.embed_language(tokens)  # (B, L, W_vlm)
         else:
@@ -222,7 +220,7 @@ class InferenceEngine:
             lang = lang * math.sqrt(lang.shape[-1])
         dtype = m.compute_dtype
         embs = torch.cat([vis.to(dtype), lang.to(dtype)], dim=1)
-        pad = torch.cat([cam_pad.repeat_interleave(n_patch, dim=1), prefix.token_masks.to(self.device)], 1)
+        pad = torch.cat([cam_pad.repeat_interleave(n_patch, dim=1), obs.token_masks.to(self.device)], 1)
         return embs, pad
 
     def prefill(self, embs: torch.Tensor, pad: torch.Tensor, state: torch.Tensor | None) -> _Buffers:

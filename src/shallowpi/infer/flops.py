@@ -20,6 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from shallowpi.model.config import GemmaConfig, PiConfig
+from shallowpi.observation import Observation
 
 
 def _linear(tokens: int, d_in: int, d_out: int) -> int:
@@ -160,22 +161,18 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def count_engine_flops(engine, inputs: dict, steps: int | None = None) -> dict[str, int]:
+def count_engine_flops(
+    engine, obs: Observation, noise: torch.Tensor | None = None, steps: int | None = None
+) -> dict[str, int]:
     """Per-stage FLOPs counted by torch on a warm engine (conditioning already cached), same keys as call_flops."""
     steps = steps or engine.config.num_inference_steps
     engine._conditioning(steps)  # cache first: it is not per-call work
     with torch.no_grad():
-        prefix, state = engine.check(
-            inputs["images"],
-            inputs["img_masks"],
-            inputs["tokens"],
-            inputs["token_masks"],
-            inputs.get("state"),
-        )
+        obs = engine.check(obs)
         box: dict = {}
-        out = {"vision": count_flops(lambda: box.update(enc=engine.encode(prefix)))}
+        out = {"vision": count_flops(lambda: box.update(enc=engine.encode(obs)))}
         embs, pad = box["enc"]
-        out["prefix"] = count_flops(lambda: box.update(buf=engine.prefill(embs, pad, state)))
-        out["denoise"] = count_flops(lambda: engine.denoise(box["buf"], inputs.get("noise"), steps))
+        out["prefix"] = count_flops(lambda: box.update(buf=engine.prefill(embs, pad, obs.state)))
+        out["denoise"] = count_flops(lambda: engine.denoise(box["buf"], noise, steps))
     out["total"] = sum(out.values())
     return out

@@ -1,7 +1,7 @@
 """ActionPredictor: a model and its processors, one processor sample in, one unnormalised action chunk out.
 
     sample {"images", "state", "task"}
-        --Preprocessor--> normalise state, resize-with-pad images, tokenise prompt --> model inputs (B = 1)
+        --Preprocessor, collate--> normalise state, resize-with-pad images, tokenise prompt --> Observation (B = 1)
         --InferenceEngine.sample_actions--> normalised (1, chunk, max_action_dim)
         --Postprocessor--> unnormalised, cropped: (chunk, action_dim) float32, checked finite
 
@@ -77,18 +77,9 @@ class ActionPredictor:
     @torch.inference_mode()
     def predict(self, sample: dict, *, seed: int | None = None) -> np.ndarray:
         """sample {"images": {camera: image}, "state": (S,), "task": str} -> (chunk, action_dim) float32."""
-        inputs = self.pre.model_inputs(collate([self.pre(sample)]))
-        inputs = {k: _to(v, self.model.device) for k, v in inputs.items()}
-        actions = self.engine.sample_actions(**inputs, noise=self.noise(seed), num_steps=self.num_steps)
+        obs = collate([self.pre(sample)]).to(self.model.device)  # B = 1
+        actions = self.engine.sample_actions(obs, noise=self.noise(seed), num_steps=self.num_steps)
         actions = self.post(actions.float().cpu())  # (1, chunk, action_dim), unnormalised
         out = actions[0].numpy().astype(np.float32, copy=False)
         check_actions(out)
         return out
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, list | tuple):
-        return type(value)(_to(v, device) for v in value)
-    return value

@@ -1,7 +1,7 @@
 """Masks, positions and the attention kernel shared by the training (joint) and inference (cached) passes.
 
 Masks follow big_vision's `make_attn_mask`: a token may attend to every valid token whose block index
-(cumsum of the `ar` flags) is <= its own. The additive mask uses openpi's finite constant, so a fully
+(cumsum of the `causal_block` flags) is <= its own. The additive mask uses openpi's finite constant, so a fully
 masked (padding) row becomes a uniform distribution instead of NaN.
 """
 
@@ -13,11 +13,11 @@ import torch.nn.functional as F
 MASK_VALUE = -2.3819763e38  # OPENPI_ATTENTION_MASK_VALUE
 
 
-def make_att_2d(pad: torch.Tensor, ar: torch.Tensor) -> torch.Tensor:
-    """pad (B, L) bool, ar (B, L) int -> (B, L, L) bool: query i may attend key j."""
-    cum = ar.cumsum(dim=1)
+def make_att_2d(valid: torch.Tensor, causal_block: torch.Tensor) -> torch.Tensor:
+    """valid (B, L) bool, causal_block (B, L) int -> (B, L, L) bool: query i may attend key j."""
+    cum = causal_block.cumsum(dim=1)
     att = cum[:, None, :] <= cum[:, :, None]
-    return att & pad[:, None, :] & pad[:, :, None]
+    return att & valid[:, None, :] & valid[:, :, None]
 
 
 def additive(mask2d: torch.Tensor) -> torch.Tensor:
@@ -27,9 +27,9 @@ def additive(mask2d: torch.Tensor) -> torch.Tensor:
     return torch.where(mask2d[:, None], zero, neg)
 
 
-def positions(pad: torch.Tensor) -> torch.Tensor:
+def positions(valid: torch.Tensor) -> torch.Tensor:
     """RoPE positions: padded / masked tokens do not advance the position."""
-    return pad.long().cumsum(dim=1) - 1
+    return valid.long().cumsum(dim=1) - 1
 
 
 def attend(

@@ -1,4 +1,4 @@
-"""Checkpoints: LeRobot / openpi key names, tied embeddings, strict loading, pretrained folders.
+"""Checkpoints: LeRobot / openpi key names, the (tied) embedding, strict loading, pretrained folders.
 
 A pretrained folder is LeRobot's layout: `config.json` (LeRobot's fields, `type` pi0|pi05) and
 `model.safetensors`. Sizes LeRobot cannot express go in a "shallowpi" object inside config.json.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from shallowpi.errors import MissingFileError, UserError
+from shallowpi.hub import resolve_policy
 from shallowpi.model.config import GemmaConfig, PiConfig, SiglipConfig
 from shallowpi.model.lerobot_config import config_from_lerobot, config_to_lerobot
 from shallowpi.model.pi import PiModel
@@ -36,6 +38,8 @@ _PREFIXES = (
 LM_HEAD = "paligemma_with_expert.paligemma.lm_head.weight"  # tied to the backbone's embed_tokens
 EMBED = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
 EXPERT_LM_HEAD = "paligemma_with_expert.gemma_expert.lm_head.weight"  # registered by LeRobot, never used
+
+logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -161,15 +165,23 @@ def _plan(model_shapes: Mapping[str, tuple[int, ...]], cfg: PiConfig, src: _Sour
         raise CheckpointError(problem)
 
     expected = {to_external(k): (k, tuple(v)) for k, v in model_shapes.items()}
-    # Tied embedding: accept embed_tokens, lm_head or both (then they must agree).
+    # The embedding: embed_tokens, or the lm_head tied to it (LeRobot <= 0.5, openpi, shallowpi write only
+    # lm_head). Both: embed_tokens, as LeRobot loads it; 0.6.1 unties them and never trains the lm_head, so
+    # after fine-tuning they differ, which is no error: π models never compute logits.
     if EMBED not in external and LM_HEAD in external:
         external[EMBED] = external.pop(LM_HEAD)
     elif LM_HEAD in external:
-        tied = external.pop(LM_HEAD)
-        if src.shape(tied) != src.shape(external[EMBED]) or not torch.equal(
-            src.get(tied), src.get(external[EMBED])
-        ):
-            raise CheckpointError(f"{LM_HEAD} and {EMBED} are both present but differ (they are tied)")
+        head = external.pop(LM_HEAD)
+        if src.shape(head) != src.shape(external[EMBED]):
+            raise CheckpointError(
+                f"{LM_HEAD} has shape {src.shape(head)} but {EMBED} has {src.shape(external[EMBED])}"
+            )
+        if not torch.equal(src.get(head), src.get(external[EMBED])):
+            logger.warning(
+                "note: %s: lm_head and embed_tokens differ (as LeRobot 0.6 saves them); using embed_tokens, "
+                "as LeRobot does (π models never use the lm_head)",
+                src.label,
+            )
     external.pop(EXPERT_LM_HEAD, None)
 
     missing = sorted(set(expected) - set(external))
@@ -269,8 +281,9 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: s
 
     The weights end up in `dtype` (default: config.json's) whatever the file stores: fp32, or LeRobot's
     bf16 policy (`PiModel.to_bfloat16`). fp16 / fp64 tensors are cast; non-float ones are refused.
+    `path` may be a Hugging Face hub id (`org/name[@revision]`, `shallowpi.hub.resolve_policy`).
     """
-    path = Path(path)
+    path = resolve_policy(path)
     cfg = read_config(path)
     weights = _weights_file(path)
     want_dtype = dtype or cfg.dtype

@@ -80,7 +80,7 @@ class PiConfig:
     # Backbone layers' teacher layers where they differ from the expert's `layer_map` (the authors' released
     # initialisation keeps the backbone's first layers and subsamples only the expert); None: `layer_map`.
     vlm_layer_map: list[int] | None = None
-    # The sampling schedule a step-distilled student was trained for: t values from 1 (noise) to 0 (data),
+    # The time grid a step-distilled student was trained for: t values from 1 (noise) to 0 (data),
     # num_inference_steps + 1 of them. None: uniform Euler over num_inference_steps (LeRobot's sampler).
     sampling_grid: list[float] | None = None
     # LeRobot config.json fields we do not model (features, normalisation mapping, optimizer presets, ...),
@@ -109,7 +109,7 @@ class PiConfig:
         if self.variant not in ("pi0", "pi05"):
             raise UserError(f"variant must be 'pi0' or 'pi05', got {self.variant!r}")
         if self.vlm.depth < 1 or self.expert.depth < 1:
-            raise UserError(f"depth must be >= 1, got vlm {self.vlm.depth}, expert {self.expert.depth}")
+            raise UserError(f"depth must be >= 1, got backbone {self.vlm.depth}, expert {self.expert.depth}")
         if self.vlm.depth != self.expert.depth:
             raise UserError(
                 f"backbone depth {self.vlm.depth} != expert depth {self.expert.depth}: joint attention pairs "
@@ -137,7 +137,7 @@ class PiConfig:
             self.layer_map is None or len(self.vlm_layer_map) != self.depth
         ):
             raise UserError(
-                f"vlm_layer_map needs a layer_map and {self.depth} entries, got {self.vlm_layer_map}"
+                f"the backbone layer map (vlm_layer_map) needs a layer_map and {self.depth} entries, got {self.vlm_layer_map}"
             )
         if self.dtype not in ("float32", "bfloat16"):
             raise UserError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
@@ -151,11 +151,11 @@ class PiConfig:
                     f"num_inference_steps is {self.num_inference_steps}"
                 )
 
-    # Sampling schedule ------------------------------------------------------------------------------------
+    # Sampling time grid -----------------------------------------------------------------------------------
     def time_grid(self, num_steps: int | None = None) -> list[float]:
         """The t values of the Euler sampler, 1.0 first, 0.0 last (num_steps + 1 of them).
 
-        None: the model's own schedule (its recorded `sampling_grid`, else uniform over
+        None: the model's own time grid (its recorded `sampling_grid`, else uniform over
         num_inference_steps). An explicit step count that differs from the recorded one means plain uniform
         Euler with that many steps (the naive few-step baseline); the same count keeps the recorded grid.
         """
@@ -226,7 +226,7 @@ def euler_steps(grid: Sequence[float]) -> list[tuple[float, float]]:
 
 
 def check_time_grid(grid: Sequence[float], *, full: bool = True) -> list[float]:
-    """A sampling schedule as floats: finite, strictly decreasing, from 1.0 to 0.0 (`full`), or any
+    """A sampling time grid as floats: finite, strictly decreasing, from 1.0 to 0.0 (`full`), or any
     decreasing sub-interval of [0, 1] (`full=False`). Raises one ValueError that shows the grid."""
     try:
         values = [float(t) for t in grid]

@@ -125,7 +125,11 @@ class GemmaLayer(nn.Module):
 
     # One layer step, in two halves around the attention (which spans both stacks' tokens, so the caller
     # computes it): the model (joint pass, prefix cache, denoise step), the ONNX graphs and the inference
-    # engine all run these, so the layer math exists once.
+    # engine all run these, so the layer math exists once. The layer has no `forward`: these methods are how
+    # it is entered, and each reads its parameters, so FSDP2 must gather them around each one
+    # (`distill/parallel.py` registers exactly these and refuses to shard if a public method is missing here).
+    ENTRY_METHODS = ("modulation", "qkv", "post_attention")
+
     def modulation(self, cond: torch.Tensor | None, dtype: torch.dtype) -> LayerModulation | None:
         """adaRMS modulations of both norms from cond (B, cond_dim); None for a plain-RMSNorm layer."""
         attn = self.input_layernorm.modulation(cond, dtype)

@@ -2,7 +2,7 @@
 
 LeRobot has no size fields; our sizes go in a "shallowpi" object:
 {"vlm": {...}, "expert": {...}, "vision": {...}, "vocab_size": N, "layer_map": null | [ints]}, and for a
-step-distilled student "sampling": {"num_steps": K, "time_grid": [1.0, ..., 0.0]} (its Euler schedule;
+step-distilled student "sampling": {"num_steps": K, "time_grid": [1.0, ..., 0.0]} (its Euler time grid;
 LeRobot's own num_inference_steps is K too, so LeRobot samples the same step count, uniformly).
 Without it the standard LeRobot sizes apply (gemma_2b + gemma_300m + SigLIP So400m/14).
 LeRobot fields we do not model (features, normalisation mapping, optimizer presets...) are kept verbatim in

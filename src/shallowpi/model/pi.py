@@ -21,8 +21,9 @@ from torch.utils.checkpoint import checkpoint
 from shallowpi.model.attention import additive, attend, make_att_2d, positions
 from shallowpi.model.config import PiConfig, check_time_grid, euler_steps
 from shallowpi.model.gemma import GemmaStack, Modulation, apply_rope, rope_cos_sin
-from shallowpi.model.inputs import Prefix, check_inputs, pad_last
+from shallowpi.model.inputs import check_inputs, pad_last
 from shallowpi.model.siglip import SiglipVisionModel
+from shallowpi.observation import Observation
 
 
 def sincos_time_embedding(t: torch.Tensor, dim: int, min_period: float, max_period: float) -> torch.Tensor:
@@ -39,7 +40,7 @@ class JointOutput:
 
     v_t: torch.Tensor  # (B, chunk, max_action_dim) fp32
     attn: dict[int, torch.Tensor]  # layer -> (B, nh, T, T) fp32 post-softmax, for captured layers
-    prefix_pad: torch.Tensor  # (B, P) bool: valid vision-language keys
+    prefix_valid: torch.Tensor  # (B, P) bool: valid vision-language keys
 
 
 @dataclass
@@ -49,7 +50,7 @@ class SampleTrace:
     x_t: list[torch.Tensor] = field(default_factory=list)
     v_t: list[torch.Tensor] = field(default_factory=list)
     kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per layer, post-RoPE
-    prefix_pad: torch.Tensor | None = None
+    prefix_valid: torch.Tensor | None = None
 
 
 def sample_time(
@@ -131,19 +132,19 @@ class PiModel(nn.Module):
         return self.action_in_proj.weight.device
 
     # embeddings -------------------------------------------------------------------------------------------
-    def embed_prefix(self, prefix: Prefix) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> embs (B, P, W_vlm), pad (B, P). Prefix = [camera tokens per slot | language tokens]."""
+    def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
+        """A checked observation (`check_inputs`) -> embs (B, P, W_vlm), valid (B, P).
+        Prefix = [camera tokens per slot | language tokens]."""
         n_patch = self.config.vision.num_patches
-        b, n_cam = prefix.tokens.shape[0], len(prefix.images)
+        b, n_cam = obs.batch_size, obs.num_slots
         # One SigLIP call over all cameras (larger matmuls); cameras are independent sequences.
-        tok = self.projector(
-            self.vision(torch.cat(prefix.images, dim=0))
-        )  # (n_cam*B, N, W_vlm), no 1/sqrt(d)
+        pixels = obs.images.transpose(0, 1).reshape(n_cam * b, *obs.images.shape[2:])  # (n_cam*B, 3, H, W)
+        tok = self.projector(self.vision(pixels))  # (n_cam*B, N, W_vlm), no 1/sqrt(d)
         embs = list(tok.view(n_cam, b, n_patch, -1).unbind(0))
-        pads = [m[:, None].expand(-1, n_patch) for m in prefix.img_masks]
-        lang = self.vlm.embed_tokens(prefix.tokens)  # (B, L, W_vlm)
+        pads = [m[:, None].expand(-1, n_patch) for m in obs.image_masks.unbind(1)]  # n_cam x (B, N)
+        lang = self.vlm.embed_tokens(obs.tokens)  # (B, L, W_vlm)
         embs.append(lang * math.sqrt(lang.shape[-1]))
-        pads.append(prefix.token_masks)
+        pads.append(obs.token_masks)
         dtype = self.compute_dtype
         return torch.cat([e.to(dtype) for e in embs], dim=1), torch.cat(pads, dim=1)
 
@@ -156,7 +157,7 @@ class PiModel(nn.Module):
     def embed_suffix(
         self, x_t: torch.Tensor, t: torch.Tensor, state: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """-> embs (B, S, W_exp), pad (B, S), ar (B, S), adaRMS cond (B, W_exp) or None."""
+        """-> embs (B, S, W_exp), valid (B, S), causal_block (B, S), adaRMS cond (B, W_exp) or None."""
         time_emb = self.time_embedding(t)  # (B, W)
         act = self.action_in_proj(x_t)  # (B, chunk, W)
         if self.config.variant == "pi0":
@@ -167,15 +168,15 @@ class PiModel(nn.Module):
         else:
             embs = act
             cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(time_emb))))  # (B, W)
-        pad, ar_t = self.suffix_layout(x_t.shape[0], x_t.device)
-        return embs, pad, ar_t, cond
+        valid, causal_block = self.suffix_layout(x_t.shape[0], x_t.device)
+        return embs, valid, causal_block, cond
 
     def suffix_layout(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Suffix validity (B, S) and block starts (B, S): [state (π0)] | action chunk, each its own block."""
         c = self.config
-        ar = [1] * (c.suffix_len - c.chunk_size + 1) + [0] * (c.chunk_size - 1)
-        ar_t = torch.tensor(ar, dtype=torch.long, device=device).expand(batch, -1)
-        return torch.ones(batch, len(ar), dtype=torch.bool, device=device), ar_t
+        flags = [1] * (c.suffix_len - c.chunk_size + 1) + [0] * (c.chunk_size - 1)
+        causal_block = torch.tensor(flags, dtype=torch.long, device=device).expand(batch, -1)
+        return torch.ones(batch, len(flags), dtype=torch.bool, device=device), causal_block
 
     def _velocity(self, suffix_hidden: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         return self.action_head(suffix_hidden, self.expert.norm.modulation(cond, suffix_hidden.dtype))
@@ -190,13 +191,9 @@ class PiModel(nn.Module):
     # joint (training) pass --------------------------------------------------------------------------------
     def forward_joint(
         self,
-        images: Sequence[torch.Tensor],
-        img_masks: Sequence[torch.Tensor],
-        tokens: torch.Tensor,
-        token_masks: torch.Tensor,
+        obs: Observation,
         x_t: torch.Tensor,
         time: torch.Tensor,
-        state: torch.Tensor | None = None,
         *,
         capture: Iterable[int] = (),
         compact: bool = True,
@@ -207,21 +204,21 @@ class PiModel(nn.Module):
         `compact` drops camera slots masked for the whole batch and language padding shared by the whole
         batch; masked keys get exactly zero probability, so valid outputs do not change.
         """
-        prefix, state = check_inputs(
-            self.config, images, img_masks, tokens, token_masks, state, compact=compact
-        )
+        obs = check_inputs(self.config, obs, compact=compact)
         capture = set(capture)
         bad = [i for i in capture if not 0 <= i < self.config.depth]
         if bad:
             raise ValueError(f"capture layers {bad} out of range for depth {self.config.depth}")
         x_t = self._check_chunk(x_t, "x_t")
-        prefix_embs, prefix_pad = self.embed_prefix(prefix)
-        suffix_embs, suffix_pad, suffix_ar, cond = self.embed_suffix(x_t, time, state)
+        prefix_embs, prefix_valid = self.embed_prefix(obs)
+        suffix_embs, suffix_valid, suffix_causal_block, cond = self.embed_suffix(x_t, time, obs.state)
         p_len = prefix_embs.shape[1]
-        pad = torch.cat([prefix_pad, suffix_pad], dim=1)  # (B, T)
-        ar = torch.cat([torch.zeros_like(prefix_pad, dtype=torch.long), suffix_ar], dim=1)
-        mask = additive(make_att_2d(pad, ar))  # (B, 1, T, T)
-        cos, sin = rope_cos_sin(positions(pad), self.config.vlm.head_dim, self.config.vlm.rope_theta)
+        valid = torch.cat([prefix_valid, suffix_valid], dim=1)  # (B, T)
+        causal_block = torch.cat(
+            [torch.zeros_like(prefix_valid, dtype=torch.long), suffix_causal_block], dim=1
+        )
+        mask = additive(make_att_2d(valid, causal_block))  # (B, 1, T, T)
+        cos, sin = rope_cos_sin(positions(valid), self.config.vlm.head_dim, self.config.vlm.rope_theta)
 
         dtype = self.compute_dtype
         xp, xs = prefix_embs.to(dtype), suffix_embs.to(dtype)
@@ -234,7 +231,7 @@ class PiModel(nn.Module):
                 xp, xs, probs = self._joint_layer(*args)
             if probs is not None:
                 attn[i] = probs
-        return JointOutput(self._velocity(xs, cond), attn, prefix_pad)
+        return JointOutput(self._velocity(xs, cond), attn, prefix_valid)
 
     def _joint_layer(self, i, xp, xs, cond, cos, sin, mask, want_probs: bool, p_len: int):
         """Layer i of both stacks: own norms and projections, one softmax over [prefix | suffix]."""
@@ -254,12 +251,8 @@ class PiModel(nn.Module):
 
     def loss(
         self,
-        images: Sequence[torch.Tensor],
-        img_masks: Sequence[torch.Tensor],
-        tokens: torch.Tensor,
-        token_masks: torch.Tensor,
+        obs: Observation,
         actions: torch.Tensor,
-        state: torch.Tensor | None = None,
         *,
         noise: torch.Tensor | None = None,
         time: torch.Tensor | None = None,
@@ -276,9 +269,7 @@ class PiModel(nn.Module):
         if time.shape != (b,):
             raise ValueError(f"time: expected shape ({b},), got {tuple(time.shape)}")
         x_t, u_t = self.interpolate(actions, noise, time)
-        v_t = self.forward_joint(
-            images, img_masks, tokens, token_masks, x_t, time, state, compact=compact
-        ).v_t
+        v_t = self.forward_joint(obs, x_t, time, compact=compact).v_t
         return F.mse_loss(u_t, v_t, reduction="none")
 
     @staticmethod
@@ -292,12 +283,12 @@ class PiModel(nn.Module):
 
     # inference --------------------------------------------------------------------------------------------
     def prefix_cache(
-        self, prefix_embs: torch.Tensor, prefix_pad: torch.Tensor
+        self, prefix_embs: torch.Tensor, prefix_valid: torch.Tensor
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Run the backbone once over the prefix; per layer post-RoPE K and V, (B, nkv, P, hd) each.
         Differentiable (step distillation trains through it); the samplers call it under no_grad."""
-        mask = additive(make_att_2d(prefix_pad, torch.zeros_like(prefix_pad, dtype=torch.long)))
-        cos, sin = rope_cos_sin(positions(prefix_pad), self.config.vlm.head_dim, self.config.vlm.rope_theta)
+        mask = additive(make_att_2d(prefix_valid, torch.zeros_like(prefix_valid, dtype=torch.long)))
+        cos, sin = rope_cos_sin(positions(prefix_valid), self.config.vlm.head_dim, self.config.vlm.rope_theta)
         x = prefix_embs.to(self.compute_dtype)
         cache = []
         for i, layer in enumerate(self.vlm.layers):
@@ -313,7 +304,7 @@ class PiModel(nn.Module):
     def denoise_step(
         self,
         cache: list[tuple[torch.Tensor, torch.Tensor]],
-        prefix_pad: torch.Tensor,
+        prefix_valid: torch.Tensor,
         x_t: torch.Tensor,
         t: torch.Tensor,
         state: torch.Tensor | None,
@@ -322,9 +313,9 @@ class PiModel(nn.Module):
     ) -> torch.Tensor:
         """One expert pass over the suffix against the cached prefix: -> v_t (B, chunk, max_action_dim).
         Differentiable, like `prefix_cache`."""
-        suffix_embs, suffix_pad, suffix_ar, cond = self.embed_suffix(x_t, t, state)
+        suffix_embs, suffix_valid, suffix_causal_block, cond = self.embed_suffix(x_t, t, state)
         if rope is None or mask is None:
-            rope, mask = self.suffix_rope_and_mask(prefix_pad, suffix_pad, suffix_ar)
+            rope, mask = self.suffix_rope_and_mask(prefix_valid, suffix_valid, suffix_causal_block)
         cos, sin = rope
         x = suffix_embs.to(self.compute_dtype)
         for layer, (pk, pv) in zip(self.expert.layers, cache, strict=True):
@@ -336,25 +327,21 @@ class PiModel(nn.Module):
         return self._velocity(x, cond)
 
     def suffix_rope_and_mask(
-        self, prefix_pad: torch.Tensor, suffix_pad: torch.Tensor, suffix_ar: torch.Tensor
+        self, prefix_valid: torch.Tensor, suffix_valid: torch.Tensor, suffix_causal_block: torch.Tensor
     ):
         """Suffix positions continue after the valid prefix tokens; suffix sees valid prefix + its blocks."""
-        b, s = suffix_pad.shape
-        pos = prefix_pad.long().sum(-1, keepdim=True) + positions(suffix_pad)  # (B, S)
+        b, s = suffix_valid.shape
+        pos = prefix_valid.long().sum(-1, keepdim=True) + positions(suffix_valid)  # (B, S)
         rope = rope_cos_sin(pos, self.config.expert.head_dim, self.config.expert.rope_theta)
         mask2d = torch.cat(
-            [prefix_pad[:, None, :].expand(b, s, -1), make_att_2d(suffix_pad, suffix_ar)], dim=2
+            [prefix_valid[:, None, :].expand(b, s, -1), make_att_2d(suffix_valid, suffix_causal_block)], dim=2
         )
         return rope, additive(mask2d)  # mask (B, 1, S, P+S)
 
     @torch.no_grad()
     def sample_trace(
         self,
-        images: Sequence[torch.Tensor],
-        img_masks: Sequence[torch.Tensor],
-        tokens: torch.Tensor,
-        token_masks: torch.Tensor,
-        state: torch.Tensor | None = None,
+        obs: Observation,
         *,
         noise: torch.Tensor | None = None,
         num_steps: int | None = None,
@@ -363,21 +350,19 @@ class PiModel(nn.Module):
     ) -> SampleTrace:
         """Euler sampling over `config.time_grid(num_steps)` with the prefix cached once; keeps every step's
         t, x_t and v_t."""
-        prefix, state = check_inputs(
-            self.config, images, img_masks, tokens, token_masks, state, compact=compact
-        )
-        b = prefix.tokens.shape[0]
+        obs = check_inputs(self.config, obs, compact=compact)
+        b = obs.batch_size
         shape = (b, self.config.chunk_size, self.config.max_action_dim)
         if noise is None:
-            noise = torch.randn(shape, device=prefix.tokens.device)
+            noise = torch.randn(shape, device=obs.tokens.device)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise: expected shape {shape}, got {tuple(noise.shape)}")
         grid = self.config.time_grid(num_steps)
-        prefix_embs, prefix_pad = self.embed_prefix(prefix)
-        cache = self.prefix_cache(prefix_embs, prefix_pad)
-        trace = SampleTrace(actions=noise, kv=cache if keep_trace else [], prefix_pad=prefix_pad)
+        prefix_embs, prefix_valid = self.embed_prefix(obs)
+        cache = self.prefix_cache(prefix_embs, prefix_valid)
+        trace = SampleTrace(actions=noise, kv=cache if keep_trace else [], prefix_valid=prefix_valid)
         trace.actions = self.integrate(
-            cache, prefix_pad, noise.float(), grid, state, trace if keep_trace else None
+            cache, prefix_valid, noise.float(), grid, obs.state, trace if keep_trace else None
         )
         return trace
 
@@ -385,7 +370,7 @@ class PiModel(nn.Module):
     def integrate(
         self,
         cache: list[tuple[torch.Tensor, torch.Tensor]],
-        prefix_pad: torch.Tensor,
+        prefix_valid: torch.Tensor,
         x: torch.Tensor,
         grid: Sequence[float],
         state: torch.Tensor | None,
@@ -394,10 +379,10 @@ class PiModel(nn.Module):
         """Euler x ← x + (t_{k+1} − t_k)·v(x, t_k) along `grid` (decreasing, within [0, 1]; it need not
         start at 1: step distillation integrates single intervals) over a cached prefix. x (B, chunk, A)."""
         b = x.shape[0]
-        rope, mask = self.suffix_rope_and_mask(prefix_pad, *self.suffix_layout(b, x.device))  # every step's
+        rope, mask = self.suffix_rope_and_mask(prefix_valid, *self.suffix_layout(b, x.device))  # every step's
         for t_k, dt in euler_steps(check_time_grid(grid, full=False)):
             t = torch.full((b,), t_k, dtype=torch.float32, device=x.device)
-            v = self.denoise_step(cache, prefix_pad, x, t, state, rope, mask)
+            v = self.denoise_step(cache, prefix_valid, x, t, state, rope, mask)
             if trace is not None:
                 trace.t.append(t_k)
                 trace.x_t.append(x)
@@ -407,19 +392,13 @@ class PiModel(nn.Module):
 
     def sample_actions(
         self,
-        images: Sequence[torch.Tensor],
-        img_masks: Sequence[torch.Tensor],
-        tokens: torch.Tensor,
-        token_masks: torch.Tensor,
-        state: torch.Tensor | None = None,
+        obs: Observation,
         *,
         noise: torch.Tensor | None = None,
         num_steps: int | None = None,
     ) -> torch.Tensor:
         """Sample an action chunk: (B, chunk, max_action_dim), in the model's normalised action space."""
-        return self.sample_trace(
-            images, img_masks, tokens, token_masks, state, noise=noise, num_steps=num_steps, keep_trace=False
-        ).actions
+        return self.sample_trace(obs, noise=noise, num_steps=num_steps, keep_trace=False).actions
 
     # helpers ----------------------------------------------------------------------------------------------
     def _check_chunk(self, x: torch.Tensor, name: str) -> torch.Tensor:

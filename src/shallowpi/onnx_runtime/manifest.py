@@ -71,7 +71,8 @@ class Manifest:
         return self.raw["model"]
 
     @property
-    def schedule(self) -> dict:
+    def time_grid(self) -> dict:
+        """The Euler steps, {"num_steps", "times", "dts"} (the manifest's "schedule" key)."""
         return self.raw["schedule"]
 
     @property

@@ -1,9 +1,11 @@
-"""numpy twin of `shallowpi.data.processor` for inference (no torch): raw sample -> exported graph inputs.
+"""The exported policy's processor in numpy (no torch): raw sample -> exported graph inputs, and back.
 
-Same steps and formulas as the torch processor (tests hold the two equal on the same samples):
-camera map, resize-with-pad (bilinear, align_corners=False, black borders), [0, 1] -> [-1, 1], MEAN_STD /
-QUANTILES normalisation (LeRobot's eps), the π0 prompt or the π0.5 prompt with the 256-bin state,
-SentencePiece tokenisation with BOS, right padding and truncation; and the inverse for actions.
+Every rule comes from `shallowpi.data.processor_spec`, the torch-free specification the torch processor
+(`shallowpi.data.processor`) calls too: the settings (`ProcessorConfig`, read from the manifest), camera
+routing, sample checks, normalisation constants and arithmetic, the π0 / π0.5 prompt with the 256-bin state,
+fitting it to the prompt length (refused, or cut with `truncate_prompt`), the tokenizer. What is numpy's own
+here is the pixel work: resize-with-pad (torch's bilinear, align_corners=False, re-implemented and held
+equal by tests) and [0, 1] -> [-1, 1].
 """
 
 from __future__ import annotations
@@ -11,16 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import sentencepiece as spm
 
-from shallowpi.errors import MissingFileError, UserError
+from shallowpi.data import processor_spec as spec
+from shallowpi.data.processor_spec import ProcessorConfig, ProcessorError, PromptTooLongError
 
-EPS = 1e-8  # LeRobot's normalisation eps (shallowpi.data.transforms.EPS)
-STATE_BINS = 256
-
-
-class ProcessorError(UserError):
-    """A sample the exported policy cannot take; the message names the key."""
+__all__ = ["NumpyProcessor", "ProcessorError", "PromptTooLongError", "image_to_chw", "resize_with_pad"]
 
 
 # images ------------------------------------------------------------------------------------------------------
@@ -29,11 +26,7 @@ class ProcessorError(UserError):
 def image_to_chw(img, name: str) -> np.ndarray:
     """uint8 / float image, [3,H,W] or [H,W,3] -> float32 [3, H, W] in [0, 1]."""
     x = np.asarray(img)
-    if x.ndim != 3 or 3 not in (x.shape[0], x.shape[-1]):
-        raise ProcessorError(
-            f"camera {name!r}: expected an RGB image [3,H,W] or [H,W,3], got shape {x.shape}"
-        )
-    if x.shape[0] != 3:
+    if spec.image_layout(x.shape, name):
         x = x.transpose(2, 0, 1)  # HWC -> CHW
     if x.dtype == np.uint8:
         return x.astype(np.float32) / np.float32(255.0)
@@ -57,152 +50,113 @@ def resize_with_pad(img: np.ndarray, size: int) -> np.ndarray:
     _, h, w = img.shape
     if (h, w) == (size, size):
         return img
-    scale = size / max(h, w)
-    rh, rw = max(1, int(h * scale)), max(1, int(w * scale))
+    rh, rw, top, left = spec.resize_geometry(h, w, size)
     y0, y1, wy = _bilinear_axis(h, rh)
     x0, x1, wx = _bilinear_axis(w, rw)
-    top = img[:, y0] * (1 - wy)[None, :, None] + img[:, y1] * wy[None, :, None]  # (3, rh, W)
-    out = top[:, :, x0] * (1 - wx)[None, None, :] + top[:, :, x1] * wx[None, None, :]  # (3, rh, rw)
+    rows = img[:, y0] * (1 - wy)[None, :, None] + img[:, y1] * wy[None, :, None]  # (3, rh, W)
+    out = rows[:, :, x0] * (1 - wx)[None, None, :] + rows[:, :, x1] * wx[None, None, :]  # (3, rh, rw)
     out = np.clip(out, 0.0, 1.0)
     padded = np.zeros((3, size, size), dtype=np.float32)
-    t, left = (size - rh) // 2, (size - rw) // 2
-    padded[:, t : t + rh, left : left + rw] = out
+    padded[:, top : top + rh, left : left + rw] = out
     return padded
-
-
-# state / actions ---------------------------------------------------------------------------------------------
-
-
-def _stat(stats: dict, name: str) -> np.ndarray:
-    if name not in stats:
-        raise ProcessorError(f"normalisation needs stat {name!r}, which the manifest lacks")
-    return np.asarray(stats[name], dtype=np.float32).reshape(-1)
-
-
-def _denom(stats: dict) -> np.ndarray:
-    d = _stat(stats, "q99") - _stat(stats, "q01")
-    return np.where(d == 0, np.float32(EPS), d).astype(np.float32)
-
-
-def normalize(x: np.ndarray, stats: dict) -> np.ndarray:
-    mode = stats["mode"]
-    if mode == "IDENTITY":
-        return x
-    if mode == "MEAN_STD":
-        return (x - _stat(stats, "mean")) / (_stat(stats, "std") + np.float32(EPS))
-    if mode == "QUANTILES":
-        return 2 * (x - _stat(stats, "q01")) / _denom(stats) - 1
-    raise ProcessorError(f"unknown normalisation mode {mode!r}")
-
-
-def unnormalize(x: np.ndarray, stats: dict) -> np.ndarray:
-    mode = stats["mode"]
-    if mode == "IDENTITY":
-        return x
-    if mode == "MEAN_STD":
-        return x * (_stat(stats, "std") + np.float32(EPS)) + _stat(stats, "mean")
-    if mode == "QUANTILES":
-        return (x + 1) * _denom(stats) / 2 + _stat(stats, "q01")
-    raise ProcessorError(f"unknown normalisation mode {mode!r}")
-
-
-# prompt ------------------------------------------------------------------------------------------------------
-
-
-def clean_task(task: str) -> str:
-    return task.strip().replace("_", " ").replace("\n", " ")
-
-
-def discretize_state(state: np.ndarray, bins: int = STATE_BINS) -> np.ndarray:
-    edges = np.linspace(-1, 1, bins + 1)[:-1]
-    return np.digitize(np.asarray(state).astype(np.float64), bins=edges) - 1
-
-
-def prompt(variant: str, task: str, normalized_state: np.ndarray) -> str:
-    if variant == "pi0":
-        return clean_task(task) + "\n"
-    state_str = " ".join(str(int(b)) for b in discretize_state(normalized_state))
-    return f"Task: {clean_task(task)}, State: {state_str};\nAction: "
-
-
-class SentencePieceTokenizer:
-    """BOS + ids, truncated to `max_length`, right-padded with the pad id (PaliGemma's special ids)."""
-
-    def __init__(self, path: str | Path) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise MissingFileError(f"tokenizer model not found: {path}")
-        try:
-            self.sp = spm.SentencePieceProcessor(model_file=str(path))
-        except (RuntimeError, OSError) as e:
-            raise ProcessorError(f"not a SentencePiece model: {path}: {e}") from e
-        self.pad_id = self.sp.pad_id() if self.sp.pad_id() >= 0 else 0
-
-    def tokenize(self, text: str, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-        ids = self.sp.encode(text, add_bos=True)[:max_length]
-        tokens = np.full(max_length, self.pad_id, dtype=np.int64)  # [L]
-        tokens[: len(ids)] = ids
-        return tokens, np.arange(max_length) < len(ids)  # [L], [L] bool
 
 
 # the processor -----------------------------------------------------------------------------------------------
 
 
 class NumpyProcessor:
-    """One raw sample {"images": {camera: image}, "state": (S,), "task": str} -> one example of graph inputs."""
+    """One raw sample {"images": {camera: image}, "state": (S,), "task": str} -> one example of graph inputs.
 
-    def __init__(self, manifest) -> None:
+    `config`: the policy's ProcessorConfig with real dims and `tokenizer_max_length` = the exported prompt
+    length; `normalization`: the manifest's {"state": {"mode", stats...}, "action": {...}}; `slots`: the
+    model slots the prefix graph takes, in order (the export may drop slots no camera feeds).
+    """
+
+    def __init__(
+        self,
+        config: ProcessorConfig,
+        normalization: dict,
+        tokenizer_file: str | Path,
+        slots: list[str],
+        *,
+        truncate_prompt: bool | None = None,  # None: the exported processor's choice
+    ) -> None:
+        self.config = config
+        if truncate_prompt is not None:
+            config.truncate_prompt = truncate_prompt
+        self.variant = config.variant
+        self.slots = list(slots)
+        if config.state_dim is None or config.action_dim is None:
+            raise ProcessorError("the manifest's processor lacks state_dim / action_dim")
+        self.state_dim, self.action_dim = config.state_dim, config.action_dim
+        self.state_mode, self.action_mode = normalization["state"]["mode"], normalization["action"]["mode"]
+        for which, key, dim in (
+            ("state", config.state_key, self.state_dim),
+            ("action", config.action_key, self.action_dim),
+        ):
+            stats = normalization[which]
+            if stats["mode"] != getattr(config, f"{which}_norm"):
+                raise ProcessorError(
+                    f"the manifest normalises the {which} with {stats['mode']}, its processor with "
+                    f"{getattr(config, f'{which}_norm')}"
+                )
+            spec.check_stats(stats, key, stats["mode"], dim)
+        self.state_terms = spec.norm_terms(normalization["state"], self.state_mode)
+        self.action_terms = spec.norm_terms(normalization["action"], self.action_mode)
+        self.camera_map: dict[str, str] = dict(config.camera_map)  # source camera -> model slot
+        self.slot_source = {slot: src for src, slot in self.camera_map.items()}
+        self.tokenizer = spec.SentencePieceTokenizer(tokenizer_file)
+
+    @classmethod
+    def from_manifest(cls, manifest, *, truncate_prompt: bool | None = None) -> NumpyProcessor:
         proc, norm = manifest.processor, manifest.normalization
         if proc is None or norm is None:
             raise ProcessorError(
                 f"{manifest.root} was exported without a processor (model only): feed model inputs to "
                 "OnnxRunner.sample() instead"
             )
-        self.config = proc
-        self.variant = manifest.variant
-        self.image_size = int(manifest.model["image_size"])
-        self.prompt_length = int(manifest.model["prompt_length"])
-        self.max_state_dim = int(manifest.model["max_state_dim"])
-        self.state_dim, self.action_dim = int(proc["state_dim"]), int(proc["action_dim"])
-        self.state_stats, self.action_stats = norm["state"], norm["action"]
-        self.camera_map: dict[str, str] = dict(proc["camera_map"])  # source camera -> model slot
-        self.slot_source = {slot: src for src, slot in self.camera_map.items()}
-        self.slots: list[str] = list(manifest.cameras["exported"])
-        self.tokenizer = SentencePieceTokenizer(manifest.root / proc["tokenizer_file"])
+        fields = {k: v for k, v in proc.items() if k != "tokenizer_file"}
+        config = ProcessorConfig.from_dict(fields)
+        prompt_length = int(manifest.model["prompt_length"])
+        if config.tokenizer_max_length != prompt_length:
+            raise ProcessorError(
+                f"{manifest.root}: the processor's prompt length {config.tokenizer_max_length} is not the "
+                f"graphs' {prompt_length}"
+            )
+        return cls(
+            config,
+            norm,
+            manifest.root / proc["tokenizer_file"],
+            manifest.cameras["exported"],
+            truncate_prompt=truncate_prompt,
+        )
+
+    @property
+    def max_task_chars(self) -> int:
+        """Longest task text that can fit the prompt (`processor_spec.max_task_chars`)."""
+        return spec.max_task_chars(self.config, self.tokenizer.max_piece_chars)
+
+    def check_task(self, task: str) -> None:
+        """A task too long to ever fit the prompt is refused without tokenising it (unless truncating)."""
+        spec.check_task(task, self.config, self.tokenizer.max_piece_chars)
 
     def __call__(self, sample: dict) -> dict[str, np.ndarray]:
-        for key in ("images", "state", "task"):
-            if key not in sample:
-                raise ProcessorError(f"sample lacks {key!r} (has {sorted(sample)})")
-        if not isinstance(sample["task"], str):
-            raise ProcessorError(f"task must be a string, got {type(sample['task']).__name__}")
-        images = sample["images"]
-        unknown = [k for k in images if k not in self.camera_map]
-        if unknown:
-            raise ProcessorError(
-                f"unknown camera {unknown[0]!r}; the processor maps {sorted(self.camera_map)}"
-            )
-        size = self.image_size
+        c, size = self.config, self.config.image_size
+        spec.check_sample(sample)
         out, masks = [], []
-        for slot in self.slots:
-            src = self.slot_source.get(slot)
+        for src in spec.camera_sources(c, sample["images"], self.slots):
             if src is None:  # exported slot that no camera feeds: -1 image, masked
                 out.append(np.full((3, size, size), -1.0, dtype=np.float32))
                 masks.append(False)
                 continue
-            if src not in images:
-                raise ProcessorError(f"missing camera {src!r} (model slot {slot!r}); got {sorted(images)}")
-            out.append(resize_with_pad(image_to_chw(images[src], src), size) * 2 - 1)  # [-1, 1]
+            out.append(resize_with_pad(image_to_chw(sample["images"][src], src), size) * 2 - 1)  # [-1, 1]
             masks.append(True)
         state = np.asarray(sample["state"], dtype=np.float32)
-        if state.ndim != 1 or state.shape[0] != self.state_dim:
-            raise ProcessorError(f"state must have shape ({self.state_dim},), got {state.shape}")
-        state = normalize(state, self.state_stats)
-        padded = np.zeros(self.max_state_dim, dtype=np.float32)
+        spec.check_state(state.shape, self.state_dim)
+        state = spec.normalize(state, self.state_terms, self.state_mode)  # [S]
+        padded = np.zeros(c.max_state_dim, dtype=np.float32)
         padded[: self.state_dim] = state
-        in_prompt = padded if self.config.get("pad_state_in_prompt") else state
-        text = prompt(self.variant, sample["task"], in_prompt)
-        tokens, token_masks = self.tokenizer.tokenize(text, self.prompt_length)
+        tokens, token_masks = spec.prompt_ids(sample["task"], state, c, self.tokenizer)
         return {
             "images": np.stack(out),  # [n_exported, 3, S, S]
             "image_masks": np.asarray(masks, dtype=bool),  # [n_exported]
@@ -213,4 +167,5 @@ class NumpyProcessor:
 
     def postprocess(self, actions: np.ndarray) -> np.ndarray:
         """Normalised [..., chunk, max_action_dim] -> robot actions [..., chunk, action_dim]."""
-        return unnormalize(actions[..., : self.action_dim].astype(np.float32), self.action_stats)
+        x = actions[..., : self.action_dim].astype(np.float32)
+        return spec.unnormalize(x, self.action_terms, self.action_mode)

@@ -5,7 +5,7 @@
     # -> (chunk, action_dim) float32, unnormalised; or model level:
     actions = runner.sample(images, image_masks, tokens, token_masks, state, noise=noise)
 
-The prefix graph runs once per call, then the denoise graph once per Euler step of the manifest's schedule
+The prefix graph runs once per call, then the denoise graph once per Euler step of the manifest's time grid
 (x += dt_k * v(x, t_k) from t = 1), exactly as `InferenceEngine` does.
 
 Noise: `noise=` is used as given (to compare with shallowpi's engine); otherwise it is drawn from
@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from shallowpi.errors import UserError
+from shallowpi.infer.actions import UnsafeActionError
 from shallowpi.onnx_runtime.manifest import GRAPHS, Manifest, ManifestError, TensorSpec, read_manifest
 from shallowpi.onnx_runtime.processor import NumpyProcessor, ProcessorError
 
@@ -35,8 +36,8 @@ _ORT_TYPES = {
 }
 
 
-class NonFiniteActions(RuntimeError):
-    """The policy produced nan/inf: never sent to a robot."""
+class NonFiniteActions(UnsafeActionError):
+    """The policy produced nan/inf: never sent to a robot (the action contract's error, `infer.actions`)."""
 
 
 def _graph_specs(session: ort.InferenceSession, kind: str) -> list[TensorSpec]:
@@ -76,9 +77,11 @@ class OnnxRunner:
         providers: Sequence[str] | None = None,
         check_graphs: bool = True,
         num_steps: int | None = None,
+        truncate_prompt: bool | None = None,
     ) -> None:
-        """`num_steps` other than the manifest's replaces its schedule by N uniform Euler steps (t is a graph
-        input, so any schedule runs)."""
+        """`num_steps` other than the manifest's replaces its time grid by N uniform Euler steps (t is a graph
+        input, so any time grid runs). `truncate_prompt`: cut prompts that do not fit instead of refusing
+        them (None: the exported processor's choice)."""
         self.manifest = read_manifest(directory)
         m = self.manifest
         opts = ort.SessionOptions()
@@ -96,17 +99,21 @@ class OnnxRunner:
                 raise ManifestError(f"{path}: onnxruntime cannot load this graph: {e}") from e
             if check_graphs:
                 check_graph(m, graph, self.sessions[graph])
-        self.times = [float(t) for t in m.schedule["times"]]
-        self.dts = [float(d) for d in m.schedule["dts"]]
+        self.times = [float(t) for t in m.time_grid["times"]]
+        self.dts = [float(d) for d in m.time_grid["dts"]]
         if num_steps is not None and num_steps != len(self.times):
             if num_steps < 1:
                 raise UserError(f"num_steps must be >= 1, got {num_steps}")
-            dt = -1.0 / num_steps  # the same floats as the engine's schedule
+            dt = -1.0 / num_steps  # the same floats as the engine's time grid
             self.times, self.dts = [1.0 + k * dt for k in range(num_steps)], [dt] * num_steps
         self.batch_size = m.batch_size
         self.chunk_size = int(m.model["chunk_size"])
         self.max_action_dim = int(m.model["max_action_dim"])
-        self.processor = NumpyProcessor(m) if m.processor is not None else None
+        self.processor = (
+            NumpyProcessor.from_manifest(m, truncate_prompt=truncate_prompt)
+            if m.processor is not None
+            else None
+        )
         self._prefix_in = {s.name: s for s in m.specs("prefix", "inputs")}
         self._denoise_in = {s.name: s for s in m.specs("denoise", "inputs")}
 

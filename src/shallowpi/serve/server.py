@@ -58,7 +58,8 @@ MAX_ITEMS = 10_000  # map / list entries per frame; an observation has tens
 
 
 class Policy(Protocol):
-    """What the server needs from a policy (PiPolicy, or a tiny test policy)."""
+    """What the server needs from a policy: `metadata` and `infer`; `prepare` and `max_request_bytes` when
+    it has them. Every `ServedPolicy` (serve/served_policy.py: PiPolicy, OnnxPolicy, DummyPolicy) has all."""
 
     @property
     def metadata(self) -> dict: ...

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shallowpi.errors import UserError
 from shallowpi.sim import DEFAULT_WORKERS
 from shallowpi.sim import metaworld_env as mw
 
@@ -25,7 +26,7 @@ CAMERAS = ("corner4", "gripperPOV")  # rendered unless told otherwise: a scene v
 @dataclass
 class CollectConfig:
     tasks: list[str]
-    episodes_per_task: int = 50
+    demos_per_task: int = 50
     seed: int = 0
     image_size: int = 128
     cameras: list[str] = field(default_factory=lambda: list(CAMERAS))
@@ -34,6 +35,29 @@ class CollectConfig:
     extra_steps: int = 5  # frames kept after the first success: the policy also sees "done, hold still"
     workers: int = DEFAULT_WORKERS
     codec: str = "h264"
+
+    def validate(self) -> None:
+        """The numbers, before any worker starts (names as the flags of `shallowpi collect`)."""
+        if self.demos_per_task < 1:
+            raise UserError(f"demos-per-task must be >= 1, got {self.demos_per_task}")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0 (Meta-World's MT1 seed), got {self.seed}")
+        if self.image_size < 1:
+            raise UserError(f"image-size must be >= 1, got {self.image_size}")
+        if not 1 <= self.max_steps <= mw.MAX_PATH_LENGTH:
+            raise UserError(
+                f"max-steps must be in [1, {mw.MAX_PATH_LENGTH}] (Meta-World's limit), got {self.max_steps}"
+            )
+        if self.extra_steps < 0:
+            raise UserError(f"extra-steps must be >= 0, got {self.extra_steps}")
+        if self.workers < 1:
+            raise UserError(f"workers must be >= 1, got {self.workers}")
+        if not self.tasks:
+            raise UserError("no tasks to collect")
+        if not self.cameras:
+            raise UserError("no cameras to render")
+        mw.check_cameras(self.cameras)
+        mw.check_state_layout(self.state)
 
 
 @dataclass
@@ -109,7 +133,7 @@ def _init_worker() -> None:
 
 def iter_episodes(cfg: CollectConfig) -> Iterator[Episode]:
     """Episodes in (task, episode) order, computed by `cfg.workers` processes (or inline with 1 worker)."""
-    jobs = [(cfg, task, e) for task in cfg.tasks for e in range(cfg.episodes_per_task)]
+    jobs = [(cfg, task, e) for task in cfg.tasks for e in range(cfg.demos_per_task)]
     if cfg.workers <= 1:
         mw.setup_rendering()
         yield from map(_job, jobs)
@@ -124,10 +148,10 @@ def collect(cfg: CollectConfig, out: str | Path, *, overwrite: bool = False, pro
     """Run the collection and write the dataset to `out`. Returns a summary (kept / attempted per task)."""
     from tqdm import tqdm
 
-    from shallowpi.data.writer import LeRobotDatasetWriter, VideoSpec
+    from shallowpi.data.video_encoder import VideoSpec
+    from shallowpi.data.writer import LeRobotDatasetWriter
 
-    mw.check_cameras(cfg.cameras)
-    mw.check_state_layout(cfg.state)
+    cfg.validate()
     summary = {t: {"attempted": 0, "kept": 0} for t in cfg.tasks}
     writer = LeRobotDatasetWriter(
         out,
@@ -140,9 +164,7 @@ def collect(cfg: CollectConfig, out: str | Path, *, overwrite: bool = False, pro
         overwrite=overwrite,
     )
     with writer:
-        bar = tqdm(
-            total=len(cfg.tasks) * cfg.episodes_per_task, desc="collect", unit="ep", disable=not progress
-        )
+        bar = tqdm(total=len(cfg.tasks) * cfg.demos_per_task, desc="collect", unit="ep", disable=not progress)
         for ep in iter_episodes(cfg):
             summary[ep.task]["attempted"] += 1
             if ep.success:
@@ -154,7 +176,9 @@ def collect(cfg: CollectConfig, out: str | Path, *, overwrite: bool = False, pro
             bar.update(1)
         bar.close()
         if not writer.episodes:
-            raise RuntimeError("the expert succeeded in no episode; nothing to write")
+            raise UserError(
+                f"the expert succeeded in no episode within --max-steps {cfg.max_steps}; nothing to write"
+            )
     return {
         "out": str(out),
         "episodes_kept": sum(s["kept"] for s in summary.values()),

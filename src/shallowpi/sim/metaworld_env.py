@@ -14,6 +14,7 @@ Facts this file relies on (measured on CPU with llvmpipe, MuJoCo's software rend
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,6 +124,7 @@ GOAL_FREE_TASKS = frozenset(
 STATE_NAMES = STATE_LAYOUTS["hand"][0]  # obs[0:3] hand position, obs[3] gripper opening
 ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
 FPS = 80  # Meta-World steps 5 MuJoCo substeps of 2.5 ms: 12.5 ms per env step
+MAX_PATH_LENGTH = 500  # Meta-World raises past this many steps in an episode
 
 
 def resolve_tasks(spec: str) -> list[str]:
@@ -178,7 +180,7 @@ def setup_rendering() -> None:
 
 
 def fast_render(model) -> None:
-    """Shadows, reflections and MSAA off: ~10x faster offscreen rendering on llvmpipe, same-looking scene."""
+    """Shadows, reflections and MSAA off: much faster offscreen rendering on llvmpipe, same-looking scene."""
     model.light_castshadow[:] = 0
     model.mat_reflectance[:] = 0
     model.vis.quality.offsamples = 0
@@ -221,6 +223,9 @@ class MetaWorldEnv:
         self.renderer = (
             mujoco.Renderer(self.env.model, height=image_size, width=image_size) if self.cameras else None
         )
+        # A renderer still open at interpreter exit would be freed after EGL's module is torn down (a noisy
+        # traceback on every run's last line): close it at exit, or with the env, whichever comes first.
+        self._close_renderer = weakref.finalize(self, self.renderer.close) if self.renderer else None
 
     def configurations(self, seed: int) -> list:
         """The 50 fixed configurations of `MT1(task, seed)`."""
@@ -267,7 +272,7 @@ class MetaWorldEnv:
         return ENV_POLICY_MAP[self.task]()
 
     def close(self) -> None:
-        if self.renderer is not None:
-            self.renderer.close()
+        if self._close_renderer is not None:
+            self._close_renderer()  # idempotent
             self.renderer = None
         self.env.close()

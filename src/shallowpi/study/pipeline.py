@@ -6,16 +6,15 @@ resumes from its last checkpoint, and exported policies are written to a temp fo
 
 from __future__ import annotations
 
-import contextlib
 import importlib.resources
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from shallowpi.atomic import atomic_dir
 from shallowpi.errors import MissingFileError, UserError
 
 BUNDLED_TEACHER = "teacher_metaworld"  # src/shallowpi/assets/<this>: a pretrained_model folder
@@ -97,24 +96,9 @@ def export_pretrained(train_out: str | Path, dest: str | Path) -> Path:
     return copy_folder(last / ckpt.PRETRAINED, dest)
 
 
-@contextlib.contextmanager
-def staged_folder(dest: str | Path):
-    """Yield a folder to build `dest` in; it replaces `dest` only if the block finishes (atomic publish)."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        yield tmp / "x"
-        if dest.exists():
-            shutil.rmtree(dest)
-        (tmp / "x").rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def copy_folder(src: str | Path, dest: str | Path) -> Path:
-    with staged_folder(dest) as build:
-        shutil.copytree(src, build)
+    with atomic_dir(dest) as build:
+        shutil.copytree(src, build, dirs_exist_ok=True)
     return Path(dest)
 
 
@@ -124,7 +108,7 @@ def save_layer_skip_student(teacher: str | Path, depth: int, dest: str | Path) -
     from shallowpi.distill.student import make_student
     from shallowpi.model import load_model, save_model
 
-    with staged_folder(dest) as build:
+    with atomic_dir(dest) as build:
         student = make_student(load_model(teacher, dtype="float32"), depth=depth).eval()
         save_model(student, build)
         for f in Path(teacher).iterdir():  # the processor files travel unchanged
@@ -250,7 +234,7 @@ def probe_actions(
     all policies) and summarise the raw action chunks: finite, range, and the share the env's Box(-1, 1)
     would clip. -> name -> {"shape", "finite", "min", "max", "clipped_fraction", "executed_min/max"}."""
     from shallowpi.sim import metaworld_env as mw
-    from shallowpi.sim.evaluate import PretrainedPolicy
+    from shallowpi.sim.policy import PretrainedPolicy
 
     mw.setup_rendering()
     if threads:
@@ -273,7 +257,7 @@ def probe_actions(
     out = {}
     for name, cs in chunks.items():
         a = np.stack(cs)  # (tasks, chunk, 4)
-        executed = np.clip(a, -1.0, 1.0)  # what the rollout sends to the env (sim/evaluate.py clips too)
+        executed = np.clip(a, -1.0, 1.0)  # what the rollout sends to the env (sim/rollout.py clips too)
         out[name] = {
             "shape": list(a.shape[1:]),
             "finite": bool(np.isfinite(a).all()),
@@ -294,8 +278,8 @@ def save_with_steps(policy: str | Path, steps: int, dest: str | Path) -> Path:
     the naive few-step baseline of step distillation."""
     from shallowpi.model.checkpoint import CONFIG_NAME
 
-    with staged_folder(dest) as build:
-        shutil.copytree(policy, build)
+    with atomic_dir(dest) as build:
+        shutil.copytree(policy, build, dirs_exist_ok=True)
         raw = json.loads((build / CONFIG_NAME).read_text())
         raw["num_inference_steps"] = steps
         raw.get("shallowpi", {}).pop("sampling", None)

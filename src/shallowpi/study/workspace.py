@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shallowpi.errors import UserError
+from shallowpi.paths import portable_path
 from shallowpi.study import pipeline
 
 
@@ -43,14 +44,14 @@ def collect_argv(
     data: Path,
     *,
     tasks: str,
-    episodes_per_task: int,
+    demos_per_task: int,
     image_size: int,
     cameras: Sequence[str],
     state: str,
     workers: int,
 ) -> list[str]:
-    """`shallowpi collect metaworld` argv of a study's demonstrations (MT1 seed 0)."""
-    argv = ["collect", "metaworld", "--tasks", tasks, "--episodes-per-task", str(episodes_per_task)]
+    """`shallowpi collect --env metaworld` argv of a study's demonstrations (MT1 seed 0)."""
+    argv = ["collect", "--env", "metaworld", "--tasks", tasks, "--demos-per-task", str(demos_per_task)]
     argv += ["--seed", "0", "--image-size", str(image_size), "--cameras", ",".join(cameras)]
     return argv + ["--state", state, "--workers", str(workers), "--no-progress", "--out", str(data)]
 
@@ -59,12 +60,16 @@ class Workspace:
     """WORK/{data, train/<name>, policies/<name>, eval/<name>, bench.json, commands.log, timings.json}.
 
     `in_process=True` runs commands through `shallowpi.cli.main` (the demo: no interpreter start-up per
-    stage); otherwise each runs in a fresh process (the studies: memory freed after, a crash isolated)."""
+    stage); otherwise each runs in a fresh process (the studies: memory freed after, a crash isolated).
+    `progress=True` lets training show its progress bar (the demo, watched by a person); the studies' logs
+    stay free of bars."""
 
-    def __init__(self, work: str | Path, *, tag: str = "study", in_process: bool = False) -> None:
+    def __init__(
+        self, work: str | Path, *, tag: str = "study", in_process: bool = False, progress: bool = False
+    ) -> None:
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
-        self.tag, self.in_process = tag, in_process
+        self.tag, self.in_process, self.progress = tag, in_process, progress
         self.policies = self.work / "policies"
         self.log_path = self.work / "commands.log"
         self.timings_path = self.work / "timings.json"
@@ -109,7 +114,7 @@ class Workspace:
         data: Path,
         *,
         tasks: str,
-        episodes_per_task: int,
+        demos_per_task: int,
         image_size: int,
         cameras: Sequence[str],
         state: str,
@@ -123,7 +128,7 @@ class Workspace:
         argv = collect_argv(
             data,
             tasks=tasks,
-            episodes_per_task=episodes_per_task,
+            demos_per_task=demos_per_task,
             image_size=image_size,
             cameras=cameras,
             state=state,
@@ -177,7 +182,7 @@ class Workspace:
             str(min(save_every, schedule.steps)),
             "--out",
             str(self.work / "train" / name),
-            "--no-progress",
+            *([] if self.progress else ["--no-progress"]),
             *(["--threads", str(threads)] if threads else []),
         ]
 
@@ -237,7 +242,7 @@ class Workspace:
         if cache and out.is_file():
             old = json.loads(out.read_text())
             s = old["settings"]
-            if s["policies"] == [str(p) for p in paths] and s["iters"] == iters:
+            if s["policies"] == [portable_path(p) for p in paths] and s["iters"] == iters:
                 self.say(f"bench: {out} is up to date, skipping")
                 return old
         self.say(f"bench: {', '.join(Path(p).name for p in paths)} in one process")

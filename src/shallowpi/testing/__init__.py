@@ -1,6 +1,6 @@
 """Test doubles that tests, benchmarks and wiring checks share (not used by any command).
 
-    DummyPolicy          a model-free policy with PiPolicy's observation checks (server tests, load benchmark)
+    DummyPolicy          a model-free ServedPolicy: the real backends' checks (server tests, load benchmark)
     expected_actions     what DummyPolicy answers for a state
     save_tiny_policy     a servable folder: tiny random-weight π0.5 + processor
 

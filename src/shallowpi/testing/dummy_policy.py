@@ -1,4 +1,5 @@
-"""A model-free policy with the same observation checks as PiPolicy: wiring checks, tests, server benchmarks.
+"""A model-free served policy (`ServedPolicy`, so the same observation checks, frame cap and action contract
+as the real backends): wiring checks, tests, server benchmarks.
 
 Its actions are a pure function of the request, so a client can tell which request a reply answers:
 
@@ -10,17 +11,11 @@ Its actions are a pure function of the request, so a client can tell which reque
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
-from shallowpi.serve.obs_mapping import (
-    ObservationError,
-    ObsMapping,
-    PreparedObservation,
-    get_mapping,
-    max_request_bytes,
-)
+from shallowpi.serve.obs_mapping import ObsMapping
+from shallowpi.serve.served_policy import ServedPolicy
 
 
 def expected_actions(state: np.ndarray, chunk: int = 10, action_dim: int = 7) -> np.ndarray:
@@ -32,54 +27,37 @@ def expected_actions(state: np.ndarray, chunk: int = 10, action_dim: int = 7) ->
     ).astype(np.float32)
 
 
-@dataclass
-class DummyPolicy:
-    mapping: ObsMapping | str = "libero"
-    cameras: tuple[str, ...] = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
-    state_dim: int = 8
-    chunk: int = 10
-    action_dim: int = 7
-    delay_s: float = 0.0
-    default_prompt: str | None = None
-    max_prompt_chars: int = 4096
+class DummyPolicy(ServedPolicy):
+    backend = "dummy"
 
-    def __post_init__(self) -> None:
-        self.mapping = get_mapping(self.mapping)
+    def __init__(
+        self,
+        mapping: ObsMapping | str = "libero",
+        # per model slot; None: no camera (every camera named must be fed by the mapping, as for real policies)
+        cameras: tuple[str | None, ...] = ("base_0_rgb", "left_wrist_0_rgb", None),
+        state_dim: int = 8,
+        chunk: int = 10,
+        action_dim: int = 7,
+        delay_s: float = 0.0,
+        default_prompt: str | None = None,
+        max_prompt_chars: int = 4096,
+    ) -> None:
+        super().__init__(
+            cameras=cameras,
+            state_dim=state_dim,
+            action_dim=action_dim,
+            chunk_size=chunk,
+            obs_mapping=mapping,
+            default_prompt=default_prompt,
+            name="dummy",
+        )
+        self.chunk, self.delay_s, self.max_prompt_chars = chunk, delay_s, max_prompt_chars
 
     @property
-    def metadata(self) -> dict:
-        assert isinstance(self.mapping, ObsMapping)
-        return {
-            "policy": "dummy",
-            "action_chunk": self.chunk,
-            "action_dim": self.action_dim,
-            "state_dim": self.state_dim,
-            "obs_mapping": self.mapping.describe(self.cameras),
-        }
+    def max_task_chars(self) -> int:
+        return self.max_prompt_chars
 
-    @property
-    def max_request_bytes(self) -> int:
-        assert isinstance(self.mapping, ObsMapping)
-        fed = len(self.mapping.resolve(self.cameras))
-        return max_request_bytes(fed, self.state_dim, self.max_prompt_chars)
-
-    def prepare(self, obs: dict) -> PreparedObservation:
-        assert isinstance(self.mapping, ObsMapping)
-        sample = self.mapping.extract(obs, self.cameras, self.default_prompt)
-        state = sample.get("state", np.zeros(0, np.float32))
-        if state.shape != (self.state_dim,):
-            raise ObservationError(f"state must have shape ({self.state_dim},), got {state.shape}")
-        if len(sample["task"]) > self.max_prompt_chars:
-            raise ObservationError(
-                f"prompt of {len(sample['task'])} characters (limit {self.max_prompt_chars})"
-            )
-        return PreparedObservation(sample)
-
-    def infer(self, obs: dict | PreparedObservation) -> dict:
-        start = time.monotonic()
-        sample = (obs if isinstance(obs, PreparedObservation) else self.prepare(obs)).sample
-        state = sample["state"]
+    def predict(self, sample: dict) -> np.ndarray:
         if self.delay_s:
             time.sleep(self.delay_s)
-        actions = expected_actions(state, self.chunk, self.action_dim)
-        return {"actions": actions, "policy_timing": {"infer_ms": (time.monotonic() - start) * 1e3}}
+        return expected_actions(sample["state"], self.chunk, self.action_dim)

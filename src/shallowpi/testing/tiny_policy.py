@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shallowpi.data.processor import ProcessorConfig, save_processor
+from shallowpi.data.processor import ProcessorConfig
+from shallowpi.data.processor_files import save_processor
 from shallowpi.data.tokenizer import load_tokenizer
 from shallowpi.model import PiModel, save_model
 from shallowpi.model.config import tiny

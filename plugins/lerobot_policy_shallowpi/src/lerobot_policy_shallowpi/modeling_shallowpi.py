@@ -1,7 +1,8 @@
 """ShallowPiPolicy: shallowpi's PiModel behind LeRobot's PreTrainedPolicy contract.
 
-Inputs are what `shallowpi_preprocessor` produced (`observation.shallowpi.*`, normalised padded state and
-actions). Sampling runs shallowpi's InferenceEngine (the path `shallowpi eval` / `serve` use); training runs
+Inputs are what `shallowpi_preprocessor` produced: the model's Observation as `observation.shallowpi.*` keys
+and the normalised padded state (read back by `observation_from_plugin`), and normalised padded actions.
+Sampling runs shallowpi's InferenceEngine (the path `shallowpi eval` / `serve` use); training runs
 `PiModel.loss` with the loss over the dataset's real action dims and steps past an episode's end masked,
 as shallowpi's trainer computes it. Weights are saved and loaded in LeRobot's key names (the file
 `shallowpi.save_model` writes), so the same model.safetensors serves both tools.
@@ -18,7 +19,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from lerobot_policy_shallowpi.configuration_shallowpi import ShallowPiConfig
-from lerobot_policy_shallowpi.processor_shallowpi import IMAGE_MASKS, IMAGES, STATE, TOKEN_MASKS, TOKENS
+from shallowpi.data.lerobot_processor import observation_from_plugin
 from shallowpi.distill.losses import action_error
 from shallowpi.model.checkpoint import (
     EMBED,
@@ -53,16 +54,6 @@ class ShallowPiPolicy(PreTrainedPolicy):
         self._engines = {}  # engines cache weight-derived tensors: rebuild after any training
         return super().train(mode)
 
-    def _inputs(self, batch: dict[str, Tensor]) -> dict:
-        images, masks = batch[IMAGES], batch[IMAGE_MASKS]  # [B, n, 3, S, S], [B, n]
-        return {
-            "images": [images[:, i] for i in range(images.shape[1])],
-            "img_masks": [masks[:, i] for i in range(masks.shape[1])],
-            "tokens": batch[TOKENS],
-            "token_masks": batch[TOKEN_MASKS],
-            "state": batch[STATE] if self.model.config.variant == "pi0" else None,
-        }
-
     def _action_dim(self) -> int:
         ft = self.config.action_feature
         return ft.shape[0] if ft is not None else self.model.config.max_action_dim
@@ -72,11 +63,11 @@ class ShallowPiPolicy(PreTrainedPolicy):
         """-> (B, chunk, action_dim), normalised (the postprocessor unnormalises)."""
         from shallowpi.infer.engine import InferenceEngine
 
-        inputs = self._inputs(batch)
-        b = inputs["tokens"].shape[0]
+        obs = observation_from_plugin(batch)
+        b = obs.batch_size
         if b not in self._engines:
             self._engines[b] = InferenceEngine(self.model.eval(), batch_size=b)
-        actions = self._engines[b].sample_actions(**inputs, noise=noise)  # [B, chunk, max_action_dim]
+        actions = self._engines[b].sample_actions(obs, noise=noise)  # [B, chunk, max_action_dim]
         return actions[:, :, : self._action_dim()]
 
     @torch.no_grad()
@@ -90,7 +81,9 @@ class ShallowPiPolicy(PreTrainedPolicy):
     def forward(self, batch: dict[str, Tensor], noise: Tensor | None = None, time: Tensor | None = None):
         """Flow-matching loss on a preprocessed batch -> (loss, {"loss": float})."""
         actions = batch["action"]  # [B, chunk, max_action_dim], normalised
-        err = self.model.loss(**self._inputs(batch), actions=actions, noise=noise, time=time)  # [B, chunk, D]
+        err = self.model.loss(
+            observation_from_plugin(batch), actions, noise=noise, time=time
+        )  # [B, chunk, D]
         # shallowpi's task loss: real action dims only, chunk steps past the episode end zeroed
         loss = action_error(err, self._action_dim(), batch.get("action_is_pad"))
         return loss, {"loss": loss.item()}

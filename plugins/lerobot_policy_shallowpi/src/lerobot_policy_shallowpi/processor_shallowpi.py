@@ -8,7 +8,8 @@
 resize-with-pad, [-1, 1] pixels, state / action normalisation and padding, the π0 / π0.5 prompt, SentencePiece
 tokenisation), so LeRobot feeds the model exactly what shallowpi's own commands feed it. Its JSON config is
 the processor config; its state file holds the stats (flat `observation.state.q01`, ...) and the tokenizer's
-bytes, so a saved pipeline needs no other file. The model inputs travel as `observation.shallowpi.*` keys.
+bytes, so a saved pipeline needs no other file. The model's Observation travels as `observation.shallowpi.*`
+keys and `observation.state` (`shallowpi.data.lerobot_processor.PLUGIN_OBSERVATION_KEYS`).
 """
 
 from __future__ import annotations
@@ -34,17 +35,14 @@ from shallowpi.data.lerobot_processor import (
     PLUGIN_POST,
     PLUGIN_PRE,
     TOKENIZER_KEY,
+    plugin_observation,
     plugin_post_state,
     plugin_pre_state,
     tokenizer_from_bytes,
 )
-from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig, collate
+from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig, collate, collate_actions
 from shallowpi.data.stats import Stats
 from shallowpi.data.tokenizer import Tokenizer, load_tokenizer
-
-IMAGES, IMAGE_MASKS = "observation.shallowpi.images", "observation.shallowpi.image_masks"
-TOKENS, TOKEN_MASKS = "observation.shallowpi.tokens", "observation.shallowpi.token_masks"
-STATE = "observation.state"
 
 
 def _unflat(state: dict[str, torch.Tensor]) -> Stats:
@@ -104,18 +102,12 @@ class ShallowPiPreprocessorStep(ProcessorStep):
                 sample["actions"] = action[i].detach().cpu().float()  # [chunk, A]
                 sample["action_is_pad"] = None if pad is None else pad[i].detach().cpu()
             examples.append(pre(sample))
-        batch = collate(examples)
         new = transition.copy()
-        new[TransitionKey.OBSERVATION] = {
-            IMAGES: batch["images"],  # [B, n_slots, 3, S, S] in [-1, 1]
-            IMAGE_MASKS: batch["image_masks"],  # [B, n_slots]
-            TOKENS: batch["tokens"],  # [B, L]
-            TOKEN_MASKS: batch["token_masks"],  # [B, L]
-            STATE: batch["state"],  # [B, max_state_dim], normalised, zero-padded
-        }
-        if "actions" in batch:
-            new[TransitionKey.ACTION] = batch["actions"]  # [B, chunk, max_action_dim], normalised
-            comp["action_is_pad"] = batch["action_is_pad"]
+        new[TransitionKey.OBSERVATION] = plugin_observation(collate(examples))
+        if "actions" in examples[0]:
+            actions, action_is_pad = collate_actions(examples)
+            new[TransitionKey.ACTION] = actions  # [B, chunk, max_action_dim], normalised
+            comp["action_is_pad"] = action_is_pad  # [B, chunk]
             new[TransitionKey.COMPLEMENTARY_DATA] = comp
         return new
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from shallowpi.distill.data import Batch
 from shallowpi.distill.losses import action_error
+from shallowpi.errors import UserError
 from shallowpi.model import PiModel
 from shallowpi.model.config import check_time_grid, euler_steps, uniform_time_grid
 from shallowpi.model.inputs import check_inputs
@@ -47,7 +48,7 @@ class StepWeights:
 
 @dataclass
 class StepDistillConfig:
-    grid: Sequence[float]  # the student's K-step schedule, 1.0 ... 0.0
+    grid: Sequence[float]  # the student's K-step time grid, 1.0 ... 0.0
     target_steps: int = 10  # target Euler steps over [1, 0] (the frozen 10-step sampler)
     states: States = "student"
     weights: StepWeights = field(default_factory=StepWeights)
@@ -58,11 +59,11 @@ class StepDistillConfig:
             self.weights = StepWeights(**self.weights)
         self.grid = check_time_grid(self.grid)
         if self.target_steps < 1:
-            raise ValueError(f"target_steps must be >= 1, got {self.target_steps}")
+            raise UserError(f"target_steps must be >= 1, got {self.target_steps}")
         if self.states not in ("student", "target"):
-            raise ValueError(f"states must be 'student' or 'target', got {self.states!r}")
+            raise UserError(f"states must be 'student' or 'target', got {self.states!r}")
         if self.weights.trajectory <= 0:
-            raise ValueError(f"the trajectory loss weight must be > 0, got {self.weights.trajectory}")
+            raise UserError(f"the trajectory loss weight must be > 0, got {self.weights.trajectory}")
 
     @property
     def num_steps(self) -> int:
@@ -82,24 +83,22 @@ class _Cached:
     """A model's prefix over one batch: KV cache, validity, suffix RoPE and mask, the (π0) state."""
 
     cache: list[tuple[torch.Tensor, torch.Tensor]]
-    pad: torch.Tensor
+    valid: torch.Tensor
     rope: tuple[torch.Tensor, torch.Tensor]
     mask: torch.Tensor
     state: torch.Tensor | None
 
     def velocity(self, model: PiModel, x: torch.Tensor, t: float) -> torch.Tensor:
         tt = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
-        return model.denoise_step(self.cache, self.pad, x, tt, self.state, self.rope, self.mask)
+        return model.denoise_step(self.cache, self.valid, x, tt, self.state, self.rope, self.mask)
 
 
 def _prefix(model: PiModel, batch: Batch) -> _Cached:
-    prefix, state = check_inputs(
-        model.config, batch.images, batch.img_masks, batch.tokens, batch.token_masks, batch.state
-    )
-    embs, pad = model.embed_prefix(prefix)
-    cache = model.prefix_cache(embs, pad)
-    rope, mask = model.suffix_rope_and_mask(pad, *model.suffix_layout(pad.shape[0], pad.device))
-    return _Cached(cache, pad, rope, mask, state)
+    obs = check_inputs(model.config, batch.observation)
+    embs, valid = model.embed_prefix(obs)
+    cache = model.prefix_cache(embs, valid)
+    rope, mask = model.suffix_rope_and_mask(valid, *model.suffix_layout(valid.shape[0], valid.device))
+    return _Cached(cache, valid, rope, mask, obs.state)
 
 
 class StepForward(nn.Module):
@@ -143,7 +142,7 @@ class StepDistillLoss:
         for name in ("variant", "chunk_size", "max_action_dim", "cameras"):
             a, b = getattr(student.config, name), getattr(teacher.config, name)
             if a != b:
-                raise ValueError(f"student and target differ in {name}: {a!r} vs {b!r}")
+                raise UserError(f"student and target differ in {name}: {a!r} vs {b!r}")
         self.student, self.teacher, self.config = student, teacher, config
 
     def forward_module(self, student: PiModel) -> StepForward:

@@ -1,0 +1,77 @@
+"""What an evaluation runs: `EvalConfig` (tasks, episodes, seeds, workers, videos) and its checks.
+
+Episode e of task T starts from `MT1(T, seed + e // 50).train_tasks[e % 50]` (seed 1000 by default: the
+demos use 0), so results do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from shallowpi.device import resolve_device
+from shallowpi.errors import MissingFileError, UserError
+from shallowpi.sim import DEFAULT_WORKERS
+from shallowpi.sim import metaworld_env as mw
+
+CONFIGS_PER_SEED = 50  # MT1(task, seed).train_tasks has 50 configurations
+MAX_PATH_LENGTH = mw.MAX_PATH_LENGTH
+
+
+@dataclass
+class EvalConfig:
+    policy: str  # pretrained folder (model + processor)
+    tasks: list[str]
+    episodes_per_task: int = 50
+    seed: int = 1000
+    max_steps: int = 200
+    n_action_steps: int | None = None  # None: the whole chunk
+    workers: int = DEFAULT_WORKERS  # spawned processes; 1: inline (for policy factories that cannot pickle)
+    # Render size; None: the policy's input size (what `shallowpi collect` demos for it are rendered at).
+    # The processor resizes whatever is rendered to the model's input size.
+    image_size: int | None = None
+    device: str | None = None  # None: cuda if available, else cpu (`shallowpi.device`)
+    num_steps: int | None = None  # Euler steps; None: the model config's
+    blank_images: bool = False  # all-black camera images (masks stay on): does the policy need vision?
+    video_dir: str | None = None
+    videos_per_task: int = 2  # first N episodes of each task are recorded when video_dir is set
+    threads_per_worker: int | None = None  # torch threads; None: cores / workers
+    truncate_prompt: bool | None = None  # None: the policy's processor config decides (default: refuse)
+    backend: str | None = None  # "torch" | "onnxruntime"; None: the faster one for the device
+    onnx_dir: str | None = None  # onnxruntime: an export of `policy` (None: exported for this evaluation)
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.device)  # recorded resolved in eval_info.json
+
+    @property
+    def runtime(self) -> str:
+        """The backend that runs: `backend`, or the device's default (recorded so in eval_info.json)."""
+        from shallowpi.infer.backends import resolve_backend
+
+        return resolve_backend(self.backend, self.device)
+
+    def validate(self) -> None:
+        if self.episodes_per_task < 1:
+            raise UserError(f"episodes-per-task must be >= 1, got {self.episodes_per_task}")
+        if not 1 <= self.max_steps <= MAX_PATH_LENGTH:
+            raise UserError(
+                f"max-steps must be in [1, {MAX_PATH_LENGTH}] (Meta-World's limit), got {self.max_steps}"
+            )
+        if self.n_action_steps is not None and self.n_action_steps < 1:
+            raise UserError(f"n-action-steps must be >= 1, got {self.n_action_steps}")
+        if self.num_steps is not None and self.num_steps < 1:
+            raise UserError(f"num-steps must be >= 1, got {self.num_steps}")
+        if self.workers < 1:
+            raise UserError(f"workers must be >= 1, got {self.workers}")
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0 (Meta-World's MT1 seed), got {self.seed}")
+        if self.image_size is not None and self.image_size < 1:
+            raise UserError(f"image-size must be >= 1, got {self.image_size}")
+        if self.videos_per_task < 0:
+            raise UserError(f"videos-per-task must be >= 0, got {self.videos_per_task}")
+        if not self.tasks:
+            raise UserError("no tasks to evaluate")
+        if not Path(self.policy).is_dir():
+            raise MissingFileError(f"policy folder not found: {self.policy}")
+        if self.runtime == "onnxruntime" and self.truncate_prompt:  # runtime: checks backend and device
+            raise UserError("--truncate-prompt is not available with the onnxruntime backend")
