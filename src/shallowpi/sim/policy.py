@@ -89,7 +89,7 @@ class OnnxPretrainedPolicy:
             raise UserError(f"Meta-World has action dim 4; the policy has {proc.action_dim}")
         self.state_layout = mw.state_layout_for_dim(proc.state_dim)
         self.chunk = self.runner.chunk_size
-        self.image_size = proc.image_size
+        self.image_size = proc.config.image_size
 
     def noise(self, seed: int) -> np.ndarray:
         import torch  # the torch backend's generator: the same noise for the same seed
