@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= sim,plot,dev,export
+# Headless MuJoCo rendering: EGL unless the user chose a backend (mujoco reads it once, at its first import).
+export MUJOCO_GL ?= egl
 
 .PHONY: demo test setup clean-venv
 

@@ -297,6 +297,9 @@ def main() -> None:
         "--pause-training", action="store_true", help="SIGSTOP `shallowpi train` during each timed child"
     )
     ap.add_argument("--out", default=str(RESULTS / "engine_vs_ort.json"))
+    ap.add_argument(
+        "--merge", action="store_true", help="keep the other cases of an existing --out (re-time some cases)"
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -319,6 +322,13 @@ def main() -> None:
     env = environment(torch.device("cpu")) | {"onnxruntime": onnxruntime.__version__}
     env["torch_threads"] = args.threads
     result: dict = {"environment": env, "settings": vars(args) | {"child": None}, "runs": [], "summary": {}}
+    if args.merge and Path(args.out).is_file():
+        old = json.loads(Path(args.out).read_text())
+        result["runs"] = [r for r in old["runs"] if r["case"] not in cases]
+        result["summary"] = {c: v for c, v in old["summary"].items() if c not in cases}
+        result["merged_from"] = old.get("merged_from", []) + [
+            old["settings"] | {"cases": sorted(old["summary"])}
+        ]
     with tempfile.TemporaryDirectory(prefix="shallowpi-engine-vs-ort-") as tmp:
         work = Path(tmp)
         specs = []

@@ -109,25 +109,24 @@ if ((DRY_RUN)); then
     BENCH=(-m shallowpi bench --preset tiny --compare 2,1 --device cpu --dtype bfloat16 --no-count-flops
         --warmup 1 --threads 1)
     GRAPH_MODES=engine,engine_nocompact
-    FOLD=(-m shallowpi bench --preset tiny --depth 2 --device cpu --dtype bfloat16 --no-count-flops
-        --warmup 1 --threads 1)
-    FOLD_MODES=engine_unfolded,engine
     COMPILED_MODES=engine,reference
+    FOLD=(-m shallowpi bench --preset tiny --depth 2 --device cpu --dtype bfloat16 --no-count-flops --warmup 1
+        --threads 1 --modes engine_unfolded,engine)
 else
     PYTEST_MODE=(-rA)
     BENCH=(-m shallowpi bench --preset pi05 --compare 18,6 --device cuda --dtype bfloat16 --no-count-flops)
     GRAPH_MODES=engine,cuda_graph
-    FOLD=(-m shallowpi bench --preset pi05 --depth 18 --device cuda --dtype bfloat16 --no-count-flops)
-    FOLD_MODES=cuda_graph_unfolded,cuda_graph
     COMPILED_MODES=engine,compiled
+    FOLD=(-m shallowpi bench --preset pi05 --depth 18 --device cuda --dtype bfloat16 --no-count-flops
+        --modes cuda_graph_unfolded,cuda_graph)
 fi
 
 run_step cuda_tests 140 "$PY" -m pytest -m cuda -p no:cacheprovider -q "${PYTEST_MODE[@]}" \
     --junitxml "$OUT/cuda_tests.xml" tests
 
 run_step bench_graph 90 "$PY" "${BENCH[@]}" --modes "$GRAPH_MODES" --out "$OUT/bench_pi05_bf16_graph.json"
-run_step bench_fold 80 "$PY" "${FOLD[@]}" --modes "$FOLD_MODES" --out "$OUT/bench_pi05_bf16_fold.json"
-run_step bench_compiled 150 "$PY" "${BENCH[@]}" --modes "$COMPILED_MODES" \
+run_step bench_fold 80 "$PY" "${FOLD[@]}" --out "$OUT/bench_pi05_bf16_fold.json"
+run_step bench_compiled 170 "$PY" "${BENCH[@]}" --modes "$COMPILED_MODES" \
     --out "$OUT/bench_pi05_bf16_compiled.json"
 
 if [[ -f benchmarks/trt_build.sh ]]; then

@@ -5,6 +5,8 @@ lists them: benchmarks/gpu_check.sh --dry-run checks that they import)."""
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before any test module imports mujoco: headless rendering
 from pathlib import Path
 
 import pytest

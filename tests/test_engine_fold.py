@@ -20,7 +20,6 @@ from shallowpi.infer.engine import InferenceEngine
 from shallowpi.infer.fold import FoldedPi
 from shallowpi.model.config import tiny
 from shallowpi.model.pi import PiModel
-from shallowpi.observation import Observation
 
 TOL = 1e-5
 
@@ -58,8 +57,10 @@ def _inputs(cfg, batch: int, seed: int = 1, masked: bool = True) -> dict:
     }
 
 
-def _args(x: dict) -> tuple[Observation]:
-    """The sampling functions' positional arguments: the one observation."""
+def _args(x: dict) -> tuple:
+    """The model's and the engine's positional input: one Observation."""
+    from shallowpi.observation import Observation
+
     return (Observation.from_lists(x["images"], x["img_masks"], x["tokens"], x["token_masks"], x["state"]),)
 
 

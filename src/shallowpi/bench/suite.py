@@ -165,7 +165,6 @@ def onnxruntime_run(
     inputs in a child process of its own (`shallowpi.onnx_runtime.timing`)."""
     import numpy as np
 
-    from shallowpi.export.graphs import prefix_inputs
     from shallowpi.export.onnx_export import ExportOptions, export_onnx
 
     cfg = model.config
@@ -178,12 +177,11 @@ def onnxruntime_run(
         export = export_onnx(model, Path(tmp) / "onnx", opts)
         export_s = time.perf_counter() - t0
         obs = inputs.observation
-        images, image_masks, tokens, token_masks = prefix_inputs(obs, range(cameras))  # the exported slots
         arrays = {
-            "images": images.cpu().numpy(),
-            "image_masks": image_masks.cpu().numpy(),
-            "tokens": tokens.cpu().numpy(),
-            "token_masks": token_masks.cpu().numpy(),
+            "images": obs.images[:, :cameras].cpu().numpy(),  # (B, cameras, 3, H, W)
+            "image_masks": obs.image_masks[:, :cameras].cpu().numpy(),
+            "tokens": obs.tokens.cpu().numpy(),
+            "token_masks": obs.token_masks.cpu().numpy(),
             "noise": inputs.noise.cpu().numpy(),
         }
         if cfg.variant == "pi0":

@@ -103,9 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--modes",
         type=_modes,
         default=None,
-        help="comma-separated: reference, reference_nocompact, engine, engine_nocompact, engine_unfolded, compiled, "
-        "cuda_graph, cuda_graph_unfolded, "
-        "compiled_cuda_graph (default: reference,engine on CPU; engine,compiled,cuda_graph on CUDA)",
+        help="comma-separated: reference, reference_nocompact, engine, engine_nocompact, engine_unfolded, "
+        "compiled, cuda_graph, cuda_graph_unfolded, compiled_cuda_graph (default: reference,engine on CPU; engine,compiled,cuda_graph on CUDA)",
     )
     parser.add_argument(
         "--backend",

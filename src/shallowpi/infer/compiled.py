@@ -16,7 +16,7 @@ graph does not depend on them (`refresh()` needs no recompilation).
 Warm-up: the first call compiles (inductor generates and builds C++ kernels): 31-63 s on this 2-core CPU
 (the bundled teacher, an L6 student, the mid config at depths 6 and 18). Inductor's FX graph cache and
 AOTAutograd cache keep the compiled code on disk, keyed by the traced graph, shapes, dtypes, torch version
-and inductor settings, so a later process only traces with dynamo and loads the kernels: 7-20 s (the first
+and inductor settings, so a later process only traces with dynamo and loads the kernels: 7-20 s over three runs (the first
 call of a fresh process; benchmarks/results/engine_vs_ort.json). The cache directory: `compile_cache_dir`,
 else $SHALLOWPI_COMPILE_CACHE, else $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/shallowpi/inductor (inductor's
 own default is under /tmp, which does not survive a reboot).
@@ -107,16 +107,16 @@ class CompiledGraph:
 
     @torch.no_grad()
     def sample(self, obs: Observation, noise, grid: tuple[float, ...], marks) -> torch.Tensor:
-        """`obs`: checked by the engine (`InferenceEngine.check`: compacted, π0's state padded)."""
+        """`obs`: the engine's checked observation (kept slots, π0's padded state or None)."""
         e, f = self.engine, self.engine.folded
         dev = e.device
+        state = obs.state
         keys, values, geometry = self.prefix(
             f, obs.images.to(dev), obs.image_masks.to(dev), obs.tokens.to(dev), obs.token_masks.to(dev)
         )
         _mark(
             marks, "vision"
         )  # vision and backbone are one compiled graph: "vision" marks no work of its own
-        state = obs.state
         state_tok = None if state is None else torch.addmm(f.state_b, state.to(dev).float(), f.state_w)
         _mark(marks, "prefix")
         x = e.check_noise(noise).to(dev).float()

@@ -73,5 +73,5 @@ class EvalConfig:
             raise UserError("no tasks to evaluate")
         if not Path(self.policy).is_dir():
             raise MissingFileError(f"policy folder not found: {self.policy}")
-        if self.runtime == "onnxruntime" and self.truncate_prompt:  # runtime: checks backend and device
+        if self.runtime == "onnxruntime" and self.truncate_prompt:
             raise UserError("--truncate-prompt is not available with the onnxruntime backend")
