@@ -104,12 +104,13 @@ def prepare(case: str, work: Path) -> dict:
         export_onnx(model, out / "onnx", ExportOptions(cameras=tuple(cfg.cameras[:cams])))
         x = make_inputs(cfg, batch=1, cameras=cams, lang_tokens=20, device="cpu")
         spec.update(level="model", depth=depth, cameras=cams)
+        obs = x.observation
         payload = {
-            "images": [i.numpy() for i in x["images"]],
-            "img_masks": [m.numpy() for m in x["img_masks"]],
-            "tokens": x["tokens"].numpy(),
-            "token_masks": x["token_masks"].numpy(),
-            "noise": x["noise"].numpy(),
+            "images": obs.images.numpy(),  # (1, n_slots, 3, H, W)
+            "image_masks": obs.image_masks.numpy(),  # (1, n_slots)
+            "tokens": obs.tokens.numpy(),
+            "token_masks": obs.token_masks.numpy(),
+            "noise": x.noise.numpy(),
         }
     spec["inputs"] = str(out / "inputs.pkl")
     with open(spec["inputs"], "wb") as f:
@@ -131,7 +132,7 @@ def _build(spec: dict, backend: str, mode: str | None, threads: int):
         if spec["level"] == "predict":
             return lambda: runner.predict(x["sample"], noise=x["noise"])
         n = spec["cameras"]
-        feeds = (np.stack(x["images"][:n], axis=1), np.stack(x["img_masks"][:n], axis=1))
+        feeds = (x["images"][:, :n], x["image_masks"][:, :n])  # the exported slots
         return lambda: runner.sample(*feeds, x["tokens"], x["token_masks"], noise=x["noise"])[0]
     import torch
 
@@ -145,11 +146,12 @@ def _build(spec: dict, backend: str, mode: str | None, threads: int):
         pred.engine = InferenceEngine(pred.model, batch_size=1, **MODES[mode])
         return lambda: pred.predict(x["sample"], seed=0)
     engine = InferenceEngine(_mid_model(spec["depth"]), batch_size=1, **MODES[mode])
-    images = [torch.from_numpy(i) for i in x["images"]]
-    masks = [torch.from_numpy(m) for m in x["img_masks"]]
-    tokens, token_masks = torch.from_numpy(x["tokens"]), torch.from_numpy(x["token_masks"])
+    from shallowpi.observation import Observation
+
+    names = ("images", "image_masks", "tokens", "token_masks")
+    obs = Observation(*(torch.from_numpy(x[k]) for k in names))  # π0.5: no state token
     noise = torch.from_numpy(x["noise"])
-    return lambda: engine.sample_actions(images, masks, tokens, token_masks, noise=noise)[0].numpy()
+    return lambda: engine.sample_actions(obs, noise=noise)[0].numpy()
 
 
 def child(spec: dict, backend: str, mode: str | None, threads: int) -> None:

@@ -125,6 +125,11 @@ CASES: list[tuple[list[str], str]] = [
     ([*EVAL, "--tokenizer", "{missing}"], "--tokenizer: file not found"),
     ([*EVAL, "--out", "{file}"], "--out {file}: exists and is not a folder"),
     ([*EVAL, "--video", "{file}"], "--video {file}: exists and is not a folder"),
+    ([*EVAL, "--backend", "nope"], "argument --backend: invalid choice: 'nope'"),
+    (
+        [*EVAL, "--device", "cpu", "--backend", "onnxruntime", "--truncate-prompt"],
+        "--truncate-prompt is not available with the onnxruntime backend",
+    ),
     # bench
     ([*BENCH, "--preset", "nope"], "unknown preset 'nope'"),
     (["bench", "--policy", "{missing}", "--out", "{out}"], "no config.json"),
@@ -140,6 +145,9 @@ CASES: list[tuple[list[str], str]] = [
     ([*BENCH, "--chunk", "0"], "argument --chunk: must be >= 1"),
     ([*BENCH, "--modes", "foo"], "unknown mode 'foo'"),
     ([*BENCH, "--modes", ","], "argument --modes: expected comma-separated modes"),
+    ([*BENCH, "--backend", "nope"], "argument --backend: unknown backend 'nope'"),
+    ([*BENCH, "--backend", ","], "argument --backend: expected comma-separated backends"),
+    ([*BENCH, "--backend", "torch,torch"], "argument --backend: each backend once"),
     ([*BENCH, "--warmup", "-1"], "argument --warmup: must be >= 0"),
     ([*BENCH, "--iters", "5"], "--iters must be >= 20"),
     ([*BENCH, "--threads", "0"], "argument --threads: must be >= 1"),

@@ -50,6 +50,22 @@ def _modes(text: str) -> list[str]:
     return modes
 
 
+def _backends(text: str) -> list[str]:
+    from shallowpi.infer.backends import BACKENDS
+
+    backends = [x.strip() for x in text.split(",") if x.strip()]
+    if not backends:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated backends like torch,onnxruntime, got {text!r}"
+        )
+    bad = [b for b in backends if b not in BACKENDS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown backend {bad[0]!r}; choose from {', '.join(BACKENDS)}")
+    if len(set(backends)) != len(backends):
+        raise argparse.ArgumentTypeError(f"each backend once, got {text!r}")
+    return backends
+
+
 # also a Hugging Face hub id org/name[@revision] (cli.resolve_hub_ids)
 HUB_IDS = {"policy": "policy"}
 
@@ -87,12 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--modes",
         type=_modes,
         default=None,
-        help="comma-separated: reference, reference_nocompact, engine, engine_nocompact, compiled, cuda_graph, "
-        "compiled_cuda_graph (default: reference,engine on CPU; engine,compiled,cuda_graph on CUDA)",
+        help="comma-separated: reference, reference_nocompact, engine, engine_nocompact, engine_unfolded, "
+        "compiled, cuda_graph, cuda_graph_unfolded, compiled_cuda_graph (default: reference,engine on CPU; engine,compiled,cuda_graph on CUDA)",
     )
     parser.add_argument(
         "--backend",
-        type=_modes,
+        type=_backends,
         default=None,
         help="comma-separated: torch (the modes above), onnxruntime (an ONNX export, CPU, its own process) "
         "(default: the faster one for the device)",

@@ -66,6 +66,7 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
     settings["env"] = "metaworld"
     settings["backend"] = cfg.runtime
     settings["policy"], settings["video_dir"] = portable_path(cfg.policy), portable_path(cfg.video_dir)
+    settings["onnx_dir"] = portable_path(cfg.onnx_dir)
     sizes = {r.image_size for r in results if r.image_size is not None}
     if settings["image_size"] is None and len(sizes) == 1:  # record what was rendered, so reuse can match
         settings["image_size"] = sizes.pop()

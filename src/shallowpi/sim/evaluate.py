@@ -18,7 +18,7 @@ from shallowpi.atomic import write_json_atomic
 # The pieces, importable from here as before: config, policy, one episode, the worker pool, eval_info.json.
 from shallowpi.sim.eval_config import CONFIGS_PER_SEED, MAX_PATH_LENGTH, EvalConfig
 from shallowpi.sim.eval_info import eval_info
-from shallowpi.sim.policy import ChunkPolicy, PretrainedPolicy, default_policy_factory
+from shallowpi.sim.policy import ChunkPolicy, OnnxPretrainedPolicy, PretrainedPolicy, default_policy_factory
 from shallowpi.sim.pool import iter_results
 from shallowpi.sim.rollout import EpisodeResult, run_episode
 
@@ -29,6 +29,7 @@ __all__ = [
     "EpisodeResult",
     "EvalConfig",
     "EvalRun",
+    "OnnxPretrainedPolicy",
     "PretrainedPolicy",
     "default_policy_factory",
     "eval_info",
