@@ -126,7 +126,7 @@ run_step cuda_tests 140 "$PY" -m pytest -m cuda -p no:cacheprovider -q "${PYTEST
 
 run_step bench_graph 90 "$PY" "${BENCH[@]}" --modes "$GRAPH_MODES" --out "$OUT/bench_pi05_bf16_graph.json"
 run_step bench_fold 80 "$PY" "${FOLD[@]}" --out "$OUT/bench_pi05_bf16_fold.json"
-run_step bench_compiled 170 "$PY" "${BENCH[@]}" --modes "$COMPILED_MODES" \
+run_step bench_compiled 150 "$PY" "${BENCH[@]}" --modes "$COMPILED_MODES" \
     --out "$OUT/bench_pi05_bf16_compiled.json"
 
 if [[ -f benchmarks/trt_build.sh ]]; then
