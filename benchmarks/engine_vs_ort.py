@@ -321,7 +321,10 @@ def main() -> None:
 
     env = environment(torch.device("cpu")) | {"onnxruntime": onnxruntime.__version__}
     env["torch_threads"] = args.threads
-    result: dict = {"environment": env, "settings": vars(args) | {"child": None}, "runs": [], "summary": {}}
+    from shallowpi.paths import portable_path
+
+    settings = vars(args) | {"child": None, "out": portable_path(args.out)}  # no path of this machine
+    result: dict = {"environment": env, "settings": settings, "runs": [], "summary": {}}
     if args.merge and Path(args.out).is_file():
         old = json.loads(Path(args.out).read_text())
         result["runs"] = [r for r in old["runs"] if r["case"] not in cases]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from shallowpi.model import PiModel
-from shallowpi.model.config import GemmaConfig, PiConfig, mid, pi0, pi05, preset, testbed, tiny
+from shallowpi.model.config import GemmaConfig, PiConfig, mid, pi0, pi05, preset, tiny
+from shallowpi.model.config import testbed as coarse_testbed
 from shallowpi.observation import Observation
 
 
@@ -71,7 +72,7 @@ def test_fine_grid_testbed_has_64_tokens_per_camera_and_survives_a_checkpoint(tm
     from shallowpi.model import load_model, save_model
 
     cfg = preset("testbed_fine")
-    coarse = testbed("pi0")
+    coarse = coarse_testbed("pi0")
     assert (cfg.vision.num_patches, coarse.vision.num_patches) == (64, 16)
     assert cfg.variant == "pi0" and cfg.cameras == coarse.cameras and cfg.vision.image_size == 64
     assert cfg.prefix_len == coarse.prefix_len + 2 * (64 - 16)
