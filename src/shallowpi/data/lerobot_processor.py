@@ -46,6 +46,7 @@ from shallowpi.data.processor_files import (
 from shallowpi.data.stats import Stats
 from shallowpi.data.tokenizer import Tokenizer
 from shallowpi.errors import MissingFileError, UserError
+from shallowpi.hub import hub_cache
 from shallowpi.observation import Observation
 
 TOKENIZER_ENV = "SHALLOWPI_TOKENIZER"
@@ -74,13 +75,6 @@ class ProcessorFormatError(UserError):
 
 
 # ------------------------------------------------------------------------------------------ tokenizer
-def hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    return home / "hub"
-
-
 def find_tokenizer(name: str | None, folder: Path, tokenizer: str | Path | None = None) -> Path:
     """The SentencePiece file for a tokenizer step: explicit path, $SHALLOWPI_TOKENIZER, folder, HF cache."""
     given = tokenizer or os.environ.get(TOKENIZER_ENV)

@@ -102,13 +102,13 @@ def plot_pareto(
         ax.plot(
             [r.latency_ms for r in line], [r.mean for r in line], "-", color="tab:blue", alpha=0.4, zorder=1
         )
+    # Where each point is drawn: an outlier sits on the floor; the key table holds its value.
+    at = [(r.latency_ms, max(r.mean, lo + 1.5)) for r in pts]
     shown = set()
-    for r in pts:
+    for r, xy in zip(pts, at, strict=True):
         marker, color, family = FAMILIES.get(r.kind, _OTHER)
-        y = max(r.mean, lo + 1.5)  # an outlier sits on the floor; the key table holds its value
         ax.scatter(
-            r.latency_ms,
-            y,
+            *xy,
             marker=marker,
             color=color,
             s=60,
@@ -127,14 +127,14 @@ def plot_pareto(
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     taken = [ax.get_legend().get_window_extent(renderer)]
-    for r in pts:
-        x, y = ax.transData.transform((r.latency_ms, max(r.mean, lo + 1.5)))
+    for xy in at:
+        x, y = ax.transData.transform(xy)
         taken.append(type(taken[0]).from_bounds(x - 5, y - 5, 10, 10))
-    for i, r in enumerate(pts, 1):
+    for i, (r, xy) in enumerate(zip(pts, at, strict=True), 1):
         for dx, dy, ha in ((6, 3, "left"), (6, -11, "left"), (-6, 3, "right"), (-6, -11, "right")):
             t = ax.annotate(
                 f"{i}↓" if r.mean < lo else str(i),
-                (r.latency_ms, max(r.mean, lo + 1.5)),
+                xy,
                 textcoords="offset points",
                 xytext=(dx, dy),
                 ha=ha,
