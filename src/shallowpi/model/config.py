@@ -40,10 +40,30 @@ class SiglipConfig:
     mlp_dim: int = 4304
     num_heads: int = 16
     layer_norm_eps: float = 1e-6
+    # Token merge factor m: each m x m block of neighbouring patch tokens is concatenated into one token
+    # (pixel shuffle) before the projector, so the backbone sees num_patches / m² image tokens per camera.
+    # Static: the token count is fixed by the config, which ONNX / TensorRT / CUDA graphs need.
+    merge: int = 1
+
+    @property
+    def grid(self) -> int:
+        """Patches per side."""
+        return self.image_size // self.patch_size
 
     @property
     def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
+        """SigLIP's tokens per camera (its position embeddings)."""
+        return self.grid**2
+
+    @property
+    def num_tokens(self) -> int:
+        """Image tokens per camera that reach the backbone (after merging)."""
+        return (self.grid // self.merge) ** 2
+
+    @property
+    def token_width(self) -> int:
+        """Width of a merged token: the projector's input."""
+        return self.width * self.merge**2
 
 
 def gemma_2b() -> GemmaConfig:
@@ -80,6 +100,8 @@ class PiConfig:
     # Backbone layers' teacher layers where they differ from the expert's `layer_map` (the authors' released
     # initialisation keeps the backbone's first layers and subsamples only the expert); None: `layer_map`.
     vlm_layer_map: list[int] | None = None
+    # SigLIP layers' teacher layers for a student whose vision tower was subsampled; None: not subsampled.
+    vision_layer_map: list[int] | None = None
     # The time grid a step-distilled student was trained for: t values from 1 (noise) to 0 (data),
     # num_inference_steps + 1 of them. None: uniform Euler over num_inference_steps (LeRobot's sampler).
     sampling_grid: list[float] | None = None
@@ -129,6 +151,23 @@ class PiConfig:
             raise UserError(
                 f"image_size {self.vision.image_size} is not a multiple of patch_size {self.vision.patch_size}"
             )
+        if (
+            isinstance(self.vision.merge, bool)
+            or not isinstance(self.vision.merge, int)
+            or self.vision.merge < 1
+        ):
+            raise UserError(f"image token merge must be an integer >= 1, got {self.vision.merge!r}")
+        if self.vision.grid % self.vision.merge:
+            raise UserError(
+                f"image token merge {self.vision.merge} does not divide the {self.vision.grid}x"
+                f"{self.vision.grid} patch grid ({self.vision.image_size} px / patch {self.vision.patch_size})"
+            )
+        if self.vision.depth < 1:
+            raise UserError(f"vision depth must be >= 1, got {self.vision.depth}")
+        if self.vision_layer_map is not None and len(self.vision_layer_map) != self.vision.depth:
+            raise UserError(
+                f"vision_layer_map has {len(self.vision_layer_map)} entries for vision depth {self.vision.depth}"
+            )
         if not self.cameras:
             raise UserError("at least one camera slot is needed")
         if self.layer_map is not None and len(self.layer_map) != self.depth:
@@ -177,7 +216,7 @@ class PiConfig:
     # Sequence lengths ------------------------------------------------------------------------------------
     @property
     def prefix_len(self) -> int:
-        return len(self.cameras) * self.vision.num_patches + self.tokenizer_max_length
+        return len(self.cameras) * self.vision.num_tokens + self.tokenizer_max_length
 
     @property
     def suffix_len(self) -> int:
@@ -193,6 +232,26 @@ class PiConfig:
             expert=dataclasses.replace(self.expert, depth=depth),
             layer_map=layer_map,
             vlm_layer_map=vlm_layer_map,
+        )
+
+    def with_prefix(
+        self,
+        *,
+        merge: int | None = None,
+        vision_depth: int | None = None,
+        vision_layer_map: list[int] | None = None,
+    ) -> PiConfig:
+        """Same config with a compressed prefix: image tokens merged `merge` x `merge`, and / or a vision tower
+        of `vision_depth` layers copied from the teacher's `vision_layer_map`."""
+        vision = self.vision
+        if merge is not None:
+            vision = dataclasses.replace(vision, merge=merge)
+        if vision_depth is not None:
+            vision = dataclasses.replace(vision, depth=vision_depth)
+        return dataclasses.replace(
+            self,
+            vision=vision,
+            vision_layer_map=vision_layer_map if vision_layer_map is not None else self.vision_layer_map,
         )
 
     def to_dict(self) -> dict:

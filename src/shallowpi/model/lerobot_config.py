@@ -119,7 +119,7 @@ def config_from_lerobot(raw: dict) -> PiConfig:
         missing = [k for k in _VISION_KEYS if k not in v]
         if missing:
             raise UserError(f"config.json shallowpi.vision lacks {missing}")
-        vision = SiglipConfig(**{k: int(v[k]) for k in _VISION_KEYS})
+        vision = SiglipConfig(**{k: int(v[k]) for k in _VISION_KEYS}, merge=int(v.get("merge", 1)))
     else:
         vision = SiglipConfig(image_size=int(res[0]))
     feats = raw.get("input_features") or {}
@@ -138,6 +138,7 @@ def config_from_lerobot(raw: dict) -> PiConfig:
         cameras=tuple(cameras) if cameras else PiConfig().cameras,
         layer_map=ours.get("layer_map"),
         vlm_layer_map=ours.get("vlm_layer_map"),
+        vision_layer_map=ours.get("vision_layer_map"),
         lerobot={
             k: v for k, v in raw.items() if k not in _SCALARS and k not in ("type", "shallowpi", "variant")
         },
@@ -207,6 +208,10 @@ def config_to_lerobot(cfg: PiConfig, overrides: dict | None = None) -> dict:
         "vocab_size": cfg.vocab_size,
         "layer_map": list(cfg.layer_map) if cfg.layer_map is not None else None,
     }
+    if cfg.vision.merge != 1:  # an older reader ignores it, then fails strictly on the projector's shape
+        out["shallowpi"]["vision"]["merge"] = cfg.vision.merge
+    if cfg.vision_layer_map is not None:
+        out["shallowpi"]["vision_layer_map"] = list(cfg.vision_layer_map)
     if cfg.vlm_layer_map is not None:  # written only when the stacks differ: older readers stay valid
         out["shallowpi"]["vlm_layer_map"] = list(cfg.vlm_layer_map)
     if cfg.sampling_grid is not None:

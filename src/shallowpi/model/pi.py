@@ -22,7 +22,7 @@ from shallowpi.model.attention import additive, attend, make_att_2d, positions
 from shallowpi.model.config import PiConfig, check_time_grid, euler_steps
 from shallowpi.model.gemma import GemmaStack, Modulation, apply_rope, rope_cos_sin
 from shallowpi.model.inputs import check_inputs, pad_last
-from shallowpi.model.siglip import SiglipVisionModel
+from shallowpi.model.siglip import SiglipVisionModel, merge_tokens
 from shallowpi.observation import Observation
 
 
@@ -80,7 +80,7 @@ class PiModel(nn.Module):
         c = config
         w = c.expert.width
         self.vision = SiglipVisionModel(c.vision)
-        self.projector = nn.Linear(c.vision.width, c.vlm.width)
+        self.projector = nn.Linear(c.vision.token_width, c.vlm.width)
         self.vlm = GemmaStack(c.vlm, c.vocab_size)
         self.expert = GemmaStack(c.expert, None, cond_dim=w if c.uses_adarms else None)
         self.action_in_proj = nn.Linear(c.max_action_dim, w)
@@ -135,11 +135,11 @@ class PiModel(nn.Module):
     def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
         """A checked observation (`check_inputs`) -> embs (B, P, W_vlm), valid (B, P).
         Prefix = [camera tokens per slot | language tokens]."""
-        n_patch = self.config.vision.num_patches
+        n_patch = self.config.vision.num_tokens
         b, n_cam = obs.batch_size, obs.num_slots
         # One SigLIP call over all cameras (larger matmuls); cameras are independent sequences.
         pixels = obs.images.transpose(0, 1).reshape(n_cam * b, *obs.images.shape[2:])  # (n_cam*B, 3, H, W)
-        tok = self.projector(self.vision(pixels))  # (n_cam*B, N, W_vlm), no 1/sqrt(d)
+        tok = self.projector(self.image_features(pixels))  # (n_cam*B, N, W_vlm), no 1/sqrt(d)
         embs = list(tok.view(n_cam, b, n_patch, -1).unbind(0))
         pads = [m[:, None].expand(-1, n_patch) for m in obs.image_masks.unbind(1)]  # n_cam x (B, N)
         lang = self.vlm.embed_tokens(obs.tokens)  # (B, L, W_vlm)
@@ -147,6 +147,12 @@ class PiModel(nn.Module):
         pads.append(obs.token_masks)
         dtype = self.compute_dtype
         return torch.cat([e.to(dtype) for e in embs], dim=1), torch.cat(pads, dim=1)
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels (n, 3, H, W) -> SigLIP output with merged tokens (n, num_tokens, token_width): the
+        projector's input."""
+        v = self.config.vision
+        return merge_tokens(self.vision(pixels), v.grid, v.merge)
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         c = self.config

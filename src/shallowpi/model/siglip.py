@@ -72,6 +72,24 @@ class SiglipEncoder(nn.Module):
         self.layers = nn.ModuleList(SiglipEncoderLayer(cfg) for _ in range(cfg.depth))
 
 
+def merge_tokens(x: torch.Tensor, grid: int, merge: int) -> torch.Tensor:
+    """Pixel shuffle: (B, grid², W) -> (B, (grid/merge)², merge²·W). Merged token (R, C), row-major, is the
+    concatenation of patches (R·m + dr, C·m + dc) for dr, then dc, in row-major order."""
+    if merge == 1:
+        return x
+    b, _, w = x.shape
+    g = grid // merge
+    x = x.reshape(b, g, merge, g, merge, w).permute(0, 1, 3, 2, 4, 5)  # (B, R, C, dr, dc, W)
+    return x.reshape(b, g * g, merge * merge * w)
+
+
+def merge_groups(grid: int, merge: int) -> torch.Tensor:
+    """(grid²,) long: the merged token each patch token goes to (its group), in merge_tokens' order."""
+    idx = torch.arange(grid * grid)
+    row, col = idx // grid, idx % grid
+    return (row // merge) * (grid // merge) + col // merge
+
+
 class SiglipVisionModel(nn.Module):
     """pixels [B, 3, H, W] in [-1, 1] -> last_hidden_state [B, N, width] (after post_layernorm)."""
 

@@ -3,8 +3,9 @@
     DummyPolicy          a model-free ServedPolicy: the real backends' checks (server tests, load benchmark)
     expected_actions     what DummyPolicy answers for a state
     save_tiny_policy     a servable folder: tiny random-weight π0.5 + processor
+    random_observation   a model-ready Observation for any PiConfig
 
-`save_tiny_policy` (torch) is imported on first use, so the dummy policy stays usable without torch.
+`save_tiny_policy` and `random_observation` (torch) are imported on first use, so the dummy policy stays usable without torch.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from typing import TYPE_CHECKING
 from shallowpi.testing.dummy_policy import DummyPolicy, expected_actions
 
 if TYPE_CHECKING:
-    from shallowpi.testing.tiny_policy import save_tiny_policy
+    from shallowpi.testing.tiny_policy import random_observation, save_tiny_policy
 
-__all__ = ["DummyPolicy", "expected_actions", "save_tiny_policy"]
+__all__ = ["DummyPolicy", "expected_actions", "random_observation", "save_tiny_policy"]
 
 
 def __getattr__(name: str):
-    if name == "save_tiny_policy":
-        from shallowpi.testing.tiny_policy import save_tiny_policy
+    if name in ("save_tiny_policy", "random_observation"):
+        from shallowpi.testing import tiny_policy
 
-        return save_tiny_policy
+        return getattr(tiny_policy, name)
     raise AttributeError(f"module 'shallowpi.testing' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""`save_tiny_policy`: a servable folder with a tiny random-weight π0.5 and its processor (tests, benchmarks)."""
+"""`save_tiny_policy`: a servable folder with a tiny random-weight π0.5 and its processor (tests, benchmarks);
+`random_observation`: a model-ready observation for any config."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from shallowpi.data.processor import ProcessorConfig
 from shallowpi.data.processor_files import save_processor
 from shallowpi.data.tokenizer import load_tokenizer
 from shallowpi.model import PiModel, save_model
-from shallowpi.model.config import tiny
+from shallowpi.model.config import PiConfig, tiny
+from shallowpi.observation import Observation
 
 
 def save_tiny_policy(path: str | Path, *, state_dim: int = 8, action_dim: int = 7, seed: int = 0) -> Path:
@@ -44,3 +46,23 @@ def save_tiny_policy(path: str | Path, *, state_dim: int = 8, action_dim: int = 
     stats = {"observation.state": vec_stats(state_dim), "action": vec_stats(action_dim)}
     save_processor(path, proc, stats, load_tokenizer())
     return path
+
+
+def random_observation(
+    config: PiConfig, *, batch: int = 2, seed: int = 0, masked_slot: bool = True
+) -> Observation:
+    """A model-ready observation for `config`: random images in [-1, 1], the last camera slot masked (when
+    there are two or more and `masked_slot`), prompts of varying valid length, a random state."""
+    g = torch.Generator().manual_seed(seed)
+    n, size, length = len(config.cameras), config.vision.image_size, config.tokenizer_max_length
+    image_masks = torch.ones(batch, n, dtype=torch.bool)
+    if masked_slot and n > 1:
+        image_masks[:, -1] = False
+    lengths = torch.randint(1, length + 1, (batch,), generator=g)
+    return Observation(
+        images=torch.rand(batch, n, 3, size, size, generator=g) * 2 - 1,  # (B, n_slots, 3, H, W)
+        image_masks=image_masks,
+        tokens=torch.randint(0, config.vocab_size, (batch, length), generator=g),
+        token_masks=torch.arange(length)[None] < lengths[:, None],  # (B, L)
+        state=torch.randn(batch, config.max_state_dim, generator=g),
+    )
