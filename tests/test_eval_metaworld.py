@@ -239,3 +239,57 @@ def test_eval_detects_success_of_a_policy_that_succeeds(tmp_path: Path) -> None:
     assert all(info["per_group"][t]["pc_success"] == 100.0 for t in TASKS)
     assert all(t["metrics"]["successes"] == [True, True] for t in info["per_task"])
     assert eval_info(still, cfg, eval_s=1.0)["overall"]["pc_success"] == 0.0
+
+
+def _with_n_action_steps(policy_dir: Path, tmp_path: Path, value) -> Path:
+    """A copy of the policy folder whose config.json states `n_action_steps`."""
+    import shutil
+
+    copy = tmp_path / "policy_copy"
+    shutil.copytree(policy_dir, copy)
+    raw = json.loads((copy / "config.json").read_text())
+    raw["n_action_steps"] = value
+    (copy / "config.json").write_text(json.dumps(raw))
+    return copy
+
+
+def test_eval_replans_at_the_policys_own_horizon_unless_told(policy_dir: Path, tmp_path: Path) -> None:
+    """The re-planning horizon a policy was tuned for travels in its config.json (`n_action_steps`, the
+    field LeRobot's action queue reads too); --n-action-steps overrides it; eval_info records what ran."""
+    from shallowpi.sim.evaluate import EvalConfig, evaluate
+
+    own = _with_n_action_steps(policy_dir, tmp_path, 2)
+
+    def run(n_action_steps):
+        cfg = EvalConfig(
+            policy=str(own),
+            tasks=["reach-v3"],
+            episodes_per_task=1,
+            max_steps=8,
+            n_action_steps=n_action_steps,
+            image_size=64,
+            workers=1,
+        )
+        return evaluate(cfg, tmp_path / f"e{n_action_steps}", progress=False)
+
+    default, told = run(None), run(4)
+    assert default.results[0].steps == told.results[0].steps == 8  # a random policy never succeeds
+    assert default.results[0].policy_calls == 4 and told.results[0].policy_calls == 2
+    assert (
+        default.info["settings"]["actions_per_call"] == 2
+        and default.info["settings"]["n_action_steps"] is None
+    )
+    assert told.info["settings"]["actions_per_call"] == 4
+
+
+@pytest.mark.parametrize("value", [0, 11, "5", 2.5])
+def test_a_bad_n_action_steps_in_the_policy_config_is_one_error(policy_dir, tmp_path, capsys, value) -> None:
+    bad = _with_n_action_steps(policy_dir, tmp_path, value)
+    argv = ["eval", "--policy", str(bad), "--tasks", "reach", "--out", str(tmp_path / "e"), "--no-progress"]
+    assert main([*argv, "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "n_action_steps must be an integer in [1, chunk_size=10]" in err
+        and len(err.strip().splitlines()) == 1
+    )
+    assert not (tmp_path / "e" / "eval_info.json").exists()

@@ -40,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-steps", type=int, default=C.max_steps, help="episode cap (Meta-World allows <= 500)"
     )
     parser.add_argument(
-        "--n-action-steps", type=int, default=C.n_action_steps, help="actions run per chunk (default: all)"
+        "--n-action-steps",
+        type=int,
+        default=C.n_action_steps,
+        help="actions run per chunk (default: the policy's config.json n_action_steps, else the whole chunk)",
     )
     parser.add_argument("--workers", type=int, default=C.workers, help="simulator worker processes")
     parser.add_argument(

@@ -6,7 +6,9 @@ demos use 0), so results do not depend on the number of workers.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from shallowpi.device import resolve_device
@@ -25,7 +27,9 @@ class EvalConfig:
     episodes_per_task: int = 50
     seed: int = 1000
     max_steps: int = 200
-    n_action_steps: int | None = None  # None: the whole chunk
+    n_action_steps: int | None = (
+        None  # None: the policy's own (`policy_n_action_steps`), else the whole chunk
+    )
     workers: int = DEFAULT_WORKERS  # spawned processes; 1: inline (for policy factories that cannot pickle)
     # Render size; None: the policy's input size (what `shallowpi collect` demos for it are rendered at).
     # The processor resizes whatever is rendered to the model's input size.
@@ -42,6 +46,29 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         self.device = resolve_device(self.device)  # recorded resolved in eval_info.json
+
+    @cached_property
+    def policy_n_action_steps(self) -> int | None:
+        """The policy's own re-planning horizon: `n_action_steps` in its config.json (LeRobot's field, which
+        LeRobot's action queue follows too); None when the folder states none. One clear error when it is
+        not an integer in [1, chunk_size]."""
+        path = Path(self.policy) / "config.json"
+        if not path.is_file():
+            return None
+        raw = json.loads(path.read_text())
+        steps, chunk = raw.get("n_action_steps"), raw.get("chunk_size")
+        if steps is None:
+            return None
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or (chunk and steps > chunk):
+            raise UserError(
+                f"{path}: n_action_steps must be an integer in [1, chunk_size={chunk}], got {steps!r}"
+            )
+        return steps
+
+    @property
+    def actions_per_call(self) -> int | None:
+        """Actions run open-loop from each chunk: --n-action-steps, else the policy's own; None: the chunk."""
+        return self.n_action_steps or self.policy_n_action_steps
 
     @property
     def runtime(self) -> str:
@@ -73,5 +100,6 @@ class EvalConfig:
             raise UserError("no tasks to evaluate")
         if not Path(self.policy).is_dir():
             raise MissingFileError(f"policy folder not found: {self.policy}")
+        self.policy_n_action_steps  # noqa: B018 -- a bad config.json value fails here, before any worker starts
         if self.runtime == "onnxruntime" and self.truncate_prompt:
             raise UserError("--truncate-prompt is not available with the onnxruntime backend")

@@ -65,6 +65,9 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
     settings = asdict(cfg)
     settings["env"] = "metaworld"
     settings["backend"] = cfg.runtime
+    settings["actions_per_call"] = (
+        cfg.actions_per_call
+    )  # what ran: the flag, else the policy's own (None: chunk)
     settings["policy"], settings["video_dir"] = portable_path(cfg.policy), portable_path(cfg.video_dir)
     settings["onnx_dir"] = portable_path(cfg.onnx_dir)
     sizes = {r.image_size for r in results if r.image_size is not None}

@@ -1,7 +1,8 @@
 """One Meta-World episode of a policy: observation -> action chunk -> env steps until success or max_steps.
 
 The policy sees what the training data holds: the rendered cameras (rotated upright), the state and the task
-instruction. Each call returns an action chunk; the first `n_action_steps` actions run open-loop.
+instruction. Each call returns an action chunk; its first `actions_per_call` actions run open-loop (--n-action-steps, else
+the policy's config.json `n_action_steps`, else the whole chunk).
 Flow-matching noise is seeded per (task, episode, call). Success = `info["success"]` at any step.
 """
 
@@ -77,7 +78,7 @@ def run_episode(
                 calls += 1
             if chunk.ndim != 2 or chunk.shape[1] != 4:
                 raise ValueError(f"policy returned actions of shape {chunk.shape}, expected (chunk, 4)")
-            queue = list(chunk[: cfg.n_action_steps or len(chunk)])
+            queue = list(chunk[: cfg.actions_per_call or len(chunk)])
         action = np.clip(queue.pop(0), -1.0, 1.0).astype(np.float32)  # the env's Box(-1, 1)
         # The raw env step (MetaWorldEnv.step drops the reward, which eval_info.json reports like LeRobot).
         obs, reward, _, _, info = env.env.step(action)
