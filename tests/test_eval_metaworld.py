@@ -293,3 +293,30 @@ def test_a_bad_n_action_steps_in_the_policy_config_is_one_error(policy_dir, tmp_
         and len(err.strip().splitlines()) == 1
     )
     assert not (tmp_path / "e" / "eval_info.json").exists()
+
+
+def test_choose_horizon_evaluates_on_training_setups_and_saves_the_choice(policy_dir, tmp_path) -> None:
+    """scripts/choose_horizon.py: each horizon on the demos' setups (seed 0), the best saved as the policy's
+    n_action_steps, which the next eval then follows."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location(
+        "choose_horizon", Path(__file__).resolve().parents[1] / "scripts" / "choose_horizon.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    policy = tmp_path / "policy"
+    shutil.copytree(policy_dir, policy)
+    argv = ["--policy", str(policy), "--horizons", "3,5", "--tasks", "reach", "--episodes-per-task", "1"]
+    argv += ["--max-steps", "6", "--out", str(tmp_path / "h"), "--no-progress", "--write"]
+    assert mod.main(argv) == 0
+    choice = json.loads((tmp_path / "h" / "choice.json").read_text())
+    assert choice["seed"] == 0 and set(choice["pc_success"]) == {"3", "5"}
+    for h in (3, 5):
+        info = json.loads((tmp_path / "h" / f"horizon_{h}" / "eval_info.json").read_text())
+        assert info["settings"]["seed"] == 0 and info["settings"]["actions_per_call"] == h
+    assert choice["chosen"] == 5  # a random policy fails both: the tie goes to the longer horizon
+    assert json.loads((policy / "config.json").read_text())["n_action_steps"] == 5
+    assert mod.choose({5: 40.0, 10: 30.0}) == 5 and mod.choose({5: 30.0, 10: 30.0}) == 10
+    assert mod.main([*argv[:3], "0,5", *argv[4:]]) == 2
