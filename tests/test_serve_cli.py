@@ -38,4 +38,5 @@ def test_serve_command_end_to_end(tmp_path):
         direct = PiPolicy.from_pretrained(
             policy_dir, device="cpu", num_steps=2, default_prompt="pick up the bowl"
         )
-        np.testing.assert_allclose(reply["actions"], direct.infer(obs)["actions"], rtol=0, atol=1e-6)
+        # two processes: their thread pools may sum fp32 matmuls in a different order (seen: 1.4e-6)
+        np.testing.assert_allclose(reply["actions"], direct.infer(obs)["actions"], rtol=0, atol=1e-5)
