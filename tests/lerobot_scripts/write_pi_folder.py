@@ -28,6 +28,7 @@ import sentencepiece
 import torch
 import transformers
 from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot_sizes import sized_construction  # this script's folder is on sys.path
 from safetensors.torch import load_file, save_file
 
 p = argparse.ArgumentParser()
@@ -64,42 +65,6 @@ if args.variant == "pi05":
 else:
     from lerobot.policies.pi0.configuration_pi0 import PI0Config as Config
     from lerobot.policies.pi0.processor_pi0 import make_pi0_pre_post_processors as make
-
-
-def tiny_construction(sizes: dict):
-    """Patches that make LeRobot 0.6.1's π constructors build `sizes` instead of PaliGemma 3B."""
-    from lerobot.policies import pi_gemma
-
-    module = __import__(f"lerobot.policies.{args.variant}.modeling_{args.variant}", fromlist=["x"])
-    vocab, vis = sizes["vocab_size"], sizes["vision"]
-
-    def gemma_config(variant):
-        return module.GemmaConfig(**sizes["vlm" if variant == "gemma_2b" else "expert"])
-
-    pali_init = pi_gemma.PaliGemmaForConditionalGenerationWithPiGemma.__init__
-    expert_init = pi_gemma.PiGemmaForCausalLM.__init__
-
-    def pali(self, config):
-        config.text_config.vocab_size = vocab
-        config._vocab_size = vocab
-        config.image_token_index = vocab - 1  # unused by π (no image tokens in the text)
-        v = config.vision_config
-        v.image_size, v.patch_size = vis["image_size"], vis["patch_size"]
-        v.hidden_size, v.num_hidden_layers = vis["width"], vis["depth"]
-        v.intermediate_size, v.num_attention_heads = vis["mlp_dim"], vis["num_heads"]
-        v.projection_dim = config.text_config.hidden_size
-        config.text_config.num_image_tokens = (vis["image_size"] // vis["patch_size"]) ** 2
-        pali_init(self, config)
-
-    def expert(self, config, **kw):
-        config.vocab_size = vocab
-        expert_init(self, config, **kw)
-
-    return [
-        mock.patch.object(module, "get_gemma_config", gemma_config),
-        mock.patch.object(pi_gemma.PaliGemmaForConditionalGenerationWithPiGemma, "__init__", pali),
-        mock.patch.object(pi_gemma.PiGemmaForCausalLM, "__init__", expert),
-    ]
 
 
 tok = make_tokenizer(args.tokenizer)
@@ -194,7 +159,7 @@ if args.sizes is None:
 else:
     from lerobot.policies.factory import get_policy_class
 
-    patches = tiny_construction(json.loads(Path(args.sizes).read_text()))
+    patches = sized_construction(args.variant, json.loads(Path(args.sizes).read_text()))
     for patch in patches:
         patch.start()
     torch.manual_seed(0)
