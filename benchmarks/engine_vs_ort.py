@@ -8,7 +8,7 @@ process (issue 27): CPU, fp32, batch 1, the same inputs and noise, median of N c
 Cases:
   teacher   the bundled Meta-World teacher (π0, width 64, 18 layers, chunk 10), one raw observation through
             each public API: `ActionPredictor.predict` vs `OnnxRunner.predict` (same noise)
-  L6        `results/students/L6_4800_steps` (its 6-layer student), the same way
+  L6        `src/shallowpi/assets/student_metaworld` (its 6-layer student), the same way
   mid_d18   the "mid" π0.5 config (random weights, seed 0) at depth 18, model level: `InferenceEngine.
             sample_actions` vs `OnnxRunner.sample` (3 camera slots of which 2 are valid and exported, 48 prompt
   mid_d6    tokens of which 20 are valid, chunk 50, 10 Euler steps); and at depth 6
@@ -49,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TEACHER = ROOT / "src" / "shallowpi" / "assets" / "teacher_metaworld"
-STUDENT = ROOT / "results" / "students" / "L6_4800_steps"
+STUDENT = ROOT / "src" / "shallowpi" / "assets" / "student_metaworld"
 CASES = ("teacher", "L6", "mid_d18", "mid_d6")
 MODES = {"eager": {}, "unfolded": {"fold": False}, "compiled": {"compile": True}}
 TASK = "push the puck to the goal"

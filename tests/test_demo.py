@@ -98,3 +98,29 @@ def test_demo_without_teacher_says_so_in_one_line(tmp_path: Path, capsys, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no bundled teacher" in err[0] and "--teacher" in err[0]
     assert not (tmp_path / "demo").exists()  # nothing half-written
+
+
+def test_demo_with_the_bundled_teacher_evaluates_its_shipped_student(tmp_path: Path, capsys) -> None:
+    """No --teacher: the bundled teacher, the student the demo distils, and the shipped full-schedule student
+    on the same held-out episodes, in the results and the report."""
+    from shallowpi.study import pipeline
+
+    shipped = pipeline.bundled_student_path()
+    assert shipped is not None, "the package ships the bundled teacher's full-schedule student"
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    res = json.loads((out / "demo_results.json").read_text())
+    pol = {p["name"]: p for p in res["policies"]}
+    assert set(pol) == {"teacher", "student_L6", "shipped_student"}
+    assert pol["shipped_student"]["depth"] == 6
+    assert pol["shipped_student"]["latency_ms"] == pol["student_L6"]["latency_ms"]  # one L6 architecture
+    for name in pol:
+        assert res["probe"][name]["finite"]
+    setups = {}
+    for name in pol:
+        settings = json.loads((out / "eval" / name / "eval_info.json").read_text())["settings"]
+        setups[name] = [settings[k] for k in ("tasks", "episodes_per_task", "seed", "max_steps")]
+    assert (
+        setups["shipped_student"] == setups["teacher"] == setups["student_L6"]
+    )  # the same held-out episodes
+    assert "L6 shipped (full schedule)" in (out / "demo.md").read_text()

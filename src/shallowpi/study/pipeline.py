@@ -18,6 +18,7 @@ from shallowpi.atomic import atomic_dir
 from shallowpi.errors import MissingFileError, UserError
 
 BUNDLED_TEACHER = "teacher_metaworld"  # src/shallowpi/assets/<this>: a pretrained_model folder
+BUNDLED_STUDENT = "student_metaworld"  # the bundled teacher's full-schedule L6 student, same layout
 HELD_OUT_SEED = 1000  # eval configurations: MT1(task, 1000); demos use seed 0
 
 
@@ -26,6 +27,12 @@ HELD_OUT_SEED = 1000  # eval configurations: MT1(task, 1000); demos use seed 0
 
 def bundled_teacher_path() -> Path:
     return Path(str(importlib.resources.files("shallowpi") / "assets" / BUNDLED_TEACHER))
+
+
+def bundled_student_path() -> Path | None:
+    """The shipped full-schedule student of the bundled teacher; None when this install has none."""
+    p = Path(str(importlib.resources.files("shallowpi") / "assets" / BUNDLED_STUDENT))
+    return p if (p / "config.json").is_file() else None
 
 
 def resolve_teacher(path: str | Path | None) -> Path:
