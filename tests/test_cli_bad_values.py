@@ -122,6 +122,7 @@ CASES: list[tuple[list[str], str]] = [
         "--image-merge shape a new student; --student already has its prefix",
     ),
     ([*DISTILL, "--weights", "vision=x"], "bad loss weight 'vision=x'"),
+    ([*DISTILL, "--weights", "vision=1", "--freeze-vision"], "which --freeze-vision freezes"),
     # eval
     ([*EVAL, "--policy", "{missing}"], "policy folder not found"),
     ([*EVAL, "--env", "nope"], "argument --env: invalid choice"),

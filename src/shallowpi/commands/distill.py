@@ -3,8 +3,8 @@
 shallowpi distill --teacher TEACHER_DIR --dataset DATA --depth 6 --steps 30000 --batch-size 64 --out OUT
 torchrun --nproc-per-node 8 -m shallowpi distill ...        # DDP (add --fsdp for FSDP2)
 
-Prefix compression (docs/method.md §8): image tokens merged 2 x 2 and a 9-layer SigLIP tower, same run:
-shallowpi distill --teacher TEACHER_DIR --dataset DATA --depth 6 --image-merge 2 --vision-layers 9 ...
+Prefix compression (docs/method.md §8): image tokens merged 2 x 2 and a 14-layer SigLIP tower, same run:
+shallowpi distill --teacher TEACHER_DIR --dataset DATA --depth 6 --image-merge 2 --vision-layers 14 ...
 
 Step distillation (docs/step-distillation.md): a K-step student whose steps match the frozen target's 10-step
 solution, from a depth-distilled student (or straight from the teacher with --depth):
@@ -14,6 +14,7 @@ shallowpi distill --teacher TEACHER_DIR --student L6_DIR --num-steps 2 --dataset
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from shallowpi.commands.options import add_old_flag, flag_type, int_list, positive_int
 from shallowpi.commands.training_args import add_training_arguments
@@ -137,6 +138,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{', '.join(given)} shape a new student; --student already has its prefix")
     if args.student is None and args.depth is None and layers is None:
         raise UserError("give --depth N or --layers i,j,...")
+    weights = args.weights or LossWeights()  # parsed by LossWeights.parse
+    if args.freeze_vision:  # the vision loss trains only the tower: nothing to train when it is frozen
+        if weights.vision:
+            raise UserError("--weights vision=X trains the vision tower, which --freeze-vision freezes")
+        weights = dataclasses.replace(weights, vision=0.0)
     if grid is not None:
         if args.weights is not None or args.attn_layers is not None:
             raise UserError("--weights / --attn-layers do not apply to step distillation")
@@ -155,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         loss_cfg = DistillLossConfig(
-            weights=args.weights or LossWeights(),  # parsed by LossWeights.parse
+            weights=weights,
             attn_pairs=args.attn_layers,  # parsed by parse_attn_pairs
         )
     if args.student is not None:
