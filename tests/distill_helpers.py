@@ -56,7 +56,8 @@ def train_tiny(rank: int, world: int, port: int, out: str, opts: dict) -> None:
     """One rank of a tiny distillation run (a torch.multiprocessing target; `world` 1: no process group).
 
     opts: variant ("pi0"), fsdp, gradient_checkpointing, grad_accum (1), step_distill (the step-distillation
-    stage), resume_at (also resume from the checkpoint of that step into OUT/resumed, which must end as
+    stage), prefix (a student with merged image tokens and one SigLIP layer: pooled attention KD and the
+    vision loss), resume_at (also resume from the checkpoint of that step into OUT/resumed, which must end as
     OUT/run ends). Writes OUT/run (and OUT/resumed) and OUT/rank<r>.json: the student's parameter elements
     held by this rank and in all, and how often each student Gemma layer was entered through `qkv` (forward
     passes plus gradient checkpointing's recomputations)."""
@@ -81,7 +82,8 @@ def train_tiny(rank: int, world: int, port: int, out: str, opts: dict) -> None:
 
     def run(folder: str, resume: bool = False) -> PiModel:
         teacher = random_teacher(variant, depth=4)
-        student = make_student(teacher, depth=2)
+        prefix = {"merge": 2, "vision_depth": 1} if opts.get("prefix") else {}
+        student = make_student(teacher, depth=2, **prefix)
         cfg = TrainConfig(
             output_dir=str(out / folder),
             steps=TINY_STEPS,
@@ -137,10 +139,12 @@ def train_tiny(rank: int, world: int, port: int, out: str, opts: dict) -> None:
 WEIGHT_ATOL = 2e-5
 
 
-def assert_weights_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+def assert_weights_close(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = WEIGHT_ATOL
+) -> None:
     assert a.keys() == b.keys()
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert worst < WEIGHT_ATOL, f"largest weight difference {worst}"
+    assert worst < atol, f"largest weight difference {worst}"
 
 
 def last_weights(out: Path) -> dict[str, torch.Tensor]:

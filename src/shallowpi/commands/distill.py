@@ -3,6 +3,9 @@
 shallowpi distill --teacher TEACHER_DIR --dataset DATA --depth 6 --steps 30000 --batch-size 64 --out OUT
 torchrun --nproc-per-node 8 -m shallowpi distill ...        # DDP (add --fsdp for FSDP2)
 
+Prefix compression (docs/method.md §8): image tokens merged 2 x 2 and a 14-layer SigLIP tower, same run:
+shallowpi distill --teacher TEACHER_DIR --dataset DATA --depth 6 --image-merge 2 --vision-layers 14 ...
+
 Step distillation (docs/step-distillation.md): a K-step student whose steps match the frozen target's 10-step
 solution, from a depth-distilled student (or straight from the teacher with --depth):
 shallowpi distill --teacher TEACHER_DIR --student L6_DIR --num-steps 2 --dataset DATA --steps N --out OUT
@@ -11,6 +14,7 @@ shallowpi distill --teacher TEACHER_DIR --student L6_DIR --num-steps 2 --dataset
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from shallowpi.commands.options import add_old_flag, flag_type, int_list, positive_int
 from shallowpi.commands.training_args import add_training_arguments
@@ -38,12 +42,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "baseline); default: the same layers as the expert",
     )
     add_old_flag(p, "--vlm-layers", "backbone_layers", type=int_list)  # the spelling before --backbone-layers
+    g = p.add_argument_group("prefix compression (fewer image tokens, a shallower vision tower)")
+    g.add_argument(
+        "--image-merge",
+        type=positive_int,
+        default=None,
+        help="merge each M x M block of image patch tokens into one (M² fewer image tokens); M must divide "
+        "the patch grid (default: the teacher's, 1)",
+    )
+    g.add_argument(
+        "--vision-layers",
+        type=positive_int,
+        default=None,
+        help="SigLIP layers the student keeps, subsampled round(linspace) like --depth (default: all)",
+    )
+    g.add_argument(
+        "--vision-layer-map",
+        type=int_list,
+        default=None,
+        help="explicit teacher SigLIP layers instead, e.g. 0,9,17,26",
+    )
     p.add_argument(
         "--weights",
         type=flag_type(LossWeights.parse),
         default=None,
         help="loss weights, e.g. task=1,kd=1,attn=1 (default; attn=1 is a placeholder until the study tunes "
-        "it); not used by step distillation",
+        "it), vision=1 (default 1 with fewer --vision-layers, else 0); not used by step distillation",
     )
     g = p.add_argument_group("step distillation (fewer denoising steps)")
     g.add_argument(
@@ -104,8 +128,21 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--target-steps is for step distillation; add --num-steps K")
     if args.student is not None and (args.depth is not None or layers is not None or args.backbone_layers):
         raise UserError("give --student or --depth/--layers/--backbone-layers, not both")
+    prefix_flags = {
+        "--image-merge": args.image_merge,
+        "--vision-layers": args.vision_layers,
+        "--vision-layer-map": args.vision_layer_map,
+    }
+    given = [flag for flag, value in prefix_flags.items() if value is not None]
+    if args.student is not None and given:
+        raise UserError(f"{', '.join(given)} shape a new student; --student already has its prefix")
     if args.student is None and args.depth is None and layers is None:
         raise UserError("give --depth N or --layers i,j,...")
+    weights = args.weights or LossWeights()  # parsed by LossWeights.parse
+    if args.freeze_vision:  # the vision loss trains only the tower: nothing to train when it is frozen
+        if weights.vision:
+            raise UserError("--weights vision=X trains the vision tower, which --freeze-vision freezes")
+        weights = dataclasses.replace(weights, vision=0.0)
     if grid is not None:
         if args.weights is not None or args.attn_layers is not None:
             raise UserError("--weights / --attn-layers do not apply to step distillation")
@@ -124,13 +161,21 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         loss_cfg = DistillLossConfig(
-            weights=args.weights or LossWeights(),  # parsed by LossWeights.parse
+            weights=weights,
             attn_pairs=args.attn_layers,  # parsed by parse_attn_pairs
         )
     if args.student is not None:
         student = load_model(args.student, dtype="float32").train()
     else:
-        student = make_student(teacher, depth=args.depth, layers=layers, vlm_layers=args.backbone_layers)
+        student = make_student(
+            teacher,
+            depth=args.depth,
+            layers=layers,
+            vlm_layers=args.backbone_layers,
+            merge=args.image_merge,
+            vision_depth=args.vision_layers,
+            vision_layers=args.vision_layer_map,
+        )
     if args.attn_layers is not None and loss_cfg.weights.attn > 0:  # before the dataset is read
         check_attn_pairs(args.attn_layers, student.config.depth, teacher.config.depth)
     source, write_extra = make_source(args, teacher.config, processor_dir=args.student or args.teacher)
@@ -148,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
             "dataset": portable_path(args.dataset),
             "layer_map": student.config.layer_map,
             "vlm_layer_map": student.config.vlm_layer_map,
+            "image_merge": student.config.vision.merge,
+            "vision_layer_map": student.config.vision_layer_map,
             "student": portable_path(args.student),
             "time_grid": grid,
         },

@@ -54,9 +54,9 @@ class JointForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, *inputs, capture=()):
-        out = self.model.forward_joint(*inputs, capture=capture)
-        return out.v_t, out.attn, out.prefix_valid
+    def forward(self, *inputs, capture=(), vision=False):
+        out = self.model.forward_joint(*inputs, capture=capture, vision=vision)
+        return out.v_t, out.attn, out.prefix_valid, out.vision, out.vision_valid
 
 
 def never_trained(model: PiModel) -> list[str]:

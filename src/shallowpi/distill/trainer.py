@@ -327,7 +327,7 @@ def _setup(
     parallel = "fsdp2" if cfg.fsdp else "ddp" if info.enabled else "none"
     train_config = {
         "train": dataclasses.asdict(cfg) | {"output_dir": portable_path(cfg.output_dir)},
-        "loss": dataclasses.asdict(loss_cfg),
+        "loss": dataclasses.asdict(loss_fn.config),  # as resolved (the default vision weight a number)
         "distributed": {"world_size": info.world_size, "parallel": parallel, "device": str(device)},
         **(run_info or {}),
     }
@@ -383,9 +383,9 @@ def _parallel_forward(
         if teacher is not None:
             shard_fsdp(teacher, frozen=True)
 
-        def forward(*inputs, capture=()):
-            o = student.forward_joint(*inputs, capture=capture)
-            return o.v_t, o.attn, o.prefix_valid
+        def forward(*inputs, capture=(), vision=False):
+            o = student.forward_joint(*inputs, capture=capture, vision=vision)
+            return o.v_t, o.attn, o.prefix_valid, o.vision, o.vision_valid
 
         return forward
     if info.enabled:

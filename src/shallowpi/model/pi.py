@@ -41,6 +41,10 @@ class JointOutput:
     v_t: torch.Tensor  # (B, chunk, max_action_dim) fp32
     attn: dict[int, torch.Tensor]  # layer -> (B, nh, T, T) fp32 post-softmax, for captured layers
     prefix_valid: torch.Tensor  # (B, P) bool: valid vision-language keys
+    # SigLIP output before the token merge, (B, n_slots, num_patches, W_vis), when asked for; n_slots counts
+    # the camera slots the pass ran (a slot masked for the whole batch is dropped by compaction).
+    vision: torch.Tensor | None = None
+    vision_valid: torch.Tensor | None = None  # (B, n_slots) bool: the slots that hold an image
 
 
 @dataclass
@@ -132,14 +136,19 @@ class PiModel(nn.Module):
         return self.action_in_proj.weight.device
 
     # embeddings -------------------------------------------------------------------------------------------
-    def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_prefix(
+        self, obs: Observation, vision: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A checked observation (`check_inputs`) -> embs (B, P, W_vlm), valid (B, P).
-        Prefix = [camera tokens per slot | language tokens]."""
-        n_patch = self.config.vision.num_tokens
+        Prefix = [camera tokens per slot | language tokens]. `vision`: this observation's `vision_output`
+        when the caller already has it (distillation reads it too)."""
+        v = self.config.vision
+        n_patch = v.num_tokens
         b, n_cam = obs.batch_size, obs.num_slots
-        # One SigLIP call over all cameras (larger matmuls); cameras are independent sequences.
-        pixels = obs.images.transpose(0, 1).reshape(n_cam * b, *obs.images.shape[2:])  # (n_cam*B, 3, H, W)
-        tok = self.projector(self.image_features(pixels))  # (n_cam*B, N, W_vlm), no 1/sqrt(d)
+        if vision is None:
+            vision = self.vision_output(obs)
+        feats = vision.transpose(0, 1).reshape(n_cam * b, v.num_patches, -1)  # (n_cam*B, N_patch, W_vis)
+        tok = self.projector(merge_tokens(feats, v.grid, v.merge))  # (n_cam*B, N, W_vlm), no 1/sqrt(d)
         embs = list(tok.view(n_cam, b, n_patch, -1).unbind(0))
         pads = [m[:, None].expand(-1, n_patch) for m in obs.image_masks.unbind(1)]  # n_cam x (B, N)
         lang = self.vlm.embed_tokens(obs.tokens)  # (B, L, W_vlm)
@@ -147,6 +156,14 @@ class PiModel(nn.Module):
         pads.append(obs.token_masks)
         dtype = self.compute_dtype
         return torch.cat([e.to(dtype) for e in embs], dim=1), torch.cat(pads, dim=1)
+
+    def vision_output(self, obs: Observation) -> torch.Tensor:
+        """SigLIP output of every camera slot before the token merge: (B, n_slots, num_patches, W_vis)."""
+        b, n_cam = obs.batch_size, obs.num_slots
+        # One SigLIP call over all cameras (larger matmuls); cameras are independent sequences.
+        pixels = obs.images.transpose(0, 1).reshape(n_cam * b, *obs.images.shape[2:])  # (n_cam*B, 3, H, W)
+        out = self.vision(pixels)  # (n_cam*B, N_patch, W_vis)
+        return out.view(n_cam, b, *out.shape[1:]).transpose(0, 1)
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (n, 3, H, W) -> SigLIP output with merged tokens (n, num_tokens, token_width): the
@@ -203,10 +220,12 @@ class PiModel(nn.Module):
         *,
         capture: Iterable[int] = (),
         compact: bool = True,
+        vision: bool = False,
     ) -> JointOutput:
         """v_t for given x_t and t with the whole [prefix | suffix] sequence in one pass per layer.
 
         `capture` names layers whose post-softmax attention probabilities are returned (B, nh, T, T).
+        `vision` also returns the SigLIP output the pass computed (no second vision pass).
         `compact` drops camera slots masked for the whole batch and language padding shared by the whole
         batch; masked keys get exactly zero probability, so valid outputs do not change.
         """
@@ -216,7 +235,8 @@ class PiModel(nn.Module):
         if bad:
             raise ValueError(f"capture layers {bad} out of range for depth {self.config.depth}")
         x_t = self._check_chunk(x_t, "x_t")
-        prefix_embs, prefix_valid = self.embed_prefix(obs)
+        vision_out = self.vision_output(obs) if vision else None
+        prefix_embs, prefix_valid = self.embed_prefix(obs, vision_out)
         suffix_embs, suffix_valid, suffix_causal_block, cond = self.embed_suffix(x_t, time, obs.state)
         p_len = prefix_embs.shape[1]
         valid = torch.cat([prefix_valid, suffix_valid], dim=1)  # (B, T)
@@ -237,7 +257,13 @@ class PiModel(nn.Module):
                 xp, xs, probs = self._joint_layer(*args)
             if probs is not None:
                 attn[i] = probs
-        return JointOutput(self._velocity(xs, cond), attn, prefix_valid)
+        return JointOutput(
+            self._velocity(xs, cond),
+            attn,
+            prefix_valid,
+            vision_out,
+            obs.image_masks if vision else None,
+        )
 
     def _joint_layer(self, i, xp, xs, cond, cos, sin, mask, want_probs: bool, p_len: int):
         """Layer i of both stacks: own norms and projections, one softmax over [prefix | suffix]."""
