@@ -95,6 +95,7 @@ def measure(depth: int, *, warmup: int, iters: int) -> dict:
 
     from shallowpi.bench.inputs import make_inputs
     from shallowpi.infer.engine import InferenceEngine
+    from shallowpi.infer.flops import count_flops
     from shallowpi.model.checkpoint import load_model
     from shallowpi.model.config import mid
 
@@ -118,6 +119,7 @@ def measure(depth: int, *, warmup: int, iters: int) -> dict:
     }
     with torch.inference_mode():
         outs = {k: f().float() for k, f in calls.items()}  # (1, chunk, max_action_dim) each
+        flops = {k: count_flops(f) for k, f in calls.items()}  # what each really computes, per call
         for _ in range(warmup - 1):
             for f in calls.values():
                 f()
@@ -135,8 +137,24 @@ def measure(depth: int, *, warmup: int, iters: int) -> dict:
         "min_ms": {k: min(v) for k, v in times.items()},
         "max_abs_diff_vs_lerobot": {k: float((v - ref).abs().max()) for k, v in outs.items()},
         "speedup_vs_lerobot": {k: med["lerobot_0.6.1"] / v for k, v in med.items()},
+        "gflop_per_call": {k: v / 1e9 for k, v in flops.items()},
+        "gflop_per_s": {k: flops[k] / med[k] / 1e6 for k in calls},
         "engine_build_s": build_s,
     }
+
+
+def matmul_gflop_per_s(m: int = 412, k: int = 512, n: int = 4096, iters: int = 50) -> float:
+    """This CPU's fp32 matmul rate at the backbone prefix's MLP shape (412 prefix tokens x width 512 -> 2 x
+    2048): the ceiling an arithmetic-bound implementation approaches."""
+    import torch
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(5):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    return 2 * m * k * n * iters / (time.perf_counter() - t) / 1e9
 
 
 def main() -> None:
@@ -170,6 +188,7 @@ def main() -> None:
             "python": sys.version.split()[0],
             "threads": args.threads,
             "cpu_count": os.cpu_count(),
+            "matmul_fp32_gflop_per_s": matmul_gflop_per_s(),
         },
         "settings": {
             "config": "mid pi05",
