@@ -48,3 +48,33 @@ def test_flops_scale_with_depth_cameras_and_steps() -> None:
     )
     with pytest.raises(ValueError, match="cameras must be in"):
         call_flops(mid(), cameras=4)
+
+
+@pytest.mark.parametrize("variant", ["pi05", "pi0"])
+def test_prefix_student_flops_match_torch_counter_per_stage(variant: str) -> None:
+    """Merged tokens and a shallower tower: SigLIP at its depth, projector and backbone over merged tokens."""
+    from shallowpi.testing import tiny_prefix_student
+
+    model = tiny_prefix_student(variant)
+    cfg = model.config
+    x = make_inputs(cfg, batch=2, cameras=2, lang_tokens=9, device="cpu")
+    counted = count_engine_flops(InferenceEngine(model, batch_size=2), x.observation, x.noise)
+    assert counted == call_flops(cfg, batch=2, cameras=2, lang_tokens=9)
+
+
+def test_full_size_prefix_compression_flops() -> None:
+    """π0.5, 2 cameras: merge 2 divides the backbone's image tokens by 4 (256 -> 64 per camera) and leaves
+    SigLIP alone but for the projector; 14 of 27 SigLIP layers cut the tower's layer FLOPs by 14 / 27."""
+    from shallowpi.model.config import pi05
+
+    base = pi05().with_depth(6)
+    merged = base.with_prefix(merge=2)
+    shallow = base.with_prefix(vision_depth=14)
+    full, m, s = (call_flops(c, cameras=2, lang_tokens=20, steps=2) for c in (base, merged, shallow))
+    v = base.vision
+    proj = 2 * 2 * 256 * v.width * base.vlm.width  # 2 cameras, 256 tokens of width W
+    assert m["vision"] == full["vision"]  # the same projector FLOPs: 4x fewer tokens, each 4x wider
+    assert m["prefix"] < 0.3 * full["prefix"] and m["denoise"] < full["denoise"]
+    layers = full["vision"] - proj - 2 * 2 * 256 * v.width * 3 * v.patch_size**2
+    assert full["vision"] - s["vision"] == pytest.approx(layers * 13 / 27)
+    assert s["prefix"] == full["prefix"] and s["denoise"] == full["denoise"]

@@ -167,6 +167,14 @@ CASES: list[tuple[list[str], str]] = [
     ([*BENCH, "--threads", "0"], "argument --threads: must be >= 1"),
     ([*BENCH, "--out", "{taken}"], "--out {taken}: is a folder; give a file path"),
     ([*BENCH, "--compare", "1,2", "--plot", "{out}.txt"], "--plot {out}.txt: expected a file ending in .png"),
+    ([*BENCH, "--image-merge", "0"], "argument --image-merge: must be >= 1"),
+    ([*BENCH, "--image-merge", "3"], "--image-merge 3 does not divide the 4x4 patch grid"),
+    ([*BENCH, "--vision-depth", "0"], "argument --vision-depth: must be >= 1"),
+    ([*BENCH, "--vision-depth", "3"], "--vision-depth must be in [1, 2] (the preset's SigLIP layers), got 3"),
+    (
+        ["bench", "--policy", "{teacher}", "--image-merge", "2", "--out", "{out}"],
+        "--image-merge/--vision-depth apply to --preset only",
+    ),
     # serve
     ([*SERVE, "--policy", "{missing}"], "no config.json"),
     ([*SERVE, "--backend", "nope"], "argument --backend: invalid choice"),

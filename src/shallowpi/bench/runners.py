@@ -17,6 +17,7 @@ import torch
 
 from shallowpi.bench.inputs import BenchInputs
 from shallowpi.bench.settings import BenchSettings
+from shallowpi.bench.students import compress_prefix, model_label, student_depths
 from shallowpi.infer.engine import STAGES, InferenceEngine
 from shallowpi.model.config import PiConfig, preset
 from shallowpi.model.pi import PiModel
@@ -116,7 +117,7 @@ def make_runner(name: str, mode: str, model: PiModel, s: BenchSettings, inputs: 
 
 
 def build_models(s: BenchSettings) -> list[tuple[str, PiModel]]:
-    """-> [(label, model)], deepest first for presets."""
+    """-> [(label, model)], deepest first for presets; the students' prefix compressed as `s` asks."""
     from shallowpi.model.checkpoint import load_model
 
     device = torch.device(s.device)
@@ -136,11 +137,15 @@ def build_models(s: BenchSettings) -> list[tuple[str, PiModel]]:
         overrides["chunk_size"] = s.chunk
     if s.variant and s.variant != base.variant:
         overrides["tokenizer_max_length"] = 48 if s.variant == "pi0" else base.tokenizer_max_length
-    for depth in sorted(set(s.depths or [base.depth]), reverse=True):
+    depths = sorted(set(s.depths or [base.depth]), reverse=True)
+    students = student_depths(depths)
+    for depth in depths:
         torch.manual_seed(s.seed)
         cfg = preset(s.preset, depth=depth, **overrides)
+        if depth in students:
+            cfg = compress_prefix(cfg, s.image_merge, s.vision_depth)
         model = PiModel(cfg).to(device).eval()
         if s.dtype == "bfloat16":
             model.to_bfloat16()
-        out.append((f"{s.preset}_d{depth}", model))
+        out.append((model_label(s.preset, cfg), model))
     return out

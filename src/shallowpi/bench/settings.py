@@ -21,6 +21,8 @@ MODES = (
     "compiled_cuda_graph",
 )
 # 2: settings.batch -> batch_size, settings.steps -> num_steps; 3: settings.backends, runs' backend / warmup_s
+# (3 later gained fields only, which no reader of 3 misses: settings.image_merge / vision_depth, runs'
+# image_merge / image_tokens / vision_depth / vision_layer_map)
 SCHEMA = "shallowpi.bench/3"
 
 
@@ -29,6 +31,10 @@ class BenchSettings:
     preset: str | None = "mid"  # model preset (random weights) when no policies are given
     variant: str | None = None  # override the preset's variant (pi0 | pi05)
     depths: list[int] = field(default_factory=list)  # empty: the preset's depth
+    # Prefix compression of the preset's students (every depth but the deepest when several are compared,
+    # else the one model): image tokens merged m x m, a SigLIP tower of this many layers. None: the preset's.
+    image_merge: int | None = None
+    vision_depth: int | None = None
     policies: list[str] = field(default_factory=list)  # pretrained folders (e.g. teacher and student)
     device: str | None = None  # None: cuda if available, else cpu (`shallowpi.device`)
     dtype: str = "float32"
@@ -74,3 +80,15 @@ class BenchSettings:
             raise UserError(f"depths must be >= 1, got {self.depths}")
         if self.policies and self.depths:
             raise UserError("depths apply to presets; pass several --policy folders to compare checkpoints")
+        if self.image_merge is not None or self.vision_depth is not None:
+            if self.policies:
+                raise UserError(
+                    "--image-merge / --vision-depth shape the students of --preset; a --policy folder has its "
+                    "own prefix (its config.json)"
+                )
+            from shallowpi.bench.students import compress_prefix
+            from shallowpi.model.config import preset
+
+            compress_prefix(
+                preset(self.preset), self.image_merge, self.vision_depth
+            )  # refused here, not later

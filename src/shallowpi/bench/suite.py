@@ -23,15 +23,23 @@ from shallowpi.bench.settings import SCHEMA, BenchSettings
 from shallowpi.errors import UserError
 from shallowpi.infer.engine import STAGES
 from shallowpi.infer.flops import call_flops, count_engine_flops, count_flops
+from shallowpi.model.config import PiConfig
+from shallowpi.model.pi import PiModel
 from shallowpi.paths import portable_path
 
 
-def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
+def run_bench(
+    s: BenchSettings,
+    log: Callable[[str], None] = print,
+    models: list[tuple[str, PiModel]] | None = None,
+) -> dict:
+    """`models`: [(label, model)] built by the caller (a benchmark's own set, e.g. students sharing
+    weights), instead of those `s` names (`build_models`)."""
     s.validate()
     if s.threads:
         torch.set_num_threads(s.threads)
     device = torch.device(s.device)
-    models = build_models(s)
+    models = models if models is not None else build_models(s)
     cfg0 = models[0][1].config
     slots = len(cfg0.cameras)
     cameras = s.cameras if s.cameras is not None else (slots - 1 if slots > 1 else 1)
@@ -95,6 +103,7 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
                 "mode": r.mode,
                 "variant": r.config.variant,
                 "depth": r.config.depth,
+                **prefix_fields(r.config),
                 "steps": r_steps,
                 "time_grid": r.config.time_grid(s.num_steps),
                 "params": params,
@@ -150,6 +159,17 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> dict:
         "ratios": ratios(runs),
     }
     return result
+
+
+def prefix_fields(cfg: PiConfig) -> dict:
+    """What a run records of its model's prefix: image tokens per camera (SigLIP's, merged) and the tower."""
+    v = cfg.vision
+    return {
+        "image_merge": v.merge,
+        "image_tokens": v.num_tokens,
+        "vision_depth": v.depth,
+        "vision_layer_map": cfg.vision_layer_map,
+    }
 
 
 def _flops_path(mode: str) -> str:
@@ -210,6 +230,7 @@ def onnxruntime_run(
         "mode": "onnxruntime",
         "variant": cfg.variant,
         "depth": cfg.depth,
+        **prefix_fields(cfg),
         "steps": steps,
         "time_grid": cfg.time_grid(s.num_steps),
         "params": sum(p.numel() for p in model.parameters()),

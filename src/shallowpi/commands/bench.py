@@ -4,6 +4,8 @@
     shallowpi bench --policy outputs/teacher outputs/student_L6 --device cuda --dtype bfloat16 \
         --modes engine,compiled,cuda_graph
     shallowpi bench --preset pi05 --depth 6 --device cuda --dtype bfloat16 --cameras 2
+    shallowpi bench --preset pi05 --compare 18,6 --image-merge 2 --vision-depth 14 --dtype bfloat16
+        (the L6 student with 2 x 2 merged image tokens and 14 of SigLIP's 27 layers, against the L18 teacher)
     shallowpi bench --policy outputs/teacher --backend torch,onnxruntime --modes engine
 
 Runs every model x mode of the torch backend in one process on the same inputs, calls interleaved; the
@@ -83,6 +85,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variant", choices=["pi0", "pi05"], default=None, help="override the preset's variant"
     )
+    parser.add_argument(
+        "--image-merge",
+        type=positive_int,
+        default=None,
+        help="students of --preset (every --compare depth but the deepest, else the one model): merge each "
+        "M x M block of image tokens into one (M must divide the patch grid)",
+    )
+    parser.add_argument(
+        "--vision-depth",
+        type=positive_int,
+        default=None,
+        help="students of --preset: keep N of the SigLIP tower's layers (subsampled like distill's "
+        "--vision-layers)",
+    )
     add_device_argument(parser)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--batch-size", type=positive_int, default=1)
@@ -135,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give --depth or --compare, not both")
     if args.policy and (args.compare or args.depth is not None or args.variant):
         raise UserError("--depth/--compare/--variant apply to --preset only")
+    if args.policy and (args.image_merge is not None or args.vision_depth is not None):
+        raise UserError("--image-merge/--vision-depth apply to --preset only (a policy has its own prefix)")
     check_out_file(args.out)  # before the benchmark, not when its JSON is written
     check_out_file(args.plot, "--plot", PLOT_SUFFIXES)
     device = check_device(args.device)
@@ -144,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset,
         variant=args.variant,
         depths=args.compare or ([args.depth] if args.depth is not None else []),
+        image_merge=args.image_merge,
+        vision_depth=args.vision_depth,
         policies=args.policy or [],
         device=device,
         dtype=args.dtype,

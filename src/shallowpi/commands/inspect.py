@@ -75,6 +75,13 @@ def summarise(path: Path) -> dict:
             "vision": f"{cfg.vision.image_size}px/{cfg.vision.patch_size}, width {cfg.vision.width}, "
             f"depth {cfg.vision.depth}",
         },
+        "image_tokens": {  # per camera: SigLIP's patch tokens, and those reaching the backbone
+            "siglip": cfg.vision.num_patches,
+            "backbone": cfg.vision.num_tokens,
+            "merge": cfg.vision.merge,
+        },
+        "vision_depth": cfg.vision.depth,
+        "vision_layer_map": cfg.vision_layer_map,
         "cameras": list(cfg.cameras),
         "chunk_size": cfg.chunk_size,
         "dtype": cfg.dtype,
@@ -98,6 +105,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"  backbone layer map: {info['vlm_layer_map']} (the expert's is the layer map)")
     for k, v in info["sizes"].items():
         print(f"  {k:9s} {v}")
+    tok, m = info["image_tokens"], info["image_tokens"]["merge"]
+    merged = f" (merged {m}x{m})" if m != 1 else ""
+    print(
+        f"  image tokens per camera: {tok['siglip']} from SigLIP, {tok['backbone']} to the backbone{merged}"
+    )
+    vmap = info["vision_layer_map"]
+    print(
+        f"  vision tower: {info['vision_depth']} layers, "
+        + (f"teacher layers {vmap}" if vmap is not None else "not subsampled")
+    )
     print(f"  cameras   {', '.join(info['cameras'])}; chunk {info['chunk_size']}")
     proc = info["processor"]
     if proc is not None:

@@ -292,9 +292,13 @@ def export_onnx(
                 "layer_map": cfg.layer_map,
                 "vlm_layer_map": getattr(cfg, "vlm_layer_map", None),  # backbone's own map, if it differs
                 "image_size": size,
-                "num_patches": cfg.vision.num_patches,
+                "num_patches": cfg.vision.num_patches,  # SigLIP's tokens per camera
+                "image_tokens": cfg.vision.num_tokens,  # per camera in the backbone's prefix, after the merge
+                "image_merge": cfg.vision.merge,
+                "vision_depth": cfg.vision.depth,
+                "vision_layer_map": cfg.vision_layer_map,  # None: the teacher's whole tower
                 "prompt_length": prompt_len,
-                "prefix_length": n_cam * cfg.vision.num_patches + prompt_len,
+                "prefix_length": n_cam * cfg.vision.num_tokens + prompt_len,
             },
             "cameras": {
                 "slots": list(cfg.cameras),

@@ -204,10 +204,11 @@ class InferenceEngine:
     def encode(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
         """Vision (all kept slots in one SigLIP batch) + language embedding -> (B, P, W_vlm), valid (B, P)."""
         m, b = self.model, self.batch_size
-        n_cam, n_patch = obs.num_slots, self.config.vision.num_patches
+        n_cam, n_patch = obs.num_slots, self.config.vision.num_tokens  # image tokens after the merge
         images = obs.images.to(self.device)  # (B, n_cam, 3, H, W)
         pixels = images.transpose(0, 1).reshape(n_cam * b, *images.shape[2:])  # (n_cam * B, 3, H, W)
-        vis = self.folded.vision(pixels) if self.fold else m.projector(m.vision(pixels))  # (n_cam*B, N, W)
+        # SigLIP, tokens merged m x m, projector: (n_cam*B, N, W_vlm)
+        vis = self.folded.vision(pixels) if self.fold else m.projector(m.image_features(pixels))
         if b > 1:
             vis = vis.view(n_cam, b, n_patch, -1).transpose(0, 1)
         vis = vis.reshape(b, n_cam * n_patch, -1)

@@ -3,7 +3,9 @@
 Convention (the one `torch.utils.flop_counter` uses): a multiply-add is 2 FLOPs; only matmuls, linear
 layers, convolutions and attention (QKᵀ and PV) are counted; norms, RoPE, softmax and elementwise work
 are not. Counts are for the prefix actually computed: `cameras` kept (valid) slots and `lang_tokens`
-language tokens after compaction.
+language tokens after compaction. A student with a compressed prefix (`SiglipConfig.merge`, a shallower
+tower) is counted as it runs: SigLIP at its own depth over its patch tokens, the projector and the backbone
+over the merged tokens.
 
 With `cached_conditioning=True` (the InferenceEngine) the time MLP, adaRMS modulations and π0's time half
 of `action_time_mlp_in` are computed once per `num_steps` and cached across calls, so they are not per-call
@@ -32,14 +34,20 @@ def _attention(heads: int, lq: int, lk: int, head_dim: int) -> int:
 
 
 def vision_flops(cfg: PiConfig, cameras: int) -> int:
-    """SigLIP + projector for `cameras` images of one sample."""
+    """SigLIP (its `depth` layers over all its patch tokens) + the projector (over the merged tokens, at their
+    merged width) for `cameras` images of one sample. The token merge itself is a reshape: no FLOPs."""
     v = cfg.vision
     n = v.num_patches
     patch = 2 * n * v.width * 3 * v.patch_size**2  # conv as a matmul over patches
     layer = 4 * _linear(n, v.width, v.width) + 2 * _linear(n, v.width, v.mlp_dim)
     layer += _attention(v.num_heads, n, n, v.width // v.num_heads)
-    projector = _linear(n, v.width, cfg.vlm.width)
+    projector = _linear(v.num_tokens, v.token_width, cfg.vlm.width)
     return cameras * (patch + v.depth * layer + projector)
+
+
+def prefix_length(cfg: PiConfig, cameras: int, lang_tokens: int) -> int:
+    """Backbone prefix tokens: each kept camera's image tokens after the merge, then the language tokens."""
+    return cameras * cfg.vision.num_tokens + lang_tokens
 
 
 def _gemma_layer(g: GemmaConfig, lq: int, lk: int) -> int:
@@ -119,7 +127,7 @@ def call_flops(
     steps = steps or cfg.num_inference_steps
     if not 1 <= cameras <= len(cfg.cameras):
         raise ValueError(f"cameras must be in [1, {len(cfg.cameras)}], got {cameras}")
-    p = cameras * cfg.vision.num_patches + lang
+    p = prefix_length(cfg, cameras, lang)
     out = {
         "vision": batch * vision_flops(cfg, cameras),
         "prefix": batch * (prefix_flops(cfg, p) + (state_flops(cfg, p) if path == "engine" else 0)),

@@ -16,7 +16,8 @@ reference path, `PiModel.sample_actions`: 1e-5 in fp32):
 - One matmul for the MLP's gate and up projections: columns [gate | up].
 - The backbone's last layer keeps only [k | v] (its queries, output and MLP never reach the actions).
 - SigLIP: LayerNorm's affine (g, b) into the next linear (W·g, b·W + bias); q, k, v in one matmul with the
-  softmax scale in the q columns; the post-LayerNorm's affine into the multimodal projector.
+  softmax scale in the q columns; the post-LayerNorm's affine into the multimodal projector (repeated over
+  the m² patches of a merged token when the config merges image tokens).
 - π0: `action_in_proj` composed with the action half of `action_time_mlp_in` (one (A -> W) matmul; the
   first's bias goes to the per-step time projection); the final norm's (1 + w) into `action_out_proj`.
 - π0.5: every adaRMS dense of every layer (and the final norm's) in one (W -> (2D + 1)·3W) matmul, so the
@@ -39,7 +40,7 @@ from torch import nn
 
 from shallowpi.model.gemma import GemmaLayer
 from shallowpi.model.pi import PiModel, sincos_time_embedding
-from shallowpi.model.siglip import SiglipEncoderLayer
+from shallowpi.model.siglip import SiglipEncoderLayer, merge_tokens
 
 
 class HeadLayout(NamedTuple):
@@ -167,9 +168,12 @@ class FoldedSiglipLayer(nn.Module):
         return x + torch.addmm(self.fc2_b, h, self.fc2)
 
 
-def _fold_layer_norm(ln: nn.LayerNorm, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """LayerNorm(x)·g + beta followed by x @ W.T + b  ==  LayerNorm_noaffine(x) @ (W·g).T + (W @ beta + b)."""
-    g, beta = ln.weight.float(), ln.bias.float()
+def _fold_layer_norm(
+    ln: nn.LayerNorm, w: torch.Tensor, b: torch.Tensor, *, repeat: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LayerNorm(x)·g + beta followed by x @ W.T + b  ==  LayerNorm_noaffine(x) @ (W·g).T + (W @ beta + b).
+    `repeat`: W's input is `repeat` normalised vectors concatenated (merged image tokens), each with the affine."""
+    g, beta = ln.weight.float().repeat(repeat), ln.bias.float().repeat(repeat)
     return w * g[None], b + w @ beta
 
 
@@ -224,8 +228,10 @@ class FoldedPi(nn.Module):
             ln = vis.post_layernorm
             self.register_buffer("post_ln", None)
             self.register_buffer("post_ln_b", None)
-            if fold:
-                proj, proj_b = _fold_layer_norm(ln, proj, proj_b)
+            if (
+                fold
+            ):  # a merged token is m² post-LayerNorm'd patches side by side: the affine repeats m² times
+                proj, proj_b = _fold_layer_norm(ln, proj, proj_b, repeat=c.vision.merge**2)
             else:
                 self.register_buffer("post_ln", ln.weight.detach())
                 self.register_buffer("post_ln_b", ln.bias.detach())
@@ -303,17 +309,20 @@ class FoldedPi(nn.Module):
 
     # functional folded graph (the ONNX graphs and the compiled engine run these) -----------------------------
     def vision(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels (n, 3, H, W) in [-1, 1] -> projected image tokens (n, N, W_vlm)."""
+        """pixels (n, 3, H, W) in [-1, 1] -> projected image tokens (n, num_tokens, W_vlm): SigLIP, its
+        tokens merged m x m (`merge_tokens`), the projector."""
+        v = self.config.vision
         n = pixels.shape[0]
         x = F.conv2d(pixels.to(self.patch_w.dtype), self.patch_w, self.patch_b, stride=self.patch_size)
-        x = x.flatten(2).transpose(1, 2) + self.position  # (n, N, Wv)
+        x = x.flatten(2).transpose(1, 2) + self.position  # (n, N_patch, Wv)
         tokens, width = x.shape[1], x.shape[2]
         x = x.to(self.vision_dtype).reshape(n * tokens, width)
         for layer in self.vision_layers:
             x = layer(x, n, tokens)
-        eps = self.config.vision.layer_norm_eps
-        h = F.layer_norm(x, (width,), self.post_ln, self.post_ln_b, eps=eps).to(self.projector.dtype)
-        return torch.addmm(self.projector_b, h, self.projector).view(n, tokens, -1)
+        h = F.layer_norm(x, (width,), self.post_ln, self.post_ln_b, eps=v.layer_norm_eps)  # (n·N_patch, Wv)
+        h = merge_tokens(h.view(n, tokens, width), v.grid, v.merge)  # (n, num_tokens, m²·Wv)
+        h = h.reshape(n * v.num_tokens, v.token_width).to(self.projector.dtype)
+        return torch.addmm(self.projector_b, h, self.projector).view(n, v.num_tokens, -1)
 
     def embed_language(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, L) -> (B, L, W_vlm) scaled by sqrt(W_vlm), as PaliGemma embeds its prompt."""

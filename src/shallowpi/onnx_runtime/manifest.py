@@ -11,7 +11,9 @@ manifest.json:
                 "denoise": {...}},
      "schedule": {"num_steps": 10, "times": [1.0, 0.9, ...], "dts": [-0.1, ...]},   x += dt_k * v(x, t_k)
      "model": {"chunk_size", "max_action_dim", "max_state_dim", "depth", "layer_map", "image_size",
-               "prompt_length", "num_patches", "prefix_length"},
+               "prompt_length", "num_patches" (SigLIP's tokens per camera), "image_tokens" (per camera in the
+               prefix: num_patches / image_merge²), "image_merge", "vision_depth", "vision_layer_map",
+               "prefix_length"},
      "cameras": {"slots": [every model slot], "exported": [slots the prefix graph takes, in order],
                  "masked": [slots dropped at export: no camera feeds them]},
      "processor": null | {ProcessorConfig fields (camera_map, norms, dims, ...), "tokenizer_file"},

@@ -87,5 +87,8 @@ class OnnxPolicy(ServedPolicy):
             "layer_map": m.model["layer_map"],
             "cameras": dict(zip(m.cameras["slots"], self.cameras, strict=True)),
             "image_size": m.model["image_size"],
+            # exports made before prefix compression lack these: every patch token, the whole tower
+            "image_tokens": m.model.get("image_tokens", m.model.get("num_patches")),
+            "vision_depth": m.model.get("vision_depth"),
             "num_steps": len(self.runner.times),
         }

@@ -115,6 +115,8 @@ class PiPolicy(ServedPolicy):
             "layer_map": list(c.layer_map) if c.layer_map is not None else None,
             "cameras": dict(zip(c.cameras, self.cameras, strict=True)),  # model slot -> processor camera
             "image_size": c.vision.image_size,
+            "image_tokens": c.vision.num_tokens,  # per camera in the backbone's prefix (after any merge)
+            "vision_depth": c.vision.depth,
             "num_steps": c.num_inference_steps if self.num_steps is None else self.num_steps,
             "time_grid": c.time_grid(self.num_steps),  # the time grid every reply is sampled with
         }
