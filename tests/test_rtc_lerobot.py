@@ -7,13 +7,15 @@ import json
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file
+import torch
+from safetensors.torch import load_file, save_file
 
-from lerobot_helpers import SCRIPTS
+from lerobot_helpers import SCRIPTS, save_tiny_student
 from paths import find_reference
 from reference_bundle import load_bundle
 from shallowpi.data.tokenizer import TESTBED_TOKENIZER
 from shallowpi.infer.predictor import ActionPredictor, RTCRequest
+from shallowpi.lerobot_export import export_lerobot
 from shallowpi.model import load_model
 from shallowpi.model.rtc import SCHEDULES, RTCConfig
 from shallowpi.pretrained import load_processor
@@ -50,3 +52,29 @@ def test_rtc_matches_lerobot(variant, tmp_path, lerobot061):
         expected = io[f"chunk_rtc_{schedule}"][0].numpy()
         assert np.abs(expected - plain).max() > 1e-2, schedule  # LeRobot's guidance did change the chunk
         np.testing.assert_allclose(guided, expected, atol=ATOL, rtol=0, err_msg=schedule)
+
+
+def test_plugin_runs_rtc_in_lerobot(tmp_path, lerobot061):
+    """A shallowpi student through the plugin in LeRobot 0.6.1: its RTC rollout accepts the policy, and the
+    guided chunk (left-over in the normalised space LeRobot passes it in) equals shallowpi's own."""
+    student = save_tiny_student(tmp_path / "student")
+    folder = export_lerobot(student, tmp_path / "lerobot")
+    g = torch.Generator().manual_seed(5)
+    image, state = torch.rand(3, 480, 480, generator=g), torch.tensor([0.05, 0.6, 0.2, 0.4])
+    prev_norm = torch.randn(7, 4, generator=g)
+    ours = ActionPredictor.from_pretrained(student, device="cpu")
+    sample = {
+        "images": {"observation.image": image},
+        "state": state.numpy(),
+        "task": "Reach the goal position",
+    }
+    prev = ours.post(prev_norm).numpy()
+    expected = ours.predict(sample, seed=11, rtc=RTCRequest(prev, 2))
+    io_in, io_out = tmp_path / "io_in.safetensors", tmp_path / "io_out.safetensors"
+    save_file({"image": image, "state": state, "noise": ours.noise(11), "rtc_prev": prev_norm}, str(io_in))
+    (tmp_path / "task.txt").write_text(sample["task"])
+    lerobot061.run([SCRIPTS / "policy_chunk.py", folder, io_in, io_out], timeout=600)
+    got = load_file(str(io_out))
+    assert got["supports_rtc"].item()
+    np.testing.assert_allclose(got["chunk_rtc"][0].numpy(), expected, atol=1e-5, rtol=0)
+    assert np.abs(expected - got["chunk"][0].numpy()).max() > 1e-2  # the guidance changed the chunk
