@@ -5,7 +5,7 @@
     #   from openpi_client.websocket_client_policy import WebsocketClientPolicy
     #   policy = WebsocketClientPolicy(host="127.0.0.1", port=8000); policy.infer(obs)["actions"]
 
-Real-time chunking: see RTC_HELP (the --help epilog) and docs/architecture.md.
+Real-time chunking: see RTC_HELP (the --help epilog) and docs/rtc.md.
 
 The server listens on 127.0.0.1 unless --host says otherwise (0.0.0.0 exposes it to the network; there is
 no authentication, like openpi's reference server).
