@@ -140,6 +140,17 @@ CASES: list[tuple[list[str], str]] = [
     ([*EVAL, "--out", "{file}"], "--out {file}: exists and is not a folder"),
     ([*EVAL, "--video", "{file}"], "--video {file}: exists and is not a folder"),
     ([*EVAL, "--backend", "nope"], "argument --backend: invalid choice: 'nope'"),
+    ([*EVAL, "--inference-delay", "-1"], "inference-delay must be an integer >= 0"),
+    ([*EVAL, "--inference-delay", "x"], "argument --inference-delay: invalid int value"),
+    ([*EVAL, "--inference-delay", "2"], "inference-delay 2 + 10 actions per chunk exceed the chunk of 10"),
+    (
+        [*EVAL, "--inference-delay", "4", "--n-action-steps", "3"],
+        "inference-delay 4 is more than the 3 actions",
+    ),
+    (
+        [*EVAL, "--device", "cpu", "--backend", "onnxruntime", "--rtc"],
+        "--rtc needs the torch backend",
+    ),
     (
         [*EVAL, "--device", "cpu", "--backend", "onnxruntime", "--truncate-prompt"],
         "--truncate-prompt is not available with the onnxruntime backend",

@@ -5,6 +5,8 @@ config.json, policy class and processors from LeRobot's factory), run one fixed 
 
 IO_IN (safetensors): image [3,H,W] float in [0,1], state [S], noise [1, chunk, max_action_dim], and the task
 in FOLDER/../task.txt. IO_OUT: chunk [1, chunk, A] (postprocessed) and first_action [1, A] from select_action.
+With rtc_prev [T, A] (normalised) in IO_IN: also chunk_rtc, predict_action_chunk with LeRobot's default
+RTCConfig, inference delay 2 and that left-over, and supports_rtc (LeRobot's RTC rollout check).
 """
 
 import sys
@@ -37,5 +39,15 @@ with torch.inference_mode():
     chunk = post(policy.predict_action_chunk(batch, noise=io["noise"]))
     policy.reset()
     first = post(policy.select_action(batch, noise=io["noise"]))
-save_file({"chunk": chunk.contiguous(), "first_action": first.contiguous()}, io_out)
+out = {"chunk": chunk.contiguous(), "first_action": first.contiguous()}
+if "rtc_prev" in io:
+    from lerobot.policies.rtc.configuration_rtc import RTCConfig
+    from lerobot.rollout.inference.rtc import supports_rtc_inference
+
+    policy.config.rtc_config = RTCConfig()
+    with torch.no_grad():
+        kw = {"inference_delay": 2, "prev_chunk_left_over": io["rtc_prev"]}
+        out["chunk_rtc"] = post(policy.predict_action_chunk(batch, noise=io["noise"], **kw)).contiguous()
+    out["supports_rtc"] = torch.tensor([supports_rtc_inference(policy)])
+save_file(out, io_out)
 print("ok", type(policy).__name__, tuple(chunk.shape))

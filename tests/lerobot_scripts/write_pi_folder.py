@@ -16,6 +16,9 @@ with policy.save_pretrained; IO_OUT then also holds the chunk of its predict_act
 --finetune N: N AdamW steps of the policy's own forward on that observation, saved as OUT_ft (policy and
 pipelines); the fine-tuned folder is loaded back with LeRobot's from_pretrained and sampled again.
 --metaworld: Meta-World's shapes (one camera observation.images.corner4, state 4, action 4, prompt 48).
+--rtc (with --sizes): IO_OUT also holds the chunks of predict_action_chunk with LeRobot's real-time chunking
+(RTCConfig per schedule, execution horizon 6) for the fixed noise, a normalised left-over rtc_prev [7, A]
+(2-D, as LeRobot's RTC rollout passes it) and inference delay 2.
 """
 
 import argparse
@@ -39,6 +42,7 @@ p.add_argument("io_out")
 p.add_argument("--sizes", default=None)
 p.add_argument("--finetune", type=int, default=0)
 p.add_argument("--metaworld", action="store_true")
+p.add_argument("--rtc", action="store_true")
 args = p.parse_args()
 
 
@@ -168,6 +172,22 @@ else:
     policy.save_pretrained(args.out)
     save_pipelines(args.out)
     io["chunk"] = chunk_of(policy)
+    if args.rtc:
+        from lerobot.configs.types import RTCAttentionSchedule
+        from lerobot.policies.rtc.configuration_rtc import RTCConfig
+
+        prev = torch.randn(7, action_dim, generator=g)
+        io["rtc_prev"] = prev.contiguous()
+        for schedule in RTCAttentionSchedule:
+            policy.config.rtc_config = RTCConfig(prefix_attention_schedule=schedule, execution_horizon=6)
+            policy.init_rtc_processor()
+            with torch.no_grad():  # its guidance runs autograd: no inference mode
+                out = policy.predict_action_chunk(
+                    pre(obs), noise=noise.clone(), inference_delay=2, prev_chunk_left_over=prev
+                )
+            io[f"chunk_rtc_{schedule.value}"] = post(out).float().contiguous()
+        policy.config.rtc_config = None
+        policy.init_rtc_processor()
     if args.finetune:
         ft = args.out.parent / f"{args.out.name}_ft"
         optim = torch.optim.AdamW(policy.get_optim_params(), lr=1e-3)

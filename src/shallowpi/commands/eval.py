@@ -3,6 +3,7 @@
     shallowpi eval --policy outputs/student_L6 --env metaworld --tasks mt10 --episodes-per-task 50 \
         --seed 1000 --max-steps 200 --n-action-steps 10 --workers 2 --video outputs/eval/videos
     shallowpi eval --policy outputs/student_L6 --tasks mt10 --backend onnxruntime   # the same, onnxruntime
+    shallowpi eval --policy outputs/student_L6 --tasks mt10 --n-action-steps 5 --inference-delay 2 --rtc
 
 Held-out configurations: episode e of a task starts from MT1(task, seed + e // 50).train_tasks[e % 50].
 Writes <out>/eval_info.json (default out: outputs/eval/<policy folder name>).
@@ -71,6 +72,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="cut prompts longer than the model reads (pi05: the task text, never the state) instead of failing",
     )
+    parser.add_argument(
+        "--inference-delay",
+        type=int,
+        default=C.inference_delay,
+        metavar="D",
+        help="control steps the robot keeps executing the old chunk while the next is sampled: the next chunk "
+        "is requested from the observation D steps before the old chunk's actions run out and starts at its "
+        "index D (needs D + actions per chunk <= the chunk; default 0)",
+    )
+    parser.add_argument(
+        "--rtc",
+        action="store_true",
+        help="real-time chunking: sample each chunk guided toward the old chunk's unexecuted tail (torch backend)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--tokenizer",
@@ -102,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         videos_per_task=args.videos_per_task,
         truncate_prompt=args.truncate_prompt or None,
         backend=args.backend,
+        inference_delay=args.inference_delay,
+        rtc=args.rtc,
     )
     cfg.validate()
     check_out_folder(args.out)

@@ -5,6 +5,8 @@
     #   from openpi_client.websocket_client_policy import WebsocketClientPolicy
     #   policy = WebsocketClientPolicy(host="127.0.0.1", port=8000); policy.infer(obs)["actions"]
 
+Real-time chunking: see RTC_HELP (the --help epilog) and docs/rtc.md.
+
 The server listens on 127.0.0.1 unless --host says otherwise (0.0.0.0 exposes it to the network; there is
 no authentication, like openpi's reference server).
 """
@@ -35,7 +37,19 @@ def _positive_mb(text: str) -> float:
 HUB_IDS = {"policy": "policy"}
 
 
+RTC_HELP = (
+    "Real-time chunking (torch backend): beside the observation keys a request may send "
+    "'rtc_prev_actions' (n, action_dim), the unexecuted tail of its last chunk at request time, and "
+    "'rtc_inference_delay' (int, 0..n), the control steps the robot keeps executing it while the request is "
+    "served; the reply is guided toward that tail (LeRobot's defaults: LINEAR schedule, guidance weight at "
+    "most 10, execution horizon 10) and its first delay actions reproduce it, so the client starts the new "
+    "chunk at index delay. A request sending neither gets the usual reply; bad values are one error reply; "
+    "the onnxruntime backend refuses such requests."
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = RTC_HELP
     parser.add_argument(
         "--policy", required=True, help="pretrained folder (model + processor), e.g. a student"
     )

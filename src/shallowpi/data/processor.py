@@ -209,3 +209,8 @@ class Postprocessor:
             x[..., : self.action_dim].float(), self.action_stats, self.config.action_norm
         )
         return x.numpy() if is_numpy else x
+
+    def normalize(self, actions: torch.Tensor) -> torch.Tensor:
+        """Robot actions [..., action_dim] -> the model's normalised space (the inverse of `__call__`, unpadded):
+        real-time chunking guides toward a previous chunk in that space."""
+        return transforms.normalize(actions.float(), self.action_stats, self.config.action_norm)

@@ -33,11 +33,13 @@ token. The batch size is the engine's.
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from shallowpi.infer.fold import Conditioning, FoldedPi
+from shallowpi.model.rtc import RTCGuidance
 from shallowpi.observation import Observation
 
 DEFAULT_CACHE = Path.home() / ".cache" / "shallowpi" / "inductor"
@@ -106,8 +108,11 @@ class CompiledGraph:
         return self._cond[grid]
 
     @torch.no_grad()
-    def sample(self, obs: Observation, noise, grid: tuple[float, ...], marks) -> torch.Tensor:
-        """`obs`: the engine's checked observation (kept slots, π0's padded state or None)."""
+    def sample(
+        self, obs: Observation, noise, grid: tuple[float, ...], marks, guidance: RTCGuidance | None = None
+    ) -> torch.Tensor:
+        """`obs`: the engine's checked observation (kept slots, π0's padded state or None). `guidance`:
+        real-time chunking (`jacobian=False`: the compiled step is not differentiated)."""
         e, f = self.engine, self.engine.folded
         dev = e.device
         state = obs.state
@@ -120,11 +125,22 @@ class CompiledGraph:
         state_tok = None if state is None else torch.addmm(f.state_b, state.to(dev).float(), f.state_w)
         _mark(marks, "prefix")
         x = e.check_noise(noise).to(dev).float()
-        for dt, mods, time_proj in self._conditioning(grid):
-            v = self.step(f, x, mods, time_proj, state_tok, keys, values, geometry)
-            x = torch.add(x, v, alpha=dt)
+        if guidance is None:
+            for dt, mods, time_proj in self._conditioning(grid):
+                v = self.step(f, x, mods, time_proj, state_tok, keys, values, geometry)
+                x = torch.add(x, v, alpha=dt)
+        else:
+            times = e._conditioning(grid).times
+            for t_k, (dt, mods, time_proj) in zip(times, self._conditioning(grid), strict=True):
+                args = (mods, time_proj, state_tok, keys, values, geometry)
+                v = guidance.velocity(x, t_k, partial(self._velocity, args))
+                x = torch.add(x, v, alpha=dt)
         _mark(marks, "denoise")
         return x
+
+    def _velocity(self, args: tuple, x_t: torch.Tensor) -> torch.Tensor:
+        mods, time_proj, state_tok, keys, values, geometry = args
+        return self.step(self.engine.folded, x_t, mods, time_proj, state_tok, keys, values, geometry)
 
 
 def _mark(marks, stage: str) -> None:

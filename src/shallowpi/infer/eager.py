@@ -290,22 +290,35 @@ class FoldedRun:
 
     def denoise(self, v: _Views, cond, noise: torch.Tensor, use_bias: bool) -> torch.Tensor:
         """x_{t+dt} = x_t + dt·v(x_t, t) from t = 1 over the cached prefix; reads only static tensors."""
-        f, g, x, res = self.folded, v.actions, self.x, self.res
+        f, x = self.folded, self.x
         direct = self.dtype == torch.float32
         x.copy_(noise.view(x.shape))
         for k, dt in enumerate(cond.dts):
-            if self.pi0:  # action tokens: action-time MLP of (x_t, t), the t half cached
-                torch.addmm(cond.time_proj[k], x, f.act_in, out=self.hidden)
-                F.silu(self.hidden, inplace=True)
-                _addmm_into(res, f.mlp_out_b, self.hidden, f.mlp_out, direct)
-            else:
-                _addmm_into(res, f.act_in_b, x, f.act_in, direct)
-            for i, (layer, mods) in enumerate(zip(f.expert, cond.layers[k], strict=True)):
-                self.layer(g, i, layer, res, mods, use_bias=use_bias)
-            h = self._rms(g, res, cond.final_scale[k], cond.final_shift[k])
+            h = self._expert_step(v, cond, k, use_bias)
             x.addmm_(h if direct else h.float(), f.out_w, alpha=dt)
             x.add_(cond.out_bias[k], alpha=dt)
         return x.view(noise.shape)
+
+    def velocity(self, v: _Views, cond, k: int, x_t: torch.Tensor, use_bias: bool) -> torch.Tensor:
+        """v(x_t, t_k) (B, chunk, A) fp32 of Euler step k, a new tensor: `denoise`'s step without the update
+        (real-time chunking guides the velocity between the two)."""
+        f = self.folded
+        self.x.copy_(x_t.reshape(self.x.shape))
+        h = self._expert_step(v, cond, k, use_bias)
+        return torch.addmm(cond.out_bias[k], h.float(), f.out_w).view(x_t.shape)
+
+    def _expert_step(self, v: _Views, cond, k: int, use_bias: bool) -> torch.Tensor:
+        """The expert over the action tokens of self.x at step k -> the final norm's output (rows, W)."""
+        f, g, x, res = self.folded, v.actions, self.x, self.res
+        if self.pi0:  # action tokens: action-time MLP of (x_t, t), the t half cached
+            torch.addmm(cond.time_proj[k], x, f.act_in, out=self.hidden)
+            F.silu(self.hidden, inplace=True)
+            _addmm_into(res, f.mlp_out_b, self.hidden, f.mlp_out, self.dtype == torch.float32)
+        else:
+            _addmm_into(res, f.act_in_b, x, f.act_in, self.dtype == torch.float32)
+        for i, (layer, mods) in enumerate(zip(f.expert, cond.layers[k], strict=True)):
+            self.layer(g, i, layer, res, mods, use_bias=use_bias)
+        return self._rms(g, res, cond.final_scale[k], cond.final_shift[k])
 
     def conditioning(self, cond, temb: torch.Tensor) -> None:
         """Every step's folded constants into `cond` (`engine._Conditioning`) from the steps' time embeddings

@@ -37,6 +37,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,7 @@ from shallowpi.model.config import euler_steps
 from shallowpi.model.gemma import LayerModulation, Modulation, apply_rope, rope_cos_sin
 from shallowpi.model.inputs import check_inputs
 from shallowpi.model.pi import PiModel, sincos_time_embedding
+from shallowpi.model.rtc import RTCGuidance
 from shallowpi.observation import Observation
 
 STAGES = ("vision", "prefix", "denoise")
@@ -152,22 +154,29 @@ class InferenceEngine:
         noise: torch.Tensor | None = None,
         num_steps: int | None = None,
         marks: Marks | None = None,
+        guidance: RTCGuidance | None = None,
     ) -> torch.Tensor:
         """Same contract as `PiModel.sample_actions`: -> (B, chunk, max_action_dim) fp32.
 
         `marks(stage)` is called after each of "vision", "prefix", "denoise" has been issued (bench timing).
+        `guidance`: real-time chunking (`shallowpi.model.rtc`); the guided loop runs eagerly (no graph replay).
         """
         grid = self.config.time_grid(num_steps)  # validates num_steps before any work
+        if guidance is not None:
+            guidance = self._check_guidance(guidance)
         if self.fold and self._weights_stamp() != self._stamp:
             self.refresh()  # the model's weights changed in place (training, a corrupted buffer): fold again
         obs = self.check(obs)
         if self.compiled is not None:
-            return self.compiled.sample(obs, noise, tuple(grid), marks)
+            return self.compiled.sample(obs, noise, tuple(grid), marks, guidance)
         embs, valid = self.encode(obs)
         _mark(marks, "vision")
         buf = self.prefill(embs, valid, obs.state)
         _mark(marks, "prefix")
-        actions = self.denoise(buf, noise, len(grid) - 1)
+        if guidance is None:
+            actions = self.denoise(buf, noise, len(grid) - 1)
+        else:
+            actions = self.denoise_guided(buf, noise, tuple(grid), guidance, valid)
         _mark(marks, "denoise")
         return actions
 
@@ -253,6 +262,49 @@ class InferenceEngine:
             buf.graphs[grid] = self._capture(buf, cond)
         buf.graphs[grid].replay()
         return buf.out.clone()
+
+    def denoise_guided(
+        self,
+        buf: _Buffers,
+        noise: torch.Tensor | None,
+        grid: tuple[float, ...],
+        guidance: RTCGuidance,
+        prefix_valid: torch.Tensor,
+    ) -> torch.Tensor:
+        """The Euler loop with real-time chunking: each step's velocity guided toward the previous chunk."""
+        cond = self._conditioning(grid)
+        x = self.check_noise(noise).float()  # (B, chunk, A)
+        if guidance.config.jacobian:  # differentiable: the model's modules over the cached prefix
+            p = buf.prefix_len
+            cache = [(k[:, :, :p], v[:, :, :p]) for k, v in zip(buf.keys, buf.values, strict=True)]
+
+            def velocity(k: int, t_k: float, x_t: torch.Tensor) -> torch.Tensor:
+                t = torch.full((x_t.shape[0],), t_k, dtype=torch.float32, device=x_t.device)
+                return self.model.denoise_step(cache, prefix_valid, x_t, t, buf.state)
+
+        elif self.fold:
+
+            def velocity(k: int, t_k: float, x_t: torch.Tensor) -> torch.Tensor:
+                return self.run.velocity(buf.views, cond, k, x_t, buf.use_mask)
+
+        else:
+            state_tok = None if buf.state is None else self.model.state_proj(buf.state)[:, None]  # (B, 1, W)
+
+            def velocity(k: int, t_k: float, x_t: torch.Tensor) -> torch.Tensor:
+                return self._velocity(buf, cond, k, x_t, state_tok)
+
+        for k, (t_k, dt) in enumerate(zip(cond.times, cond.dts, strict=True)):
+            x = x + dt * guidance.velocity(x, t_k, partial(velocity, k, t_k))
+        return x
+
+    def _check_guidance(self, guidance: RTCGuidance) -> RTCGuidance:
+        c = self.config
+        want = (self.batch_size, c.chunk_size, c.max_action_dim)
+        if tuple(guidance.target.shape) != want:
+            raise ValueError(f"guidance: target of shape {tuple(guidance.target.shape)}, expected {want}")
+        if guidance.config.jacobian and self.compiled is not None:
+            raise ValueError("real-time chunking with jacobian=True needs the eager engine (compile=False)")
+        return guidance.to(self.device)
 
     def check_noise(self, noise: torch.Tensor | None) -> torch.Tensor:
         b, c = self.batch_size, self.config

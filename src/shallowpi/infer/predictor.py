@@ -10,6 +10,7 @@ The inference path the websocket server (`shallowpi.serve.policy.PiPolicy`) and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,19 @@ from shallowpi.errors import UserError
 from shallowpi.infer.actions import check_actions
 from shallowpi.infer.engine import InferenceEngine
 from shallowpi.model import PiModel, load_model
+from shallowpi.model.rtc import RTCConfig, RTCGuidance
 from shallowpi.pretrained import load_processor
+
+
+@dataclass
+class RTCRequest:
+    """Real-time chunking for one prediction: the previous chunk's unexecuted tail at request time
+    (n, action_dim), robot units, row 0 = the new chunk's row 0, and the control steps the robot executes
+    while the new chunk is sampled."""
+
+    prev_chunk: np.ndarray
+    inference_delay: int
+    config: RTCConfig = field(default_factory=RTCConfig)
 
 
 class ActionPredictor:
@@ -66,6 +79,26 @@ class ActionPredictor:
         pre, post = load_processor(path)
         return cls(model, pre, post, **kwargs)
 
+    def guidance(self, rtc: RTCRequest) -> RTCGuidance:
+        """The request's previous chunk (n, action_dim) in robot units -> guidance in the model's space."""
+        prev = torch.as_tensor(np.asarray(rtc.prev_chunk, dtype=np.float32))
+        if prev.ndim != 2 or prev.shape[1] != self.post.action_dim:
+            raise UserError(
+                f"previous chunk: expected shape (n, {self.post.action_dim}) with 1 <= n <= "
+                f"{self.config.chunk_size}, got {tuple(prev.shape)}"
+            )
+        c = self.config
+        try:
+            return RTCGuidance.build(
+                rtc.config,
+                self.post.normalize(prev)[None].to(self.model.device),
+                inference_delay=rtc.inference_delay,
+                chunk_size=c.chunk_size,
+                action_dim=c.max_action_dim,
+            )
+        except ValueError as e:
+            raise UserError(str(e)) from None
+
     def noise(self, seed: int | None) -> torch.Tensor | None:
         """Flow-matching noise from a CPU generator (same noise on every device); None: fresh noise."""
         if seed is None:
@@ -74,12 +107,18 @@ class ActionPredictor:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         return torch.randn((1, c.chunk_size, c.max_action_dim), generator=gen).to(self.model.device)
 
-    @torch.inference_mode()
-    def predict(self, sample: dict, *, seed: int | None = None) -> np.ndarray:
-        """sample {"images": {camera: image}, "state": (S,), "task": str} -> (chunk, action_dim) float32."""
-        obs = collate([self.pre(sample)]).to(self.model.device)  # B = 1
-        actions = self.engine.sample_actions(obs, noise=self.noise(seed), num_steps=self.num_steps)
-        actions = self.post(actions.float().cpu())  # (1, chunk, action_dim), unnormalised
-        out = actions[0].numpy().astype(np.float32, copy=False)
+    def predict(self, sample: dict, *, seed: int | None = None, rtc: RTCRequest | None = None) -> np.ndarray:
+        """sample {"images": {camera: image}, "state": (S,), "task": str} -> (chunk, action_dim) float32.
+        `rtc`: real-time chunking toward the unexecuted tail of the previous chunk (robot action space)."""
+        guidance = None if rtc is None else self.guidance(rtc)
+        # the VJP of jacobian guidance needs autograd: no inference tensors then
+        with torch.inference_mode(guidance is None or not guidance.config.jacobian), torch.no_grad():
+            obs = collate([self.pre(sample)]).to(self.model.device)  # B = 1
+            noise = self.noise(seed)
+            actions = self.engine.sample_actions(
+                obs, noise=noise, num_steps=self.num_steps, guidance=guidance
+            )
+            actions = self.post(actions.float().cpu())  # (1, chunk, action_dim), unnormalised
+            out = actions[0].numpy().astype(np.float32, copy=False)
         check_actions(out)
         return out

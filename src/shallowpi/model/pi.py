@@ -22,6 +22,7 @@ from shallowpi.model.attention import additive, attend, make_att_2d, positions
 from shallowpi.model.config import PiConfig, check_time_grid, euler_steps
 from shallowpi.model.gemma import GemmaStack, Modulation, apply_rope, rope_cos_sin
 from shallowpi.model.inputs import check_inputs, pad_last
+from shallowpi.model.rtc import RTCGuidance
 from shallowpi.model.siglip import SiglipVisionModel, merge_tokens
 from shallowpi.observation import Observation
 
@@ -379,9 +380,10 @@ class PiModel(nn.Module):
         num_steps: int | None = None,
         compact: bool = True,
         keep_trace: bool = True,
+        guidance: RTCGuidance | None = None,
     ) -> SampleTrace:
         """Euler sampling over `config.time_grid(num_steps)` with the prefix cached once; keeps every step's
-        t, x_t and v_t."""
+        t, x_t and v_t (the guided v_t with real-time chunking `guidance`)."""
         obs = check_inputs(self.config, obs, compact=compact)
         b = obs.batch_size
         shape = (b, self.config.chunk_size, self.config.max_action_dim)
@@ -393,8 +395,10 @@ class PiModel(nn.Module):
         prefix_embs, prefix_valid = self.embed_prefix(obs)
         cache = self.prefix_cache(prefix_embs, prefix_valid)
         trace = SampleTrace(actions=noise, kv=cache if keep_trace else [], prefix_valid=prefix_valid)
+        if guidance is not None and guidance.target.shape[0] != b:
+            raise ValueError(f"guidance: batch {guidance.target.shape[0]}, the observation's is {b}")
         trace.actions = self.integrate(
-            cache, prefix_valid, noise.float(), grid, obs.state, trace if keep_trace else None
+            cache, prefix_valid, noise.float(), grid, obs.state, trace if keep_trace else None, guidance
         )
         return trace
 
@@ -407,14 +411,19 @@ class PiModel(nn.Module):
         grid: Sequence[float],
         state: torch.Tensor | None,
         trace: SampleTrace | None = None,
+        guidance: RTCGuidance | None = None,
     ) -> torch.Tensor:
         """Euler x ← x + (t_{k+1} − t_k)·v(x, t_k) along `grid` (decreasing, within [0, 1]; it need not
-        start at 1: step distillation integrates single intervals) over a cached prefix. x (B, chunk, A)."""
+        start at 1: step distillation integrates single intervals) over a cached prefix. x (B, chunk, A).
+        `guidance`: real-time chunking, v replaced by the guided velocity (`shallowpi.model.rtc`)."""
         b = x.shape[0]
         rope, mask = self.suffix_rope_and_mask(prefix_valid, *self.suffix_layout(b, x.device))  # every step's
         for t_k, dt in euler_steps(check_time_grid(grid, full=False)):
             t = torch.full((b,), t_k, dtype=torch.float32, device=x.device)
-            v = self.denoise_step(cache, prefix_valid, x, t, state, rope, mask)
+            if guidance is None:
+                v = self.denoise_step(cache, prefix_valid, x, t, state, rope, mask)
+            else:
+                v = guidance.velocity(x, t_k, self._velocity_at(cache, prefix_valid, t, state, rope, mask))
             if trace is not None:
                 trace.t.append(t_k)
                 trace.x_t.append(x)
@@ -422,15 +431,22 @@ class PiModel(nn.Module):
             x = x + dt * v
         return x
 
+    def _velocity_at(self, cache, prefix_valid, t, state, rope, mask):
+        """x_t -> v(x_t, t) over the cached prefix (the function real-time chunking differentiates)."""
+        return lambda x_t: self.denoise_step(cache, prefix_valid, x_t, t, state, rope, mask)
+
     def sample_actions(
         self,
         obs: Observation,
         *,
         noise: torch.Tensor | None = None,
         num_steps: int | None = None,
+        guidance: RTCGuidance | None = None,
     ) -> torch.Tensor:
-        """Sample an action chunk: (B, chunk, max_action_dim), in the model's normalised action space."""
-        return self.sample_trace(obs, noise=noise, num_steps=num_steps, keep_trace=False).actions
+        """Sample an action chunk: (B, chunk, max_action_dim), in the model's normalised action space.
+        `guidance`: real-time chunking toward the previous chunk's tail (`shallowpi.model.rtc`)."""
+        trace = self.sample_trace(obs, noise=noise, num_steps=num_steps, keep_trace=False, guidance=guidance)
+        return trace.actions
 
     # helpers ----------------------------------------------------------------------------------------------
     def _check_chunk(self, x: torch.Tensor, name: str) -> torch.Tensor:

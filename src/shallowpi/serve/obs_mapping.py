@@ -41,11 +41,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shallowpi.errors import UserError
+
+if TYPE_CHECKING:
+    from shallowpi.serve.rtc_keys import RTCFields
 
 KeyPath = str | tuple[str, ...]  # a flat key ("observation/image") or a path into nested dicts
 
@@ -67,6 +70,7 @@ class PreparedObservation:
     a policy's `infer` accepts it in place of the raw observation."""
 
     sample: dict
+    rtc: RTCFields | None = None  # real-time chunking fields (`serve.rtc_keys`), when the client sent them
 
 
 class ObservationError(UserError):

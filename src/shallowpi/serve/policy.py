@@ -21,14 +21,17 @@ from typing import Any
 import numpy as np
 
 from shallowpi.data.processor import Postprocessor, Preprocessor
-from shallowpi.infer.predictor import ActionPredictor
+from shallowpi.infer.predictor import ActionPredictor, RTCRequest
 from shallowpi.model import PiModel
+from shallowpi.model.rtc import RTCConfig
 from shallowpi.serve.obs_mapping import ObsMapping
+from shallowpi.serve.rtc_keys import DELAY_KEY, PREV_ACTIONS_KEY, RTCFields
 from shallowpi.serve.served_policy import ServedPolicy
 
 
 class PiPolicy(ServedPolicy):
     backend = "torch"
+    supports_rtc = True
 
     def __init__(
         self,
@@ -42,11 +45,14 @@ class PiPolicy(ServedPolicy):
         seed: int | None = 0,
         name: str = "shallowpi",
         truncate_prompt: bool | None = None,  # None: the processor config's choice
+        rtc: RTCConfig | None = None,  # how real-time chunking requests are guided (None: the defaults)
     ) -> None:
         predictor = ActionPredictor(
             model, preprocessor, postprocessor, num_steps=num_steps, truncate_prompt=truncate_prompt
         )
-        self._bind(predictor, obs_mapping=obs_mapping, default_prompt=default_prompt, seed=seed, name=name)
+        self._bind(
+            predictor, obs_mapping=obs_mapping, default_prompt=default_prompt, seed=seed, name=name, rtc=rtc
+        )
 
     @classmethod
     def from_predictor(cls, predictor: ActionPredictor, **kwargs: Any) -> PiPolicy:
@@ -79,8 +85,10 @@ class PiPolicy(ServedPolicy):
         default_prompt: str | None = None,
         seed: int | None = 0,
         name: str = "shallowpi",
+        rtc: RTCConfig | None = None,
     ) -> None:
         self.predictor = predictor
+        self.rtc = (rtc or RTCConfig()).validate()
         self.model, self.config = predictor.model, predictor.config
         self.pre, self.post = predictor.pre, predictor.post
         self.num_steps, self.seed = predictor.num_steps, seed
@@ -99,6 +107,10 @@ class PiPolicy(ServedPolicy):
     # Backend ----------------------------------------------------------------------------------------------
     def predict(self, sample: dict) -> np.ndarray:
         return self.predictor.predict(sample, seed=self.seed)
+
+    def predict_rtc(self, sample: dict, rtc: RTCFields) -> np.ndarray:
+        request = RTCRequest(rtc.prev_actions, rtc.inference_delay, self.rtc)
+        return self.predictor.predict(sample, seed=self.seed, rtc=request)
 
     @property
     def max_task_chars(self) -> int:
@@ -119,4 +131,10 @@ class PiPolicy(ServedPolicy):
             "vision_depth": c.vision.depth,
             "num_steps": c.num_inference_steps if self.num_steps is None else self.num_steps,
             "time_grid": c.time_grid(self.num_steps),  # the time grid every reply is sampled with
+            "rtc": {  # real-time chunking: the request keys and how they are guided
+                "keys": [PREV_ACTIONS_KEY, DELAY_KEY],
+                "prefix_attention_schedule": self.rtc.prefix_attention_schedule,
+                "max_guidance_weight": self.rtc.max_guidance_weight,
+                "execution_horizon": self.rtc.execution_horizon,
+            },
         }

@@ -11,6 +11,10 @@ Backends: `serve.policy.PiPolicy` (torch), `onnx_runtime.policy.OnnxPolicy` (onn
 `max_request_bytes` (its default frame cap), `prepare` and `infer`; whatever the backend, it gets the same
 frame cap, the same checks off the inference thread and the same action contract.
 
+Real-time chunking: a client may send the unexecuted tail of its last chunk and the delay
+(`serve.rtc_keys`); `prepare` checks them, `infer` runs `predict_rtc`; a backend without `supports_rtc`
+refuses such a request with one error.
+
 Contract of `infer`: returns {"actions": float32 (chunk, action_dim), "policy_timing": {"infer_ms": float}}.
 Bad input raises `ObservationError` (a ValueError) naming the key: missing key, wrong dtype or shape,
 non-finite values, a prompt that does not fit; a processor error raised inside `predict` (a ValueError) is
@@ -34,10 +38,12 @@ from shallowpi.serve.obs_mapping import (
     get_mapping,
     max_request_bytes,
 )
+from shallowpi.serve.rtc_keys import DELAY_KEY, PREV_ACTIONS_KEY, RTCFields, extract_rtc
 
 
 class ServedPolicy(ABC):
     backend: str = ""  # "torch", "onnxruntime", ...: sent in the metadata
+    supports_rtc: bool = False  # real-time chunking requests (`serve.rtc_keys`): a backend that runs them
 
     def __init__(
         self,
@@ -67,6 +73,10 @@ class ServedPolicy(ABC):
     @abstractmethod
     def predict(self, sample: dict) -> np.ndarray:
         """A checked processor sample {"images", "state", "task"} -> actions (chunk, action_dim) float32."""
+
+    def predict_rtc(self, sample: dict, rtc: RTCFields) -> np.ndarray:
+        """`predict` guided toward the client's previous chunk (backends with `supports_rtc`)."""
+        raise ObservationError(f"the {self.backend} backend does not run real-time chunking")
 
     @property
     @abstractmethod
@@ -117,13 +127,20 @@ class ServedPolicy(ABC):
             self.check_task(sample["task"])
         except ValueError as e:
             raise ObservationError(str(e)) from e
-        return PreparedObservation(sample)
+        rtc = extract_rtc(obs, self.chunk_size, self.action_dim)
+        if rtc is not None and not self.supports_rtc:
+            raise ObservationError(
+                f"the {self.backend or self.name} backend does not run real-time chunking: send neither "
+                f"{PREV_ACTIONS_KEY!r} nor {DELAY_KEY!r} (or serve with --backend torch)"
+            )
+        return PreparedObservation(sample, rtc)
 
     def infer(self, obs: dict | PreparedObservation) -> dict:
         start = time.monotonic()
-        sample = (obs if isinstance(obs, PreparedObservation) else self.prepare(obs)).sample
+        prepared = obs if isinstance(obs, PreparedObservation) else self.prepare(obs)
+        sample = prepared.sample
         try:
-            actions = self.predict(sample)
+            actions = self.predict(sample) if prepared.rtc is None else self.predict_rtc(sample, prepared.rtc)
         except ValueError as e:  # anything the processor still finds wrong came from the client
             raise ObservationError(str(e)) from e
         check_actions(actions, self.action_shape)  # nothing unsafe is ever a reply

@@ -43,6 +43,8 @@ class EvalConfig:
     truncate_prompt: bool | None = None  # None: the policy's processor config decides (default: refuse)
     backend: str | None = None  # "torch" | "onnxruntime"; None: the faster one for the device
     onnx_dir: str | None = None  # onnxruntime: an export of `policy` (None: exported for this evaluation)
+    inference_delay: int = 0  # control steps the old chunk keeps running while the next one is sampled
+    rtc: bool = False  # sample each chunk with real-time chunking toward the old chunk's tail
 
     def __post_init__(self) -> None:
         self.device = resolve_device(self.device)  # recorded resolved in eval_info.json
@@ -101,5 +103,27 @@ class EvalConfig:
         if not Path(self.policy).is_dir():
             raise MissingFileError(f"policy folder not found: {self.policy}")
         self.policy_n_action_steps  # noqa: B018 -- a bad config.json value fails here, before any worker starts
+        self._check_delay()
         if self.runtime == "onnxruntime" and self.truncate_prompt:
             raise UserError("--truncate-prompt is not available with the onnxruntime backend")
+        if self.rtc and self.runtime == "onnxruntime":
+            raise UserError("--rtc needs the torch backend (the onnxruntime export has no guided sampler)")
+
+    def _check_delay(self) -> None:
+        """The delay fits the chunk: the next request leaves d steps before a chunk's window of actions ends,
+        and a later chunk runs from index d, so d <= actions per chunk and d + actions per chunk <= chunk."""
+        d = self.inference_delay
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise UserError(f"inference-delay must be an integer >= 0, got {d!r}")
+        if d == 0:
+            return
+        path = Path(self.policy) / "config.json"
+        chunk = json.loads(path.read_text()).get("chunk_size") if path.is_file() else None
+        n = self.actions_per_call or chunk
+        if n is not None and d > n:
+            raise UserError(f"inference-delay {d} is more than the {n} actions run per chunk")
+        if chunk is not None and d + n > chunk:
+            raise UserError(
+                f"inference-delay {d} + {n} actions per chunk exceed the chunk of {chunk}: "
+                f"pass --n-action-steps <= {chunk - d}"
+            )

@@ -27,6 +27,16 @@ def _aggregate(results: list[EpisodeResult]) -> dict:
         "n_episodes": len(results),
         "n_stopped": sum(r.stopped is not None for r in results),  # episodes stopped for unsafe actions
         "video_paths": [portable_path(r.video_path) for r in results if r.video_path],
+        **_jumps([j for r in results for j in r.chunk_jumps]),
+    }
+
+
+def _jumps(jumps: list[float]) -> dict:
+    """Chunk-boundary jumps max|a_first(k+1) - a_next(k)| over every chunk switch."""
+    return {
+        "n_chunk_switches": len(jumps),
+        "avg_chunk_jump": _mean(jumps),
+        "max_chunk_jump": float(np.max(jumps)) if jumps else float("nan"),
     }
 
 
@@ -49,6 +59,7 @@ def eval_info(results: list[EpisodeResult], cfg: EvalConfig, eval_s: float) -> d
                     "config_indices": [r.config_index for r in rs],
                     "video_paths": [portable_path(r.video_path) for r in rs if r.video_path],
                     "stopped": [r.stopped for r in rs],  # None, or why the episode was stopped
+                    "chunk_jumps": [r.chunk_jumps for r in rs],  # per episode, at each chunk switch
                 },
             }
         )

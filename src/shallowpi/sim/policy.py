@@ -20,7 +20,8 @@ class ChunkPolicy(Protocol):
 
     def __call__(self, images: dict[str, np.ndarray], state: np.ndarray, task: str, seed: int) -> np.ndarray:
         """images: camera -> uint8 [H, W, 3]; state [state dim] -> actions (chunk, 4) in the env's units.
-        A policy may set `state_layout` (a key of metaworld_env.STATE_LAYOUTS; default "hand")."""
+        A policy may set `state_layout` (a key of metaworld_env.STATE_LAYOUTS; default "hand"). With `--rtc`
+        it is also called with `prev_chunk` (n, 4) and `inference_delay`."""
         ...
 
 
@@ -60,13 +61,25 @@ class PretrainedPolicy:
         self.chunk = self.model.config.chunk_size
         self.image_size = pre.config.image_size
 
-    def __call__(self, images: dict[str, np.ndarray], state: np.ndarray, task: str, seed: int) -> np.ndarray:
+    def __call__(
+        self,
+        images: dict[str, np.ndarray],
+        state: np.ndarray,
+        task: str,
+        seed: int,
+        prev_chunk: np.ndarray | None = None,
+        inference_delay: int = 0,
+    ) -> np.ndarray:
+        """`prev_chunk` (n, 4): real-time chunking toward the old chunk's unexecuted tail."""
+        from shallowpi.infer.predictor import RTCRequest
+
         sample = {
             "images": {mw.camera_key(cam): images[cam] for cam in self.cameras},
             "state": state,
             "task": task,
         }
-        return self.predictor.predict(sample, seed=seed)  # (chunk, 4), unnormalised
+        rtc = None if prev_chunk is None else RTCRequest(prev_chunk, inference_delay)
+        return self.predictor.predict(sample, seed=seed, rtc=rtc)  # (chunk, 4), unnormalised
 
 
 class OnnxPretrainedPolicy:

@@ -3,6 +3,9 @@
 The policy sees what the training data holds: the rendered cameras (rotated upright), the state and the task
 instruction. Each call returns an action chunk; its first `actions_per_call` actions run open-loop (--n-action-steps, else
 the policy's config.json `n_action_steps`, else the whole chunk).
+With `inference_delay` d (control steps): the next chunk is requested from the observation d steps before
+the current chunk's window ends; the robot keeps executing the old chunk for those d steps, then the new
+chunk runs from its index d (`rtc`: sampled with real-time chunking toward the old chunk's unexecuted tail).
 Flow-matching noise is seeded per (task, episode, call). Success = `info["success"]` at any step.
 """
 
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,9 @@ class EpisodeResult:
     # Why the episode was stopped early, e.g. non-finite actions (never sent to the env); None: it ran.
     stopped: str | None = None
     image_size: int | None = None  # the render size used (resolved from the policy when the config has None)
+    # max|a_first(k+1) - a_next(k)| at each chunk switch: the new chunk's first executed action against the
+    # action the old chunk would have run next (clipped to the env's box; none when the old chunk had no more)
+    chunk_jumps: list[float] = field(default_factory=list)
 
 
 def _call_seed(seed: int, task: str, episode: int, call: int) -> int:
@@ -51,35 +57,53 @@ def run_episode(
 ) -> EpisodeResult:
     warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")
     obs = env.reset(episode)
-    queue: list[np.ndarray] = []
     frames: list[np.ndarray] = []
     rewards: list[float] = []
+    jumps: list[float] = []
     success, calls, policy_s, steps = False, 0, 0.0, 0
     stopped = None
     images = None
+    d, n = cfg.inference_delay, cfg.actions_per_call
+    chunk: np.ndarray | None = None  # the executing chunk
+    pos = end = 0  # index of its next action; where its window of actions ends
+    pending: np.ndarray | None = None  # the next chunk, requested d steps before `end`
     for step in range(cfg.max_steps):
-        if not queue or video_path is not None:
+        request = chunk is None or (pending is None and pos == end - d)
+        if request or video_path is not None:
             images = env.render()  # camera -> uint8 [H, W, 3], upright
         if video_path is not None:
             frames.append(np.concatenate([images[c] for c in policy.cameras], axis=1))
-        if not queue:
+        if request:
             seen = {c: np.zeros_like(v) for c, v in images.items()} if cfg.blank_images else images
+            rtc = {} if not cfg.rtc or chunk is None else {"prev_chunk": chunk[pos:], "inference_delay": d}
             t0 = time.perf_counter()
             try:
-                chunk = policy(
-                    seen, env.state(obs), env.instruction, _call_seed(cfg.seed, env.task, episode, calls)
+                new = policy(
+                    seen,
+                    env.state(obs),
+                    env.instruction,
+                    _call_seed(cfg.seed, env.task, episode, calls),
+                    **rtc,
                 )
-                check_actions(chunk)  # whatever the ChunkPolicy: a NaN never reaches the env
+                check_actions(new)  # whatever the ChunkPolicy: a NaN never reaches the env
             except UnsafeActionError as e:
                 stopped = f"unsafe actions at step {step} (policy call {calls + 1}): {e}"
                 break
             finally:
                 policy_s += time.perf_counter() - t0
                 calls += 1
-            if chunk.ndim != 2 or chunk.shape[1] != 4:
-                raise ValueError(f"policy returned actions of shape {chunk.shape}, expected (chunk, 4)")
-            queue = list(chunk[: cfg.actions_per_call or len(chunk)])
-        action = np.clip(queue.pop(0), -1.0, 1.0).astype(np.float32)  # the env's Box(-1, 1)
+            if new.ndim != 2 or new.shape[1] != 4:
+                raise ValueError(f"policy returned actions of shape {new.shape}, expected (chunk, 4)")
+            if chunk is None:  # the first chunk: nothing ran before it, it starts at index 0
+                chunk, pos, end = new, 0, n or len(new)
+            else:
+                pending = new
+        if pending is not None and pos == end:  # it arrives: the old chunk ran d more actions meanwhile
+            if pos < len(chunk):  # the boundary jump: the new chunk's first action vs the old one's next
+                jumps.append(float(np.abs(_clip(pending[d]) - _clip(chunk[pos])).max()))
+            chunk, pos, end, pending = pending, d, d + (n or len(pending)), None
+        action = _clip(chunk[pos])  # the env's Box(-1, 1)
+        pos += 1
         # The raw env step (MetaWorldEnv.step drops the reward, which eval_info.json reports like LeRobot).
         obs, reward, _, _, info = env.env.step(action)
         rewards.append(float(reward))
@@ -104,4 +128,9 @@ def run_episode(
         video_path=written,
         stopped=stopped,
         image_size=env.image_size,
+        chunk_jumps=jumps,
     )
+
+
+def _clip(action: np.ndarray) -> np.ndarray:
+    return np.clip(action, -1.0, 1.0).astype(np.float32)

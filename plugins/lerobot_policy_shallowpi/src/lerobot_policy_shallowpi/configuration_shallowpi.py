@@ -17,6 +17,7 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.configs.types import FeatureType, NormalizationMode
 from lerobot.optim.optimizers import AdamWConfig
 from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
+from lerobot.policies.rtc.configuration_rtc import RTCConfig
 
 from shallowpi.model.config import PiConfig, preset
 from shallowpi.model.lerobot_config import PLUGIN_TYPE, config_from_lerobot
@@ -66,6 +67,7 @@ class ShallowPiConfig(PreTrainedConfig):
     time_sampling_scale: float = 0.999
     time_sampling_offset: float = 0.001
     dtype: str = "float32"
+    rtc_config: RTCConfig | None = None  # real-time chunking, as LeRobot's π0 / π0.5 take it
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {
             "VISUAL": NormalizationMode.IDENTITY,

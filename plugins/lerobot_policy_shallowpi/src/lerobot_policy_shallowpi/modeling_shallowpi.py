@@ -40,7 +40,7 @@ class ShallowPiPolicy(PreTrainedPolicy):
         super().__init__(config)
         config.validate_features()
         self.model = PiModel(config.model_config())
-        self._engines: dict[int, object] = {}
+        self._engines: dict[tuple[int, bool], object] = {}
         self.reset()
 
     # LeRobot's contract --------------------------------------------------------------------------------------
@@ -58,17 +58,65 @@ class ShallowPiPolicy(PreTrainedPolicy):
         ft = self.config.action_feature
         return ft.shape[0] if ft is not None else self.model.config.max_action_dim
 
+    def supports_rtc(self) -> bool:
+        return True
+
     @torch.no_grad()
-    def predict_action_chunk(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
-        """-> (B, chunk, action_dim), normalised (the postprocessor unnormalises)."""
+    def predict_action_chunk(
+        self,
+        batch: dict[str, Tensor],
+        noise: Tensor | None = None,
+        inference_delay: int | None = None,
+        prev_chunk_left_over: Tensor | None = None,
+        execution_horizon: int | None = None,
+        **kwargs,
+    ) -> Tensor:
+        """-> (B, chunk, action_dim), normalised (the postprocessor unnormalises).
+
+        Real-time chunking as LeRobot's π0 / π0.5 run it: with `config.rtc_config` enabled and
+        `prev_chunk_left_over` given ((T, A) or (B, T, A), the unexecuted tail of the previous chunk in this
+        method's normalised output space), the chunk is guided toward it, its first `inference_delay` rows frozen.
+        """
         from shallowpi.infer.engine import InferenceEngine
 
         obs = observation_from_plugin(batch)
         b = obs.batch_size
-        if b not in self._engines:
-            self._engines[b] = InferenceEngine(self.model.eval(), batch_size=b)
-        actions = self._engines[b].sample_actions(obs, noise=noise)  # [B, chunk, max_action_dim]
+        # static buffers made in inference mode cannot be written outside it (LeRobot's RTC rollout is not)
+        key = (b, torch.is_inference_mode_enabled())
+        if key not in self._engines:
+            self._engines[key] = InferenceEngine(self.model.eval(), batch_size=b)
+        guidance = self._guidance(prev_chunk_left_over, inference_delay, execution_horizon, b)
+        actions = self._engines[key].sample_actions(
+            obs, noise=noise, guidance=guidance
+        )  # [B, chunk, max_dim]
         return actions[:, :, : self._action_dim()]
+
+    def _guidance(self, prev: Tensor | None, delay: int | None, horizon: int | None, batch: int):
+        """LeRobot's semantics: no guidance unless RTC is enabled and a left-over is given; a delay past the
+        left-over freezes all of it (LeRobot clips the frozen rows to the horizon)."""
+        from shallowpi.model.rtc import RTCConfig, RTCGuidance
+
+        rtc = self.config.rtc_config
+        if rtc is None or not rtc.enabled or prev is None:
+            return None
+        prev = prev if prev.ndim == 3 else prev[None].expand(batch, -1, -1)  # (B, T, A)
+        cfg = RTCConfig(
+            prefix_attention_schedule=getattr(
+                rtc.prefix_attention_schedule, "value", rtc.prefix_attention_schedule
+            ),
+            max_guidance_weight=float(rtc.max_guidance_weight),
+            execution_horizon=int(horizon if horizon is not None else rtc.execution_horizon),
+        )
+        c = self.model.config
+        delay = min(int(delay or 0), prev.shape[1])
+        return RTCGuidance.build(
+            cfg,
+            prev.float(),
+            inference_delay=delay,
+            chunk_size=c.chunk_size,
+            action_dim=c.max_action_dim,
+            batch=batch,
+        )
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
