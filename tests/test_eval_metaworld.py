@@ -23,12 +23,19 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("metaworld") is None, r
 TASKS = ["reach-v3", "drawer-close-v3"]
 
 
-def save_random_metaworld_policy(path: Path, cameras=("corner4",)) -> Path:
-    """Tiny random π0.5 fed by Meta-World cameras (64 px renders, resized to the model's 56 px)."""
+def save_random_metaworld_policy(path: Path, cameras=("corner4",), prefix_student: bool = False) -> Path:
+    """Tiny random π0.5 fed by Meta-World cameras (64 px renders, resized to the model's 56 px);
+    `prefix_student`: a student with image tokens merged 2 x 2 and a 2-layer SigLIP tower instead."""
     torch.manual_seed(0)
     cfg = tiny("pi05")
     cfg.tokenizer_max_length = 48  # the prompt (task + 4 state bins) fits
-    save_model(PiModel(cfg).eval(), path)
+    if prefix_student:
+        from shallowpi.testing import tiny_prefix_student
+
+        model = tiny_prefix_student("pi05", teacher=cfg)
+    else:
+        model = PiModel(cfg).eval()
+    save_model(model, path)
     slots = cfg.cameras
     proc = ProcessorConfig(
         variant="pi05",
@@ -109,6 +116,38 @@ def test_eval_writes_lerobot_shaped_eval_info(policy_dir: Path, tmp_path: Path) 
         assert 1 <= len(frames) <= 20 and frames[0].height == 64
         assert frames[0].to_ndarray(format="rgb24").mean() > 0  # not a black (broken GL) frame
     assert not list(out.glob(".*.tmp"))  # nothing half-written left behind
+
+
+def test_eval_runs_a_prefix_compressed_student(tmp_path: Path) -> None:
+    """`shallowpi eval` of a student whose image tokens are merged and whose SigLIP tower is shallower."""
+    policy = save_random_metaworld_policy(tmp_path / "student", prefix_student=True)
+    assert json.loads((policy / "config.json").read_text())["shallowpi"]["vision"]["merge"] == 2
+    out = tmp_path / "eval"
+    argv = [
+        "eval",
+        "--policy",
+        str(policy),
+        "--tasks",
+        "reach",
+        "--episodes-per-task",
+        "1",
+        "--max-steps",
+        "6",
+    ]
+    argv += [
+        "--n-action-steps",
+        "3",
+        "--workers",
+        "1",
+        "--image-size",
+        "64",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    overall = json.loads((out / "eval_info.json").read_text())["overall"]
+    assert overall["n_episodes"] == 1 and overall["policy_calls"] == 2  # 6 steps, 3 actions per call
 
 
 def test_eval_is_deterministic_given_the_seed(policy_dir: Path, tmp_path: Path) -> None:

@@ -77,3 +77,22 @@ def test_metadata_describes_the_model(policy):
 def test_mapping_that_does_not_fit_the_model_fails_at_start_up(policy):
     with pytest.raises(ValueError, match="no camera feeds model slot 2"):
         PiPolicy(policy.model, policy.pre, policy.post, obs_mapping="aloha")  # slot 2 has no camera here
+
+
+def test_a_prefix_compressed_student_serves(tmp_path):
+    """Merged image tokens and a shallower SigLIP tower: the served actions are the model's (the policy
+    runs the engine, checked here against the reference path), and the metadata says what it sees."""
+    path = save_tiny_policy(tmp_path / "student", state_dim=8, action_dim=7, prefix_student=True)
+    student = PiPolicy.from_pretrained(path, device="cpu", num_steps=2)
+    assert (student.config.vision.num_tokens, student.config.vision.depth) == (4, 2)
+    got = student.infer(obs(3))["actions"]
+    observation = collate([student.pre(student.mapping.extract(obs(3), student.cameras))])
+    with torch.inference_mode():
+        raw = student.model.sample_actions(
+            observation, noise=student.predictor.noise(student.seed), num_steps=2
+        )
+    by_hand = transforms.unnormalize(
+        raw[0, :, :7], student.post.action_stats, student.post.config.action_norm
+    )
+    np.testing.assert_allclose(got, by_hand.numpy(), rtol=0, atol=1e-5)
+    assert (student.metadata["image_tokens"], student.metadata["vision_depth"]) == (4, 2)

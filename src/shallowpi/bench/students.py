@@ -4,9 +4,13 @@ compressed (`BenchSettings.image_merge` / `vision_depth`) like `shallowpi distil
 
 from __future__ import annotations
 
+import torch
+from torch import nn
+
 from shallowpi.distill.student import resolve_vision_layer_map
 from shallowpi.errors import UserError
 from shallowpi.model.config import PiConfig
+from shallowpi.model.pi import PiModel
 
 
 def compress_prefix(cfg: PiConfig, merge: int | None, vision_depth: int | None) -> PiConfig:
@@ -43,3 +47,46 @@ def student_depths(depths: list[int]) -> set[int]:
     """The depths whose prefix is compressed: all but the deepest (the teacher) when several are compared,
     the one model otherwise."""
     return set(depths) if len(set(depths)) == 1 else set(depths) - {max(depths)}
+
+
+def shared_random_models(configs: list[tuple[str, PiConfig]], seed: int = 0) -> list[tuple[str, PiModel]]:
+    """[(label, config)] -> [(label, random-weight PiModel)], each model sharing every submodule an earlier
+    one has with the same tensor shapes (a student's first layers are the teacher's layers 0..depth-1, its
+    tower the teacher's first layers, its backbone embedding the teacher's): full-size teacher and students
+    fit in memory together. Only latency and FLOPs are measured, and neither depends on the weights.
+    Weights not shared are drawn as `random_model` draws them (built on the meta device: seconds)."""
+    from shallowpi.export.onnx_export import init_random_
+
+    gen = torch.Generator().manual_seed(seed)
+    built: list[tuple[str, PiModel]] = []
+    for label, cfg in configs:
+        with torch.device("meta"):
+            model = PiModel(cfg)
+        for _, donor in built:
+            _share(model, donor)
+        with torch.no_grad():
+            for name, module in model.named_modules():
+                for pname, p in list(module._parameters.items()):
+                    if p is not None and p.is_meta:  # nothing to share: its own random tensor
+                        fresh = nn.Parameter(torch.empty_like(p, device="cpu"), requires_grad=p.requires_grad)
+                        init_random_(f"{name}.{pname}" if name else pname, fresh, gen)
+                        module._parameters[pname] = fresh
+        built.append((label, model.eval()))
+    return built
+
+
+def _share(module: nn.Module, donor: nn.Module) -> None:
+    """Replace each child of `module` (still on the meta device) by `donor`'s child of the same name and the
+    same parameter shapes and dtypes; recurse where they differ (a ModuleList of other length)."""
+    for name, child in list(module.named_children()):
+        other = getattr(donor, name, None)
+        if not isinstance(other, nn.Module) or type(other) is not type(child):
+            continue
+        if _signature(child) == _signature(other):
+            setattr(module, name, other)
+        else:
+            _share(child, other)
+
+
+def _signature(module: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    return [(n, tuple(p.shape), p.dtype) for n, p in module.named_parameters()]

@@ -349,10 +349,15 @@ def random_model(config: PiConfig, seed: int = 0, std: float = 0.02) -> PiModel:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.startswith("vision.") and "layernorm" in name.replace("_", ""):
-                p.fill_(1.0 if name.endswith("weight") else 0.0)  # LayerNorm: y = w * x_hat + b
-            elif name.endswith("norm.weight"):
-                p.zero_()  # Gemma RMSNorm scales by (1 + w)
-            else:
-                p.normal_(0.0, std, generator=gen)
+            init_random_(name, p, gen, std)
     return model
+
+
+def init_random_(name: str, p: torch.Tensor, gen: torch.Generator, std: float = 0.02) -> None:
+    """`random_model`'s rule for one parameter (its name in PiModel): identity norms, else N(0, std)."""
+    if name.startswith("vision.") and "layernorm" in name.replace("_", ""):
+        p.fill_(1.0 if name.endswith("weight") else 0.0)  # LayerNorm: y = w * x_hat + b
+    elif name.endswith("norm.weight"):
+        p.zero_()  # Gemma RMSNorm scales by (1 + w)
+    else:
+        p.normal_(0.0, std, generator=gen)

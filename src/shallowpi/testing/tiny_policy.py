@@ -16,17 +16,27 @@ from shallowpi.model.config import PiConfig, tiny
 from shallowpi.observation import Observation
 
 
-def save_tiny_policy(path: str | Path, *, state_dim: int = 8, action_dim: int = 7, seed: int = 0) -> Path:
+def save_tiny_policy(
+    path: str | Path, *, state_dim: int = 8, action_dim: int = 7, seed: int = 0, prefix_student: bool = False
+) -> Path:
     """A servable folder with a tiny random-weight π0.5 (56 px, chunk 10) and its processor (tests, benchmarks).
 
     Cameras as in LeRobot's LIBERO datasets: observation.images.image -> slot 0, .wrist_image -> slot 1,
     slot 2 unfed. Stats differ per dimension so that normalising and unnormalising really do something.
+    `prefix_student`: the model is a `tiny_prefix_student` (image tokens merged 2 x 2, a 2-layer tower).
     """
     path = Path(path)
     torch.manual_seed(seed)
     config = tiny("pi05")
     config.tokenizer_max_length = 64  # room for a sentence and an 8-dim state (the prompt must fit)
-    save_model(PiModel(config).eval(), path)
+    if prefix_student:
+        from shallowpi.testing.prefix_student import tiny_prefix_student
+
+        model = tiny_prefix_student("pi05", seed=seed, teacher=config)
+    else:
+        model = PiModel(config).eval()
+    config = model.config
+    save_model(model, path)
     cams = config.cameras
     proc = ProcessorConfig(
         variant="pi05",
