@@ -40,14 +40,18 @@ def save_tiny_student(
     camera: str = META_WORLD_CAMERA,
     state_dim: int = 4,
     action_dim: int = 4,
+    merge: int | None = None,
+    vision_depth: int | None = None,
 ) -> Path:
     """A depth-2 student (layer map [0, 3]) of a random depth-4 tiny teacher, as `shallowpi distill` saves it:
-    one camera fed (`camera` -> slot 0; the other slots masked), Meta-World's state 4 / action 4."""
+    one camera fed (`camera` -> slot 0; the other slots masked), Meta-World's state 4 / action 4. `merge` /
+    `vision_depth`: its prefix compressed (image tokens merged, SigLIP layers kept), as --image-merge /
+    --vision-layers do."""
     torch.manual_seed(0)
     tcfg = tiny(variant, depth=4)
     tcfg.tokenizer_max_length = 48  # a Meta-World prompt with its 4 state bins fits: nothing is cut
     teacher = PiModel(tcfg).eval()
-    student = make_student(teacher, depth=2)
+    student = make_student(teacher, depth=2, merge=merge, vision_depth=vision_depth)
     cfg = student.config
     save_model(student, path)
     proc = ProcessorConfig(

@@ -113,6 +113,30 @@ def test_lerobot_policy_matches_shallowpi(tmp_path, lerobot):
     np.testing.assert_allclose(got["first_action"][0].numpy(), expected[0], atol=1e-5, rtol=0)
 
 
+def test_lerobot_policy_runs_a_prefix_compressed_student(tmp_path, lerobot):
+    """A student with image tokens merged 2 x 2 and 1 of 2 SigLIP layers, loaded by LeRobot through the plugin:
+    the same chunk as shallowpi's (the plugin keeps the merge and the tower from config.json)."""
+    student = save_tiny_student(tmp_path / "student", merge=2, vision_depth=1)
+    folder = export_lerobot(student, tmp_path / "lerobot")
+    shallowpi_cfg = json.loads((folder / "config.json").read_text())["shallowpi"]
+    assert shallowpi_cfg["vision"]["merge"] == 2 and shallowpi_cfg["vision_layer_map"] == [0]
+    g = torch.Generator().manual_seed(6)
+    image = torch.rand(3, 480, 480, generator=g)
+    state = torch.tensor([0.1, 0.5, 0.3, 0.2])
+    task = "Reach the goal position"
+    ours = ActionPredictor.from_pretrained(student, device="cpu")
+    noise = ours.noise(11)
+    expected = ours.predict(
+        {"images": {"observation.image": image}, "state": state.numpy(), "task": task}, seed=11
+    )
+    io_in, io_out = tmp_path / "io_in.safetensors", tmp_path / "io_out.safetensors"
+    save_file({"image": image, "state": state, "noise": noise.contiguous()}, str(io_in))
+    (tmp_path / "task.txt").write_text(task)
+    out = lerobot.run([SCRIPTS / "policy_chunk.py", folder, io_in, io_out], timeout=600)
+    assert "ShallowPiPolicy" in out.stdout
+    np.testing.assert_allclose(load_file(str(io_out))["chunk"][0].numpy(), expected, atol=1e-5, rtol=0)
+
+
 def test_lerobot_eval_metaworld(tmp_path, lerobot):
     """`lerobot-eval --policy.path=<student> --env.type=metaworld` runs to the end (1 episode of 500 steps;
     renders made cheap by the venv's fast-render hook) and writes its eval_info.json."""

@@ -39,7 +39,7 @@ from shallowpi.data.processor_files import POSTPROCESSOR_JSON, PREPROCESSOR_JSON
 from shallowpi.errors import OutputExistsError, UserError
 from shallowpi.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, validate_checkpoint
 from shallowpi.model.config import PiConfig
-from shallowpi.model.lerobot_config import PLUGIN_TYPE
+from shallowpi.model.lerobot_config import PLUGIN_TYPE, add_prefix_fields
 from shallowpi.pretrained import load_processor
 
 _GEMMA_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim")
@@ -100,6 +100,7 @@ def plugin_config(
     }
     if cfg.vlm_layer_map is not None:  # the backbone kept other teacher layers than the expert
         out["shallowpi"]["vlm_layer_map"] = list(cfg.vlm_layer_map)
+    add_prefix_fields(out["shallowpi"], cfg)  # merged image tokens, a subsampled SigLIP tower
     out.update({k: cfg.lerobot[k] for k in _CARRY if k in cfg.lerobot})
     return out
 

@@ -208,10 +208,7 @@ def config_to_lerobot(cfg: PiConfig, overrides: dict | None = None) -> dict:
         "vocab_size": cfg.vocab_size,
         "layer_map": list(cfg.layer_map) if cfg.layer_map is not None else None,
     }
-    if cfg.vision.merge != 1:  # an older reader ignores it, then fails strictly on the projector's shape
-        out["shallowpi"]["vision"]["merge"] = cfg.vision.merge
-    if cfg.vision_layer_map is not None:
-        out["shallowpi"]["vision_layer_map"] = list(cfg.vision_layer_map)
+    add_prefix_fields(out["shallowpi"], cfg)
     if cfg.vlm_layer_map is not None:  # written only when the stacks differ: older readers stay valid
         out["shallowpi"]["vlm_layer_map"] = list(cfg.vlm_layer_map)
     if cfg.sampling_grid is not None:
@@ -221,3 +218,13 @@ def config_to_lerobot(cfg: PiConfig, overrides: dict | None = None) -> dict:
             "time_grid": list(cfg.sampling_grid),
         }
     return out
+
+
+def add_prefix_fields(shallowpi: dict, cfg: PiConfig) -> dict:
+    """A compressed prefix into a config.json's "shallowpi" object (which has its "vision" sizes): the merge
+    and the vision layer map, each written only when set (older readers stay valid for other models)."""
+    if cfg.vision.merge != 1:  # an older reader ignores it, then fails strictly on the projector's shape
+        shallowpi["vision"]["merge"] = cfg.vision.merge
+    if cfg.vision_layer_map is not None:
+        shallowpi["vision_layer_map"] = list(cfg.vision_layer_map)
+    return shallowpi
