@@ -4,7 +4,7 @@ of its 27 layers, with the rows in between (L6 at 10 and 2 steps, + merge only, 
 
     nice python benchmarks/prefix_cost.py                 # 2 threads, 1 warm-up + 3 timed calls per row
     python benchmarks/prefix_cost.py --flops-only         # per-stage FLOPs from the configs, no model built
-    python benchmarks/prefix_cost.py --preset tiny --out /tmp/prefix_cost_tiny.json   # the same rows, seconds
+    python benchmarks/prefix_cost.py --preset tiny --out outputs/prefix_cost_tiny.json   # the same rows, seconds
 
 Inputs: 2 cameras + 1 masked slot, 20 valid prompt tokens (of 200), chunk 50. Per row: FLOPs per stage
 (vision, prefix, denoise; `shallowpi.infer.flops`) and latency per stage, every row timed in this one

@@ -3,7 +3,7 @@
 at several inference delays, with and without RTC, on held-out setups (seed 1000) -> results/rtc/rtc.md (+ .json).
 
     python scripts/rtc_study.py                                    # MT10 x 10 episodes, delays 0, 2, 4
-    python scripts/rtc_study.py --tasks reach --episodes-per-task 1 --max-steps 12 --work /tmp/rtc  # a toy run
+    python scripts/rtc_study.py --tasks reach --episodes-per-task 1 --max-steps 12 --work outputs/rtc_toy  # a toy run
 
 Every run is `shallowpi eval --inference-delay D [--rtc]` with the same number of actions per chunk
 (--n-action-steps, default chunk - max delay - 1, so that the old chunk always has a next action to compare

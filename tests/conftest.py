@@ -22,6 +22,16 @@ def reference_dir() -> Path:
     return find_reference()
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny ops gain nothing from threads, and on a loaded 2-core machine
+    OpenMP threads of tiny ops mostly wait for each other (10x slower seen)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 _CUDA_DESELECTED = pytest.StashKey[int]()
 
 

@@ -16,6 +16,11 @@ import pytest
 TIMEOUT = 120  # bounds the whole test even if the server hangs
 
 
+def onnx_serve_args(onnx_dir) -> list[str]:
+    """`shallowpi serve` arguments for an exported folder on the onnxruntime backend, LIBERO keys, 1 thread."""
+    return ["--backend", "onnxruntime", "--policy", str(onnx_dir), "--obs-map", "libero", "--threads", "1"]
+
+
 @contextlib.contextmanager
 def serving(args: list[str]) -> Iterator[int]:
     """Run `shallowpi serve ARGS --host 127.0.0.1 --port 0`, yield its port once it listens and answers

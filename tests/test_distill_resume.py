@@ -123,16 +123,6 @@ class _CrashingSource(ProcessedSource):
         return super().example(index, generator)
 
 
-@pytest.fixture
-def one_thread():
-    """Training threads as the CLI's `--threads 1`: on a loaded 2-core machine OpenMP threads of tiny ops
-    mostly wait for each other (the workers load with one thread each anyway)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_workers_interrupted_and_resumed_equal_one_run_without_workers(tmp_path, one_thread):
     """Real dataset (video decoding in the workers), num_workers=2 as the CLI defaults to: a run that dies
     mid-way and resumes ends bit-identical to an uninterrupted run that loads in the main process."""

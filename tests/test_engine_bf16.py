@@ -3,7 +3,6 @@ teacher (trained weights, so the numbers are those a user of the test bed sees).
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from shallowpi.bench import make_inputs
@@ -32,14 +31,6 @@ def actions(runner, x: BenchInputs) -> torch.Tensor:
     out = runner.sample_actions(x.observation, noise=x.noise)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     return out[..., :ACTION_DIM]
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: more threads only wait for each other on a loaded 2-core machine
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_engine_bf16_is_within_the_stated_tolerance_of_fp32(one_thread) -> None:

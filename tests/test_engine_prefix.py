@@ -13,12 +13,7 @@ from shallowpi.testing import random_observation, tiny_prefix_student
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _noise(cfg, batch: int) -> torch.Tensor:

@@ -34,6 +34,18 @@ NOISE_SEED = 11  # write_pi_folder.py draws LeRobot's noise as ActionPredictor.n
 ATOL = 1e-5  # shallowpi vs LeRobot's sampled actions (fp32, CPU); measured <= 4.8e-7
 
 
+def libero_sample(io: dict) -> dict:
+    """The raw observation write_pi_folder.py gave LeRobot (two cameras, LIBERO keys), as shallowpi takes it."""
+    return {
+        "images": {
+            "observation.images.image": io["image"],
+            "observation.images.wrist_image": io["wrist_image"],
+        },
+        "state": io["state_raw"],
+        "task": "pick_up the red cube",
+    }
+
+
 def _with_sizes(folder: Path, sizes: dict) -> Path:
     """A LeRobot π config.json has no size fields (PaliGemma 3B is implied): add the tiny sizes LeRobot was
     built with, as shallowpi's "shallowpi" object."""
@@ -65,14 +77,7 @@ def test_folder_written_by_lerobot_is_read_by_shallowpi(variant, tmp_path, lerob
     pre, post = load_processor(d, tokenizer=TESTBED_TOKENIZER)
     # LeRobot 0.4.4 bins π0.5's zero-padded state in the prompt, 0.5+ the real dims
     assert pre.config.pad_state_in_prompt == (variant == "pi05" and lerobot.version == "0.4.4")
-    sample = {
-        "images": {
-            "observation.images.image": io["image"],
-            "observation.images.wrist_image": io["wrist_image"],
-        },
-        "state": io["state_raw"],
-        "task": "pick_up the red cube",
-    }
+    sample = libero_sample(io)
     ex = pre(sample)
     assert torch.equal(ex["tokens"], io["tokens"][0])
     assert torch.equal(ex["token_masks"], io["token_mask"][0])

@@ -25,13 +25,7 @@ from shallowpi.model.config import tiny
 from shallowpi.model.siglip import merge_groups
 from shallowpi.testing import random_observation
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _teacher(vision_depth: int = 2, merge: int = 1, variant: str = "pi05") -> PiModel:

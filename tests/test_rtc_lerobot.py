@@ -19,7 +19,7 @@ from shallowpi.lerobot_export import export_lerobot
 from shallowpi.model import load_model
 from shallowpi.model.rtc import SCHEDULES, RTCConfig
 from shallowpi.pretrained import load_processor
-from test_lerobot_plugin import NOISE_SEED, _with_sizes
+from test_lerobot_plugin import NOISE_SEED, _with_sizes, libero_sample
 
 ATOL = 1e-4
 
@@ -35,14 +35,7 @@ def test_rtc_matches_lerobot(variant, tmp_path, lerobot061):
     io = load_file(str(io_path))
     pre, post = load_processor(d, tokenizer=TESTBED_TOKENIZER)
     predictor = ActionPredictor(load_model(d), pre, post)
-    sample = {
-        "images": {
-            "observation.images.image": io["image"],
-            "observation.images.wrist_image": io["wrist_image"],
-        },
-        "state": io["state_raw"],
-        "task": "pick_up the red cube",
-    }
+    sample = libero_sample(io)
     plain = predictor.predict(sample, seed=NOISE_SEED)
     np.testing.assert_allclose(plain, io["chunk"][0].numpy(), atol=1e-5, rtol=0)
     prev = post(io["rtc_prev"]).numpy()  # LeRobot's left-over is normalised; a client sends robot units

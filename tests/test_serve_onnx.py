@@ -11,7 +11,7 @@ import websockets
 from websockets.sync.client import connect
 
 from onnx_helpers import PROMPT_LENGTH, STATE_DIM, libero_obs
-from serve_process import TIMEOUT, serving
+from serve_process import TIMEOUT, onnx_serve_args, serving
 from shallowpi.onnx_runtime.policy import OnnxPolicy
 from shallowpi.onnx_runtime.runner import OnnxRunner
 from shallowpi.serve import msgpack_numpy
@@ -20,17 +20,7 @@ from shallowpi.serve.server import ServerThread
 
 
 def test_serve_onnxruntime_end_to_end(teacher_onnx):
-    args = [
-        "--backend",
-        "onnxruntime",
-        "--policy",
-        str(teacher_onnx),
-        "--obs-map",
-        "libero",
-        "--threads",
-        "1",
-    ]
-    with serving(args) as port:
+    with serving(onnx_serve_args(teacher_onnx)) as port:
         obs = libero_obs(2)
         with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None, open_timeout=30) as ws:
             metadata = msgpack_numpy.unpackb(ws.recv(timeout=30))

@@ -8,7 +8,7 @@ import pytest
 from websockets.sync.client import connect
 
 from onnx_helpers import libero_obs
-from serve_process import serving
+from serve_process import onnx_serve_args, serving
 from shallowpi.serve import msgpack_numpy
 from shallowpi.serve.obs_mapping import ObservationError
 from shallowpi.serve.policy import PiPolicy
@@ -77,17 +77,7 @@ def test_bad_rtc_value_is_one_error_reply(policy):
 
 
 def test_onnxruntime_backend_refuses_rtc(teacher_onnx):
-    args = [
-        "--backend",
-        "onnxruntime",
-        "--policy",
-        str(teacher_onnx),
-        "--obs-map",
-        "libero",
-        "--threads",
-        "1",
-    ]
-    with serving(args) as port:
+    with serving(onnx_serve_args(teacher_onnx)) as port:
         o = libero_obs(2)
         with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None, open_timeout=30) as ws:
             ws.recv(timeout=30)

@@ -18,14 +18,7 @@ from shallowpi.distill.trainer import TrainConfig, train
 from shallowpi.model import load_model, save_model
 from shallowpi.model.config import uniform_time_grid
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded 2-core machine two threads run 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _loss(student, teacher, batch, **kw) -> torch.Tensor:
