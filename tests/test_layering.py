@@ -247,8 +247,9 @@ def test_the_checks_see_lazy_relative_and_importlib_imports_and_cycles() -> None
 # The served-policy base owns the checks; a backend only says how it predicts.
 SERVED_BASE = "shallowpi.serve.served_policy"
 BASE_CHECKS = {"check_actions", "check_sample", "check_state", "camera_sources", "image_layout"}
-# Hooks with a default in the base that a backend may refine (its processor's prompt rule, its metadata).
-BACKEND_HOOKS = {"check_task", "describe"}
+# Hooks with a default in the base that a backend may refine (its processor's prompt rule, its metadata, how
+# it predicts a real-time-chunking request: the base refuses those).
+BACKEND_HOOKS = {"check_task", "describe", "predict_rtc"}
 
 
 def _served_backends() -> list[tuple[str, ast.ClassDef]]:

@@ -31,7 +31,6 @@ from shallowpi.serve.served_policy import ServedPolicy
 
 class PiPolicy(ServedPolicy):
     backend = "torch"
-    supports_rtc = True
 
     def __init__(
         self,

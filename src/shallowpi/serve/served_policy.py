@@ -12,8 +12,8 @@ Backends: `serve.policy.PiPolicy` (torch), `onnx_runtime.policy.OnnxPolicy` (onn
 frame cap, the same checks off the inference thread and the same action contract.
 
 Real-time chunking: a client may send the unexecuted tail of its last chunk and the delay
-(`serve.rtc_keys`); `prepare` checks them, `infer` runs `predict_rtc`; a backend without `supports_rtc`
-refuses such a request with one error.
+(`serve.rtc_keys`); `prepare` checks them, `infer` runs `predict_rtc`; a backend that does not override
+`predict_rtc` refuses such a request with one error.
 
 Contract of `infer`: returns {"actions": float32 (chunk, action_dim), "policy_timing": {"infer_ms": float}}.
 Bad input raises `ObservationError` (a ValueError) naming the key: missing key, wrong dtype or shape,
@@ -43,7 +43,6 @@ from shallowpi.serve.rtc_keys import DELAY_KEY, PREV_ACTIONS_KEY, RTCFields, ext
 
 class ServedPolicy(ABC):
     backend: str = ""  # "torch", "onnxruntime", ...: sent in the metadata
-    supports_rtc: bool = False  # real-time chunking requests (`serve.rtc_keys`): a backend that runs them
 
     def __init__(
         self,
@@ -75,8 +74,14 @@ class ServedPolicy(ABC):
         """A checked processor sample {"images", "state", "task"} -> actions (chunk, action_dim) float32."""
 
     def predict_rtc(self, sample: dict, rtc: RTCFields) -> np.ndarray:
-        """`predict` guided toward the client's previous chunk (backends with `supports_rtc`)."""
+        """`predict` guided toward the client's previous chunk; a backend that runs real-time chunking
+        overrides it (`prepare` refuses such requests for the others before they reach here)."""
         raise ObservationError(f"the {self.backend} backend does not run real-time chunking")
+
+    @property
+    def supports_rtc(self) -> bool:
+        """Whether this backend runs real-time chunking requests (`serve.rtc_keys`): it overrides `predict_rtc`."""
+        return type(self).predict_rtc is not ServedPolicy.predict_rtc
 
     @property
     @abstractmethod
