@@ -20,6 +20,7 @@ from pathlib import Path
 from shallowpi.atomic import write_json_atomic, write_text_atomic
 from shallowpi.cli import main as shallowpi
 from shallowpi.paths import portable_argv, portable_path
+from shallowpi.study.results import PolicyResult, paired_difference
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "src" / "shallowpi" / "assets"
@@ -58,9 +59,27 @@ def _chunk(policy: Path) -> int:
     return int(json.loads((policy / "config.json").read_text())["chunk_size"])
 
 
+def _result(name: str, eval_info: dict) -> PolicyResult:
+    """Per-episode outcomes of one eval, in setup order, for the paired comparison."""
+    outcomes = {t["task_id"]: list(t["metrics"]["successes"]) for t in eval_info["per_task"]}
+    success = {t: 100 * sum(o) / len(o) for t, o in outcomes.items()}
+    return PolicyResult(
+        name, name, 0, "student", success, min(map(len, outcomes.values())), outcomes=outcomes
+    )
+
+
+def _paired(rows: list[dict], results: dict[tuple, PolicyResult]) -> None:
+    """On each RTC row: success with RTC minus without, at the same delay, paired over the same setups."""
+    for r in rows:
+        plain = results.get((r["policy"], r["inference_delay"], False))
+        if r["rtc"] and plain is not None:
+            diff = paired_difference(results[(r["policy"], r["inference_delay"], True)], plain)
+            r["rtc_minus_plain"] = None if diff is None else {"mean": diff[0], "ci95": diff[1]}
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     delays = [int(d) for d in args.delays.split(",")]
-    rows = []
+    rows, results = [], {}
     for name, policy in _policies(args).items():
         n = args.n_action_steps or _chunk(policy) - max(delays) - 1
         for d in delays:
@@ -86,7 +105,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                     argv += ["--out", str(out), *(["--rtc"] if rtc else [])]
                     if shallowpi(argv) != 0:
                         raise SystemExit(f"eval failed: {' '.join(argv)}")
-                o = json.loads((out / "eval_info.json").read_text())["overall"]
+                info = json.loads((out / "eval_info.json").read_text())
+                o = info["overall"]
+                results[(name, d, rtc)] = _result(name, info)
                 rows.append(
                     {
                         "policy": name,
@@ -101,6 +122,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                         "eval_info": portable_path(str(out / "eval_info.json")),
                     }
                 )
+    _paired(rows, results)
     return rows
 
 
@@ -113,17 +135,20 @@ def report(rows: list[dict], args: argparse.Namespace, argv: list[str]) -> Path:
         "",
         f"Held-out setups (seed {args.seed}), tasks {args.tasks}, {args.episodes_per_task} episodes per task, "
         f"at most {args.max_steps} steps. Jump: max|a_first(k+1) - a_next(k)| at each chunk switch (env units, "
-        "clipped to the box), averaged over switches; max over all switches.",
+        "clipped to the box), averaged over switches; max over all switches. RTC - plain: success with RTC minus "
+        "without at the same delay, paired over the same setups, with its 95 % half-width.",
         "",
         f"    {command.strip()}",
         "",
-        "| policy | delay | RTC | actions/chunk | success % | avg jump | max jump | switches |",
-        "|---|---|---|---|---|---|---|---|",
+        "| policy | delay | RTC | actions/chunk | success % | RTC - plain (pts) | avg jump | max jump | switches |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        diff = r.get("rtc_minus_plain")
+        paired = f"{diff['mean']:+.1f} ± {diff['ci95']:.1f}" if diff else ""
         lines.append(
             f"| {r['policy']} | {r['inference_delay']} | {'yes' if r['rtc'] else 'no'} | {r['actions_per_chunk']} "
-            f"| {r['pc_success']:.1f} | {r['avg_chunk_jump']:.4f} | {r['max_chunk_jump']:.4f} "
+            f"| {r['pc_success']:.1f} | {paired} | {r['avg_chunk_jump']:.4f} | {r['max_chunk_jump']:.4f} "
             f"| {r['n_chunk_switches']} |"
         )
     write_text_atomic(results / "rtc.md", "\n".join(lines) + "\n")

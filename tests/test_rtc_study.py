@@ -34,6 +34,11 @@ def test_rtc_study_writes_its_table(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "results" / "rtc.json").read_text())["rows"]
     assert [(r["inference_delay"], r["rtc"]) for r in rows] == [(0, False), (0, True), (2, False), (2, True)]
     assert all(r["actions_per_chunk"] == 7 and r["n_chunk_switches"] == 1 for r in rows)  # chunk 10 - 2 - 1
+    # each RTC row carries its paired difference against the plain run at the same delay
+    for plain, rtc in zip(rows[::2], rows[1::2], strict=True):
+        diff = rtc["rtc_minus_plain"]
+        assert "rtc_minus_plain" not in plain and diff["ci95"] == 0.0  # one episode: no spread
+        assert diff["mean"] == 100.0 * (int(rtc["pc_success"] == 100.0) - int(plain["pc_success"] == 100.0))
     table = (tmp_path / "results" / "rtc.md").read_text()
     assert table.count("| tiny |") == 4 and "--delays 0,2" in table
     # a second run reuses the finished evals
