@@ -68,9 +68,16 @@ def save_tiny_student(
 
 
 def venv_run(
-    python: Path, args: list[str], *, timeout: float, cwd: Path | None = None, env: dict | None = None
+    python: Path,
+    args: list[str],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: dict | None = None,
+    pythonpath: list[Path] | None = None,
 ):
-    """Run `python args...` (or a console script beside it) in the LeRobot venv; raise with its output on failure."""
+    """Run `python args...` (or a console script beside it) in the LeRobot venv; raise with its output on failure.
+    `pythonpath`: folders the run may import from besides the venv (test doubles LeRobot loads as plugins)."""
     full_env = {
         **os.environ,
         "MUJOCO_GL": "egl",
@@ -80,6 +87,8 @@ def venv_run(
         **(env or {}),
     }
     full_env.pop("PYTHONPATH", None)  # the venv runs the editable installs of this checkout, nothing else
+    if pythonpath:
+        full_env["PYTHONPATH"] = os.pathsep.join(map(str, pythonpath))
     proc = subprocess.run(
         [str(python), *map(str, args)],
         cwd=cwd,

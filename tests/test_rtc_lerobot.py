@@ -71,3 +71,8 @@ def test_plugin_runs_rtc_in_lerobot(tmp_path, lerobot061):
     assert got["supports_rtc"].item()
     np.testing.assert_allclose(got["chunk_rtc"][0].numpy(), expected, atol=1e-5, rtol=0)
     assert np.abs(expected - got["chunk"][0].numpy()).max() > 1e-2  # the guidance changed the chunk
+    # lerobot-rollout pads the left-over with zeros to the execution horizon, past the chunk if the horizon
+    # is: those rows change nothing (the chunk has no rows there to guide)
+    past, padded = got["chunk_rtc_past"][0].numpy(), got["chunk_rtc_padded"][0].numpy()
+    assert np.isfinite(past).all()
+    np.testing.assert_allclose(past, padded, atol=1e-6, rtol=0)

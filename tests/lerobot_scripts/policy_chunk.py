@@ -6,7 +6,9 @@ config.json, policy class and processors from LeRobot's factory), run one fixed 
 IO_IN (safetensors): image [3,H,W] float in [0,1], state [S], noise [1, chunk, max_action_dim], and the task
 in FOLDER/../task.txt. IO_OUT: chunk [1, chunk, A] (postprocessed) and first_action [1, A] from select_action.
 With rtc_prev [T, A] (normalised) in IO_IN: also chunk_rtc, predict_action_chunk with LeRobot's default
-RTCConfig, inference delay 2 and that left-over, and supports_rtc (LeRobot's RTC rollout check).
+RTCConfig, inference delay 2 and that left-over, and supports_rtc (LeRobot's RTC rollout check); and
+chunk_rtc_past / chunk_rtc_padded, the left-over zero-padded to 16 rows with execution horizon 16 (what
+lerobot-rollout passes when the horizon is past the chunk) / to the chunk with the default horizon.
 """
 
 import sys
@@ -48,6 +50,12 @@ if "rtc_prev" in io:
     with torch.no_grad():
         kw = {"inference_delay": 2, "prev_chunk_left_over": io["rtc_prev"]}
         out["chunk_rtc"] = post(policy.predict_action_chunk(batch, noise=io["noise"], **kw)).contiguous()
+        for name, rows in (("padded", cfg.chunk_size), ("past", 16)):
+            policy.config.rtc_config = RTCConfig(execution_horizon=max(rows, 10))
+            prev = torch.nn.functional.pad(io["rtc_prev"], (0, 0, 0, rows - len(io["rtc_prev"])))
+            kw = {"inference_delay": 2, "prev_chunk_left_over": prev}
+            chunk_rtc = post(policy.predict_action_chunk(batch, noise=io["noise"], **kw))
+            out[f"chunk_rtc_{name}"] = chunk_rtc.contiguous()
     out["supports_rtc"] = torch.tensor([supports_rtc_inference(policy)])
 save_file(out, io_out)
 print("ok", type(policy).__name__, tuple(chunk.shape))

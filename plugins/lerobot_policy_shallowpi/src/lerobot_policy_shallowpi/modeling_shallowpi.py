@@ -10,8 +10,10 @@ as shallowpi's trainer computes it. Weights are saved and loaded in LeRobot's ke
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from lerobot.policies.pretrained import PreTrainedPolicy
@@ -31,6 +33,11 @@ from shallowpi.model.checkpoint import (
 )
 from shallowpi.model.pi import PiModel
 
+if TYPE_CHECKING:
+    from shallowpi.model.rtc import RTCGuidance
+
+logger = logging.getLogger(__name__)
+
 
 class ShallowPiPolicy(PreTrainedPolicy):
     config_class = ShallowPiConfig
@@ -46,6 +53,7 @@ class ShallowPiPolicy(PreTrainedPolicy):
     # LeRobot's contract --------------------------------------------------------------------------------------
     def reset(self) -> None:
         self._queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+        self._rtc_logged = False  # the first guided chunk after a reset is logged (see _guidance)
 
     def get_optim_params(self):
         return self.parameters()
@@ -91,15 +99,22 @@ class ShallowPiPolicy(PreTrainedPolicy):
         )  # [B, chunk, max_dim]
         return actions[:, :, : self._action_dim()]
 
-    def _guidance(self, prev: Tensor | None, delay: int | None, horizon: int | None, batch: int):
+    def _guidance(
+        self, prev: Tensor | None, delay: int | None, horizon: int | None, batch: int
+    ) -> RTCGuidance | None:
         """LeRobot's semantics: no guidance unless RTC is enabled and a left-over is given; a delay past the
-        left-over freezes all of it (LeRobot clips the frozen rows to the horizon)."""
+        left-over freezes all of it (LeRobot clips the frozen rows to the horizon); rows past the chunk are
+        ignored."""
         from shallowpi.model.rtc import RTCConfig, RTCGuidance
 
         rtc = self.config.rtc_config
         if rtc is None or not rtc.enabled or prev is None:
             return None
+        c = self.model.config
         prev = prev if prev.ndim == 3 else prev[None].expand(batch, -1, -1)  # (B, T, A)
+        # lerobot-rollout pads the left-over with zero rows to execution_horizon, which may pass the chunk:
+        # rows past the chunk have no row of the new chunk to guide, so they are dropped
+        prev = prev[:, : c.chunk_size]
         cfg = RTCConfig(
             prefix_attention_schedule=getattr(
                 rtc.prefix_attention_schedule, "value", rtc.prefix_attention_schedule
@@ -107,9 +122,8 @@ class ShallowPiPolicy(PreTrainedPolicy):
             max_guidance_weight=float(rtc.max_guidance_weight),
             execution_horizon=int(horizon if horizon is not None else rtc.execution_horizon),
         )
-        c = self.model.config
         delay = min(int(delay or 0), prev.shape[1])
-        return RTCGuidance.build(
+        guidance = RTCGuidance.build(
             cfg,
             prev.float(),
             inference_delay=delay,
@@ -117,6 +131,18 @@ class ShallowPiPolicy(PreTrainedPolicy):
             action_dim=c.max_action_dim,
             batch=batch,
         )
+        if not self._rtc_logged:  # once per run: a rollout's log then says that the policy does guide
+            logger.info(
+                "real-time chunking: chunk guided toward the previous chunk's %d-row left-over "
+                "(frozen rows %d, schedule %s, execution horizon %d, max guidance weight %g)",
+                prev.shape[1],
+                delay,
+                cfg.prefix_attention_schedule,
+                cfg.execution_horizon,
+                cfg.max_guidance_weight,
+            )
+            self._rtc_logged = True
+        return guidance
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Tensor], noise: Tensor | None = None, **kwargs) -> Tensor:
