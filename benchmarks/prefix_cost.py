@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,18 @@ class Row:
             cfg = dataclasses.replace(cfg, chunk_size=chunk)
         cfg = compress_prefix(cfg, self.merge, self.vision_depth)
         return dataclasses.replace(cfg, num_inference_steps=self.steps)  # each row samples its own steps
+
+
+def reproduce_command(argv: list[str]) -> str:
+    """The command that gives these numbers; where it wrote them (--out) is not part of it."""
+    keep, skip = [], False
+    for a in argv:
+        if skip or a == "--out":
+            skip = not skip and a == "--out"
+            continue
+        if not a.startswith("--out="):
+            keep.append(a)
+    return " ".join(["python benchmarks/prefix_cost.py", *keep])
 
 
 def rows(preset_name: str, depth: int | None, vision_depth: int | None, merge: int) -> list[Row]:
@@ -141,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = flops_table(configs, path)
     out = {
         "benchmark": "prefix_cost",
+        "command": reproduce_command(sys.argv[1:] if argv is None else argv),
         "preset": args.preset,
         "inputs": {
             "cameras_valid": CAMERAS,
