@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads for training, eval and bench")
     p.add_argument("--bench-iters", type=int, default=50)
     p.add_argument(
-        "--full-preset", default="pi05", help="full-size shapes the FLOPs are also counted at (pi05 or pi0)"
+        "--full-preset", default="pi05", help="the preset whose shapes the FLOPs are also counted at"
     )
     p.add_argument(
         "--in-process",
@@ -186,6 +186,7 @@ class Study:
     def __init__(self, args: argparse.Namespace) -> None:
         from shallowpi.errors import MissingFileError, UserError
         from shallowpi.model.checkpoint import read_config
+        from shallowpi.model.config import preset
         from shallowpi.study import pipeline
         from shallowpi.study.workspace import Workspace, check_teacher
 
@@ -199,12 +200,15 @@ class Study:
         if args.vision_layers is None:
             args.vision_layers = math.ceil(v.depth / 2)
         if args.vision_layers >= v.depth:
-            raise UserError(f"--vision-layers {args.vision_layers}: the teacher's tower has only {v.depth}")
+            raise UserError(
+                f"--vision-layers {args.vision_layers}: must be below the teacher's {v.depth} SigLIP layers"
+            )
         if (v.grid // v.merge) % args.image_merge:
             raise UserError(
                 f"--image-merge {args.image_merge} does not divide the teacher's {v.grid // v.merge} x "
                 f"{v.grid // v.merge} image tokens per camera"
             )
+        preset(args.full_preset)  # an unknown name fails now, not after hours of training
         if args.depth >= self.teacher_cfg.depth:
             raise UserError(f"--depth {args.depth}: the teacher has {self.teacher_cfg.depth} layers")
         if args.l6:
@@ -596,7 +600,13 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    study = Study(args)
+    from shallowpi.errors import UserError
+
+    try:
+        study = Study(args)
+    except UserError as e:  # bad input: one line, as the CLI reports it
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     study.say(
         f"stages {','.join(args.stages)}; work {study.work}; results {args.results}"
         + (" (smoke)" if args.smoke else "")
