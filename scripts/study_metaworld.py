@@ -37,6 +37,7 @@ from pathlib import Path
 
 from shallowpi.atomic import write_json_atomic, write_text_atomic
 from shallowpi.paths import portable_path
+from shallowpi.study.workspace import without_stages
 
 STAGES = ("collect", "teacher", "students", "eval", "bench", "report")
 REPO = Path(__file__).resolve().parents[1]
@@ -461,16 +462,8 @@ class Study:
             shown.append(v)
             # A seed group's seed-1000 run shares the group's name; the pooled result takes that name.
             name = f"{v.name}_seed{v.seed}" if v.group == v.name else v.name
-            run = study_results.PolicyResult(
-                name,
-                v.label,
-                v.depth,
-                v.kind,
-                pipeline.success_by_task(info),
-                info["settings"]["episodes_per_task"],
-                outcomes=pipeline.outcomes_by_task(info),
-                pooled_in=v.group,
-                num_steps=v.num_steps,
+            run = pipeline.policy_result(
+                info, name, v.label, v.depth, v.kind, pooled_in=v.group, num_steps=v.num_steps
             )
             results.append(run)
             if v.group:
@@ -548,19 +541,6 @@ class Study:
             path=results_dir / "metaworld.json",
         )
         self.say(f"report: {out}" + (f" and {png}" if png else " (no plot)"))
-
-
-def without_stages(argv: list[str]) -> list[str]:
-    """`argv` less --stages: the report's command regenerates every stage (finished ones are skipped)."""
-    out, skip = [], False
-    for x in argv:
-        if skip:
-            skip = False
-        elif x == "--stages":
-            skip = True
-        elif not x.startswith("--stages="):
-            out.append(x)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

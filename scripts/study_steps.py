@@ -241,10 +241,9 @@ class Study:
 
         a, spec = self.args, self.eval_spec()
         bench_path = self.work / "bench.json"
-        runs = {}
-        if bench_path.is_file():
-            for run in json.loads(bench_path.read_text())["runs"]:
-                runs[run["name"].split("/")[0]] = run
+        runs = study_results.runs_by_policy(
+            json.loads(bench_path.read_text()) if bench_path.is_file() else None
+        )
         rows, results = [], {}
         for v, path in self._available():
             info_path = self.work / "eval" / v.name / "eval_info.json"
@@ -252,19 +251,11 @@ class Study:
                 self.say(f"report: no eval for {v.name}; left out")
                 continue
             info = json.loads(info_path.read_text())
-            r = study_results.PolicyResult(
-                v.name,
-                v.label,
-                v.depth,
-                {"naive": "skip", "distilled": "student"}.get(v.kind, v.kind),
-                pipeline.success_by_task(info),
-                info["settings"]["episodes_per_task"],
-                outcomes=pipeline.outcomes_by_task(info),
-            )
+            kind = {"naive": "skip", "distilled": "student"}.get(v.kind, v.kind)
+            r = pipeline.policy_result(info, v.name, v.label, v.depth, kind)
             run = runs.get(path.name)
             if run is not None:
-                r.latency_ms, r.latency_p90_ms = run["latency_ms"]["median"], run["latency_ms"]["p90"]
-                r.flops = float(run["flops"]["total"])
+                study_results.attach_run(r, run)
             results[v.name] = r
             rows.append((v, r, run))
         teacher = results.get("teacher")

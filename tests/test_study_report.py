@@ -334,3 +334,41 @@ def test_pareto_key_lists_each_plotted_policy_once_in_family_order() -> None:
     assert [r.kind for r in pts][0] == "teacher"
     assert len({r.name for r in pts}) == len(pts)
     assert {r.name for r in pts} == {r.name for r in rs if r.latency_ms is not None and r.pooled_in is None}
+
+
+def _paired_result(name: str, outcomes: list[bool]) -> study_results.PolicyResult:
+    """One task, per-episode outcomes in setup order (what paired differences read)."""
+    pc = 100.0 * sum(outcomes) / len(outcomes)
+    return study_results.PolicyResult(
+        name, name, 6, "student", {"reach-v3": pc}, len(outcomes), outcomes={"reach-v3": outcomes}
+    )
+
+
+def test_prefix_targets_read_the_paired_difference_and_say_whether_its_interval_settles_it() -> None:
+    teacher = _paired_result("teacher", [True] * 80 + [False] * 20)
+    both = _paired_result("both", [True] * 79 + [False] * 21)  # one setup lost: -1 pt
+    plain = _paired_result("plain", [True] * 80 + [False] * 20)
+    merge = _paired_result("merge", [True] * 60 + [False] * 40)  # twenty setups lost: -20 pts
+    tower = _paired_result("tower", [True] * 78 + [False] * 22)  # exactly -2: "less than 2" fails
+    same = _paired_result("same", [True] * 80 + [False] * 20)
+    missing = study_targets.check_prefix_targets([teacher], "both", [("merge", "plain")])
+    assert [t.met for t in missing] == [None, None]
+    out = study_targets.check_prefix_targets(
+        [teacher, both, plain, merge, tower, same],
+        "both",
+        [("merge", "plain"), ("tower", "plain"), ("same", "plain")],
+    )
+    assert [t.text for t in out] == [
+        "both within 2 pts of teacher",
+        "merge costs less than 2 pts against plain",
+        "tower costs less than 2 pts against plain",
+        "same costs less than 2 pts against plain",
+    ]
+    assert [t.met for t in out] == [True, False, False, True]
+    # one lost setup in 100: -1 ± 1.96 * sqrt(0.99 / 99) * 10 = -1 ± 2.0 pts, which reaches past -2
+    assert (
+        out[0].detail
+        == "79.0 vs 80.0 %, difference -1.0 pts, paired 95 % CI -3.0 to +1.0 (the interval straddles -2)"
+    )
+    assert out[1].detail.startswith("60.0 vs 80.0 %, difference -20.0 pts") and "settles it" in out[1].detail
+    assert out[3].detail.endswith("paired 95 % CI +0.0 to +0.0 (the interval settles it)")

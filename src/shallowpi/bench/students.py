@@ -4,12 +4,14 @@ compressed (`BenchSettings.image_merge` / `vision_depth`) like `shallowpi distil
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from shallowpi.distill.student import resolve_vision_layer_map
 from shallowpi.errors import UserError
-from shallowpi.model.config import PiConfig
+from shallowpi.model.config import PiConfig, preset
 from shallowpi.model.pi import PiModel
 
 
@@ -31,6 +33,18 @@ def compress_prefix(cfg: PiConfig, merge: int | None, vision_depth: int | None) 
         )
     vision_map = resolve_vision_layer_map(v.depth, vision_depth) if vision_depth is not None else None
     return cfg.with_prefix(merge=merge, vision_depth=vision_depth, vision_layer_map=vision_map)
+
+
+def at_preset(cfg: PiConfig, teacher: PiConfig, preset_name: str) -> PiConfig:
+    """`cfg` (a student of `teacher`, or the teacher itself) carried to another preset's shapes: the same
+    depth, image merge and denoising steps, and the same fraction of the teacher's SigLIP layers (rounded, at
+    least 1). What a test-bed student's compression costs at full size (`shallowpi.infer.flops`)."""
+    big = preset(preset_name, depth=cfg.depth)
+    tower = None
+    if cfg.vision.depth != teacher.vision.depth:
+        tower = max(1, round(big.vision.depth * cfg.vision.depth / teacher.vision.depth))
+    big = compress_prefix(big, cfg.vision.merge if cfg.vision.merge != 1 else None, tower)
+    return dataclasses.replace(big, num_inference_steps=cfg.num_inference_steps)
 
 
 def model_label(preset: str, cfg: PiConfig) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from shallowpi.atomic import atomic_dir
 from shallowpi.errors import MissingFileError, UserError
+from shallowpi.study.results import PolicyResult
 
 BUNDLED_TEACHER = "teacher_metaworld"  # src/shallowpi/assets/<this>: a pretrained_model folder
 BUNDLED_STUDENT = "student_metaworld"  # the bundled teacher's full-schedule L6 student, same layout
@@ -49,6 +50,20 @@ def resolve_teacher(path: str | Path | None) -> Path:
     if not (p / "config.json").is_file():
         raise MissingFileError(f"--teacher {p}: not a pretrained_model folder (no config.json)")
     return p
+
+
+def policy_digest(path: str | Path) -> str:
+    """sha256 of a policy folder's config.json and weights: which model a study's outputs come from."""
+    import hashlib
+
+    from shallowpi.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+
+    h = hashlib.sha256()
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        with open(Path(path) / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 @dataclass
@@ -180,6 +195,21 @@ def evaluate_policy(
 
 def success_by_task(info: dict) -> dict[str, float]:
     return {task: float(g["pc_success"]) for task, g in info["per_group"].items()}
+
+
+def policy_result(info: dict, name: str, label: str, depth: int, kind: str, **fields) -> PolicyResult:
+    """An evaluated policy (its eval_info) as a PolicyResult: success per task, and the per-episode outcomes
+    that paired comparisons need. `fields`: further PolicyResult fields (num_steps, pooled_in, ...)."""
+    return PolicyResult(
+        name,
+        label,
+        depth,
+        kind,
+        success_by_task(info),
+        info["settings"]["episodes_per_task"],
+        outcomes=outcomes_by_task(info),
+        **fields,
+    )
 
 
 def outcomes_by_task(info: dict) -> dict[str, list[bool]]:

@@ -11,11 +11,29 @@ import math
 
 from shallowpi.paths import portable_command
 from shallowpi.study.results import PolicyResult, by_name, paired_difference
-from shallowpi.study.targets import L6_MAX_DROP_PTS, check_step_targets, check_targets, long_schedule
+from shallowpi.study.targets import (
+    L6_MAX_DROP_PTS,
+    Target,
+    check_step_targets,
+    check_targets,
+    long_schedule,
+)
 
 
 def _fmt(x: float | None, spec: str = ".1f", none: str = "–") -> str:
     return none if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def paired_cell(a: PolicyResult | None, b: PolicyResult | None) -> str:
+    """A table cell with the paired difference a - b (pts) and its 95 % half-width; – where there is none."""
+    pd = paired_difference(a, b) if a is not None and b is not None and a is not b else None
+    return "–" if pd is None else f"{pd[0]:+.1f} ± {pd[1]:.1f}"
+
+
+def target_lines(targets: list[Target]) -> list[str]:
+    """One markdown bullet per target: its text, the verdict in bold, the numbers behind it."""
+    verdicts = {True: "**met**", False: "**missed**", None: "not measured"}
+    return [f"- {t.text}: {verdicts[t.met]} ({t.detail})" for t in targets]
 
 
 def _short(task: str) -> str:
@@ -34,7 +52,6 @@ def steps_table(results: list[PolicyResult]) -> list[str]:
     ]
     rows = ([teacher] if teacher else []) + [x for x in results if x.kind == "steps"]
     for x in rows:
-        pd = paired_difference(x, teacher) if teacher is not None and x is not teacher else None
         ratio = (
             x.latency_ms / teacher.latency_ms
             if teacher is not None and teacher.latency_ms and x.latency_ms
@@ -44,7 +61,7 @@ def steps_table(results: list[PolicyResult]) -> list[str]:
         split = " | ".join(_fmt(st.get(k)) for k in ("vision", "prefix", "denoise"))
         out.append(
             f"| {x.label} | {x.depth} | {x.num_steps or 10} | {_fmt(x.mean)} | {_fmt(x.ci95)} | "
-            f"{'–' if pd is None else f'{pd[0]:+.1f} ± {pd[1]:.1f}'} | {_fmt(x.latency_ms)} | "
+            f"{paired_cell(x, teacher)} | {_fmt(x.latency_ms)} | "
             f"{_fmt(ratio, '.2f')} | {split} |"
         )
     return out
@@ -106,8 +123,7 @@ def ablation_table(
         x = _lookup(r, names)
         row = f"| {label} | {_fmt(x.mean) if x else '–'} | {_fmt(x.ci95) if x else '–'} |"
         if ref:
-            pd = paired_difference(x, ref) if x is not None and x is not ref else None
-            row += f" {'–' if pd is None else f'{pd[0]:+.1f} ± {pd[1]:.1f}'} |"
+            row += f" {paired_cell(x, ref)} |"
         out.append(row)
     return out
 
@@ -136,10 +152,7 @@ def schedule_table(rows: list[tuple[int, PolicyResult]], teacher: PolicyResult |
         "|---:|---:|---:|---:|",
     ]
     for n, x in rows:
-        pd = paired_difference(x, teacher) if teacher else None
-        out.append(
-            f"| {n} | {_fmt(x.mean)} | {_fmt(x.ci95)} | {'–' if pd is None else f'{pd[0]:+.1f} ± {pd[1]:.1f}'} |"
-        )
+        out.append(f"| {n} | {_fmt(x.mean)} | {_fmt(x.ci95)} | {paired_cell(x, teacher)} |")
     return out
 
 
@@ -255,10 +268,7 @@ def render_markdown(
         targets = check_targets(results)
         if any(x.kind == "steps" for x in results):
             targets += check_step_targets(results)
-        for t in targets:
-            verdict = {True: "**met**", False: "**missed**", None: "not measured"}[t.met]
-            lines.append(f"- {t.text}: {verdict} ({t.detail})")
-        lines.append("")
+        lines += target_lines(targets) + [""]
     if settings:
         lines += ["## Settings", ""] + [f"- {k}: {v}" for k, v in settings.items()] + [""]
     if commands:

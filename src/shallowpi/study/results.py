@@ -95,6 +95,23 @@ def paired_difference(a: PolicyResult, b: PolicyResult) -> tuple[float, float] |
     return 100 * sum(means) / len(means), 100 * 1.96 * math.sqrt(var)
 
 
+def runs_by_policy(bench: dict | None) -> dict[str, dict]:
+    """A bench result's runs by the benchmarked policy folder's name (run names are "<folder>/<mode>"; the
+    first mode of each folder). Empty for no bench result."""
+    out: dict[str, dict] = {}
+    for run in (bench or {}).get("runs", []):
+        out.setdefault(run["name"].split("/")[0], run)
+    return out
+
+
+def attach_run(r: PolicyResult, run: dict) -> None:
+    """Copy one bench run's latency, FLOPs and stage split into `r` (speed-up is left to the caller)."""
+    r.stages_ms = {k: v["median"] for k, v in (run.get("stages_ms") or {}).items()} or None
+    r.latency_ms = run["latency_ms"]["median"]
+    r.latency_p90_ms = run["latency_ms"]["p90"]
+    r.flops = float(run["flops"]["total"])
+
+
 def attach_bench(results: list[PolicyResult], bench: dict) -> None:
     """Copy latency / FLOPs from a `shallowpi.bench` result into results, matched by depth (all models
     of one depth share an architecture) and, for few-step results, by step count; speed-up is against the
@@ -110,8 +127,5 @@ def attach_bench(results: list[PolicyResult], bench: dict) -> None:
         run = runs.get(r.depth) if r.num_steps is None else by_steps.get((r.depth, r.num_steps))
         if run is None:
             continue
-        r.stages_ms = {k: v["median"] for k, v in (run.get("stages_ms") or {}).items()} or None
-        r.latency_ms = run["latency_ms"]["median"]
-        r.latency_p90_ms = run["latency_ms"]["p90"]
-        r.flops = float(run["flops"]["total"])
+        attach_run(r, run)
         r.speedup = base / r.latency_ms

@@ -147,3 +147,47 @@ def check_step_targets(
     else:
         out.append(Target(lat_text, None, "not benched"))
     return out
+
+
+# Prefix targets (a cheaper prefix on top of depth and steps).
+PREFIX_MAX_DROP_PTS = 2.0  # the student with both prefix reductions, at 2 steps, within 2 pts of teacher@10
+PREFIX_MAX_COST_PTS = 2.0  # each reduction alone costs less than 2 pts against the plain student, same steps
+
+
+def check_prefix_targets(
+    results: list[PolicyResult], both: str, alone: list[tuple[str, str]], teacher: str = "teacher"
+) -> list[Target]:
+    """`both` (the student with both reductions at 2 steps) within PREFIX_MAX_DROP_PTS of the teacher, and
+    for each (reduced, plain) pair of `alone` (one reduction, and the plain student at the same steps) a cost
+    below PREFIX_MAX_COST_PTS. A verdict reads the paired difference's point estimate, as the step targets
+    do; the detail gives its 95 % interval and whether the interval alone settles the verdict."""
+    r = by_name(results)
+    out = []
+    t, b = r.get(teacher), r.get(both)
+    text = f"{b.label if b else both} within {PREFIX_MAX_DROP_PTS:g} pts of {t.label if t else teacher}"
+    out.append(_within(b, t, -PREFIX_MAX_DROP_PTS, text, strict=False))
+    for reduced, plain in alone:
+        x, p = r.get(reduced), r.get(plain)
+        text = (
+            f"{x.label if x else reduced} costs less than {PREFIX_MAX_COST_PTS:g} pts against "
+            f"{p.label if p else plain}"
+        )
+        out.append(_within(x, p, -PREFIX_MAX_COST_PTS, text, strict=True))
+    return out
+
+
+def _within(a: PolicyResult | None, b: PolicyResult | None, floor: float, text: str, strict: bool) -> Target:
+    """Target: a - b (paired, pts) above `floor` (`strict`: floor itself fails)."""
+    if not (a and b and a.success and b.success):
+        return Target(text, None, "not evaluated")
+    pd = paired_difference(a, b)
+    diff = a.mean - b.mean if pd is None else pd[0]
+    met = diff > floor if strict else diff >= floor
+    detail = f"{a.mean:.1f} vs {b.mean:.1f} %, difference {diff:+.1f} pts"
+    if pd is not None:
+        low, high = pd[0] - pd[1], pd[0] + pd[1]
+        settled = (low > floor if strict else low >= floor) or high < floor
+        detail += f", paired 95 % CI {low:+.1f} to {high:+.1f}" + (
+            " (the interval settles it)" if settled else f" (the interval straddles {floor:+g})"
+        )
+    return Target(text, met, detail)

@@ -276,3 +276,38 @@ def finish_study_args(
         parser.error(f"unknown stage {bad[0]!r}; choose from {', '.join(stages)}")
     if args.results is None:
         args.results = str(Path(args.work) / "results") if args.smoke else str(default_results)
+
+
+def without_stages(argv: Sequence[str]) -> list[str]:
+    """`argv` less --stages: a report's command regenerates every stage (finished ones are skipped)."""
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x == "--stages":
+            skip = True
+        elif not x.startswith("--stages="):
+            out.append(x)
+    return out
+
+
+TEACHER_RECORD = "study_teacher.json"
+
+
+def check_teacher(folder: Path, teacher: Path) -> None:
+    """Record in FOLDER/study_teacher.json which teacher its outputs come from (its weights' digest), and
+    refuse a folder made with another teacher: a study resumes from what a folder holds, and students or
+    evaluations of an earlier teacher would otherwise enter the tables unnoticed."""
+    from shallowpi.atomic import write_json_atomic
+
+    record = Path(folder) / TEACHER_RECORD
+    digest = pipeline.policy_digest(teacher)
+    if record.is_file():
+        old = json.loads(record.read_text())
+        if old.get("sha256") != digest:
+            raise UserError(
+                f"{folder} holds a study of another teacher ({old.get('path')}, weights {old.get('sha256')}; "
+                f"now {portable_path(teacher)}, {digest}): give another folder, or empty this one"
+            )
+        return
+    write_json_atomic(obj={"path": portable_path(teacher), "sha256": digest}, path=record)
