@@ -76,8 +76,9 @@ def _check_newer_fields(raw: dict) -> None:
             )
 
 
-def _sampling(raw: dict, ours: dict) -> dict:
-    """shallowpi.sampling -> PiConfig kwargs (sampling_grid, num_inference_steps); one error if inconsistent."""
+def sampling_from_lerobot(raw: dict, ours: dict) -> dict:
+    """shallowpi.sampling -> PiConfig kwargs (sampling_grid, num_inference_steps); one error if inconsistent.
+    `raw`: the config.json (its num_inference_steps), `ours`: its "shallowpi" object."""
     sampling = ours.get("sampling")
     if sampling is None:
         return {}
@@ -128,7 +129,7 @@ def config_from_lerobot(raw: dict) -> PiConfig:
     else:
         cameras = [k for k, f in feats.items() if f.get("type") == "VISUAL"]
         cameras += [f"observation.images.empty_camera_{i}" for i in range(int(raw.get("empty_cameras", 0)))]
-    kwargs = {ours_k: raw[k] for k, ours_k in _SCALARS.items() if k in raw} | _sampling(raw, ours)
+    kwargs = {ours_k: raw[k] for k, ours_k in _SCALARS.items() if k in raw} | sampling_from_lerobot(raw, ours)
     cfg = PiConfig(
         variant=kind,
         vlm=_gemma(ours.get("vlm"), raw.get("paligemma_variant", "gemma_2b"), "vlm"),
@@ -213,11 +214,19 @@ def config_to_lerobot(cfg: PiConfig, overrides: dict | None = None) -> dict:
         out["shallowpi"]["vlm_layer_map"] = list(cfg.vlm_layer_map)
     if cfg.sampling_grid is not None:
         out["num_inference_steps"] = len(cfg.sampling_grid) - 1
-        out["shallowpi"]["sampling"] = {
+    add_sampling_fields(out["shallowpi"], cfg)
+    return out
+
+
+def add_sampling_fields(shallowpi: dict, cfg: PiConfig) -> dict:
+    """A step-distilled student's time grid into a config.json's "shallowpi" object, written only when
+    recorded; the config's num_inference_steps must be its step count (`sampling_from_lerobot` checks)."""
+    if cfg.sampling_grid is not None:
+        shallowpi["sampling"] = {
             "num_steps": len(cfg.sampling_grid) - 1,
             "time_grid": list(cfg.sampling_grid),
         }
-    return out
+    return shallowpi
 
 
 def add_prefix_fields(shallowpi: dict, cfg: PiConfig) -> dict:
