@@ -184,6 +184,25 @@ def test_lerobot_policy_samples_a_step_distilled_student_on_its_grid(tmp_path, l
         np.testing.assert_allclose(got["chunk_rtc"][0].numpy(), guided, atol=1e-5, rtol=0)
 
 
+def test_lerobot_refuses_a_step_count_that_disagrees_with_the_grid(tmp_path, lerobot061):
+    """`--policy.num_inference_steps=3` (how lerobot-eval passes it) on a 2-step grid student: building the
+    policy is one error naming the grid and both counts, not a silent sampler on another grid (the check is
+    shallowpi's config reader, the same in 0.4.4)."""
+    folder = export_lerobot(save_tiny_student(tmp_path / "student", sampling_grid=GRID), tmp_path / "lerobot")
+    code = (
+        "import sys\n"
+        "from lerobot.configs.policies import PreTrainedConfig\n"
+        "from lerobot.policies.factory import get_policy_class\n"
+        "from lerobot.utils.import_utils import register_third_party_plugins\n"
+        "register_third_party_plugins()\n"
+        "cfg = PreTrainedConfig.from_pretrained(sys.argv[1], cli_overrides=['--num_inference_steps=3'])\n"
+        "get_policy_class(cfg.type).from_pretrained(sys.argv[1], config=cfg)\n"
+    )
+    problem = r"UserError: config.json: shallowpi.sampling has num_steps 2 and a 2-step time_grid, "
+    with pytest.raises(AssertionError, match=problem + "num_inference_steps is 3; all three must agree"):
+        lerobot061.run(["-c", code, folder], timeout=300)
+
+
 def test_lerobot_eval_metaworld(tmp_path, lerobot):
     """`lerobot-eval --policy.path=<student> --env.type=metaworld` runs to the end (1 episode of 500 steps;
     renders made cheap by the venv's fast-render hook) and writes its eval_info.json."""

@@ -76,9 +76,8 @@ def _check_newer_fields(raw: dict) -> None:
             )
 
 
-def sampling_from_lerobot(raw: dict, ours: dict) -> dict:
-    """shallowpi.sampling -> PiConfig kwargs (sampling_grid, num_inference_steps); one error if inconsistent.
-    `raw`: the config.json (its num_inference_steps), `ours`: its "shallowpi" object."""
+def _sampling(raw: dict, ours: dict) -> dict:
+    """shallowpi.sampling -> PiConfig kwargs (sampling_grid, num_inference_steps); one error if inconsistent."""
     sampling = ours.get("sampling")
     if sampling is None:
         return {}
@@ -95,7 +94,8 @@ def sampling_from_lerobot(raw: dict, ours: dict) -> dict:
     if steps != len(grid) - 1 or lerobot_steps != steps:
         raise UserError(
             f"config.json: shallowpi.sampling has num_steps {steps} and a {len(grid) - 1}-step time_grid, "
-            f"num_inference_steps is {lerobot_steps}; all three must agree"
+            f"num_inference_steps is {lerobot_steps}; all three must agree (the model samples on that "
+            "time_grid; without shallowpi.sampling, on num_inference_steps uniform steps)"
         )
     return {"sampling_grid": grid, "num_inference_steps": len(grid) - 1}
 
@@ -129,7 +129,7 @@ def config_from_lerobot(raw: dict) -> PiConfig:
     else:
         cameras = [k for k, f in feats.items() if f.get("type") == "VISUAL"]
         cameras += [f"observation.images.empty_camera_{i}" for i in range(int(raw.get("empty_cameras", 0)))]
-    kwargs = {ours_k: raw[k] for k, ours_k in _SCALARS.items() if k in raw} | sampling_from_lerobot(raw, ours)
+    kwargs = {ours_k: raw[k] for k, ours_k in _SCALARS.items() if k in raw} | _sampling(raw, ours)
     cfg = PiConfig(
         variant=kind,
         vlm=_gemma(ours.get("vlm"), raw.get("paligemma_variant", "gemma_2b"), "vlm"),
@@ -220,7 +220,7 @@ def config_to_lerobot(cfg: PiConfig, overrides: dict | None = None) -> dict:
 
 def add_sampling_fields(shallowpi: dict, cfg: PiConfig) -> dict:
     """A step-distilled student's time grid into a config.json's "shallowpi" object, written only when
-    recorded; the config's num_inference_steps must be its step count (`sampling_from_lerobot` checks)."""
+    recorded; the config's num_inference_steps must be its step count (`_sampling` checks when read)."""
     if cfg.sampling_grid is not None:
         shallowpi["sampling"] = {
             "num_steps": len(cfg.sampling_grid) - 1,

@@ -1,12 +1,13 @@
 """`--policy.type=shallowpi`: a π0 / π0.5 of any depth, described by shallowpi's sizes object.
 
 A loaded checkpoint carries everything in its `"shallowpi"` object (backbone / expert / vision sizes,
-vocabulary, the student's layer map, the model's camera slots and, for a step-distilled student, the Euler time
-grid it samples on: `"sampling": {"num_steps": K, "time_grid": [1.0, ..., 0.0]}`, K = num_inference_steps).
-A fresh one (lerobot-train without
-`--policy.path`) is built from `preset` (shallowpi.model.config.PRESETS, default the Meta-World test bed)
-at `depth`, with one camera slot per visual input feature of the dataset; the resolved sizes are written
-back into `shallowpi` so that the saved config.json describes the model exactly.
+vocabulary, the student's layer map, the model's camera slots and, for a step-distilled student, the Euler
+time grid it samples on: `"sampling": {"num_steps": K, "time_grid": [1.0, ..., 0.0]}` with K =
+num_inference_steps; a grid that is bad or disagrees with num_inference_steps fails building the policy,
+one error naming both). A fresh one (lerobot-train without `--policy.path`) is built from `preset`
+(shallowpi.model.config.PRESETS, default the Meta-World test bed) at `depth`, with one camera slot per visual
+input feature of the dataset; the resolved sizes are written back into `shallowpi` so that the saved
+config.json describes the model exactly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
 from lerobot.policies.rtc.configuration_rtc import RTCConfig
 
 from shallowpi.model.config import PiConfig, preset
-from shallowpi.model.lerobot_config import PLUGIN_TYPE, config_from_lerobot, sampling_from_lerobot
+from shallowpi.model.lerobot_config import PLUGIN_TYPE, config_from_lerobot
 
 _GEMMA_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim")
 _VISION_KEYS = ("image_size", "patch_size", "width", "depth", "mlp_dim", "num_heads")
@@ -93,10 +94,6 @@ class ShallowPiConfig(PreTrainedConfig):
             raise ValueError(f"policy.variant must be 'pi0' or 'pi05', got {self.variant!r}")
         if self.n_action_steps > self.chunk_size:
             raise ValueError(f"n_action_steps {self.n_action_steps} exceeds chunk_size {self.chunk_size}")
-        if self.shallowpi is not None:
-            # a recorded time grid must be valid and have num_inference_steps steps: a bad grid or a
-            # --policy.num_inference_steps that disagrees with it fails here, before any weights load
-            sampling_from_lerobot({"num_inference_steps": self.num_inference_steps}, self.shallowpi)
 
     # LeRobot's contract --------------------------------------------------------------------------------------
     @property
