@@ -42,16 +42,19 @@ def save_tiny_student(
     action_dim: int = 4,
     merge: int | None = None,
     vision_depth: int | None = None,
+    sampling_grid: list[float] | None = None,
 ) -> Path:
     """A depth-2 student (layer map [0, 3]) of a random depth-4 tiny teacher, as `shallowpi distill` saves it:
     one camera fed (`camera` -> slot 0; the other slots masked), Meta-World's state 4 / action 4. `merge` /
     `vision_depth`: its prefix compressed (image tokens merged, SigLIP layers kept), as --image-merge /
-    --vision-layers do."""
+    --vision-layers do. `sampling_grid`: its Euler time grid recorded, as a step-distilled student's is."""
     torch.manual_seed(0)
     tcfg = tiny(variant, depth=4)
     tcfg.tokenizer_max_length = 48  # a Meta-World prompt with its 4 state bins fits: nothing is cut
     teacher = PiModel(tcfg).eval()
     student = make_student(teacher, depth=2, merge=merge, vision_depth=vision_depth)
+    if sampling_grid is not None:
+        student.config = student.config.with_sampling(sampling_grid)
     cfg = student.config
     save_model(student, path)
     proc = ProcessorConfig(

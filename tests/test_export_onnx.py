@@ -71,6 +71,26 @@ def test_l6_student_actions_equal_engine(tmp_path):
     )
 
 
+def test_step_distilled_student_exports_its_time_grid(tmp_path):
+    """A student with a non-uniform 2-step grid: the manifest's schedule is that grid (not 2 uniform steps)
+    and onnxruntime's actions equal the engine's on it."""
+    student = save_tiny_student(tmp_path / "student", sampling_grid=[1.0, 0.6, 0.0])
+    out_dir = onnx_export.export_policy(student, tmp_path / "onnx")
+    schedule = json.loads((out_dir / "manifest.json").read_text())["schedule"]
+    assert schedule == {"num_steps": 2, "times": [1.0, 0.6], "dts": [0.6 - 1.0, 0.0 - 0.6]}
+    predictor = ActionPredictor.from_pretrained(student, device="cpu")
+    rng = np.random.default_rng(2)
+    sample = {
+        "images": {META_WORLD_CAMERA: rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)},
+        "state": rng.normal(size=4).astype(np.float32),
+        "task": "reach the goal",
+    }
+    _, noise = _same_noise(predictor, 5)
+    np.testing.assert_allclose(
+        OnnxRunner(out_dir).predict(sample, noise=noise), predictor.predict(sample, seed=5), rtol=0, atol=TOL
+    )
+
+
 @pytest.mark.parametrize("name", ["pi05_tiny", "pi0_tiny"])
 def test_reference_bundles_equal_engine_and_lerobot(reference_dir, tmp_path, name):
     """LeRobot 0.4.4's bundles at batch 2 (sample 1's third camera masked; π0 with its state token)."""

@@ -25,7 +25,7 @@ from reference_bundle import load_bundle
 from serve_process import serving
 from shallowpi.cli import main
 from shallowpi.data.tokenizer import TESTBED_TOKENIZER
-from shallowpi.infer.predictor import ActionPredictor
+from shallowpi.infer.predictor import ActionPredictor, RTCRequest
 from shallowpi.lerobot_export import export_lerobot
 from shallowpi.model import load_model
 from shallowpi.pretrained import load_processor
@@ -140,6 +140,67 @@ def test_lerobot_policy_runs_a_prefix_compressed_student(tmp_path, lerobot):
     out = lerobot.run([SCRIPTS / "policy_chunk.py", folder, io_in, io_out], timeout=600)
     assert "ShallowPiPolicy" in out.stdout
     np.testing.assert_allclose(load_file(str(io_out))["chunk"][0].numpy(), expected, atol=1e-5, rtol=0)
+
+
+GRID = [1.0, 0.6, 0.0]  # a step-distilled student's non-uniform 2-step grid
+
+
+def test_lerobot_policy_samples_a_step_distilled_student_on_its_grid(tmp_path, lerobot):
+    """A 2-step student with a non-uniform Euler time grid: config.json carries the grid, and LeRobot's loaded
+    plugin policy samples on it (its chunk equals shallowpi's; LeRobot's own uniform 2 steps would differ),
+    also after the policy's save_pretrained round trip (what lerobot-train checkpoints) and, in 0.6.1, with
+    real-time chunking."""
+    student = save_tiny_student(tmp_path / "student", sampling_grid=GRID)
+    folder = export_lerobot(student, tmp_path / "lerobot")
+    raw = json.loads((folder / "config.json").read_text())
+    assert raw["num_inference_steps"] == 2
+    assert raw["shallowpi"]["sampling"] == {"num_steps": 2, "time_grid": GRID}
+    assert load_model(folder).config.time_grid() == GRID  # shallowpi reads the exported folder the same
+    g = torch.Generator().manual_seed(7)
+    image, state = torch.rand(3, 480, 480, generator=g), torch.tensor([0.05, 0.6, 0.2, 0.4])
+    sample = {"images": {"observation.image": image}, "state": state.numpy(), "task": "Reach the goal"}
+    ours = ActionPredictor.from_pretrained(student, device="cpu")
+    expected = ours.predict(sample, seed=11)
+    plain = load_model(student)
+    plain.config = plain.config.with_sampling(None)  # LeRobot's uniform 2 steps: what a lost grid samples
+    uniform = ActionPredictor(plain, ours.pre, ours.post).predict(sample, seed=11)
+    assert np.abs(uniform - expected).max() > 2e-3  # the grid changes the actions (measured 9.0e-3)
+    io = {"image": image, "state": state, "noise": ours.noise(11).contiguous()}
+    rtc = lerobot.version != "0.4.4"  # policy_chunk.py's RTC part needs 0.5+'s rollout module
+    if rtc:
+        io["rtc_prev"] = torch.randn(7, 4, generator=g)
+    io_in, io_out, resaved = tmp_path / "io_in.safetensors", tmp_path / "io_out.safetensors", tmp_path / "re"
+    save_file(io, str(io_in))
+    (tmp_path / "task.txt").write_text(sample["task"])
+    lerobot.run([SCRIPTS / "policy_chunk.py", folder, io_in, io_out, resaved], timeout=600)
+    got = load_file(str(io_out))
+    np.testing.assert_allclose(got["chunk"][0].numpy(), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got["chunk_resaved"][0].numpy(), expected, atol=1e-5, rtol=0)
+    assert json.loads((resaved / "config.json").read_text())["shallowpi"]["sampling"]["time_grid"] == GRID
+    assert load_model(resaved).config.time_grid() == GRID
+    if rtc:
+        prev = ours.post(io["rtc_prev"]).numpy()
+        guided = ours.predict(sample, seed=11, rtc=RTCRequest(prev, 2))
+        np.testing.assert_allclose(got["chunk_rtc"][0].numpy(), guided, atol=1e-5, rtol=0)
+
+
+def test_lerobot_refuses_a_step_count_that_disagrees_with_the_grid(tmp_path, lerobot061):
+    """`--policy.num_inference_steps=3` (how lerobot-eval passes it) on a 2-step grid student: building the
+    policy is one error naming the grid and both counts, not a silent sampler on another grid (the check is
+    shallowpi's config reader, the same in 0.4.4)."""
+    folder = export_lerobot(save_tiny_student(tmp_path / "student", sampling_grid=GRID), tmp_path / "lerobot")
+    code = (
+        "import sys\n"
+        "from lerobot.configs.policies import PreTrainedConfig\n"
+        "from lerobot.policies.factory import get_policy_class\n"
+        "from lerobot.utils.import_utils import register_third_party_plugins\n"
+        "register_third_party_plugins()\n"
+        "cfg = PreTrainedConfig.from_pretrained(sys.argv[1], cli_overrides=['--num_inference_steps=3'])\n"
+        "get_policy_class(cfg.type).from_pretrained(sys.argv[1], config=cfg)\n"
+    )
+    problem = r"UserError: config.json: shallowpi.sampling has num_steps 2 and a 2-step time_grid, "
+    with pytest.raises(AssertionError, match=problem + "num_inference_steps is 3; all three must agree"):
+        lerobot061.run(["-c", code, folder], timeout=300)
 
 
 def test_lerobot_eval_metaworld(tmp_path, lerobot):

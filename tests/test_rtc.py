@@ -102,6 +102,21 @@ def test_engine_equals_reference_with_guidance(variant, jacobian, fold):
     assert (engine.sample_actions(_obs(x), noise=x["noise"]) - plain).abs().max() < TOL
 
 
+@pytest.mark.parametrize("fold", [True, False])
+def test_guided_engine_follows_a_recorded_time_grid(fold):
+    """A step-distilled student's non-uniform grid: the guided engine equals the guided reference on it, and
+    the grid matters (the same weights guided over 2 uniform steps give another chunk)."""
+    model, x, _, guide = _case("pi05", jacobian=False)
+    uniform = model.sample_actions(_obs(x), noise=x["noise"], num_steps=2, guidance=guide)
+    model.config = model.config.with_sampling([1.0, 0.6, 0.0])
+    ref = model.sample_actions(_obs(x), noise=x["noise"], guidance=guide)
+    out = InferenceEngine(model, batch_size=2, fold=fold).sample_actions(
+        _obs(x), noise=x["noise"], guidance=guide
+    )
+    assert (out - ref).abs().max() < TOL
+    assert (ref - uniform).abs().max() > 1e-3
+
+
 def test_jacobian_guidance_differs_from_lerobots():
     """jacobian=True adds the expert's VJP term (∂v/∂x_t)ᵀ e: other actions than J = e."""
     model, x, _, guide = _case("pi05", jacobian=True)

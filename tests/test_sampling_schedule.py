@@ -10,7 +10,9 @@ import torch
 
 import shallowpi.infer.engine as engine_module
 import shallowpi.model.pi as pi_module
+from lerobot_helpers import save_tiny_student
 from shallowpi.infer.engine import InferenceEngine
+from shallowpi.lerobot_export import export_lerobot
 from shallowpi.model import load_model, save_model
 from shallowpi.model.checkpoint import CheckpointError, read_config
 from shallowpi.model.config import check_time_grid, euler_steps, tiny, uniform_time_grid
@@ -168,14 +170,22 @@ def test_k_step_student_round_trips_with_its_schedule(tmp_path) -> None:
         (lambda raw: raw["shallowpi"].update(sampling=[1.0, 0.0]), "shallowpi.sampling must be"),
     ],
 )
-def test_inconsistent_sampling_in_config_json_is_one_clear_error(tmp_path, edit, problem) -> None:
+@pytest.mark.parametrize("layout", ["shallowpi", "plugin"])
+def test_inconsistent_sampling_in_config_json_is_one_clear_error(tmp_path, edit, problem, layout) -> None:
+    """shallowpi's folder and `to-lerobot`'s (the plugin's config.json, which LeRobot's policy build reads
+    through the same check; e.g. a --policy.num_inference_steps override that disagrees with the grid)."""
     save_model(_model(grid=[1.0, 0.6, 0.0]), tmp_path / "s")
-    path = tmp_path / "s" / "config.json"
+    folder = tmp_path / "s"
+    if layout == "plugin":
+        student = save_tiny_student(tmp_path / "student", sampling_grid=[1.0, 0.6, 0.0])
+        folder = export_lerobot(student, tmp_path / "lerobot")
+        assert json.loads((folder / "config.json").read_text())["type"] == "shallowpi"
+    path = folder / "config.json"
     raw = json.loads(path.read_text())
     edit(raw)
     path.write_text(json.dumps(raw))
     with pytest.raises((ValueError, CheckpointError), match=problem):
-        read_config(tmp_path / "s")
+        read_config(folder)
 
 
 def test_bench_samples_each_policy_with_its_own_schedule(tmp_path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,21 @@ def test_a_prefix_compressed_student_serves(tmp_path):
     )
     np.testing.assert_allclose(got, by_hand.numpy(), rtol=0, atol=1e-5)
     assert (student.metadata["image_tokens"], student.metadata["vision_depth"]) == (4, 2)
+
+
+def test_a_step_distilled_student_serves_on_its_time_grid(policy):
+    """A recorded non-uniform grid: the metadata says it, and the replies are sampled on it (the reference path
+    on the model's own grid), not on the fixture's 2 uniform steps."""
+    model = copy.deepcopy(policy.model)
+    model.config = model.config.with_sampling([1.0, 0.6, 0.0])
+    student = PiPolicy(model, policy.pre, policy.post)
+    assert (student.metadata["num_steps"], student.metadata["time_grid"]) == (2, [1.0, 0.6, 0.0])
+    got = student.infer(obs(4))["actions"]
+    observation = collate([student.pre(student.mapping.extract(obs(4), student.cameras))])
+    with torch.inference_mode():
+        raw = model.sample_actions(observation, noise=student.predictor.noise(student.seed))
+    by_hand = transforms.unnormalize(
+        raw[0, :, :7], student.post.action_stats, student.post.config.action_norm
+    )
+    np.testing.assert_allclose(got, by_hand.numpy(), rtol=0, atol=1e-5)
+    assert np.abs(got - policy.infer(obs(4))["actions"]).max() > 1e-3  # uniform 2 steps: other actions

@@ -6,9 +6,10 @@ names a local file LeRobot's TokenizerProcessorStep cannot take. The exported fo
 own `save_pretrained` writes (and what `lerobot-train --policy.type=shallowpi` saves), so shallowpi reads it
 back through the same path:
 
-    config.json              "type": "shallowpi", "variant", the sizes / layer map / camera slots object,
-                             input_features = the cameras and state the processor reads (what the env or
-                             dataset gives), output_features = the real action dim
+    config.json              "type": "shallowpi", "variant", the sizes / layer map / camera slots object
+                             (+ a step-distilled student's time grid), input_features = the cameras and
+                             state the processor reads (what the env or dataset gives), output_features =
+                             the real action dim
     model.safetensors        unchanged (LeRobot key names)
     policy_preprocessor.json rename (empty) -> to_batch -> shallowpi_preprocessor -> device
       + ..._step_2_shallowpi_preprocessor.safetensors (stats + tokenizer bytes)
@@ -39,7 +40,7 @@ from shallowpi.data.processor_files import POSTPROCESSOR_JSON, PREPROCESSOR_JSON
 from shallowpi.errors import OutputExistsError, UserError
 from shallowpi.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, validate_checkpoint
 from shallowpi.model.config import PiConfig
-from shallowpi.model.lerobot_config import PLUGIN_TYPE, add_prefix_fields
+from shallowpi.model.lerobot_config import PLUGIN_TYPE, add_prefix_fields, add_sampling_fields
 from shallowpi.pretrained import load_processor
 
 _GEMMA_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim")
@@ -101,6 +102,8 @@ def plugin_config(
     if cfg.vlm_layer_map is not None:  # the backbone kept other teacher layers than the expert
         out["shallowpi"]["vlm_layer_map"] = list(cfg.vlm_layer_map)
     add_prefix_fields(out["shallowpi"], cfg)  # merged image tokens, a subsampled SigLIP tower
+    # a step-distilled student's time grid: without it LeRobot samples its num_inference_steps uniformly
+    add_sampling_fields(out["shallowpi"], cfg)
     out.update({k: cfg.lerobot[k] for k in _CARRY if k in cfg.lerobot})
     return out
 

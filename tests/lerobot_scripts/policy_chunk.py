@@ -1,7 +1,7 @@
 """Run by the LeRobot venv: load a policy folder the way lerobot-eval does (plugins registered, config from
 config.json, policy class and processors from LeRobot's factory), run one fixed observation through it.
 
-    python policy_chunk.py FOLDER IO_IN IO_OUT
+    python policy_chunk.py FOLDER IO_IN IO_OUT [RESAVE]
 
 IO_IN (safetensors): image [3,H,W] float in [0,1], state [S], noise [1, chunk, max_action_dim], and the task
 in FOLDER/../task.txt. IO_OUT: chunk [1, chunk, A] (postprocessed) and first_action [1, A] from select_action.
@@ -9,6 +9,8 @@ With rtc_prev [T, A] (normalised) in IO_IN: also chunk_rtc, predict_action_chunk
 RTCConfig, inference delay 2 and that left-over, and supports_rtc (LeRobot's RTC rollout check); and
 chunk_rtc_past / chunk_rtc_padded, the left-over zero-padded to 16 rows with execution horizon 16 (what
 lerobot-rollout passes when the horizon is past the chunk) / to the chunk with the default horizon.
+With RESAVE (a folder): the policy's save_pretrained there, loaded back as above, and its chunk as
+chunk_resaved (what a lerobot-train checkpoint of the policy would sample).
 """
 
 import sys
@@ -22,11 +24,18 @@ from safetensors.torch import load_file, save_file
 
 register_third_party_plugins()
 folder, io_in, io_out = sys.argv[1], sys.argv[2], sys.argv[3]
+resave = sys.argv[4] if len(sys.argv) > 4 else None
 io = load_file(io_in)
 task = (Path(io_in).parent / "task.txt").read_text()
-cfg = PreTrainedConfig.from_pretrained(folder)
-cfg.pretrained_path = folder
-policy = get_policy_class(cfg.type).from_pretrained(folder, config=cfg)
+
+
+def load_policy(path):
+    cfg = PreTrainedConfig.from_pretrained(path)
+    cfg.pretrained_path = path
+    return cfg, get_policy_class(cfg.type).from_pretrained(path, config=cfg)
+
+
+cfg, policy = load_policy(folder)
 pre, post = make_pre_post_processors(
     cfg,
     pretrained_path=folder,
@@ -42,6 +51,11 @@ with torch.inference_mode():
     policy.reset()
     first = post(policy.select_action(batch, noise=io["noise"]))
 out = {"chunk": chunk.contiguous(), "first_action": first.contiguous()}
+if resave:
+    policy.save_pretrained(resave)
+    reloaded = load_policy(resave)[1]  # outside inference mode: its weights must stay normal tensors
+    with torch.inference_mode():
+        out["chunk_resaved"] = post(reloaded.predict_action_chunk(batch, noise=io["noise"]))
 if "rtc_prev" in io:
     from lerobot.policies.rtc.configuration_rtc import RTCConfig
     from lerobot.rollout.inference.rtc import supports_rtc_inference

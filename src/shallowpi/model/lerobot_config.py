@@ -94,7 +94,8 @@ def _sampling(raw: dict, ours: dict) -> dict:
     if steps != len(grid) - 1 or lerobot_steps != steps:
         raise UserError(
             f"config.json: shallowpi.sampling has num_steps {steps} and a {len(grid) - 1}-step time_grid, "
-            f"num_inference_steps is {lerobot_steps}; all three must agree"
+            f"num_inference_steps is {lerobot_steps}; all three must agree (the model samples on that "
+            "time_grid; without shallowpi.sampling, on num_inference_steps uniform steps)"
         )
     return {"sampling_grid": grid, "num_inference_steps": len(grid) - 1}
 
@@ -213,11 +214,19 @@ def config_to_lerobot(cfg: PiConfig, overrides: dict | None = None) -> dict:
         out["shallowpi"]["vlm_layer_map"] = list(cfg.vlm_layer_map)
     if cfg.sampling_grid is not None:
         out["num_inference_steps"] = len(cfg.sampling_grid) - 1
-        out["shallowpi"]["sampling"] = {
+    add_sampling_fields(out["shallowpi"], cfg)
+    return out
+
+
+def add_sampling_fields(shallowpi: dict, cfg: PiConfig) -> dict:
+    """A step-distilled student's time grid into a config.json's "shallowpi" object, written only when
+    recorded; the config's num_inference_steps must be its step count (`_sampling` checks when read)."""
+    if cfg.sampling_grid is not None:
+        shallowpi["sampling"] = {
             "num_steps": len(cfg.sampling_grid) - 1,
             "time_grid": list(cfg.sampling_grid),
         }
-    return out
+    return shallowpi
 
 
 def add_prefix_fields(shallowpi: dict, cfg: PiConfig) -> dict:

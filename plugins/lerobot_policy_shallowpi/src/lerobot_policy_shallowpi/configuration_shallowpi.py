@@ -1,10 +1,13 @@
 """`--policy.type=shallowpi`: a π0 / π0.5 of any depth, described by shallowpi's sizes object.
 
 A loaded checkpoint carries everything in its `"shallowpi"` object (backbone / expert / vision sizes,
-vocabulary, the student's layer map and the model's camera slots). A fresh one (lerobot-train without
-`--policy.path`) is built from `preset` (shallowpi.model.config.PRESETS, default the Meta-World test bed)
-at `depth`, with one camera slot per visual input feature of the dataset; the resolved sizes are written
-back into `shallowpi` so that the saved config.json describes the model exactly.
+vocabulary, the student's layer map, the model's camera slots and, for a step-distilled student, the Euler
+time grid it samples on: `"sampling": {"num_steps": K, "time_grid": [1.0, ..., 0.0]}` with K =
+num_inference_steps; a grid that is bad or disagrees with num_inference_steps fails building the policy,
+one error naming both). A fresh one (lerobot-train without `--policy.path`) is built from `preset`
+(shallowpi.model.config.PRESETS, default the Meta-World test bed) at `depth`, with one camera slot per visual
+input feature of the dataset; the resolved sizes are written back into `shallowpi` so that the saved
+config.json describes the model exactly.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class ShallowPiConfig(PreTrainedConfig):
     variant: str = "pi05"  # "pi0" | "pi05"
     preset: str = "testbed"  # sizes of a fresh model (ignored once `shallowpi` is set)
     depth: int | None = None  # depth of a fresh model (None: the preset's)
-    shallowpi: dict[str, Any] | None = None  # sizes, layer map, camera slots (see the module docstring)
+    shallowpi: dict[str, Any] | None = None  # sizes, layer map, camera slots, time grid (module docstring)
     camera_map: dict[str, str] = field(default_factory=dict)  # input camera -> model slot; {}: identity
     tokenizer_path: str | None = None  # SentencePiece model of a fresh model (None: shallowpi's test bed)
     pad_state_in_prompt: bool = False  # π0.5 prompt: bin the zero-padded state (LeRobot 0.4.4) or not
