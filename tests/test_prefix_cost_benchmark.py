@@ -25,7 +25,9 @@ def _script():
 
 def test_full_size_rows_and_flops_without_building_a_model(tmp_path: Path) -> None:
     out = _script().main(["--flops-only", "--out", str(tmp_path / "flops.json")])
-    assert out["command"] == "python benchmarks/prefix_cost.py --flops-only"  # reproduces it; --out is not part
+    assert (
+        out["command"] == "python benchmarks/prefix_cost.py --flops-only"
+    )  # reproduces it; --out is not part
     rows = {r["name"]: r for r in out["rows"]}
     assert list(rows) == [
         "teacher_L18_K10",
