@@ -150,3 +150,29 @@ def test_engine_refresh_picks_up_new_weights() -> None:
         model.time_mlp_in.weight.mul_(1.5)  # changes the cached adaRMS conditioning
     engine.refresh()
     assert (_engine(engine, x) - _reference(model, x)).abs().max() < TOL
+
+
+@pytest.mark.parametrize("variant", ["pi05", "pi0"])
+def test_engine_of_a_model_built_under_inference_mode(variant: str) -> None:
+    """A model built and sampled under `torch.inference_mode` (its weights inference tensors, which have no
+    version counter) samples the reference's actions in and out of inference mode, in either order (static
+    tensors made in inference mode cannot be written outside it); a weight given new storage is still seen."""
+    x = _inputs(tiny(variant), batch=2)
+    ref = _reference(_model(variant), x)
+    with torch.inference_mode():
+        model = _model(variant)
+        assert next(model.parameters()).is_inference()
+        engine = InferenceEngine(model, batch_size=2)
+        inside = _engine(engine, x)
+    outside = _engine(engine, x)
+    with torch.inference_mode():
+        again = _engine(engine, x)
+    for out in (inside, outside, again):
+        assert (out - ref).abs().max() < TOL
+    if variant == "pi05":
+        with torch.inference_mode():
+            w = model.time_mlp_in.weight
+            w.data = w.data * 1.5  # new storage (an in-place write to an inference tensor is not seen)
+            changed = _engine(engine, x)
+            assert torch.equal(changed, _engine(InferenceEngine(model, batch_size=2), x))
+        assert (changed - ref).abs().max() > 1e-3

@@ -132,3 +132,19 @@ def test_engine_rejects_guidance_of_another_batch():
     obs1 = _obs({k: v[:1] if torch.is_tensor(v) else [t[:1] for t in v] for k, v in x.items()})
     with pytest.raises(ValueError, match="guidance"):
         engine.sample_actions(obs1, noise=x["noise"][:1], guidance=guide)
+
+
+def test_jacobian_guidance_after_calls_in_inference_mode():
+    """Jacobian guidance differentiates outside inference mode: it gets static tensors of its own after calls
+    in inference mode made theirs; with weights made under inference mode it is one clear error."""
+    model, x, _, guide = _case("pi05", jacobian=True)
+    ref = model.sample_actions(_obs(x), noise=x["noise"], guidance=guide)
+    engine = InferenceEngine(model, batch_size=2)
+    with torch.inference_mode():
+        engine.sample_actions(_obs(x), noise=x["noise"])
+        out = engine.sample_actions(_obs(x), noise=x["noise"], guidance=guide)  # a caller inside it
+    assert (out - ref).abs().max() < TOL_JACOBIAN
+    with torch.inference_mode():
+        frozen = _model("pi05")
+    with pytest.raises(ValueError, match="weights made under torch.inference_mode cannot take part"):
+        InferenceEngine(frozen, batch_size=2).sample_actions(_obs(x), noise=x["noise"], guidance=guide)

@@ -24,6 +24,9 @@ What it does beyond `PiModel.sample_actions` (whose outputs it equals within 1e-
 - Kept camera slots go through SigLIP as one batch; the backbone's last layer computes only K and V.
 - Attention runs through SDPA; the mask is dropped when every key is valid (π0.5 with an all-valid compacted
   prefix), the common batch-1 case.
+- Built and called in or out of `torch.inference_mode`, for a model built in or out of it: static tensors
+  are kept per mode (those made in it cannot be written outside it), and weights that are inference tensors
+  (no version counter) are watched by their storage only. Jacobian guidance samples outside it by itself.
 - `cuda_graph=True` captures the whole denoising loop once per prefix length and replays it (language padding
   is then kept, so the prefix length only changes when the set of masked camera slots changes).
 - `compile=True` runs the prefix and each Euler step through `torch.compile` (`shallowpi.infer.compiled`),
@@ -135,9 +138,10 @@ class InferenceEngine:
         self.trim_language = compact and not cuda_graph and not compile
         self.max_cached_shapes = max_cached_shapes
         self._cond: dict[tuple, _Conditioning] = {}
-        self._buffers: dict[int, _Buffers] = {}
+        self._buffers: dict[tuple[int, bool], _Buffers] = {}  # (prefix length, inference mode) -> buffers
         self.folded: FoldedPi | None = None
-        self.run: FoldedRun | None = None
+        self.run: FoldedRun | None = None  # the workspaces of the current inference mode (`_runs`)
+        self._runs: dict[bool, FoldedRun] = {}
         self.refresh()
         self._loop = self._denoise_loop
         if compile:
@@ -164,6 +168,11 @@ class InferenceEngine:
         grid = self.config.time_grid(num_steps)  # validates num_steps before any work
         if guidance is not None:
             guidance = self._check_guidance(guidance)
+            if guidance.config.jacobian and torch.is_inference_mode_enabled():  # its VJP needs autograd
+                with torch.inference_mode(False):
+                    return self.sample_actions(
+                        obs, noise=noise, num_steps=num_steps, marks=marks, guidance=guidance
+                    )
         if self.fold and self._weights_stamp() != self._stamp:
             self.refresh()  # the model's weights changed in place (training, a corrupted buffer): fold again
         obs = self.check(obs)
@@ -185,17 +194,25 @@ class InferenceEngine:
         folded engine does so by itself when a weight of the model changed in place or was replaced."""
         self._cond.clear()
         self._buffers.clear()
-        self._params = list(self.model.parameters())
+        params = list(self.model.parameters())
+        # weights made under torch.inference_mode have no version counter: only their storage is watched
+        self._versioned = [p for p in params if not p.is_inference()]
+        self._unversioned = [p for p in params if p.is_inference()]
         self._stamp = self._weights_stamp()
         if self.fold:
             self.folded = FoldedPi(self.model)
-            self.run = FoldedRun(self.folded, self.batch_size, self.device)
+            self._runs.clear()
+            self.run = self._run_for(torch.is_inference_mode_enabled())
         if self.compiled is not None:
             self.compiled.reset()
 
     def _weights_stamp(self) -> list[tuple[int, int]]:
-        """Each parameter's version counter (bumped by in-place writes) and storage: ~60 µs for 400 tensors."""
-        return [(p._version, p.data_ptr()) for p in self._params]
+        """Each parameter's version counter (bumped by in-place writes) and storage: ~60 µs for 400 tensors.
+        Inference tensors (a model built under `torch.inference_mode`) have no counter: an in-place write to
+        one is not seen (call `refresh()`), new storage (`p.data = ...`) is."""
+        return [(p._version, p.data_ptr()) for p in self._versioned] + [
+            (-1, p.data_ptr()) for p in self._unversioned
+        ]
 
     # stages -----------------------------------------------------------------------------------------------
     def check(self, obs: Observation) -> Observation:
@@ -304,6 +321,11 @@ class InferenceEngine:
             raise ValueError(f"guidance: target of shape {tuple(guidance.target.shape)}, expected {want}")
         if guidance.config.jacobian and self.compiled is not None:
             raise ValueError("real-time chunking with jacobian=True needs the eager engine (compile=False)")
+        if guidance.config.jacobian and self._unversioned:
+            raise ValueError(
+                "real-time chunking with jacobian=True differentiates through the expert, which weights made "
+                "under torch.inference_mode cannot take part in: load the model outside inference mode"
+            )
         return guidance.to(self.device)
 
     def check_noise(self, noise: torch.Tensor | None) -> torch.Tensor:
@@ -411,9 +433,21 @@ class InferenceEngine:
             w_time = m.action_time_mlp_in.weight[:, w:]  # (W, W): acts on the time embedding
             cond.time_proj = F.linear(temb, w_time, m.action_time_mlp_in.bias).view(steps, b, 1, w)
 
+    def _run_for(self, inference: bool) -> FoldedRun:
+        if inference not in self._runs:
+            self._runs[inference] = FoldedRun(self.folded, self.batch_size, self.device)
+        return self._runs[inference]
+
     def _buffers_for(self, prefix_len: int) -> _Buffers:
-        if prefix_len in self._buffers:
-            return self._buffers[prefix_len]
+        # Static tensors (these buffers and the folded run's workspaces), one set per inference mode: tensors
+        # made in inference mode cannot be written outside it (jacobian guidance, a caller outside it), and
+        # inference tensors are the cheaper ones to write in it.
+        mode = torch.is_inference_mode_enabled()
+        if self.fold:
+            self.run = self._run_for(mode)
+        key = (prefix_len, mode)
+        if key in self._buffers:
+            return self._buffers[key]
         if len(self._buffers) >= self.max_cached_shapes:
             self._buffers.pop(next(iter(self._buffers)))  # oldest shape goes (and its graphs)
         c, b, dev, dtype = self.config, self.batch_size, self.device, self.model.compute_dtype
@@ -433,7 +467,7 @@ class InferenceEngine:
             buf.mask = torch.zeros(b, 1, s, prefix_len + s, dtype=dtype, device=dev)
             buf.cos = torch.zeros(b, 1, s, cfg.head_dim, device=dev)
             buf.sin = torch.zeros(b, 1, s, cfg.head_dim, device=dev)
-        self._buffers[prefix_len] = buf
+        self._buffers[key] = buf
         return buf
 
     def _suffix_geometry(self, buf: _Buffers, prefix_valid: torch.Tensor) -> None:

@@ -145,9 +145,10 @@ class RTCGuidance:
             err = (self.target - (x_t - t * v)) * self.weights  # (B, chunk, A)
             return v - w * err
         with torch.enable_grad():
-            x = x_t.detach().requires_grad_(True)
+            x = x_t.detach().clone().requires_grad_(True)  # a clone: x_t may be an inference tensor
             v = velocity(x)
             x1 = x - t * v  # the denoised estimate
-            err = ((self.target - x1) * self.weights).detach()
+            # a constant of the VJP, computed off the graph (target / weights may be inference tensors)
+            err = (self.target - x1.detach()) * self.weights
             (correction,) = torch.autograd.grad(x1, x, err)  # (∂x̂₁/∂x_t)ᵀ e, the cache held fixed
         return v.detach() - w * correction

@@ -47,7 +47,7 @@ class ShallowPiPolicy(PreTrainedPolicy):
         super().__init__(config)
         config.validate_features()
         self.model = PiModel(config.model_config())
-        self._engines: dict[tuple[int, bool], object] = {}
+        self._engines: dict[int, object] = {}  # batch size -> InferenceEngine
         self.reset()
 
     # LeRobot's contract --------------------------------------------------------------------------------------
@@ -89,14 +89,10 @@ class ShallowPiPolicy(PreTrainedPolicy):
 
         obs = observation_from_plugin(batch)
         b = obs.batch_size
-        # static buffers made in inference mode cannot be written outside it (LeRobot's RTC rollout is not)
-        key = (b, torch.is_inference_mode_enabled())
-        if key not in self._engines:
-            self._engines[key] = InferenceEngine(self.model.eval(), batch_size=b)
+        if b not in self._engines:  # one engine serves calls in and out of inference mode alike
+            self._engines[b] = InferenceEngine(self.model.eval(), batch_size=b)
         guidance = self._guidance(prev_chunk_left_over, inference_delay, execution_horizon, b)
-        actions = self._engines[key].sample_actions(
-            obs, noise=noise, guidance=guidance
-        )  # [B, chunk, max_dim]
+        actions = self._engines[b].sample_actions(obs, noise=noise, guidance=guidance)  # [B, chunk, max_dim]
         return actions[:, :, : self._action_dim()]
 
     def _guidance(
