@@ -287,6 +287,94 @@ def test_to_lerobot_export_reads_back_to_the_same_actions(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+PLUGIN_STEPS = (
+    [
+        "rename_observations_processor",
+        "to_batch_processor",
+        "normalizer_processor",
+        "shallowpi_preprocessor",
+        "device_processor",
+    ],
+    ["unnormalizer_processor", "device_processor"],
+)
+
+
+def _steps(folder: Path) -> tuple[list[str], list[str]]:
+    return tuple(
+        [s["registry_name"] for s in json.loads((folder / name).read_text())["steps"]]
+        for name in ("policy_preprocessor.json", "policy_postprocessor.json")
+    )
+
+
+def _first_plugin_layout(new: Path, old: Path) -> Path:
+    """`new` as to-lerobot wrote it before the stats moved into LeRobot's normaliser steps: the plugin's own
+    steps normalised, with the stats in their state files."""
+    from safetensors.torch import load_file
+
+    shutil.copytree(new, old)
+    steps = json.loads((old / "policy_preprocessor.json").read_text())["steps"]
+    norm, plugin = steps[2], steps[3]
+    stats, tok = load_file(str(old / norm["state_file"])), load_file(str(old / plugin["state_file"]))
+    proc = plugin["config"]["processor"]
+    proc["state_norm"], proc["action_norm"] = (
+        norm["config"]["norm_map"]["STATE"],
+        norm["config"]["norm_map"]["ACTION"],
+    )
+    for f in old.glob("policy_*"):
+        f.unlink()
+    device = {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}}
+    pre_state, post_state = (
+        "policy_preprocessor_step_2_shallowpi_preprocessor.safetensors",
+        "policy_postprocessor_step_0_shallowpi_postprocessor.safetensors",
+    )
+    pre = [
+        steps[0],
+        steps[1],
+        {"registry_name": "shallowpi_preprocessor", "config": {"processor": proc}, "state_file": pre_state},
+        device,
+    ]
+    post = [
+        {"registry_name": "shallowpi_postprocessor", "config": {"processor": proc}, "state_file": post_state}
+    ]
+    for name, pipeline in (("policy_preprocessor", pre), ("policy_postprocessor", [*post, device])):
+        (old / f"{name}.json").write_text(json.dumps({"name": name, "steps": pipeline}))
+    save_file(stats | tok, str(old / pre_state))
+    save_file({k: v for k, v in stats.items() if k.startswith("action.")}, str(old / post_state))
+    return old
+
+
+def test_first_plugin_layout_reads_and_re_exports(tmp_path):
+    """A folder of the first plugin layout (stats inside the plugin's steps, no LeRobot normaliser steps to
+    take lerobot-train's overrides) reads to the same actions, and to-lerobot rewrites it in today's layout;
+    a plugin step that would normalise after LeRobot's normaliser is refused by name."""
+    src = save_tiny_student(tmp_path / "student")
+    new = export_lerobot(src, tmp_path / "new")
+    assert _steps(new) == PLUGIN_STEPS
+    old = _first_plugin_layout(new, tmp_path / "old")
+    sample = {
+        "images": {
+            "observation.image": np.random.default_rng(1).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+        },
+        "state": np.array([0.4, -0.1, 0.2, 0.9], dtype=np.float32),
+        "task": "reach the goal",
+    }
+    want = ActionPredictor.from_pretrained(new, device="cpu").predict(sample, seed=5)
+    np.testing.assert_array_equal(
+        ActionPredictor.from_pretrained(old, device="cpu").predict(sample, seed=5), want
+    )
+    again = export_lerobot(old, tmp_path / "again")
+    assert _steps(again) == PLUGIN_STEPS
+    np.testing.assert_array_equal(
+        ActionPredictor.from_pretrained(again, device="cpu").predict(sample, seed=5), want
+    )
+
+    pre = json.loads((new / "policy_preprocessor.json").read_text())
+    pre["steps"][3]["config"]["processor"]["state_norm"] = "QUANTILES"
+    (new / "policy_preprocessor.json").write_text(json.dumps(pre))
+    with pytest.raises(ProcessorFormatError, match="would be normalised twice"):
+        load_processor(new)
+
+
 def test_to_lerobot_refuses_what_the_plugin_could_not_load(tmp_path):
     """to-lerobot runs the loader's checks first: a folder the plugin would refuse is refused here, and
     nothing is written."""

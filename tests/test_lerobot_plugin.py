@@ -94,7 +94,8 @@ def test_folder_written_by_lerobot_is_read_by_shallowpi(variant, tmp_path, lerob
 
 def test_lerobot_policy_matches_shallowpi(tmp_path, lerobot):
     """One fixed observation and noise: the chunk from LeRobot's loaded policy (factory, processors,
-    predict_action_chunk) equals shallowpi's within 1e-5; select_action's first action is its first row."""
+    predict_action_chunk) equals shallowpi's within 1e-5; select_action's first action is its first row. The
+    policy loaded inside torch.inference_mode samples the same chunk in and out of it."""
     student = save_tiny_student(tmp_path / "student")
     folder = export_lerobot(student, tmp_path / "lerobot")
     g = torch.Generator().manual_seed(5)
@@ -116,6 +117,8 @@ def test_lerobot_policy_matches_shallowpi(tmp_path, lerobot):
     assert got["chunk"].shape == (1, 10, 4)
     np.testing.assert_allclose(got["chunk"][0].numpy(), expected, atol=1e-5, rtol=0)
     np.testing.assert_allclose(got["first_action"][0].numpy(), expected[0], atol=1e-5, rtol=0)
+    for key in ("chunk_im_inside", "chunk_im_outside"):  # loaded and sampled under torch.inference_mode
+        np.testing.assert_array_equal(got[key].numpy(), got["chunk"].numpy())
 
 
 def test_lerobot_policy_runs_a_prefix_compressed_student(tmp_path, lerobot):
@@ -228,35 +231,52 @@ def test_lerobot_eval_metaworld(tmp_path, lerobot):
     assert 0.0 <= info["overall"]["pc_success"] <= 100.0
 
 
-def test_lerobot_train_checkpoint_loads_in_shallowpi(tmp_path, lerobot):
+@pytest.fixture(scope="module")
+def lerobot_dataset(lerobot, tmp_path_factory) -> Path:
+    """A tiny LeRobotDataset written by that LeRobot (make_dataset.py), shared by the lerobot-train tests."""
+    root = tmp_path_factory.mktemp(f"dataset{lerobot.version}") / "data"
+    lerobot.run([SCRIPTS / "make_dataset.py", root], timeout=600)
+    return root
+
+
+def _train(lerobot, args: list[str], out_dir: Path, steps: int) -> None:
+    """lerobot-train on the CPU for `steps` steps, a checkpoint at the last, no evaluation, no logging."""
+    common = [f"--output_dir={out_dir}", f"--steps={steps}", "--batch_size=2", "--num_workers=0"]
+    common += [f"--save_freq={steps}", "--log_freq=1", f"{lerobot.eval_freq_flag}=0", "--wandb.enable=false"]
+    lerobot.run([*args, *common], script="lerobot-train", timeout=1200)
+
+
+def _pipeline_steps(folder: Path) -> tuple[list[str], list[str]]:
+    return tuple(
+        [s.get("registry_name") for s in json.loads((folder / name).read_text())["steps"]]
+        for name in ("policy_preprocessor.json", "policy_postprocessor.json")
+    )
+
+
+PLUGIN_PIPELINES = (
+    [
+        "rename_observations_processor",
+        "to_batch_processor",
+        "normalizer_processor",
+        "shallowpi_preprocessor",
+        "device_processor",
+    ],
+    ["unnormalizer_processor", "device_processor"],
+)
+
+
+def test_lerobot_train_checkpoint_loads_in_shallowpi(tmp_path, lerobot, lerobot_dataset):
     """`lerobot-train --policy.type=shallowpi` on a LeRobotDataset written by LeRobot completes a few steps;
     shallowpi loads the checkpoint it saved (weights, processor, tokenizer) and samples from it."""
-    root = tmp_path / "data"
-    lerobot.run([SCRIPTS / "make_dataset.py", root], timeout=600)
+    root = lerobot_dataset
     out_dir = tmp_path / "train"
-    lerobot.run(
-        [
-            "--dataset.repo_id=local/shallowpi_tiny",
-            f"--dataset.root={root}",
-            "--policy.type=shallowpi",
-            "--policy.preset=tiny",
-            "--policy.depth=2",
-            "--policy.device=cpu",
-            "--policy.push_to_hub=false",
-            f"--output_dir={out_dir}",
-            "--steps=3",
-            "--batch_size=2",
-            "--num_workers=0",
-            "--save_freq=3",
-            "--log_freq=1",
-            f"{lerobot.eval_freq_flag}=0",
-            "--wandb.enable=false",
-        ],
-        script="lerobot-train",
-        timeout=1200,
-    )
+    policy = ["--policy.type=shallowpi", "--policy.preset=tiny", "--policy.depth=2", "--policy.device=cpu"]
+    data = ["--dataset.repo_id=local/shallowpi_tiny", f"--dataset.root={root}"]
+    _train(lerobot, [*data, *policy, "--policy.push_to_hub=false"], out_dir, steps=3)
     ckpt = out_dir / "checkpoints" / "last" / "pretrained_model"
     assert (ckpt / "model.safetensors").is_file()
+    # LeRobot's normaliser steps hold the stats: what its --resume / --policy.path overrides name
+    assert _pipeline_steps(ckpt) == PLUGIN_PIPELINES
     model = load_model(ckpt)
     assert model.config.depth == 2 and model.config.cameras == ("observation.image",)
     pre, post = load_processor(ckpt)
@@ -270,6 +290,51 @@ def test_lerobot_train_checkpoint_loads_in_shallowpi(tmp_path, lerobot):
     }
     chunk = ActionPredictor(model, pre, post).predict(sample, seed=0)
     assert chunk.shape == (10, 4) and np.isfinite(chunk).all()
+
+
+def test_lerobot_train_finetunes_an_exported_student(tmp_path, lerobot, lerobot_dataset):
+    """`lerobot-train --policy.path=<to-lerobot folder>` (fine-tuning a distilled student) trains 2 steps and
+    `--resume=true` of that run a third. As for LeRobot's own π policies, fine-tuning normalises with the
+    dataset's stats, not the student's (0.4.4 hands them in again on resume, 0.6.1 keeps the checkpoint's:
+    the same numbers here). The resumed checkpoint loads in shallowpi and in LeRobot through the plugin, and
+    both sample the same chunk from it."""
+    root = lerobot_dataset
+    student = save_tiny_student(tmp_path / "student")
+    folder = export_lerobot(student, tmp_path / "lerobot")
+    out_dir = tmp_path / "train"
+    data = ["--dataset.repo_id=local/shallowpi_tiny", f"--dataset.root={root}"]
+    policy = [f"--policy.path={folder}", "--policy.device=cpu", "--policy.push_to_hub=false"]
+    _train(lerobot, [*data, *policy], out_dir, steps=2)
+    config = out_dir / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
+    _train(lerobot, [f"--config_path={config}", "--resume=true"], out_dir, steps=3)
+
+    ckpt = out_dir / "checkpoints" / "000003" / "pretrained_model"
+    state = json.loads(
+        (out_dir / "checkpoints" / "000003" / "training_state" / "training_step.json").read_text()
+    )
+    assert state["step"] == 3 and _pipeline_steps(ckpt) == PLUGIN_PIPELINES
+    pre, post = load_processor(ckpt)
+    stats = json.loads((root / "meta" / "stats.json").read_text())
+    for got, key in ((pre.state_stats, "observation.state"), (post.action_stats, "action")):
+        for name in ("q01", "q99"):
+            np.testing.assert_allclose(got[name].numpy(), stats[key][name], rtol=1e-6)
+    student_pre, _ = load_processor(folder)
+    assert not np.allclose(pre.state_stats["q01"].numpy(), student_pre.state_stats["q01"].numpy())
+    trained, start = load_model(ckpt).state_dict(), load_model(student).state_dict()
+    assert any(not torch.equal(trained[k], start[k]) for k in start)  # the weights were trained
+
+    g = torch.Generator().manual_seed(8)
+    image, state_vec = torch.rand(3, 56, 56, generator=g), torch.tensor([0.3, 1.1, -0.4, 0.8])
+    task = "push the puck"
+    ours = ActionPredictor.from_pretrained(ckpt, device="cpu")
+    expected = ours.predict(
+        {"images": {"observation.image": image}, "state": state_vec.numpy(), "task": task}, seed=4
+    )
+    io_in, io_out = tmp_path / "io_in.safetensors", tmp_path / "io_out.safetensors"
+    save_file({"image": image, "state": state_vec, "noise": ours.noise(4).contiguous()}, str(io_in))
+    (tmp_path / "task.txt").write_text(task)
+    lerobot.run([SCRIPTS / "policy_chunk.py", ckpt, io_in, io_out], timeout=600)
+    np.testing.assert_allclose(load_file(str(io_out))["chunk"][0].numpy(), expected, atol=1e-5, rtol=0)
 
 
 # ---- a π0.5 that LeRobot 0.6.1 built and fine-tuned itself --------------------------------------------------

@@ -11,10 +11,16 @@ back through the same path:
                              state the processor reads (what the env or dataset gives), output_features =
                              the real action dim
     model.safetensors        unchanged (LeRobot key names)
-    policy_preprocessor.json rename (empty) -> to_batch -> shallowpi_preprocessor -> device
-      + ..._step_2_shallowpi_preprocessor.safetensors (stats + tokenizer bytes)
-    policy_postprocessor.json shallowpi_postprocessor -> device(cpu)
-      + ..._step_0_shallowpi_postprocessor.safetensors (action stats)
+    policy_preprocessor.json rename (empty) -> to_batch -> normalizer -> shallowpi_preprocessor -> device
+      + ..._step_2_normalizer_processor.safetensors (state + action stats)
+      + ..._step_3_shallowpi_preprocessor.safetensors (the tokenizer's bytes)
+    policy_postprocessor.json unnormalizer -> device(cpu)
+      + ..._step_0_unnormalizer_processor.safetensors (action stats)
+
+The stats live in LeRobot's own normaliser steps, as in its π pipelines, so that `lerobot-train
+--policy.path=<this folder>` can hand them the dataset's stats (its `normalizer_processor` /
+`unnormalizer_processor` overrides) exactly as it does when fine-tuning its own π policies; the plugin's step
+does the rest of shallowpi's processor (cameras, images, padding, prompt, tokens) and no normalisation.
 
 No lerobot import here: the files are plain JSON + safetensors.
 """
@@ -29,14 +35,10 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from shallowpi.atomic import atomic_dir
-from shallowpi.data.lerobot_processor import (
-    PLUGIN_POST,
-    PLUGIN_PRE,
-    plugin_post_state,
-    plugin_pre_state,
-)
+from shallowpi.data.lerobot_processor import PLUGIN_PRE, TOKENIZER_KEY, tokenizer_bytes
 from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfig
-from shallowpi.data.processor_files import POSTPROCESSOR_JSON, PREPROCESSOR_JSON
+from shallowpi.data.processor_files import POSTPROCESSOR_JSON, PREPROCESSOR_JSON, flatten_stats
+from shallowpi.data.processor_spec import EPS
 from shallowpi.errors import OutputExistsError, UserError
 from shallowpi.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, validate_checkpoint
 from shallowpi.model.config import PiConfig
@@ -45,8 +47,9 @@ from shallowpi.pretrained import load_processor
 
 _GEMMA_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim")
 _VISION_KEYS = ("image_size", "patch_size", "width", "depth", "mlp_dim", "num_heads")
-PRE_STATE = f"policy_preprocessor_step_2_{PLUGIN_PRE}.safetensors"
-POST_STATE = f"policy_postprocessor_step_0_{PLUGIN_POST}.safetensors"
+NORM_STATE = "policy_preprocessor_step_2_normalizer_processor.safetensors"
+PRE_STATE = f"policy_preprocessor_step_3_{PLUGIN_PRE}.safetensors"
+UNNORM_STATE = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
 # optimizer / scheduler fields a LeRobot π config carries over to the plugin's config as they are
 _CARRY = (
     "optimizer_lr",
@@ -60,18 +63,25 @@ _CARRY = (
 )
 
 
-def plugin_config(
-    cfg: PiConfig, pc: ProcessorConfig, state_dim: int, action_dim: int, n_action_steps: int
-) -> dict:
-    """config.json of the plugin's `shallowpi` type for this model and processor."""
+def plugin_features(pc: ProcessorConfig, image_size: int) -> tuple[dict, dict]:
+    """(input_features, output_features) as config.json and LeRobot's normaliser steps write them: the
+    cameras and state the processor reads, the real action dim."""
+    inputs = {src: {"type": "VISUAL", "shape": [3, image_size, image_size]} for src in pc.camera_map}
+    inputs[pc.state_key] = {"type": "STATE", "shape": [pc.state_dim]}
+    return inputs, {pc.action_key: {"type": "ACTION", "shape": [pc.action_dim]}}
+
+
+def plugin_config(cfg: PiConfig, pc: ProcessorConfig, n_action_steps: int) -> dict:
+    """config.json of the plugin's `shallowpi` type for this model and processor (`pc` with its real state
+    and action dims)."""
     size = cfg.vision.image_size
+    inputs, outputs = plugin_features(pc, size)
     out = {
         "type": PLUGIN_TYPE,
         "variant": cfg.variant,
         "n_obs_steps": 1,
-        "input_features": {src: {"type": "VISUAL", "shape": [3, size, size]} for src in pc.camera_map}
-        | {pc.state_key: {"type": "STATE", "shape": [state_dim]}},
-        "output_features": {pc.action_key: {"type": "ACTION", "shape": [action_dim]}},
+        "input_features": inputs,
+        "output_features": outputs,
         "device": "cpu",
         "chunk_size": cfg.chunk_size,
         "n_action_steps": n_action_steps,
@@ -109,29 +119,38 @@ def plugin_config(
 
 
 def processor_files(pre: Preprocessor, post: Postprocessor) -> dict[str, object]:
-    """name -> JSON dict or safetensors state, the plugin's pipeline layout."""
-    proc = pre.config.to_dict()
+    """name -> JSON dict or safetensors state, the plugin's pipeline layout (`pre.config` with its real
+    state and action dims)."""
+    pc = pre.config
+    inputs, outputs = plugin_features(pc, pc.image_size)
+    norm_map = {"VISUAL": "IDENTITY", "STATE": pc.state_norm, "ACTION": pc.action_norm}
+    norm = {"eps": EPS, "features": inputs | outputs, "norm_map": norm_map}
+    unnorm = {"eps": EPS, "features": outputs, "norm_map": norm_map}
+    step = dataclasses.replace(pc, state_norm="IDENTITY", action_norm="IDENTITY").to_dict()  # normalised
+    device = {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}}
     pre_json = {
         "name": "policy_preprocessor",
         "steps": [
             {"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
             {"registry_name": "to_batch_processor", "config": {}},
-            {"registry_name": PLUGIN_PRE, "config": {"processor": proc}, "state_file": PRE_STATE},
-            {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}},
+            {"registry_name": "normalizer_processor", "config": norm, "state_file": NORM_STATE},
+            {"registry_name": PLUGIN_PRE, "config": {"processor": step}, "state_file": PRE_STATE},
+            device,
         ],
     }
     post_json = {
         "name": "policy_postprocessor",
         "steps": [
-            {"registry_name": PLUGIN_POST, "config": {"processor": proc}, "state_file": POST_STATE},
-            {"registry_name": "device_processor", "config": {"device": "cpu", "float_dtype": None}},
+            {"registry_name": "unnormalizer_processor", "config": unnorm, "state_file": UNNORM_STATE},
+            device,
         ],
     }
     return {
         PREPROCESSOR_JSON: pre_json,
         POSTPROCESSOR_JSON: post_json,
-        PRE_STATE: plugin_pre_state(pre),
-        POST_STATE: plugin_post_state(post),
+        NORM_STATE: flatten_stats({pc.state_key: pre.state_stats, pc.action_key: pre.action_stats}),
+        PRE_STATE: {TOKENIZER_KEY: tokenizer_bytes(pre.tokenizer)},
+        UNNORM_STATE: flatten_stats({pc.action_key: post.action_stats}),
     }
 
 
@@ -166,7 +185,7 @@ def export_lerobot(
     )
     if not 1 <= steps <= cfg.chunk_size:
         raise UserError(f"n_action_steps {steps} must be in [1, chunk_size={cfg.chunk_size}]")
-    config = plugin_config(cfg, pc, pre.state_dim, post.action_dim, steps)
+    config = plugin_config(cfg, pc, steps)
 
     with atomic_dir(dst) as tmp:
         shutil.copyfile(src / WEIGHTS_NAME, tmp / WEIGHTS_NAME)

@@ -4,7 +4,9 @@ config.json, policy class and processors from LeRobot's factory), run one fixed 
     python policy_chunk.py FOLDER IO_IN IO_OUT [RESAVE]
 
 IO_IN (safetensors): image [3,H,W] float in [0,1], state [S], noise [1, chunk, max_action_dim], and the task
-in FOLDER/../task.txt. IO_OUT: chunk [1, chunk, A] (postprocessed) and first_action [1, A] from select_action.
+in FOLDER/../task.txt. IO_OUT: chunk [1, chunk, A] (postprocessed) and first_action [1, A] from select_action;
+chunk_im_inside / chunk_im_outside: the policy loaded again inside torch.inference_mode (its weights then
+inference tensors), its chunk sampled inside it, then outside it (no_grad).
 With rtc_prev [T, A] (normalised) in IO_IN: also chunk_rtc, predict_action_chunk with LeRobot's default
 RTCConfig, inference delay 2 and that left-over, and supports_rtc (LeRobot's RTC rollout check); and
 chunk_rtc_past / chunk_rtc_padded, the left-over zero-padded to 16 rows with execution horizon 16 (what
@@ -51,6 +53,11 @@ with torch.inference_mode():
     policy.reset()
     first = post(policy.select_action(batch, noise=io["noise"]))
 out = {"chunk": chunk.contiguous(), "first_action": first.contiguous()}
+with torch.inference_mode():  # how users often load and run a policy
+    frozen = load_policy(folder)[1]
+    out["chunk_im_inside"] = post(frozen.predict_action_chunk(batch, noise=io["noise"]))
+with torch.no_grad():
+    out["chunk_im_outside"] = post(frozen.predict_action_chunk(batch, noise=io["noise"]))
 if resave:
     policy.save_pretrained(resave)
     reloaded = load_policy(resave)[1]  # outside inference mode: its weights must stay normal tensors

@@ -16,7 +16,9 @@ step names a Hub id (`google/paligemma-3b-pt-224`). Steps understood (0.4.4 and 
     relative_actions_processor / absolute_actions_processor (0.5+): accepted when disabled
     to_batch_processor, device_processor: nothing to do here
     shallowpi_preprocessor / shallowpi_postprocessor: the LeRobot plugin's own steps (whole processor
-                                    config in the step, stats and the tokenizer inside its state file)
+                                    config in the step, the tokenizer inside its state file; the stats in
+                                    the normalizer / unnormalizer steps around it, or, in the first plugin
+                                    layout, which had no such steps, in the plugin steps' state files)
 
 Anything else is one clear error naming the step. The tokenizer comes from `tokenizer=` (the `--tokenizer`
 option), then $SHALLOWPI_TOKENIZER, then a `tokenizer.model` in the folder, then the local Hugging Face
@@ -25,10 +27,12 @@ cache (`<hub cache>/models--google--paligemma-3b-pt-224/snapshots/*/tokenizer.mo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file
@@ -121,7 +125,8 @@ def tokenizer_bytes(tok: Tokenizer) -> torch.Tensor:
 
 
 def plugin_pre_state(pre: Preprocessor) -> dict[str, torch.Tensor]:
-    """State file of the plugin's `shallowpi_preprocessor` step: flat stats + the tokenizer's bytes."""
+    """State file of the plugin's `shallowpi_preprocessor` step: the tokenizer's bytes (+ flat stats, none
+    when the step does not normalise)."""
     c = pre.config
     out = flatten_stats({c.state_key: pre.state_stats, c.action_key: pre.action_stats})
     out[TOKENIZER_KEY] = tokenizer_bytes(pre.tokenizer)
@@ -243,27 +248,7 @@ def read_lerobot_processor(
     lerobot_05 = "relative_actions_processor" in names  # every 0.5+ π pipeline has it, enabled or not
     by_name = {s["registry_name"]: s for s in pre_steps}
     where = f"{d / PREPROCESSOR_JSON}"
-    if "normalizer_processor" not in by_name:
-        raise ProcessorFormatError(f"{where} has no normalizer_processor step (no stats to normalise with)")
-    norm = by_name["normalizer_processor"]
-    ncfg = norm.get("config", {})
-    stats = _unflatten(_state(d, norm, where))
-    state_key = _feature_key(ncfg, "STATE", where) or "observation.state"
-    action_key = _feature_key(ncfg, "ACTION", where) or "action"
-    state_norm, action_norm = _norm_mode(ncfg, "STATE", where), _norm_mode(ncfg, "ACTION", where)
-
-    unnorm = next((s for s in post_steps if s["registry_name"] == "unnormalizer_processor"), None)
-    if unnorm is None:
-        raise ProcessorFormatError(f"{post_path} has no unnormalizer_processor step")
-    ucfg = unnorm.get("config", {})
-    if _norm_mode(ucfg, "ACTION", str(post_path)) != action_norm:
-        raise ProcessorFormatError(
-            f"{d}: the normaliser and unnormaliser disagree on the ACTION normalisation "
-            f"({action_norm} vs {ucfg.get('norm_map', {}).get('ACTION')})"
-        )
-    post_stats = _unflatten(_state(d, unnorm, str(post_path)))
-    if action_key in post_stats:
-        stats[action_key] = post_stats[action_key]  # the postprocessor's own action stats decide outputs
+    norms = _normalisation(d, pre_steps, post_steps)
 
     variant = model.variant
     if variant == "pi05" and "pi05_prepare_state_tokenizer_processor_step" not in by_name:
@@ -313,15 +298,51 @@ def read_lerobot_processor(
         max_action_dim=model.max_action_dim,
         chunk_size=model.chunk_size,
         tokenizer_max_length=max_length,
-        state_norm=state_norm,
-        action_norm=action_norm,
-        state_key=state_key,
-        action_key=action_key,
+        state_norm=norms.state_norm,
+        action_norm=norms.action_norm,
+        state_key=norms.state_key,
+        action_key=norms.action_key,
         pad_state_in_prompt=pad_state,
         clean_pi0_task="pi0_new_line_processor" not in by_name,  # LeRobot's π0 does not clean the task
     )
     tokenizer_obj = Tokenizer(tok_path)
-    return Preprocessor(config, stats, tokenizer_obj), Postprocessor(config, stats)
+    return Preprocessor(config, norms.stats, tokenizer_obj), Postprocessor(config, norms.stats)
+
+
+class _Normalisation(NamedTuple):
+    stats: Stats
+    state_key: str
+    action_key: str
+    state_norm: str
+    action_norm: str
+
+
+def _normalisation(d: Path, pre_steps: list[dict], post_steps: list[dict]) -> _Normalisation:
+    """Stats, feature keys and modes of LeRobot's normalizer_processor / unnormalizer_processor steps (the
+    unnormaliser's action stats decide the outputs)."""
+    where, post_path = str(d / PREPROCESSOR_JSON), d / POSTPROCESSOR_JSON
+    norm = next((s for s in pre_steps if s.get("registry_name") == "normalizer_processor"), None)
+    if norm is None:
+        raise ProcessorFormatError(f"{where} has no normalizer_processor step (no stats to normalise with)")
+    ncfg = norm.get("config", {})
+    stats = _unflatten(_state(d, norm, where))
+    state_key = _feature_key(ncfg, "STATE", where) or "observation.state"
+    action_key = _feature_key(ncfg, "ACTION", where) or "action"
+    state_norm, action_norm = _norm_mode(ncfg, "STATE", where), _norm_mode(ncfg, "ACTION", where)
+
+    unnorm = next((s for s in post_steps if s.get("registry_name") == "unnormalizer_processor"), None)
+    if unnorm is None:
+        raise ProcessorFormatError(f"{post_path} has no unnormalizer_processor step")
+    ucfg = unnorm.get("config", {})
+    if _norm_mode(ucfg, "ACTION", str(post_path)) != action_norm:
+        raise ProcessorFormatError(
+            f"{d}: the normaliser and unnormaliser disagree on the ACTION normalisation "
+            f"({action_norm} vs {ucfg.get('norm_map', {}).get('ACTION')})"
+        )
+    post_stats = _unflatten(_state(d, unnorm, str(post_path)))
+    if action_key in post_stats:
+        stats[action_key] = post_stats[action_key]
+    return _Normalisation(stats, state_key, action_key, state_norm, action_norm)
 
 
 def _read_plugin(
@@ -334,12 +355,29 @@ def _read_plugin(
     if TOKENIZER_KEY not in state:
         raise ProcessorFormatError(f"{where}: the {PLUGIN_PRE} state file holds no tokenizer")
     config = ProcessorConfig.from_dict(step.get("config", {}).get("processor", {}))
+    tok = tokenizer_from_bytes(state[TOKENIZER_KEY].numpy().tobytes())
+    if any(s.get("registry_name") == "normalizer_processor" for s in pre_steps):
+        # LeRobot's normaliser steps normalise (so lerobot-train's stats overrides reach them); the plugin's
+        # step then only pads, prompts and tokenises
+        if (config.state_norm, config.action_norm) != ("IDENTITY", "IDENTITY"):
+            raise ProcessorFormatError(
+                f"{where}: the {PLUGIN_PRE} step normalises ({config.state_norm} / {config.action_norm}) "
+                "after the normalizer_processor step already has: inputs would be normalised twice"
+            )
+        norms = _normalisation(d, pre_steps, post_steps)
+        if (norms.state_key, norms.action_key) != (config.state_key, config.action_key):
+            raise ProcessorFormatError(
+                f"{where}: the normalizer_processor step's features ({norms.state_key}, {norms.action_key}) "
+                f"are not the ones the {PLUGIN_PRE} step reads ({config.state_key}, {config.action_key})"
+            )
+        config = dataclasses.replace(config, state_norm=norms.state_norm, action_norm=norms.action_norm)
+        return Preprocessor(config, norms.stats, tok), Postprocessor(config, norms.stats)
+    # the first plugin layout: stats inside the plugin's own steps' state files
     stats = _unflatten(state)
     post = next((s for s in post_steps if s.get("registry_name") == PLUGIN_POST), None)
     if post is not None:
         post_stats = _unflatten(_state(d, post, str(d / POSTPROCESSOR_JSON)))
         stats.update({k: v for k, v in post_stats.items() if k == config.action_key})
-    tok = tokenizer_from_bytes(state[TOKENIZER_KEY].numpy().tobytes())
     return Preprocessor(config, stats, tok), Postprocessor(config, stats)
 
 
@@ -363,8 +401,9 @@ def describe(folder: str | Path) -> dict | None:
     tok = next((s for s in steps if s.get("registry_name") == "tokenizer_processor"), {})
     tokenizer = tok.get("config", {}).get("tokenizer_file") or tok.get("config", {}).get("tokenizer_name")
     plugin = next((s for s in steps if s.get("registry_name") == PLUGIN_PRE), None)
-    if plugin is not None:
+    if plugin is not None and not norm:  # the first plugin layout: the step normalised
         proc = plugin.get("config", {}).get("processor", {})
         norm_map = {"STATE": proc.get("state_norm"), "ACTION": proc.get("action_norm")}
+    if plugin is not None:
         tokenizer = "inside the step's state file"
     return {"format": fmt, "steps": names, "norm_map": norm_map, "tokenizer": tokenizer}

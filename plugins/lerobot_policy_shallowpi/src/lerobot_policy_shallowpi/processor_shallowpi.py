@@ -1,32 +1,42 @@
-"""LeRobot processor pipelines around shallowpi's own Preprocessor / Postprocessor.
+"""LeRobot processor pipelines around shallowpi's own Preprocessor.
 
     preprocessor:  rename_observations_processor (LeRobot's; lerobot-eval overrides its map)
-                   -> to_batch_processor -> shallowpi_preprocessor -> device_processor
-    postprocessor: shallowpi_postprocessor -> device_processor (cpu)
+                   -> to_batch_processor -> normalizer_processor (LeRobot's) -> shallowpi_preprocessor
+                   -> device_processor
+    postprocessor: unnormalizer_processor (LeRobot's) -> device_processor (cpu)
 
-`shallowpi_preprocessor` runs shallowpi's processor on each sample of the batch (camera map,
-resize-with-pad, [-1, 1] pixels, state / action normalisation and padding, the π0 / π0.5 prompt, SentencePiece
-tokenisation), so LeRobot feeds the model exactly what shallowpi's own commands feed it. Its JSON config is
-the processor config; its state file holds the stats (flat `observation.state.q01`, ...) and the tokenizer's
-bytes, so a saved pipeline needs no other file. The model's Observation travels as `observation.shallowpi.*`
-keys and `observation.state` (`shallowpi.data.lerobot_processor.PLUGIN_OBSERVATION_KEYS`).
+The stats live in LeRobot's own normaliser steps, the layout of its π pipelines: `lerobot-train` from a
+pretrained folder (`--policy.path`, `--resume`) hands those steps the dataset's stats by name, as it does for
+its π policies. `shallowpi_preprocessor` runs the rest of shallowpi's processor on each sample of the batch
+(camera map, resize-with-pad, [-1, 1] pixels, state / action padding, the π0 / π0.5 prompt, SentencePiece
+tokenisation), so LeRobot feeds the model what shallowpi's own commands feed it (LeRobot's normaliser uses
+the formulas and eps shallowpi's does). Its JSON config is the processor config, with IDENTITY
+normalisation; its state file holds the tokenizer's bytes, so a saved pipeline needs no other file. The
+model's Observation travels as `observation.shallowpi.*` keys and `observation.state`
+(`shallowpi.data.lerobot_processor.PLUGIN_OBSERVATION_KEYS`).
+
+Folders of the first plugin layout (no normaliser steps: `shallowpi_preprocessor` normalised with the stats
+in its state file, `shallowpi_postprocessor` unnormalised) still load and run; `lerobot-train` cannot
+fine-tune them (its overrides name steps they lack): `shallowpi to-lerobot` rewrites one in this layout.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from lerobot.processor import (
     AddBatchDimensionProcessorStep,
     DeviceProcessorStep,
+    NormalizerProcessorStep,
     PolicyProcessorPipeline,
     ProcessorStep,
     ProcessorStepRegistry,
     RenameObservationsProcessorStep,
     TransitionKey,
+    UnnormalizerProcessorStep,
 )
 from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
 
@@ -58,7 +68,7 @@ def _unflat(state: dict[str, torch.Tensor]) -> Stats:
 @dataclass
 class ShallowPiPreprocessorStep(ProcessorStep):
     processor: dict[str, Any] = field(default_factory=dict)  # ProcessorConfig.to_dict()
-    stats: Stats | None = None  # not in the JSON: in the state file
+    stats: Stats | None = None  # not in the JSON but the state file; {} when the step does not normalise
     tokenizer: Tokenizer | None = None
     _pre: Preprocessor | None = field(default=None, init=False, repr=False)
 
@@ -131,6 +141,9 @@ class ShallowPiPreprocessorStep(ProcessorStep):
 @ProcessorStepRegistry.register(PLUGIN_POST)
 @dataclass
 class ShallowPiPostprocessorStep(ProcessorStep):
+    """Unnormalise and crop to the action dim: the first plugin layout's postprocessor (kept so that its
+    folders load; new pipelines unnormalise with LeRobot's step)."""
+
     processor: dict[str, Any] = field(default_factory=dict)
     stats: Stats | None = None
     _post: Postprocessor | None = field(default=None, init=False, repr=False)
@@ -163,7 +176,9 @@ class ShallowPiPostprocessorStep(ProcessorStep):
         return features
 
 
-def processor_config(config: ShallowPiConfig, dataset_stats: Stats | None) -> ProcessorConfig:
+def processor_config(config: ShallowPiConfig) -> ProcessorConfig:
+    """shallowpi's processor for this policy, normalisation included (what shallowpi reads back from the
+    saved pipelines: LeRobot's normaliser steps + the plugin's step)."""
     model = config.model_config()
     state_ft, action_ft = config.robot_state_feature, config.action_feature
     norm = {k: getattr(v, "value", v) for k, v in config.normalization_mapping.items()}
@@ -184,40 +199,37 @@ def processor_config(config: ShallowPiConfig, dataset_stats: Stats | None) -> Pr
     )
 
 
-def _numpy_stats(dataset_stats) -> Stats | None:
-    if dataset_stats is None:
-        return None
-    return {
-        feat: {name: np.asarray(torch.as_tensor(v).double().cpu().numpy()) for name, v in d.items()}
-        for feat, d in dataset_stats.items()
-    }
-
-
 def make_shallowpi_pre_post_processors(config: ShallowPiConfig, dataset_stats=None):
     """LeRobot's factory hook (`make_<type>_pre_post_processors`) for a fresh shallowpi policy."""
     from lerobot.utils.constants import POLICY_POSTPROCESSOR_DEFAULT_NAME, POLICY_PREPROCESSOR_DEFAULT_NAME
 
-    pcfg = processor_config(config, dataset_stats)
-    stats = _numpy_stats(dataset_stats)
+    # built with the real modes first: a mode shallowpi cannot read back fails here, as one error
+    pcfg = processor_config(config)
     tokenizer = load_tokenizer(config.tokenizer_path)
     if tokenizer.vocab_size > config.model_config().vocab_size:
         raise ValueError(
             f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces, more than the model's vocabulary "
             f"{config.model_config().vocab_size}"
         )
-    processor = pcfg.to_dict()
+    step = dataclasses.replace(pcfg, state_norm="IDENTITY", action_norm="IDENTITY")  # LeRobot's step does it
+    features = {**config.input_features, **config.output_features}
     pre = PolicyProcessorPipeline(
         steps=[
             RenameObservationsProcessorStep(rename_map={}),
             AddBatchDimensionProcessorStep(),
-            ShallowPiPreprocessorStep(processor=processor, stats=stats, tokenizer=tokenizer),
+            NormalizerProcessorStep(
+                features=features, norm_map=config.normalization_mapping, stats=dataset_stats
+            ),
+            ShallowPiPreprocessorStep(processor=step.to_dict(), stats={}, tokenizer=tokenizer),
             DeviceProcessorStep(device=config.device),
         ],
         name=POLICY_PREPROCESSOR_DEFAULT_NAME,
     )
     post = PolicyProcessorPipeline(
         steps=[
-            ShallowPiPostprocessorStep(processor=processor, stats=stats),
+            UnnormalizerProcessorStep(
+                features=config.output_features, norm_map=config.normalization_mapping, stats=dataset_stats
+            ),
             DeviceProcessorStep(device="cpu"),
         ],
         name=POLICY_POSTPROCESSOR_DEFAULT_NAME,
