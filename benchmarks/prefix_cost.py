@@ -31,6 +31,7 @@ from shallowpi.bench.students import compress_prefix, shared_random_models
 from shallowpi.bench.suite import prefix_fields
 from shallowpi.infer.flops import call_flops
 from shallowpi.model.config import PiConfig, preset
+from shallowpi.paths import without_option
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CAMERAS, LANG_TOKENS = 2, 20
@@ -59,14 +60,7 @@ class Row:
 
 def reproduce_command(argv: list[str]) -> str:
     """The command that gives these numbers; where it wrote them (--out) is not part of it."""
-    keep, skip = [], False
-    for a in argv:
-        if skip or a == "--out":
-            skip = not skip and a == "--out"
-            continue
-        if not a.startswith("--out="):
-            keep.append(a)
-    return " ".join(["python benchmarks/prefix_cost.py", *keep])
+    return " ".join(["python benchmarks/prefix_cost.py", *without_option(argv, "--out")])
 
 
 def rows(preset_name: str, depth: int | None, vision_depth: int | None, merge: int) -> list[Row]:

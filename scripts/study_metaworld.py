@@ -37,7 +37,7 @@ from pathlib import Path
 
 from shallowpi.atomic import write_json_atomic, write_text_atomic
 from shallowpi.paths import portable_path
-from shallowpi.study.workspace import without_stages
+from shallowpi.study.workspace import add_stage_args, eval_spec, finish_study_args, run_stages, without_stages
 
 STAGES = ("collect", "teacher", "students", "eval", "bench", "report")
 REPO = Path(__file__).resolve().parents[1]
@@ -152,12 +152,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--work", default="outputs/study", help="big outputs (data, checkpoints, evals); not in git"
     )
     p.add_argument("--results", default=None, help="report folder (default results/; --smoke: WORK/results)")
-    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="toy sizes for every stage (" + ", ".join(f"{k}={v}" for k, v in SMOKE.items()) + ")",
-    )
+    add_stage_args(p, STAGES, SMOKE)
     p.add_argument("--teacher", default=None, help="use this teacher folder (skips the teacher stage)")
     p.add_argument("--preset", default="testbed", help="model preset of the teacher and the scratch baseline")
     p.add_argument("--teacher-depth", type=int, default=18)
@@ -200,8 +195,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bench-iters", type=int, default=50)
     p.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     args = p.parse_args(argv)
-    from shallowpi.study.workspace import finish_study_args
-
     finish_study_args(p, args, stages=STAGES, smoke=SMOKE, argv=argv, default_results=REPO / "results")
     if args.state is None:
         from shallowpi.study.pipeline import teacher_info
@@ -365,18 +358,7 @@ class Study:
         return ["shallowpi " + shlex.join(c) for c in cmds]
 
     def eval_spec(self):
-        from shallowpi.sim import metaworld_env as mw
-        from shallowpi.study import pipeline
-
-        a = self.args
-        return pipeline.EvalSpec(
-            tasks=mw.resolve_tasks(a.tasks),
-            episodes_per_task=a.episodes_per_task,
-            image_size=a.image_size,
-            max_steps=a.max_steps,
-            workers=a.workers,
-            threads=a.threads,
-        )
+        return eval_spec(self.args, self.args.image_size)
 
     def kept_evals(self, v: Variant) -> Path:
         if v.kind == "steps":  # scripts/study_steps.py's
@@ -546,16 +528,7 @@ class Study:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     study = Study(args)
-    study.say(
-        f"stages {','.join(args.stages)}; work {study.work}; results {args.results}"
-        + (" (smoke sizes)" if args.smoke else "")
-    )
-    for stage in STAGES:
-        if stage in args.stages:
-            study.say(f"== {stage} ==")
-            study.ws.timed(stage, getattr(study, stage))
-    study.say("done")
-    return 0
+    return run_stages(study, args, STAGES, smoke_word="smoke sizes")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,15 @@ from pathlib import Path
 
 from shallowpi.atomic import write_json_atomic, write_text_atomic
 from shallowpi.paths import portable_argv, portable_command, portable_path
+from shallowpi.study.workspace import (
+    DISTILL_SMOKE,
+    add_distill_args,
+    add_stage_args,
+    eval_spec,
+    finish_study_args,
+    run_stages,
+    step_counts,
+)
 
 STAGES = ("collect", "students", "steps", "eval", "bench", "report")
 REPO = Path(__file__).resolve().parents[1]
@@ -86,17 +95,7 @@ def plain_of(v: Variant, vs: list[Variant]) -> Variant | None:
     return next((x for x in vs if x.kind == v.kind and x.steps == v.steps and x.reduction == "plain"), None)
 
 
-SMOKE = {
-    "tasks": "reach,drawer-close",
-    "demos_per_task": 2,
-    "depth_steps": 2,
-    "step_steps": 2,
-    "batch_size": 4,
-    "episodes_per_task": 1,
-    "max_steps": 10,
-    "bench_iters": 5,
-    "save_every": 2,
-}
+SMOKE = DISTILL_SMOKE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -107,15 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--results", default=None, help="report folder (default results/prefix_study; --smoke: WORK/results)"
     )
-    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="toy sizes for every stage (" + ", ".join(f"{k}={v}" for k, v in SMOKE.items()) + ")",
-    )
-    p.add_argument("--teacher", default=None, help="teacher folder (default: the bundled test-bed teacher)")
+    add_stage_args(p, STAGES, SMOKE)
+    add_distill_args(p)
     p.add_argument("--l6", default=None, help="the plain depth-distilled student (skips its training)")
-    p.add_argument("--data", default=None, help="LeRobot dataset of demonstrations (skips collect)")
     p.add_argument("--depth", type=int, default=6, help="student layers")
     p.add_argument("--image-merge", type=int, default=2, help="M: image tokens merged M x M")
     p.add_argument(
@@ -131,9 +124,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="teacher",
         help="frozen target of step distillation: the teacher's 10 steps, or each student's own",
     )
-    p.add_argument("--states", choices=("student", "target"), default="student")
-    p.add_argument("--tasks", default="mt10")
-    p.add_argument("--demos-per-task", type=int, default=50)
     p.add_argument(
         "--depth-steps",
         type=int,
@@ -141,18 +131,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="distillation steps of every 10-step student (results/metaworld.md: the shortest schedule with "
         "L6 within 1 pt of the bundled teacher)",
     )
-    p.add_argument("--depth-lr", type=float, default=2e-4)
     p.add_argument(
         "--step-steps", type=int, default=600, help="step-distillation steps per student (results/steps')"
     )
-    p.add_argument("--step-lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--episodes-per-task", type=int, default=100)
-    p.add_argument("--max-steps", type=int, default=200)
-    p.add_argument("--workers", type=int, default=2, help="sim worker processes (collect, eval)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for training, eval and bench")
-    p.add_argument("--bench-iters", type=int, default=50)
     p.add_argument(
         "--full-preset", default="pi05", help="the preset whose shapes the FLOPs are also counted at"
     )
@@ -162,15 +143,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the shallowpi commands in this process (no interpreter start-up each: tests)",
     )
     args = p.parse_args(argv)
-    from shallowpi.study.workspace import finish_study_args
 
     finish_study_args(
         p, args, stages=STAGES, smoke=SMOKE, argv=argv, default_results=REPO / "results" / "prefix_study"
     )
-    try:
-        args.ks = [int(k) for k in args.ks.split(",")]
-    except ValueError:
-        p.error(f"--ks {args.ks}: expected comma-separated integers, e.g. 2,1")
+    args.ks = step_counts(p, args.ks)
     if any(k < 1 or k == 10 for k in args.ks):
         p.error("--ks: every step count must be >= 1 and not 10 (the students' own)")
     for flag in ("depth", "image_merge", "vision_layers"):
@@ -332,18 +309,9 @@ class Study:
                 raise UserError(f"{v.name} lost the prefix of {v.base}: {b.vision} vs {a.vision}")
 
     def eval_spec(self):
-        from shallowpi.sim import metaworld_env as mw
         from shallowpi.study import pipeline
 
-        a = self.args
-        return pipeline.EvalSpec(
-            tasks=mw.resolve_tasks(a.tasks),
-            episodes_per_task=a.episodes_per_task,
-            image_size=pipeline.teacher_info(self.teacher_path).image_size,
-            max_steps=a.max_steps,
-            workers=a.workers,
-            threads=a.threads,
-        )
+        return eval_spec(self.args, pipeline.teacher_info(self.teacher_path).image_size)
 
     def eval(self) -> None:
         spec = self.eval_spec()
@@ -607,16 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:  # bad input: one line, as the CLI reports it
         print(f"error: {e}", file=sys.stderr)
         return 2
-    study.say(
-        f"stages {','.join(args.stages)}; work {study.work}; results {args.results}"
-        + (" (smoke)" if args.smoke else "")
-    )
-    for stage in STAGES:
-        if stage in args.stages:
-            study.say(f"== {stage} ==")
-            study.ws.timed(stage, getattr(study, stage))
-    study.say("done")
-    return 0
+    return run_stages(study, args, STAGES)
 
 
 if __name__ == "__main__":

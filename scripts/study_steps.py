@@ -31,6 +31,15 @@ from pathlib import Path
 
 from shallowpi.atomic import write_json_atomic, write_text_atomic
 from shallowpi.paths import portable_argv, portable_command, portable_path
+from shallowpi.study.workspace import (
+    DISTILL_SMOKE,
+    add_distill_args,
+    add_stage_args,
+    eval_spec,
+    finish_study_args,
+    run_stages,
+    step_counts,
+)
 
 STAGES = ("collect", "depth", "steps", "naive", "eval", "bench", "report")
 REPO = Path(__file__).resolve().parents[1]
@@ -54,17 +63,7 @@ def variants(teacher_depth: int, ks: list[int]) -> list[Variant]:
     return out
 
 
-SMOKE = {
-    "tasks": "reach,drawer-close",
-    "demos_per_task": 2,
-    "depth_steps": 2,
-    "step_steps": 2,
-    "batch_size": 4,
-    "episodes_per_task": 1,
-    "max_steps": 10,
-    "bench_iters": 5,
-    "save_every": 2,
-}
+SMOKE = DISTILL_SMOKE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,15 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="report folder (default results/steps, read by study_metaworld.py; --smoke: WORK/results)",
     )
-    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="toy sizes for every stage (" + ", ".join(f"{k}={v}" for k, v in SMOKE.items()) + ")",
-    )
-    p.add_argument("--teacher", default=None, help="teacher folder (default: the bundled test-bed teacher)")
+    add_stage_args(p, STAGES, SMOKE)
+    add_distill_args(p)
     p.add_argument("--l6", default=None, help="depth-distilled L6 folder (skips the depth stage)")
-    p.add_argument("--data", default=None, help="LeRobot dataset of demonstrations (skips collect)")
     p.add_argument("--ks", default="2,1", help="student step counts")
     p.add_argument(
         "--target",
@@ -93,30 +86,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="teacher",
         help="frozen target of step distillation: the teacher's or the L6 student's own 10 steps",
     )
-    p.add_argument("--states", choices=("student", "target"), default="student")
-    p.add_argument("--tasks", default="mt10")
-    p.add_argument("--demos-per-task", type=int, default=50)
     p.add_argument("--depth-steps", type=int, default=3600, help="L6 depth-distillation steps")
-    p.add_argument("--depth-lr", type=float, default=2e-4)
     p.add_argument("--step-steps", type=int, default=1500, help="step-distillation steps per K")
-    p.add_argument("--step-lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--episodes-per-task", type=int, default=100)
-    p.add_argument("--max-steps", type=int, default=200)
-    p.add_argument("--workers", type=int, default=2, help="sim worker processes (collect, eval)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for training, eval and bench")
-    p.add_argument("--bench-iters", type=int, default=50)
     args = p.parse_args(argv)
-    from shallowpi.study.workspace import finish_study_args
 
     finish_study_args(
         p, args, stages=STAGES, smoke=SMOKE, argv=argv, default_results=REPO / "results" / "steps"
     )
-    try:
-        args.ks = [int(k) for k in args.ks.split(",")]
-    except ValueError:
-        p.error(f"--ks {args.ks}: expected comma-separated integers, e.g. 2,1")
+    args.ks = step_counts(p, args.ks)
     if any(k < 1 for k in args.ks):
         p.error("--ks: every step count must be >= 1")
     return args
@@ -200,18 +177,9 @@ class Study:
                 self.say(f"naive: {v.name} = {l6} sampled with {v.steps} Euler steps")
 
     def eval_spec(self):
-        from shallowpi.sim import metaworld_env as mw
         from shallowpi.study import pipeline
 
-        a = self.args
-        return pipeline.EvalSpec(
-            tasks=mw.resolve_tasks(a.tasks),
-            episodes_per_task=a.episodes_per_task,
-            image_size=pipeline.teacher_info(self.teacher_path).image_size,
-            max_steps=a.max_steps,
-            workers=a.workers,
-            threads=a.threads,
-        )
+        return eval_spec(self.args, pipeline.teacher_info(self.teacher_path).image_size)
 
     def _available(self) -> list[tuple[Variant, Path]]:
         self.ws.link("teacher", self.teacher_path)
@@ -356,17 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    study = Study(args)
-    study.say(
-        f"stages {','.join(args.stages)}; work {study.work}; results {args.results}"
-        + (" (smoke)" if args.smoke else "")
-    )
-    for stage in STAGES:
-        if stage in args.stages:
-            study.say(f"== {stage} ==")
-            getattr(study, stage)()
-    study.say("done")
-    return 0
+    return run_stages(Study(args), args, STAGES)
 
 
 if __name__ == "__main__":

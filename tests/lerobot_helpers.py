@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -19,6 +20,27 @@ from shallowpi.model.config import tiny
 
 SCRIPTS = Path(__file__).resolve().parent / "lerobot_scripts"
 META_WORLD_CAMERA = "observation.image"  # LeRobot's Meta-World env: corner2 as observation.image
+
+
+# the plugin's processor pipelines, step by step: LeRobot's normaliser steps take lerobot-train's overrides
+PLUGIN_PIPELINES = (
+    [
+        "rename_observations_processor",
+        "to_batch_processor",
+        "normalizer_processor",
+        "shallowpi_preprocessor",
+        "device_processor",
+    ],
+    ["unnormalizer_processor", "device_processor"],
+)
+
+
+def pipeline_steps(folder: Path) -> tuple[list[str], list[str]]:
+    """The registry names of a saved policy's preprocessor and postprocessor steps, in order."""
+    return tuple(
+        [s.get("registry_name") for s in json.loads((folder / name).read_text())["steps"]]
+        for name in ("policy_preprocessor.json", "policy_postprocessor.json")
+    )
 
 
 def vec_stats(dim: int, scale: float = 1.0) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lerobot_helpers import save_tiny_student, vec_stats
+from lerobot_helpers import PLUGIN_PIPELINES, pipeline_steps, save_tiny_student, vec_stats
 from shallowpi.data.lerobot_processor import ProcessorFormatError
 from shallowpi.data.tokenizer import TESTBED_TOKENIZER, Tokenizer
 from shallowpi.infer.predictor import ActionPredictor
@@ -287,25 +287,6 @@ def test_to_lerobot_export_reads_back_to_the_same_actions(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-PLUGIN_STEPS = (
-    [
-        "rename_observations_processor",
-        "to_batch_processor",
-        "normalizer_processor",
-        "shallowpi_preprocessor",
-        "device_processor",
-    ],
-    ["unnormalizer_processor", "device_processor"],
-)
-
-
-def _steps(folder: Path) -> tuple[list[str], list[str]]:
-    return tuple(
-        [s["registry_name"] for s in json.loads((folder / name).read_text())["steps"]]
-        for name in ("policy_preprocessor.json", "policy_postprocessor.json")
-    )
-
-
 def _first_plugin_layout(new: Path, old: Path) -> Path:
     """`new` as to-lerobot wrote it before the stats moved into LeRobot's normaliser steps: the plugin's own
     steps normalised, with the stats in their state files."""
@@ -349,7 +330,7 @@ def test_first_plugin_layout_reads_and_re_exports(tmp_path):
     a plugin step that would normalise after LeRobot's normaliser is refused by name."""
     src = save_tiny_student(tmp_path / "student")
     new = export_lerobot(src, tmp_path / "new")
-    assert _steps(new) == PLUGIN_STEPS
+    assert pipeline_steps(new) == PLUGIN_PIPELINES
     old = _first_plugin_layout(new, tmp_path / "old")
     sample = {
         "images": {
@@ -363,7 +344,7 @@ def test_first_plugin_layout_reads_and_re_exports(tmp_path):
         ActionPredictor.from_pretrained(old, device="cpu").predict(sample, seed=5), want
     )
     again = export_lerobot(old, tmp_path / "again")
-    assert _steps(again) == PLUGIN_STEPS
+    assert pipeline_steps(again) == PLUGIN_PIPELINES
     np.testing.assert_array_equal(
         ActionPredictor.from_pretrained(again, device="cpu").predict(sample, seed=5), want
     )

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lerobot_helpers import SCRIPTS, save_tiny_student
+from lerobot_helpers import PLUGIN_PIPELINES, SCRIPTS, pipeline_steps, save_tiny_student
 from paths import find_reference
 from reference_bundle import load_bundle
 from serve_process import serving
@@ -246,25 +246,6 @@ def _train(lerobot, args: list[str], out_dir: Path, steps: int) -> None:
     lerobot.run([*args, *common], script="lerobot-train", timeout=1200)
 
 
-def _pipeline_steps(folder: Path) -> tuple[list[str], list[str]]:
-    return tuple(
-        [s.get("registry_name") for s in json.loads((folder / name).read_text())["steps"]]
-        for name in ("policy_preprocessor.json", "policy_postprocessor.json")
-    )
-
-
-PLUGIN_PIPELINES = (
-    [
-        "rename_observations_processor",
-        "to_batch_processor",
-        "normalizer_processor",
-        "shallowpi_preprocessor",
-        "device_processor",
-    ],
-    ["unnormalizer_processor", "device_processor"],
-)
-
-
 def test_lerobot_train_checkpoint_loads_in_shallowpi(tmp_path, lerobot, lerobot_dataset):
     """`lerobot-train --policy.type=shallowpi` on a LeRobotDataset written by LeRobot completes a few steps;
     shallowpi loads the checkpoint it saved (weights, processor, tokenizer) and samples from it."""
@@ -276,7 +257,7 @@ def test_lerobot_train_checkpoint_loads_in_shallowpi(tmp_path, lerobot, lerobot_
     ckpt = out_dir / "checkpoints" / "last" / "pretrained_model"
     assert (ckpt / "model.safetensors").is_file()
     # LeRobot's normaliser steps hold the stats: what its --resume / --policy.path overrides name
-    assert _pipeline_steps(ckpt) == PLUGIN_PIPELINES
+    assert pipeline_steps(ckpt) == PLUGIN_PIPELINES
     model = load_model(ckpt)
     assert model.config.depth == 2 and model.config.cameras == ("observation.image",)
     pre, post = load_processor(ckpt)
@@ -312,7 +293,7 @@ def test_lerobot_train_finetunes_an_exported_student(tmp_path, lerobot, lerobot_
     state = json.loads(
         (out_dir / "checkpoints" / "000003" / "training_state" / "training_step.json").read_text()
     )
-    assert state["step"] == 3 and _pipeline_steps(ckpt) == PLUGIN_PIPELINES
+    assert state["step"] == 3 and pipeline_steps(ckpt) == PLUGIN_PIPELINES
     pre, post = load_processor(ckpt)
     stats = json.loads((root / "meta" / "stats.json").read_text())
     for got, key in ((pre.state_stats, "observation.state"), (post.action_stats, "action")):

@@ -39,6 +39,20 @@ def portable_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def without_option(argv: Sequence[str], flag: str) -> list[str]:
+    """`argv` less `flag` and its value (`--flag V` or `--flag=V`): e.g. a recorded command without where
+    its output went, or without the stages one call ran."""
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x == flag:
+            skip = True
+        elif not x.startswith(flag + "="):
+            out.append(x)
+    return out
+
+
 def portable_command(command: str) -> str:
     """A shell command line (as `shlex.join` writes it) with its absolute paths made portable."""
     return shlex.join(portable_argv(shlex.split(command)))

@@ -1,5 +1,6 @@
 """The one study pipeline: a work folder whose stages (collect, train, evaluate, bench) are run by
-`scripts/study_metaworld.py`, `scripts/study_steps.py` and `shallowpi demo` alike.
+`scripts/study_metaworld.py`, `scripts/study_steps.py`, `scripts/study_prefix.py` and
+`shallowpi demo` alike.
 
 Every stage is idempotent: finished outputs are detected and reused, training resumes from its last
 checkpoint, and each `shallowpi` command is written to WORK/commands.log (the reports quote it).
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shallowpi.errors import UserError
-from shallowpi.paths import portable_path
+from shallowpi.paths import portable_path, without_option
 from shallowpi.study import pipeline
 
 
@@ -253,6 +254,92 @@ class Workspace:
         return result
 
 
+DISTILL_SMOKE = {  # the distilling studies' toy sizes: every stage end to end in a few minutes
+    "tasks": "reach,drawer-close",
+    "demos_per_task": 2,
+    "depth_steps": 2,
+    "step_steps": 2,
+    "batch_size": 4,
+    "episodes_per_task": 1,
+    "max_steps": 10,
+    "bench_iters": 5,
+    "save_every": 2,
+}
+
+
+def add_stage_args(parser, stages: Sequence[str], smoke: dict) -> None:
+    """--stages and --smoke, as every study script takes them (finish_study_args checks them)."""
+    parser.add_argument(
+        "--stages", default=",".join(stages), help=f"comma-separated subset of {','.join(stages)}"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="toy sizes for every stage (" + ", ".join(f"{k}={v}" for k, v in smoke.items()) + ")",
+    )
+
+
+def add_distill_args(parser) -> None:
+    """The options the studies that distil students from a teacher (depth, then steps) share: where the
+    teacher and data come from, the demonstrations, both training schedules' lr and sizes, the held-out
+    evaluation and the bench."""
+    parser.add_argument(
+        "--teacher", default=None, help="teacher folder (default: the bundled test-bed teacher)"
+    )
+    parser.add_argument("--data", default=None, help="LeRobot dataset of demonstrations (skips collect)")
+    parser.add_argument("--states", choices=("student", "target"), default="student")
+    parser.add_argument("--tasks", default="mt10")
+    parser.add_argument("--demos-per-task", type=int, default=50)
+    parser.add_argument("--depth-lr", type=float, default=2e-4)
+    parser.add_argument("--step-lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--save-every", type=int, default=500)
+    parser.add_argument("--episodes-per-task", type=int, default=100)
+    parser.add_argument("--max-steps", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2, help="sim worker processes (collect, eval)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads for training, eval and bench"
+    )
+    parser.add_argument("--bench-iters", type=int, default=50)
+
+
+def step_counts(parser, text: str) -> list[int]:
+    """--ks "2,1" -> [2, 1]; anything else is the parser's one-line error."""
+    try:
+        return [int(k) for k in text.split(",")]
+    except ValueError:
+        parser.error(f"--ks {text}: expected comma-separated integers, e.g. 2,1")
+
+
+def eval_spec(args, image_size: int) -> pipeline.EvalSpec:
+    """The held-out evaluation a study's options describe (--tasks, --episodes-per-task, --max-steps,
+    --workers, --threads), at the teacher's image size."""
+    from shallowpi.sim import metaworld_env as mw
+
+    return pipeline.EvalSpec(
+        tasks=mw.resolve_tasks(args.tasks),
+        episodes_per_task=args.episodes_per_task,
+        image_size=image_size,
+        max_steps=args.max_steps,
+        workers=args.workers,
+        threads=args.threads,
+    )
+
+
+def run_stages(study, args, stages: Sequence[str], *, smoke_word: str = "smoke") -> int:
+    """Run the stages of `stages` that --stages selected, in order, each timed in the study's workspace."""
+    study.say(
+        f"stages {','.join(args.stages)}; work {study.work}; results {args.results}"
+        + (f" ({smoke_word})" if args.smoke else "")
+    )
+    for stage in stages:
+        if stage in args.stages:
+            study.say(f"== {stage} ==")
+            study.ws.timed(stage, getattr(study, stage))
+    study.say("done")
+    return 0
+
+
 def smoke_defaults(args, smoke: dict, argv: Sequence[str] | None) -> None:
     """Apply a script's --smoke sizes to every option the command line did not give."""
     given = {
@@ -280,15 +367,7 @@ def finish_study_args(
 
 def without_stages(argv: Sequence[str]) -> list[str]:
     """`argv` less --stages: a report's command regenerates every stage (finished ones are skipped)."""
-    out, skip = [], False
-    for x in argv:
-        if skip:
-            skip = False
-        elif x == "--stages":
-            skip = True
-        elif not x.startswith("--stages="):
-            out.append(x)
-    return out
+    return without_option(argv, "--stages")
 
 
 TEACHER_RECORD = "study_teacher.json"
