@@ -88,6 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--depth-steps", type=int, default=3600, help="L6 depth-distillation steps")
     p.add_argument("--step-steps", type=int, default=1500, help="step-distillation steps per K")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the shallowpi commands in this process (no interpreter start-up each: tests)",
+    )
     args = p.parse_args(argv)
 
     finish_study_args(
@@ -106,7 +111,7 @@ class Study:
         from shallowpi.study.workspace import Workspace
 
         self.args = args
-        self.ws = Workspace(args.work, tag="steps")
+        self.ws = Workspace(args.work, tag="steps", in_process=args.in_process)
         self.work, self.policies = self.ws.work, self.ws.policies
         self.teacher_path = pipeline.resolve_teacher(args.teacher)
         self.teacher_depth = read_config(self.teacher_path).depth
@@ -281,8 +286,7 @@ class Study:
         }
         lines += ["", "## Settings", ""] + [f"- {k}: {v}" for k, v in settings.items()]
         lines += ["", "## Commands", "", "```"] + commands + ["```", ""]
-        regenerate = shlex.join(["scripts/study_steps.py", *portable_argv(sys.argv[1:])])
-        lines += ["Regenerate: `python " + regenerate + "`", ""]
+        lines += ["Regenerate: `" + self.regenerate() + "`", ""]
         results_dir = Path(a.results)
         png = study_plots.plot_pareto(
             list(results.values()),
@@ -312,6 +316,13 @@ class Study:
         )
         self.say(f"report: {out}" + (f" and {png}" if png else ""))
 
+    def regenerate(self) -> str:
+        from shallowpi.study.workspace import without_stages
+
+        # main(argv)'s own arguments, not sys.argv: called in-process (tests), sys.argv is the caller's.
+        argv = self.args.argv if self.args.argv is not None else sys.argv[1:]
+        return "python " + shlex.join(["scripts/study_steps.py", *portable_argv(without_stages(argv))])
+
     def targets(self, results: dict) -> list:
         from shallowpi.study import targets as study_targets
 
@@ -320,6 +331,7 @@ class Study:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.argv = argv  # the report's command: this call's arguments (sys.argv when run as a script)
     if args.threads:
         import torch
 
