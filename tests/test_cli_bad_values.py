@@ -110,7 +110,7 @@ CASES: list[tuple[list[str], str]] = [
     ),
     ([*DISTILL, "--camera-map", "=x"], "bad --camera-map entry '=x'"),
     ([*DISTILL, "--image-merge", "0"], "argument --image-merge: must be >= 1"),
-    ([*DISTILL, "--image-merge", "3"], "image token merge 3 does not divide the 4x4 patch grid"),
+    ([*DISTILL, "--image-merge", "3"], "image token merge 3 does not divide the 8x8 patch grid"),
     ([*DISTILL, "--vision-layers", "0"], "argument --vision-layers: must be >= 1"),
     ([*DISTILL, "--vision-layers", "5"], "vision depth must be in [1, 4] (the teacher's vision depth)"),
     ([*DISTILL, "--vision-layer-map", "0,a"], "argument --vision-layer-map: expected comma-separated"),
@@ -142,7 +142,11 @@ CASES: list[tuple[list[str], str]] = [
     ([*EVAL, "--backend", "nope"], "argument --backend: invalid choice: 'nope'"),
     ([*EVAL, "--inference-delay", "-1"], "inference-delay must be an integer >= 0"),
     ([*EVAL, "--inference-delay", "x"], "argument --inference-delay: invalid int value"),
-    ([*EVAL, "--inference-delay", "2"], "inference-delay 2 + 10 actions per chunk exceed the chunk of 10"),
+    (
+        [*EVAL, "--n-action-steps", "10", "--inference-delay", "2"],
+        "inference-delay 2 + 10 actions per chunk exceed the chunk of 10",
+    ),
+    ([*EVAL, "--inference-delay", "6"], "inference-delay 6 is more than the 5 actions run per chunk"),
     (
         [*EVAL, "--inference-delay", "4", "--n-action-steps", "3"],
         "inference-delay 4 is more than the 3 actions",

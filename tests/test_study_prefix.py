@@ -45,18 +45,19 @@ def test_prefix_study_end_to_end_resumes_and_keeps_the_prefix(tmp_path: Path, on
     report = json.loads((work / "results" / "prefix.json").read_text())
     rows = {r["name"]: r for r in report["results"]}
     assert list(rows) == NAMES
-    # the bundled teacher: 16 tokens per camera, 4 SigLIP layers; the tower default is half of it
+    # the bundled teacher: 64 tokens per camera (8 x 8), 4 SigLIP layers; merge 2 x 2 leaves 16, the tower
+    # default is half of it
     shape = {n: (r["image_tokens"], r["vision_depth"], r["steps"]) for n, r in rows.items()}
     assert shape == {
-        "teacher": (16, 4, 10),
-        "L6": (16, 4, 10),
-        "L6_m2": (4, 4, 10),
-        "L6_v2": (16, 2, 10),
-        "L6_m2_v2": (4, 2, 10),
-        "L6_K2": (16, 4, 2),
-        "L6_m2_K2": (4, 4, 2),
-        "L6_v2_K2": (16, 2, 2),
-        "L6_m2_v2_K2": (4, 2, 2),
+        "teacher": (64, 4, 10),
+        "L6": (64, 4, 10),
+        "L6_m2": (16, 4, 10),
+        "L6_v2": (64, 2, 10),
+        "L6_m2_v2": (16, 2, 10),
+        "L6_K2": (64, 4, 2),
+        "L6_m2_K2": (16, 4, 2),
+        "L6_v2_K2": (64, 2, 2),
+        "L6_m2_v2_K2": (16, 2, 2),
     }
 
     # Step distillation keeps each student's prefix: its config.json has the merge and the tower's map.
@@ -79,7 +80,7 @@ def test_prefix_study_end_to_end_resumes_and_keeps_the_prefix(tmp_path: Path, on
         assert rows[name]["vs_plain"]["reference"] == ref
     md = (work / "results" / "prefix.md").read_text()
     assert "| policy | image tokens / camera | SigLIP layers | steps | success % | paired vs teacher | " in md
-    assert "| L6 + merge 2 + tower 2 @2 | 4 | 2 | 2 | " in md and "| teacher L18 @10 | 16 | 4 | 10 | " in md
+    assert "| L6 + merge 2 + tower 2 @2 | 16 | 2 | 2 | " in md and "| teacher L18 @10 | 64 | 4 | 10 | " in md
     texts = [t["text"] for t in report["targets"]]
     assert texts[0] == "L6 + merge 2 + tower 2 @2 within 2 pts of teacher L18 @10"
     assert "L6 + tower 2 @2 costs less than 2 pts against L6 @2" in texts and len(texts) == 5

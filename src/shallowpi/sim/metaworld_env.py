@@ -13,6 +13,7 @@ Facts this file relies on (measured on CPU with llvmpipe, MuJoCo's software rend
 
 from __future__ import annotations
 
+import atexit
 import os
 import weakref
 from dataclasses import dataclass
@@ -225,7 +226,11 @@ class MetaWorldEnv:
         )
         # A renderer still open at interpreter exit would be freed after EGL's module is torn down (a noisy
         # traceback on every run's last line): close it at exit, or with the env, whichever comes first.
+        # weakref.finalize's own exit hook is registered once per process, possibly before EGL's (pytest
+        # makes one early) and so run after EGL's shutdown; an atexit hook registered now runs before it.
         self._close_renderer = weakref.finalize(self, self.renderer.close) if self.renderer else None
+        if self._close_renderer is not None:
+            atexit.register(self._close_renderer)
 
     def configurations(self, seed: int) -> list:
         """The 50 fixed configurations of `MT1(task, seed)`."""
