@@ -38,11 +38,11 @@ def test_serve_onnxruntime_end_to_end(teacher_onnx):
 
 def test_prompt_that_does_not_fit_is_refused_or_cut(teacher_onnx):
     """As the torch backend (test_prompt_fit.py): an error naming the token count, or `truncate_prompt`.
-    Under the character cap (10 per token), so the tokenizer, not the cheap length check, refuses it."""
+    Under the policy's character cap, so the tokenizer, not the cheap length check, refuses it."""
     prompt = " ".join(["pick up the small red cube and put it in the bowl"] * 3)
-    assert len(prompt) <= 10 * PROMPT_LENGTH
     obs = {**libero_obs(0), "prompt": prompt}
     strict = OnnxPolicy(OnnxRunner(teacher_onnx))
+    assert len(prompt) <= strict.max_task_chars
     with pytest.raises(
         ObservationError, match=rf"the prompt is \d+ tokens, more than the limit of {PROMPT_LENGTH}"
     ):
