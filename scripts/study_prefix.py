@@ -138,6 +138,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--full-preset", default="pi05", help="the preset whose shapes the FLOPs are also counted at"
     )
     p.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated policy names the students, steps and eval stages run (default: all; "
+        "bench and report take every policy present)",
+    )
+    p.add_argument(
         "--in-process",
         action="store_true",
         help="run the shallowpi commands in this process (no interpreter start-up each: tests)",
@@ -198,6 +204,15 @@ class Study:
         self.variants = variants(
             self.teacher_cfg.depth, args.depth, args.image_merge, args.vision_layers, args.ks
         )
+        self.chosen = self.variants
+        if args.only:
+            want = {n.strip() for n in args.only.split(",") if n.strip()}
+            unknown = want - {x.name for x in self.variants}
+            if unknown:
+                raise UserError(
+                    f"--only: unknown policy name(s) {sorted(unknown)}; known: {[x.name for x in self.variants]}"
+                )
+            self.chosen = [x for x in self.variants if x.name in want]
         # Outputs of another teacher must not be resumed from (students) or reported (kept evaluations).
         check_teacher(self.work, self.teacher_path)
         check_teacher(self.results, self.teacher_path)
@@ -283,7 +298,7 @@ class Study:
         self.ws.collect(self.data, **self.collect_options())
 
     def students(self) -> None:
-        for v in self.variants:
+        for v in self.chosen:
             if v.kind != "student":
                 continue
             if v.reduction == "plain" and self.args.l6:
@@ -295,7 +310,7 @@ class Study:
         from shallowpi.errors import UserError
         from shallowpi.model.checkpoint import read_config
 
-        for v in self.variants:
+        for v in self.chosen:
             if v.kind != "distilled":
                 continue
             base = self.policy_dir(self.by_name(v.base))
@@ -315,7 +330,7 @@ class Study:
 
     def eval(self) -> None:
         spec = self.eval_spec()
-        for v in self.variants:
+        for v in self.chosen:
             path = self.policy_dir(v)
             if (
                 self.ws.kept_eval(v.name, spec, self.results / "evals") is None

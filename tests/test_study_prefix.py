@@ -112,3 +112,19 @@ def test_prefix_study_end_to_end_resumes_and_keeps_the_prefix(tmp_path: Path, on
     (other / "config.json").write_text((other / "config.json").read_text() + "\n")
     with pytest.raises(UserError, match="another teacher"):
         study_prefix.Study(study_prefix.parse_args(["--work", str(work), "--smoke", "--teacher", str(other)]))
+
+
+def test_prefix_study_only_runs_the_named_policies(tmp_path: Path, one_thread) -> None:
+    """--only trains (and evaluates) just the named policies, so a session can finish the one that matters
+    first; a misspelt name is refused before anything runs."""
+    import study_prefix
+
+    work = tmp_path / "work"
+    argv = ["--work", str(work), *TOY, "--stages", "collect,students,steps", "--only", "L6_v2,L6_v2_K2"]
+    assert study_prefix.main(argv) == 0
+    trained = sorted(p.name for p in (work / "policies").iterdir() if p.name != "teacher")
+    assert trained == ["L6_v2", "L6_v2_K2"]
+    assert read_config(work / "policies" / "L6_v2_K2").vision_layer_map == [0, 3]
+
+    with pytest.raises(UserError, match=r"--only: unknown policy name\(s\) \['L6_m3'\]"):
+        study_prefix.Study(study_prefix.parse_args(["--work", str(work), "--smoke", "--only", "L6,L6_m3"]))
