@@ -228,16 +228,15 @@ class Study:
     def selected(self) -> list[Variant]:
         a = self.args
         sweep = tuple(n for n in a.schedule_steps if n != a.student_steps)  # that one is the main L6
-        vs = variants(a.teacher_depth, a.seeds, sweep)
-        if self.args.only:
-            want = {n.strip() for n in self.args.only.split(",")}
-            unknown = want - {v.name for v in vs}
-            if unknown:
-                raise SystemExit(
-                    f"--only: unknown variant(s) {sorted(unknown)}; known: {[v.name for v in vs]}"
-                )
-            vs = [v for v in vs if v.name in want or v.kind == "teacher"]
-        return vs
+        from shallowpi.errors import UserError
+        from shallowpi.study.workspace import only_named
+
+        try:
+            return only_named(
+                variants(a.teacher_depth, a.seeds, sweep), a.only, keep=lambda v: v.kind == "teacher"
+            )
+        except UserError as e:
+            raise SystemExit(str(e)) from None
 
     def policy_dir(self, v: Variant) -> Path:
         return self.teacher_path if v.kind == "teacher" else self.policies / v.name

@@ -171,7 +171,7 @@ class Study:
         from shallowpi.model.checkpoint import read_config
         from shallowpi.model.config import preset
         from shallowpi.study import pipeline
-        from shallowpi.study.workspace import Workspace, check_teacher
+        from shallowpi.study.workspace import Workspace, check_teacher, only_named
 
         self.args = args
         self.ws = Workspace(args.work, tag="prefix", in_process=args.in_process)
@@ -204,15 +204,7 @@ class Study:
         self.variants = variants(
             self.teacher_cfg.depth, args.depth, args.image_merge, args.vision_layers, args.ks
         )
-        self.chosen = self.variants
-        if args.only:
-            want = {n.strip() for n in args.only.split(",") if n.strip()}
-            unknown = want - {x.name for x in self.variants}
-            if unknown:
-                raise UserError(
-                    f"--only: unknown policy name(s) {sorted(unknown)}; known: {[x.name for x in self.variants]}"
-                )
-            self.chosen = [x for x in self.variants if x.name in want]
+        self.chosen = only_named(self.variants, args.only)
         # Outputs of another teacher must not be resumed from (students) or reported (kept evaluations).
         check_teacher(self.work, self.teacher_path)
         check_teacher(self.results, self.teacher_path)

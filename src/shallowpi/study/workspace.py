@@ -326,6 +326,20 @@ def eval_spec(args, image_size: int) -> pipeline.EvalSpec:
     )
 
 
+def only_named(variants: Sequence, only: str | None, keep: Callable = lambda v: False) -> list:
+    """`variants` narrowed to --only's comma-separated names (None or empty: all of them); those `keep` accepts
+    stay whatever --only says. A name that is no variant's is refused, with the known ones."""
+    if not only:
+        return list(variants)
+    want = {n.strip() for n in only.split(",")}
+    unknown = want - {v.name for v in variants}
+    if unknown:
+        raise UserError(
+            f"--only: unknown policy name(s) {sorted(unknown)}; known: {[v.name for v in variants]}"
+        )
+    return [v for v in variants if v.name in want or keep(v)]
+
+
 def run_stages(study, args, stages: Sequence[str], *, smoke_word: str = "smoke") -> int:
     """Run the stages of `stages` that --stages selected, in order, each timed in the study's workspace."""
     study.say(
