@@ -333,12 +333,24 @@ class Study:
             self.ws.evaluate(v.name, path, spec, keep_in=self.results / "evals")
 
     def bench(self) -> None:
-        paths = []
-        for v in self.variants:
-            if (self.policy_dir(v) / "config.json").is_file():
-                paths.append(self.policy_dir(v))
-            else:
-                self.say(f"bench: {v.name} has no policy (run its stage first), left out")
+        """Every policy's CPU latency in one process. Latency does not depend on the weights, so each student
+        is timed on the untrained student of its config (the teacher's layers, merge and tower as distillation
+        starts from them; a K-step one samples K uniform steps), as study_metaworld times its depths: the
+        bench needs no trained student, nor one from an earlier session."""
+        from shallowpi.study import pipeline
+
+        paths = [self.policy_dir(self.variants[0])]  # the teacher, linked under its name
+        models = self.work / "bench_models"
+        for v in self.variants[1:]:
+            arch = models / v.name
+            if not (arch / "model.safetensors").is_file():
+                if v.kind == "distilled":
+                    pipeline.save_with_steps(models / v.base, v.steps, arch)
+                else:
+                    pipeline.save_layer_skip_student(
+                        self.teacher_path, v.depth, arch, merge=v.merge, vision_depth=v.vision_layers
+                    )
+            paths.append(arch)
         self.ws.bench(paths, iters=self.args.bench_iters, threads=self.args.threads)
 
     # report ---------------------------------------------------------------------------------------------------
@@ -515,7 +527,9 @@ class Study:
             "## Cost",
             "",
             "CPU latency of one action chunk (engine, batch 1, every policy in one process on the same inputs, "
-            "calls interleaved; median ms) and its vision / prefix / denoise split; FLOPs of one call at the "
+            "calls interleaved; median ms; each student timed on the untrained student of its config, since "
+            "latency does not depend on the weights) and its vision / prefix / denoise split; FLOPs of one "
+            "call at the "
             f"test bed's shapes and at full-size {full} shapes (the same depth, merge, fraction of SigLIP "
             f"layers and steps; {FULL_CAMERAS} cameras, {FULL_LANG_TOKENS} prompt tokens). Ratios are to the "
             "teacher.",

@@ -1,7 +1,7 @@
 """scripts/study_prefix.py end to end at toy sizes on the bundled teacher (1 task, 1 demo, 1 training step per
 student, 1 short episode, 2 bench calls): every stage runs, the table has the nine policies with their paired
-columns, the compressed students keep their prefix through step distillation, a second run reuses
-everything, and a work folder of another teacher is refused."""
+columns, the compressed students keep their prefix through step distillation, the bench times each
+student's architecture, a second run reuses everything, and a work folder of another teacher is refused."""
 
 from __future__ import annotations
 
@@ -92,6 +92,15 @@ def test_prefix_study_end_to_end_resumes_and_keeps_the_prefix(tmp_path: Path, on
         r["latency_ms"] > 0 and set(r["stages_ms"]) == {"vision", "prefix", "denoise"} for r in rows.values()
     )
     assert len({r["pid"] for r in json.loads((work / "bench.json").read_text())["runs"]}) == 1
+    # Each student is timed on the untrained student of its config: the trained one's architecture and steps.
+    for name in NAMES[1:]:
+        timed, trained = read_config(work / "bench_models" / name), read_config(work / "policies" / name)
+        assert (timed.vision, timed.vision_layer_map, timed.layer_map, timed.time_grid()) == (
+            trained.vision,
+            trained.vision_layer_map,
+            trained.layer_map,
+            trained.time_grid(),
+        ), name
     full = rows["L6_m2_v2_K2"]["flops"]
     assert full["full_shape"] == {"depth": 6, "image_tokens": 64, "vision_depth": 14, "steps": 2}
     measured = json.loads((REPO / "benchmarks" / "results" / "prefix_cost.json").read_text())["rows"]

@@ -124,14 +124,23 @@ def copy_folder(src: str | Path, dest: str | Path) -> Path:
     return Path(dest)
 
 
-def save_layer_skip_student(teacher: str | Path, depth: int, dest: str | Path) -> Path:
+def save_layer_skip_student(
+    teacher: str | Path,
+    depth: int,
+    dest: str | Path,
+    *,
+    merge: int | None = None,
+    vision_depth: int | None = None,
+) -> Path:
     """The subsampled student with no training (the layer-skipping baseline), saved with the teacher's
-    processor (same stats, tokenizer, cameras)."""
+    processor (same stats, tokenizer, cameras). `merge` / `vision_depth` compress its prefix as
+    `shallowpi distill --image-merge / --vision-layers` would before training."""
     from shallowpi.distill.student import make_student
     from shallowpi.model import load_model, save_model
 
     with atomic_dir(dest) as build:
-        student = make_student(load_model(teacher, dtype="float32"), depth=depth).eval()
+        teacher_model = load_model(teacher, dtype="float32")
+        student = make_student(teacher_model, depth=depth, merge=merge, vision_depth=vision_depth).eval()
         save_model(student, build)
         for f in Path(teacher).iterdir():  # the processor files travel unchanged
             if f.is_file() and f.name not in ("config.json", "model.safetensors", "train_config.json"):
