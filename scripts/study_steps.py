@@ -219,11 +219,15 @@ class Study:
         )
         rows, results = [], {}
         for v, path in self._available():
+            # The kept copy beside the report first: WORK/eval is gone on another machine, and an evaluation
+            # reused from the kept copy (the teacher's, the L6's) never wrote one there.
+            info = self.ws.kept_eval(v.name, spec, Path(a.results) / "evals")
             info_path = self.work / "eval" / v.name / "eval_info.json"
-            if not info_path.is_file():
+            if info is None and info_path.is_file():
+                info = json.loads(info_path.read_text())
+            if info is None:
                 self.say(f"report: no eval for {v.name}; left out")
                 continue
-            info = json.loads(info_path.read_text())
             kind = {"naive": "skip", "distilled": "student"}.get(v.kind, v.kind)
             r = pipeline.policy_result(info, v.name, v.label, v.depth, kind)
             run = runs.get(path.name)

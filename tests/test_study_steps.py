@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -104,3 +105,8 @@ def test_steps_study_end_to_end_lists_naive_and_distilled_students_and_resumes(
     # The report alone, redone: the same table, and its command still regenerates every stage (no --stages).
     assert study_steps.main([*argv, "--stages", "report"]) == 0
     assert (results / "steps.md").read_text() == md and _outputs(work) == before
+
+    # On another machine (WORK's evaluations gone, the kept copies committed) the report is the same.
+    shutil.rmtree(work / "eval")
+    assert study_steps.main([*argv, "--stages", "report"]) == 0
+    assert (results / "steps.md").read_text() == md
