@@ -494,10 +494,7 @@ class Study:
             "bench": f"engine runtime, batch 1, {a.bench_iters} interleaved calls per model, torch "
             f"{env.get('torch', '?')}, {env.get('torch_threads', '?')} threads, "
             f"{env.get('cpu_count', '?')} CPUs ({env.get('platform', '?')})",
-            "stage wall times (this WORK only)": ", ".join(
-                f"{k} {v / 60:.1f} min" for k, v in self.ws.timings.items()
-            )
-            or "–",
+            "stage wall times (this WORK only)": self.ws.wall_times(),
             "smoke run (toy sizes, numbers meaningless)": "yes" if a.smoke else "no",
         }
         md = study_report.render_markdown(

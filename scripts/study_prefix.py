@@ -570,10 +570,7 @@ class Study:
             "bench": f"{a.bench_iters} interleaved calls per policy, torch {env.get('torch', '?')}, "
             f"{env.get('torch_threads', '?')} threads, {env.get('cpu_count', '?')} CPUs "
             f"({env.get('cpu', env.get('platform', '?'))})",
-            "stage wall times (this WORK only)": ", ".join(
-                f"{k} {v / 60:.1f} min" for k, v in self.ws.timings.items()
-            )
-            or "–",
+            "stage wall times (this WORK only)": self.ws.wall_times(),
             "smoke run (toy sizes, numbers meaningless)": "yes" if a.smoke else "no",
         }
 

@@ -219,12 +219,9 @@ class Study:
         )
         rows, results = [], {}
         for v, path in self._available():
-            # The kept copy beside the report first: WORK/eval is gone on another machine, and an evaluation
-            # reused from the kept copy (the teacher's, the L6's) never wrote one there.
+            # The kept copy the eval stage writes beside the report: WORK/eval is gone on another machine,
+            # and an evaluation reused from a kept copy (the teacher's, the L6's) never wrote one there.
             info = self.ws.kept_eval(v.name, spec, Path(a.results) / "evals")
-            info_path = self.work / "eval" / v.name / "eval_info.json"
-            if info is None and info_path.is_file():
-                info = json.loads(info_path.read_text())
             if info is None:
                 self.say(f"report: no eval for {v.name}; left out")
                 continue

@@ -108,6 +108,10 @@ class Workspace:
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
         self.timings_path.write_text(json.dumps(self.timings, indent=2) + "\n")
 
+    def wall_times(self) -> str:
+        """The reports' "stage wall times" line: minutes per stage run in this WORK (not earlier work folders')."""
+        return ", ".join(f"{k} {v / 60:.1f} min" for k, v in self.timings.items()) or "–"
+
     # stages -------------------------------------------------------------------------------------------------
 
     def collect(
