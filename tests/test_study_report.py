@@ -235,6 +235,60 @@ def test_pooled_seeds_pair_per_setup_with_a_single_run() -> None:
     assert study_results.paired_difference(one("long", [True] * 8), teacher) is None
 
 
+def _seeds(name: str, label: str, runs: list[list[bool]]) -> study_results.PolicyResult:
+    """Training seeds of one recipe (one task, each seed's episodes on the same setups), pooled."""
+    each = [
+        study_results.PolicyResult(
+            f"{name}_seed{1000 + k}",
+            label,
+            6,
+            "ablation",
+            {"reach-v3": 100 * sum(o) / len(o)},
+            len(o),
+            outcomes={"reach-v3": o},
+        )
+        for k, o in enumerate(runs)
+    ]
+    return study_results.pool_runs(name, label, each)
+
+
+def test_seed_difference_is_welch_over_each_seeds_mean() -> None:
+    task = _seeds("L6_task", "task", [[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]])  # 50, 75, 25 %
+    full = _seeds("L6_task_kd_attn", "full", [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]])  # 100, 75, 50 %
+    assert study_results.seed_means(task) == pytest.approx([50.0, 75.0, 25.0])
+    diff, half = study_results.seed_difference(full, task)
+    # means 75 and 50, each seed variance 625: se = sqrt(625/3 + 625/3); Welch-Satterthwaite df 4, t 2.776
+    assert diff == pytest.approx(25.0) and half == pytest.approx(2.776 * (1250 / 3) ** 0.5)
+    # The paired interval (weights fixed, over setups) is much narrower than the one over seeds.
+    assert study_results.paired_difference(full, task)[1] < half
+    one_seed = _seeds("L6_task_kd", "kd", [[1, 1, 0, 0]])
+    assert study_results.seed_difference(one_seed, task) is None  # one seed says nothing about seeds
+    assert study_results.t95(2) == 4.303 and study_results.t95(30) == pytest.approx(2.042, abs=0.005)
+    assert study_results.t95(200) == pytest.approx(1.972, abs=0.005)
+
+
+def test_loss_ablation_shows_each_seed_and_the_interval_over_seeds() -> None:
+    teacher = study_results.PolicyResult(
+        "teacher", "teacher L18", 18, "teacher", {"reach-v3": 75.0}, 4, outcomes={"reach-v3": [1, 1, 1, 0]}
+    )
+    res = [
+        teacher,
+        _seeds("L6_task", "L6 task (3 seeds)", [[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]]),
+        _seeds("L6_task_kd", "L6 task+KD (3 seeds)", [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0]]),
+        _seeds("L6_task_kd_attn", "L6 task+KD+attn (3 seeds)", [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]]),
+    ]
+    md = study_report.render_markdown("study", res, ["reach-v3"])
+    assert "## Loss ablation (L6) (3 training seeds each, pooled)" in md
+    assert "seeds (% each) | vs L6 task (3 seeds) over seeds (pts) |" in md
+    half = 2.776 * (1250 / 3) ** 0.5
+    assert "| task + KD + attn | 75.0 |" in md and f"| 100.0, 75.0, 50.0 | +25.0 ± {half:.1f} |" in md
+    assert "| task | 50.0 |" in md and "| 50.0, 75.0, 25.0 | – |" in md  # the reference against itself: none
+    ordering = next(t for t in study_targets.check_targets(res) if t.text.startswith("task < task+KD"))
+    # KD 66.7 - task 50: seeds (75, 50, 75) vs (50, 75, 25), variances 208.3 and 625: df 3.2 -> 3, t 3.182
+    kd_half = 3.182 * ((625 / 3 / 3) + 625 / 3) ** 0.5
+    assert f"over training seeds, the KD gain: +16.7 ± {kd_half:.1f} pts" in ordering.detail
+
+
 def test_outcomes_follow_setup_order_across_worker_chunks() -> None:
     from shallowpi.study.pipeline import outcomes_by_task
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from shallowpi.paths import portable_command
-from shallowpi.study.results import PolicyResult, by_name, paired_difference
+from shallowpi.study.results import PolicyResult, by_name, paired_difference, seed_difference, seed_means
 from shallowpi.study.targets import (
     L6_MAX_DROP_PTS,
     Target,
@@ -104,26 +104,37 @@ def _lookup(r: dict[str, PolicyResult], names: str | tuple[str, ...]) -> PolicyR
     return None
 
 
+def seed_cell(a: PolicyResult | None, b: PolicyResult | None) -> str:
+    """A table cell with a - b (pts) and its 95 % interval over training seeds; – with fewer than two each."""
+    sd = seed_difference(a, b) if a is not None and b is not None and a is not b else None
+    return "–" if sd is None else f"{sd[0]:+.1f} ± {sd[1]:.1f}"
+
+
 def ablation_table(
     results: list[PolicyResult],
     rows_spec: list[tuple[str | tuple[str, ...], str]],
     title: str,
     reference: str | None = None,
+    seed_reference: str | None = None,
 ) -> list[str]:
     """Mean success of named variants (paper's ablations); missing ones shown as –. With `reference` (a
-    result name), each row also gets its paired difference to that result."""
+    result name), each row also gets its paired difference to that result; with `seed_reference` (a pooled
+    result), each seed's mean and the difference to it with an interval over training seeds."""
     r = by_name(results)
     ref = r.get(reference) if reference else None
+    sref = r.get(seed_reference) if seed_reference else None
     head = f"| {title} | L6 mean success % | 95 % CI ± |"
-    out = [
-        head + (f" paired vs {ref.label} (pts) |" if ref else ""),
-        "|---|---:|---:|" + ("---:|" if ref else ""),
-    ]
+    head += f" paired vs {ref.label} (pts) |" if ref else ""
+    head += f" seeds (% each) | vs {sref.label} over seeds (pts) |" if sref else ""
+    out = [head, "|---|---:|---:|" + ("---:|" if ref else "") + ("---:|---:|" if sref else "")]
     for names, label in rows_spec:
         x = _lookup(r, names)
         row = f"| {label} | {_fmt(x.mean) if x else '–'} | {_fmt(x.ci95) if x else '–'} |"
         if ref:
             row += f" {paired_cell(x, ref)} |"
+        if sref:
+            each = seed_means(x) if x else None
+            row += f" {', '.join(f'{m:.1f}' for m in each) if each else '–'} | {seed_cell(x, sref)} |"
         out.append(row)
     return out
 
@@ -217,10 +228,27 @@ def render_markdown(
         lines += [f"![success vs latency]({plot})", ""]
     if ablations:
         r = by_name(results)
-        pooled = r.get("L6_task_kd_attn")
-        seeds = f" ({pooled.runs} training seeds each, pooled)" if pooled and pooled.runs > 1 else ""
+        runs = {x.runs for x in (_lookup(r, n) for n, _ in LOSS_ABLATION) if x is not None}
+        pooled = max(runs, default=1) > 1
+        seeds = ""
+        if pooled:
+            seeds = (
+                f" ({runs.pop()} training seeds each, pooled)"
+                if len(runs) == 1
+                else " (training seeds pooled)"
+            )
         lines += [f"## Loss ablation (L6){seeds}", ""]
-        lines += ablation_table(results, LOSS_ABLATION, "losses", reference="teacher") + [""]
+        lines += ablation_table(
+            results, LOSS_ABLATION, "losses", reference="teacher", seed_reference="L6_task"
+        )
+        if pooled:
+            lines += [
+                "",
+                "The paired column holds each recipe's trained weights fixed (its interval is over setups); the "
+                "last column is the one that says whether a loss term helps: each training seed's mean is one "
+                "sample of its recipe, the interval Welch's t over seeds.",
+            ]
+        lines += [""]
         lines += ["## Attention-KD layer ablation (L6, task + KD + attn, one seed)", ""]
         lines += ablation_table(results, ATTN_ABLATION, "attention layer") + [""]
         if any(_lookup(r, n) for n, _ in LAMBDA_ABLATION if n != _L6_MAIN):

@@ -95,6 +95,57 @@ def paired_difference(a: PolicyResult, b: PolicyResult) -> tuple[float, float] |
     return 100 * sum(means) / len(means), 100 * 1.96 * math.sqrt(var)
 
 
+# Two-sided 95 % quantiles of Student's t for 1..10 degrees of freedom; beyond, a Cornish-Fisher expansion.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def t95(df: int) -> float:
+    """Two-sided 95 % quantile of Student's t with `df` degrees of freedom (within 0.005 for df > 10)."""
+    if df < 1:
+        raise ValueError(f"t quantile needs df >= 1, got {df}")
+    if df <= len(_T95):
+        return _T95[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def seed_means(r: PolicyResult) -> list[float] | None:
+    """Mean success (%) of each training seed pooled in `r`, from its run-major per-episode outcomes; None
+    when the outcomes do not split into `r.runs` equal evaluations."""
+    if not r.outcomes:
+        return None
+    per_task = []
+    for outcomes in r.outcomes.values():
+        if not outcomes or len(outcomes) % r.runs:
+            return None
+        n = len(outcomes) // r.runs
+        per_task.append([sum(outcomes[k * n : (k + 1) * n]) / n for k in range(r.runs)])
+    return [100 * sum(t[k] for t in per_task) / len(per_task) for k in range(r.runs)]
+
+
+def seed_difference(a: PolicyResult, b: PolicyResult) -> tuple[float, float] | None:
+    """Mean success of recipe a minus recipe b (pts) with a 95 % interval over training seeds: each seed's
+    mean is one sample of the recipe (training noise and evaluation noise together), the two recipes'
+    seeds independent: Welch's t, its Welch-Satterthwaite degrees of freedom rounded down.
+    This is the interval that says whether a recipe helps; the paired one (`paired_difference`) holds the
+    trained weights fixed. None unless both pool at least two seeds."""
+    ma, mb = seed_means(a), seed_means(b)
+    if not ma or not mb or len(ma) < 2 or len(mb) < 2:
+        return None
+
+    def mean_var(x: list[float]) -> tuple[float, float]:
+        m = sum(x) / len(x)
+        return m, sum((v - m) ** 2 for v in x) / (len(x) - 1)
+
+    (xa, va), (xb, vb) = mean_var(ma), mean_var(mb)
+    qa, qb = va / len(ma), vb / len(mb)  # squared standard errors of the two means
+    se = math.sqrt(qa + qb)
+    if se == 0:
+        return xa - xb, 0.0
+    df = (qa + qb) ** 2 / (qa**2 / (len(ma) - 1) + qb**2 / (len(mb) - 1))
+    return xa - xb, t95(max(1, math.floor(df + 1e-9))) * se
+
+
 def runs_by_policy(bench: dict | None) -> dict[str, dict]:
     """A bench result's runs by the benchmarked policy folder's name (run names are "<folder>/<mode>"; the
     first mode of each folder). Empty for no bench result."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shallowpi.study.results import PolicyResult, by_name, paired_difference
+from shallowpi.study.results import PolicyResult, by_name, paired_difference, seed_difference
 
 # Depth targets (the paper: L6 within 1-2 pts of the teacher at > 2x speed).
 L6_MAX_DROP_PTS = 1.0
@@ -26,6 +26,11 @@ class Target:
 def _paired(a: PolicyResult, b: PolicyResult, word: str) -> str:
     pd = paired_difference(a, b)
     return "" if pd is None else f"; paired 95 % CI of the {word}: {pd[0]:+.1f} ± {pd[1]:.1f} pts"
+
+
+def _over_seeds(a: PolicyResult, b: PolicyResult, word: str) -> str:
+    sd = seed_difference(a, b)
+    return "" if sd is None else f"; over training seeds, the {word}: {sd[0]:+.1f} ± {sd[1]:.1f} pts"
 
 
 def _l6_targets(
@@ -76,7 +81,9 @@ def _loss_ordering(chain: list[PolicyResult | None], where: str = "") -> Target:
         " < ".join(f"{x:.1f}" for x in m)
         + " %"
         + _paired(chain[1], chain[0], "KD gain")
-        + _paired(chain[2], chain[1], "attention gain"),
+        + _paired(chain[2], chain[1], "attention gain")
+        + _over_seeds(chain[1], chain[0], "KD gain")
+        + _over_seeds(chain[2], chain[1], "attention gain"),
     )
 
 
