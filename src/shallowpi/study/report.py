@@ -8,6 +8,7 @@ full study (`scripts/study_metaworld.py`), the demo (`shallowpi demo`) and tests
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from shallowpi.paths import portable_command
 from shallowpi.study.results import PolicyResult, by_name, paired_difference, seed_difference, seed_means
@@ -24,10 +25,23 @@ def _fmt(x: float | None, spec: str = ".1f", none: str = "–") -> str:
     return none if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def _diff_cell(
+    a: PolicyResult | None,
+    b: PolicyResult | None,
+    diff: Callable[[PolicyResult, PolicyResult], tuple[float, float] | None],
+) -> str:
+    d = diff(a, b) if a is not None and b is not None and a is not b else None
+    return "–" if d is None else f"{d[0]:+.1f} ± {d[1]:.1f}"
+
+
 def paired_cell(a: PolicyResult | None, b: PolicyResult | None) -> str:
     """A table cell with the paired difference a - b (pts) and its 95 % half-width; – where there is none."""
-    pd = paired_difference(a, b) if a is not None and b is not None and a is not b else None
-    return "–" if pd is None else f"{pd[0]:+.1f} ± {pd[1]:.1f}"
+    return _diff_cell(a, b, paired_difference)
+
+
+def seed_cell(a: PolicyResult | None, b: PolicyResult | None) -> str:
+    """A table cell with a - b (pts) and its 95 % interval over training seeds; – with fewer than two each."""
+    return _diff_cell(a, b, seed_difference)
 
 
 def target_lines(targets: list[Target]) -> list[str]:
@@ -102,12 +116,6 @@ def _lookup(r: dict[str, PolicyResult], names: str | tuple[str, ...]) -> PolicyR
         if n in r:
             return r[n]
     return None
-
-
-def seed_cell(a: PolicyResult | None, b: PolicyResult | None) -> str:
-    """A table cell with a - b (pts) and its 95 % interval over training seeds; – with fewer than two each."""
-    sd = seed_difference(a, b) if a is not None and b is not None and a is not b else None
-    return "–" if sd is None else f"{sd[0]:+.1f} ± {sd[1]:.1f}"
 
 
 def ablation_table(

@@ -64,12 +64,19 @@ def pool_runs(name: str, label: str, runs: list[PolicyResult]) -> PolicyResult:
     )
 
 
-def _per_setup(outcomes: list[bool], runs: int) -> list[float] | None:
-    """Run-major outcomes of `runs` evaluations on the same setups -> each setup's mean success."""
-    if runs < 1 or len(outcomes) % runs:
+def _split_runs(outcomes: list[bool], runs: int) -> list[list[bool]] | None:
+    """Run-major outcomes of `runs` evaluations on the same setups -> one list per run; None when they do not
+    split into `runs` equal, non-empty evaluations."""
+    if runs < 1 or not outcomes or len(outcomes) % runs:
         return None
     n = len(outcomes) // runs
-    return [sum(float(outcomes[r * n + e]) for r in range(runs)) / runs for e in range(n)]
+    return [outcomes[k * n : (k + 1) * n] for k in range(runs)]
+
+
+def _per_setup(outcomes: list[bool], runs: int) -> list[float] | None:
+    """Run-major outcomes of `runs` evaluations on the same setups -> each setup's mean success."""
+    split = _split_runs(outcomes, runs)
+    return None if split is None else [sum(map(float, setup)) / runs for setup in zip(*split, strict=True)]
 
 
 def paired_difference(a: PolicyResult, b: PolicyResult) -> tuple[float, float] | None:
@@ -114,12 +121,12 @@ def seed_means(r: PolicyResult) -> list[float] | None:
     when the outcomes do not split into `r.runs` equal evaluations."""
     if not r.outcomes:
         return None
-    per_task = []
+    per_task = []  # (tasks, runs): each run's success rate on each task
     for outcomes in r.outcomes.values():
-        if not outcomes or len(outcomes) % r.runs:
+        split = _split_runs(outcomes, r.runs)
+        if split is None:
             return None
-        n = len(outcomes) // r.runs
-        per_task.append([sum(outcomes[k * n : (k + 1) * n]) / n for k in range(r.runs)])
+        per_task.append([sum(run) / len(run) for run in split])
     return [100 * sum(t[k] for t in per_task) / len(per_task) for k in range(r.runs)]
 
 
