@@ -21,6 +21,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "base": (
         "shallowpi.errors",
         "shallowpi.atomic",
+        "shallowpi.jsonfile",
         "shallowpi.cameras",
         "shallowpi.device",
         "shallowpi.hub",

@@ -79,15 +79,18 @@ def test_command_prints_each_policy(tmp_path, capsys):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (None, "no evaluation file"),
-        ("not json", "is not JSON"),
+        (None, "no file"),
+        ("not json", "is not valid JSON"),
+        (b"\xff\xfe{", "is not valid JSON"),
         (json.dumps({"overall": {}}), "not an eval_info.json"),
         (json.dumps(_info(1000, [False, False], [9.0])), "2 successes but 1 max_rewards"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content, message):
     path = tmp_path / "eval.json"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     assert near_miss.main([str(path)]) == 2
     err = capsys.readouterr().err

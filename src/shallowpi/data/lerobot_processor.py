@@ -44,13 +44,13 @@ from shallowpi.data.processor_files import (
     POSTPROCESSOR_JSON,
     PREPROCESSOR_JSON,
     flatten_stats,
-    read_json,
     unflatten_stats,
 )
 from shallowpi.data.stats import Stats
 from shallowpi.data.tokenizer import Tokenizer
 from shallowpi.errors import MissingFileError, UserError
 from shallowpi.hub import hub_cache
+from shallowpi.jsonfile import read_json
 from shallowpi.observation import Observation
 
 TOKENIZER_ENV = "SHALLOWPI_TOKENIZER"

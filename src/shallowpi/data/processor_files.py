@@ -1,11 +1,10 @@
 """A processor's files in a pretrained folder: `save_processor` writes them (LeRobot's processor layout plus
 shallowpi's own config and tokenizer), `read_shallowpi_processor` reads them back; the flat statistics keys
-and JSON reading LeRobot's files share (`lerobot_processor`)."""
+LeRobot's files share (`lerobot_processor`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from shallowpi.data.processor import Postprocessor, Preprocessor, ProcessorConfi
 from shallowpi.data.stats import Stats
 from shallowpi.data.tokenizer import Tokenizer
 from shallowpi.errors import MissingFileError, UserError
+from shallowpi.jsonfile import read_json
 
 PROCESSOR_CONFIG = "shallowpi_processor.json"
 TOKENIZER_FILE = "tokenizer.model"
@@ -47,14 +47,6 @@ def unflatten_stats(flat: Mapping[str, torch.Tensor], skip: Collection[str] = ()
         feat, name = key.rsplit(".", 1)
         out.setdefault(feat, {})[name] = v.double().numpy().reshape(-1).astype(np.float64)
     return out
-
-
-def read_json(path: Path, error: type[UserError] = UserError) -> dict:
-    """A JSON file, or `error` (one line) naming it when it does not parse."""
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise error(f"{path} is not valid JSON: {e}") from e
 
 
 def _norm_step(config: ProcessorConfig, state_file: str, registry_name: str, output_only: bool) -> dict:

@@ -10,14 +10,14 @@ a wrong motion without re-running anything.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from shallowpi.errors import MissingFileError, UserError
+from shallowpi.errors import UserError
+from shallowpi.jsonfile import read_json
 
 REACH = "reach-v3"
 RADIUS_M = 0.05  # reach-v3's success radius and the tolerance's upper bound
@@ -65,15 +65,6 @@ def reach_misses_mm(info: dict) -> list[float]:
     ]
 
 
-def _load(path: Path) -> dict:
-    if not path.is_file():
-        raise MissingFileError(f"no evaluation file {path}")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not JSON: {e}") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m shallowpi.study.near_miss", description=__doc__.split("\n")[0]
@@ -81,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("evals", nargs="+", type=Path, help="eval_info.json files (each policy's evaluation)")
     args = p.parse_args(argv)
     try:
-        rows = [(path.stem, reach_misses_mm(_load(path))) for path in args.evals]
+        rows = [(path.stem, reach_misses_mm(read_json(path))) for path in args.evals]
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
