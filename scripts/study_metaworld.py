@@ -241,10 +241,10 @@ class Study:
     def policy_dir(self, v: Variant) -> Path:
         return self.teacher_path if v.kind == "teacher" else self.policies / v.name
 
-    def train(self, name: str, argv: list[str], steps: int, lr: float) -> None:
+    def train(self, name: str, argv: list[str], steps: int, lr: float) -> Path:
         from shallowpi.study.workspace import Schedule
 
-        self.ws.train(
+        return self.ws.train(
             name, argv, Schedule(steps, lr), save_every=self.args.save_every, threads=self.args.threads
         )
 
@@ -310,7 +310,9 @@ class Study:
                     self.say(f"{v.name}: subsampling the teacher, no training")
                     pipeline.save_layer_skip_student(teacher, v.depth, self.policy_dir(v))
                 continue
-            self.train(v.name, *self.training_job(v))
+            policy = self.train(v.name, *self.training_job(v))
+            if v.kind == "scratch":  # evaluated as the teacher and its students run: the teacher's horizon
+                pipeline.copy_horizon(teacher, policy)
 
     def training_job(self, v: Variant) -> tuple[list[str], int, float] | None:
         """(argv, steps, peak lr) of the run that makes `v`; None for variants this script does not train."""
@@ -431,7 +433,7 @@ class Study:
         from shallowpi.study import targets as study_targets
 
         a, spec = self.args, self.eval_spec()
-        results, groups, shown = [], {}, []
+        results, groups, shown, horizons = [], {}, [], {}
         same_teacher = self.step_study_has_this_teacher()
         for v in self.selected():
             info = self.kept_eval(v)
@@ -441,6 +443,7 @@ class Study:
             if v.kind == "steps" and not same_teacher:
                 continue
             shown.append(v)
+            horizons[v.name] = info.get("settings", {}).get("actions_per_call")
             # A seed group's seed-1000 run shares the group's name; the pooled result takes that name.
             name = f"{v.name}_seed{v.seed}" if v.group == v.name else v.name
             run = pipeline.policy_result(
@@ -489,7 +492,7 @@ class Study:
             "students": f"{a.student_steps} steps x batch {a.student_batch_size}, lr {a.student_lr}, "
             f"λ_attn {a.attn_weight}; scratch baseline: same steps and batch, lr {a.teacher_lr}",
             "eval": f"{spec.episodes_per_task} episodes per task, MT1 seed {spec.seed}, <= {spec.max_steps} steps, "
-            "whole chunk executed open-loop; paired intervals average each setup over the seeds",
+            f"{study_report.chunk_execution(horizons)}; paired intervals average each setup over the seeds",
             "seeds": f"L6 loss ablation: {a.seeds} training seeds (1000..{999 + a.seeds}), pooled",
             "bench": f"engine runtime, batch 1, {a.bench_iters} interleaved calls per model, torch "
             f"{env.get('torch', '?')}, {env.get('torch_threads', '?')} threads, "

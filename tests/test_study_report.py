@@ -426,3 +426,15 @@ def test_prefix_targets_read_the_paired_difference_and_say_whether_its_interval_
     )
     assert out[1].detail.startswith("60.0 vs 80.0 %, difference -20.0 pts") and "settles it" in out[1].detail
     assert out[3].detail.endswith("paired 95 % CI +0.0 to +0.0 (the interval settles it)")
+
+
+def test_settings_say_how_each_chunk_ran() -> None:
+    # A policy that re-plans every 5 actions must not be reported as running its whole chunk open-loop.
+    assert (
+        study_report.chunk_execution({"teacher": 5, "L6": 5}) == "first 5 actions of each chunk, then re-plan"
+    )
+    assert study_report.chunk_execution({"teacher": None}) == "whole chunk executed open-loop"
+    mixed = study_report.chunk_execution({"teacher": 5, "L6": 5, "old": None})
+    assert mixed == (
+        "first 5 actions of each chunk, then re-plan (teacher, L6); whole chunk executed open-loop (old)"
+    )

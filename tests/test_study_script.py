@@ -4,6 +4,7 @@ from-scratch baseline must be the students' architecture (the teacher's variant)
 from __future__ import annotations
 
 import importlib.util
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -34,16 +35,29 @@ def test_training_commands_use_the_teachers_architecture(tmp_path, only):
     assert args.state == "hand_task_goal"  # read from the bundled teacher's 8-dim state
     study = mod.Study(args)
     calls = []
-    study.train = lambda name, argv, steps, lr: calls.append((name, argv, steps))
+    fresh = {"chunk_size": 10, "n_action_steps": 10}  # what a fresh training run's config.json says
+
+    def train(name, argv, steps, lr):
+        calls.append((name, argv, steps))
+        policy = tmp_path / "policies" / name
+        policy.mkdir(parents=True)
+        (policy / "config.json").write_text(json.dumps(fresh))
+        return policy
+
+    study.train = train
     study.students()
     assert [c[0] for c in calls] == [only]
+    horizon = json.loads((tmp_path / "policies" / only / "config.json").read_text())["n_action_steps"]
     argv = calls[0][1]
     if only == "L6_scratch":
         assert argv[:2] == ["train", "--preset"]
         variant = read_config(TEACHER).variant
         assert argv[argv.index("--variant") + 1] == variant == "pi0"
-    else:  # a distilled student inherits everything from --teacher
+        # The baseline re-plans as the teacher does (its chosen horizon), not after the whole chunk.
+        assert horizon == json.loads((TEACHER / "config.json").read_text())["n_action_steps"] == 5
+    else:  # a distilled student inherits everything from --teacher (its config too: left as training wrote it)
         assert argv[0] == "distill" and argv[argv.index("--teacher") + 1] == str(TEACHER)
+        assert horizon == 10
     assert argv[argv.index("--depth") + 1] == "6"
 
 
@@ -146,6 +160,7 @@ def test_report_lists_the_command_of_every_trained_policy_without_a_commands_log
     study.ws.shallowpi = lambda argv: ran.append("shallowpi " + shlex.join(argv))
     study.ws.kept_eval = lambda *a, **k: None
     monkeypatch.setattr("shallowpi.study.workspace.pipeline.export_pretrained", lambda out, dst: dst)
+    monkeypatch.setattr("shallowpi.study.pipeline.copy_horizon", lambda reference, policy: 5)
     study.students()  # runs (here: records) L6_task and L6_scratch; L6_skip needs no training
     shown = study.selected()
     cmds = study.commands(shown)
@@ -158,3 +173,25 @@ def test_the_reports_regenerate_command_runs_every_stage():
     mod = _study_module()
     argv = ["--work", "w", "--stages", "bench,report", "--threads", "2", "--stages=report"]
     assert mod.without_stages(argv) == ["--work", "w", "--threads", "2"]
+
+
+def test_copy_horizon_gives_the_teachers_horizon_or_leaves_the_policy(tmp_path):
+    from shallowpi.errors import UserError
+    from shallowpi.study.pipeline import copy_horizon
+
+    def folder(name, **cfg):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+        return tmp_path / name
+
+    def horizon(path):
+        return json.loads((path / "config.json").read_text())["n_action_steps"]
+
+    teacher, plain = folder("teacher", chunk_size=10, n_action_steps=5), folder("plain", chunk_size=10)
+    student = folder("student", chunk_size=10, n_action_steps=10)
+    assert copy_horizon(plain, student) is None and horizon(student) == 10
+    assert copy_horizon(teacher, student) == 5 and horizon(student) == 5
+    short = folder("short", chunk_size=4, n_action_steps=4)
+    with pytest.raises(UserError, match="exceeds .* chunk_size 4"):
+        copy_horizon(teacher, short)
+    assert horizon(short) == 4

@@ -118,6 +118,29 @@ def export_pretrained(train_out: str | Path, dest: str | Path) -> Path:
     return copy_folder(last / ckpt.PRETRAINED, dest)
 
 
+def copy_horizon(reference: str | Path, policy: str | Path) -> int | None:
+    """Give `policy` the re-planning horizon (`n_action_steps` in config.json) of `reference`, so a baseline
+    trained from scratch runs its chunks as the teacher and its students do (a horizon is chosen for the
+    teacher after training; a fresh run's config runs the whole chunk). Returns the horizon (None: the
+    reference has none and `policy` is left as it is)."""
+    from shallowpi.atomic import write_json_atomic
+    from shallowpi.model.checkpoint import CONFIG_NAME
+
+    horizon = json.loads((Path(reference) / CONFIG_NAME).read_text()).get("n_action_steps")
+    if horizon is None:
+        return None
+    path = Path(policy) / CONFIG_NAME
+    raw = json.loads(path.read_text())
+    if not 1 <= horizon <= raw.get("chunk_size", horizon):
+        raise UserError(
+            f"{reference}'s n_action_steps {horizon} exceeds {path}'s chunk_size {raw['chunk_size']}"
+        )
+    if raw.get("n_action_steps") != horizon:
+        raw["n_action_steps"] = horizon
+        write_json_atomic(path, raw, indent=4)
+    return horizon
+
+
 def copy_folder(src: str | Path, dest: str | Path) -> Path:
     with atomic_dir(dest) as build:
         shutil.copytree(src, build, dirs_exist_ok=True)

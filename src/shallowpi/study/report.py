@@ -50,6 +50,25 @@ def target_lines(targets: list[Target]) -> list[str]:
     return [f"- {t.text}: {verdicts[t.met]} ({t.detail})" for t in targets]
 
 
+def chunk_execution(horizons: dict[str, int | None]) -> str:
+    """How the evaluations ran each action chunk, from each policy's `actions_per_call` (its eval_info
+    settings; None: the whole chunk): one phrase when all agree, else the policies grouped by horizon."""
+
+    def phrase(n: int | None) -> str:
+        return (
+            "whole chunk executed open-loop"
+            if n is None
+            else f"first {n} actions of each chunk, then re-plan"
+        )
+
+    groups: dict[int | None, list[str]] = {}
+    for name, n in horizons.items():
+        groups.setdefault(n, []).append(name)
+    if len(groups) <= 1:
+        return phrase(next(iter(groups), None))
+    return "; ".join(f"{phrase(n)} ({', '.join(names)})" for n, names in groups.items())
+
+
 def _short(task: str) -> str:
     return task.removesuffix("-v3")
 
