@@ -438,3 +438,16 @@ def test_settings_say_how_each_chunk_ran() -> None:
     assert mixed == (
         "first 5 actions of each chunk, then re-plan (teacher, L6); whole chunk executed open-loop (old)"
     )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs the plot extra")
+def test_schedule_axis_labels_only_the_schedules_run(tmp_path: Path, monkeypatch) -> None:
+    figures = []
+    monkeypatch.setattr(study_plots, "save_figure_atomic", lambda fig, path: figures.append(fig) or path)
+    r = study_results.by_name(_results())
+    rows = [(1200, r["L6_task_kd_attn"]), (2400, r["L6_task_kd_attn"]), (4800, r["L6_task_kd_attn"])]
+    study_plots.plot_schedule(rows, r["teacher"], tmp_path / "s.png")
+    ax = figures[0].axes[0]
+    figures[0].canvas.draw()
+    shown = [t.get_text() for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True) if t.get_text()]
+    assert shown == ["1200", "2400", "4800"]

@@ -193,5 +193,6 @@ def plot_schedule(
         ax.axhspan(teacher.mean - L6_MAX_DROP_PTS, teacher.mean, color="tab:red", alpha=0.1)
     ax.set_xscale("log")
     ax.set_xticks(xs, [str(n) for n in xs])
+    ax.minorticks_off()  # the log axis's own minor labels (2×10³ …) would sit between the schedules' ticks
     ax.set_xlabel("distillation steps (each a full schedule)")
     return _finish(fig, ax, title, path)
