@@ -14,7 +14,6 @@ both follow it). Writes OUT/horizon_<n>.json (eval_info.json of each) and OUT/ch
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from shallowpi.errors import UserError
 from shallowpi.paths import portable_path
 from shallowpi.sim import metaworld_env as mw
 from shallowpi.sim.evaluate import EvalConfig, evaluate
+from shallowpi.study.pipeline import write_horizon
 
 TRAINING_SEED = 0  # the demonstrations' setups
 
@@ -30,16 +30,6 @@ TRAINING_SEED = 0  # the demonstrations' setups
 def choose(success: dict[int, float]) -> int:
     """The horizon with the best success; ties go to the longer horizon (fewer calls, less compute)."""
     return max(success, key=lambda h: (success[h], h))
-
-
-def write_default(policy: Path, horizon: int) -> None:
-    path = policy / "config.json"
-    raw = json.loads(path.read_text())
-    chunk = raw.get("chunk_size")
-    if chunk is not None and not 1 <= horizon <= chunk:
-        raise UserError(f"horizon {horizon} is outside [1, chunk_size={chunk}]")
-    raw["n_action_steps"] = horizon
-    write_json_atomic(path, raw, indent=4)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         if args.write:
-            write_default(policy, best)
+            write_horizon(policy, best)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

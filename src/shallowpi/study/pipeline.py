@@ -16,6 +16,7 @@ import numpy as np
 
 from shallowpi.atomic import atomic_dir
 from shallowpi.errors import MissingFileError, UserError
+from shallowpi.jsonfile import read_json
 from shallowpi.study.results import PolicyResult
 
 BUNDLED_TEACHER = "teacher_metaworld"  # src/shallowpi/assets/<this>: a pretrained_model folder
@@ -123,22 +124,30 @@ def copy_horizon(reference: str | Path, policy: str | Path) -> int | None:
     trained from scratch runs its chunks as the teacher and its students do (a horizon is chosen for the
     teacher after training; a fresh run's config runs the whole chunk). Returns the horizon (None: the
     reference has none and `policy` is left as it is)."""
+    from shallowpi.model.checkpoint import CONFIG_NAME
+
+    horizon = read_json(Path(reference) / CONFIG_NAME).get("n_action_steps")
+    if horizon is not None:
+        write_horizon(policy, horizon)
+    return horizon
+
+
+def write_horizon(policy: str | Path, horizon: int) -> None:
+    """Save `horizon` as the policy's re-planning default (`n_action_steps` in its config.json, LeRobot's
+    field), checked against its chunk size."""
     from shallowpi.atomic import write_json_atomic
     from shallowpi.model.checkpoint import CONFIG_NAME
 
-    horizon = json.loads((Path(reference) / CONFIG_NAME).read_text()).get("n_action_steps")
-    if horizon is None:
-        return None
     path = Path(policy) / CONFIG_NAME
-    raw = json.loads(path.read_text())
-    if not 1 <= horizon <= raw.get("chunk_size", horizon):
-        raise UserError(
-            f"{reference}'s n_action_steps {horizon} exceeds {path}'s chunk_size {raw['chunk_size']}"
-        )
+    raw = read_json(path)
+    chunk = raw.get("chunk_size", horizon)
+    if horizon < 1:
+        raise UserError(f"n_action_steps {horizon} for {path} must be at least 1")
+    if horizon > chunk:
+        raise UserError(f"n_action_steps {horizon} exceeds {path}'s chunk_size {chunk}")
     if raw.get("n_action_steps") != horizon:
         raw["n_action_steps"] = horizon
         write_json_atomic(path, raw, indent=4)
-    return horizon
 
 
 def copy_folder(src: str | Path, dest: str | Path) -> Path:
