@@ -370,8 +370,10 @@ class Study:
         return self.kept_evals(v) / f"{v.eval_name or v.name}.json"
 
     def kept_eval(self, v: Variant) -> dict | None:
-        """The committed evaluation of `v` when it was made with this study's settings."""
-        return self.ws.kept_eval(v.eval_name or v.name, self.eval_spec(), self.kept_evals(v))
+        """The committed evaluation of `v` when it was made with this study's settings and, where its policy
+        is here, with the horizon the policy runs now."""
+        policy = None if v.kind == "steps" else self.policy_dir(v)  # steps: scripts/study_steps.py's folders
+        return self.ws.kept_eval(v.eval_name or v.name, self.eval_spec(), self.kept_evals(v), policy)
 
     def eval(self) -> None:
         spec = self.eval_spec()
@@ -438,7 +440,10 @@ class Study:
         for v in self.selected():
             info = self.kept_eval(v)
             if info is None:
-                self.say(f"report: no eval for {v.name} in {self.kept_eval_path(v)}; left out")
+                self.say(
+                    f"report: no eval for {v.name} in {self.kept_eval_path(v)} with the study's settings "
+                    "and the policy's horizon; left out"
+                )
                 continue
             if v.kind == "steps" and not same_teacher:
                 continue

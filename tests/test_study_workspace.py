@@ -66,6 +66,37 @@ def test_kept_evaluation_is_reused_only_with_the_same_settings(tmp_path):
     assert ws.kept_eval("L6", other, keep) is None  # 6 episodes were asked: the kept 5 do not count
 
 
+def test_kept_evaluation_of_another_horizon_is_stale(tmp_path):
+    """A horizon written into a policy's config after its evaluation (a scratch baseline given the teacher's
+    re-planning horizon) makes the kept evaluation stale: it ran the chunks differently. An evaluation that
+    predates the recorded field, or whose policy is not here, is kept."""
+    spec = pipeline.EvalSpec(tasks=["reach-v3"], episodes_per_task=5, image_size=64)
+    keep, policy = tmp_path / "evals", tmp_path / "L6"
+    keep.mkdir()
+    policy.mkdir()
+    config = {"chunk_size": 10}
+    (policy / "config.json").write_text(json.dumps(config))
+    info = _info(spec, 42.0)
+    info["settings"]["actions_per_call"] = None  # ran the whole chunk
+    (keep / "L6.json").write_text(json.dumps(info))
+    assert Workspace.kept_eval("L6", spec, keep, policy) is not None  # the policy still runs whole chunks
+    config["n_action_steps"] = 5
+    (policy / "config.json").write_text(json.dumps(config))
+    assert Workspace.kept_eval("L6", spec, keep, policy) is None  # now it re-plans after 5
+    assert Workspace.kept_eval("L6", spec, keep, tmp_path / "gone") is not None  # nothing to compare with
+    info["settings"]["actions_per_call"] = 5
+    (keep / "L6.json").write_text(json.dumps(info))
+    assert Workspace.kept_eval("L6", spec, keep, policy) is not None
+    forced = pipeline.EvalSpec(tasks=["reach-v3"], episodes_per_task=5, image_size=64, n_action_steps=10)
+    info["settings"]["n_action_steps"], info["settings"]["actions_per_call"] = 10, 10
+    (keep / "L6.json").write_text(json.dumps(info))
+    assert Workspace.kept_eval("L6", forced, keep, policy) is not None  # the spec's flag wins over the config
+    del info["settings"]["actions_per_call"]  # an evaluation from before the field was recorded
+    info["settings"]["n_action_steps"] = None
+    (keep / "L6.json").write_text(json.dumps(info))
+    assert Workspace.kept_eval("L6", spec, keep, policy) is not None
+
+
 def test_commands_are_logged_and_a_failure_raises(tmp_path):
     ws = Workspace(tmp_path / "w", in_process=True)
     with pytest.raises(SystemExit):

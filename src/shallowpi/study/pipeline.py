@@ -194,8 +194,10 @@ class EvalSpec:
     threads: int | None = None  # torch threads of the whole eval, shared by the workers (None: the cores)
     seed: int = HELD_OUT_SEED
 
-    def matches(self, info: dict) -> bool:
-        """True when an existing eval_info.json was produced with these settings (so it can be reused)."""
+    def matches(self, info: dict, policy: str | Path | None = None) -> bool:
+        """True when an existing eval_info.json was produced with these settings (so it can be reused).
+        With `policy` (a folder that exists) the evaluation must also have run its chunks as the policy
+        would now: a horizon written into the policy's config after it was evaluated makes it stale."""
         s = info.get("settings", {})
         return (
             list(s.get("tasks", [])) == list(self.tasks)
@@ -205,7 +207,20 @@ class EvalSpec:
             and s.get("n_action_steps") == self.n_action_steps
             and s.get("image_size") == self.image_size
             and not s.get("blank_images", False)
+            and (policy is None or self._same_horizon(s, Path(policy)))
         )
+
+    def _same_horizon(self, settings: dict, policy: Path) -> bool:
+        """The recorded actions per call equal what `policy` runs now (--n-action-steps, else its config's
+        n_action_steps, else the whole chunk). An evaluation that recorded none predates the field: kept."""
+        from shallowpi.model.checkpoint import CONFIG_NAME
+
+        if "actions_per_call" not in settings or not (policy / CONFIG_NAME).is_file():
+            return True
+        config = read_json(policy / CONFIG_NAME)
+        chunk = config.get("chunk_size")
+        now = self.n_action_steps or config.get("n_action_steps") or chunk
+        return (settings["actions_per_call"] or chunk) == now
 
 
 def evaluate_policy(
@@ -217,7 +232,7 @@ def evaluate_policy(
     path = Path(out_dir) / "eval_info.json"
     if path.is_file():
         info = json.loads(path.read_text())
-        if spec.matches(info):
+        if spec.matches(info, policy):
             return info
     cfg = EvalConfig(
         policy=str(policy),

@@ -218,7 +218,7 @@ class Workspace:
         resumes from it."""
         from shallowpi.atomic import write_json_atomic
 
-        kept = self.kept_eval(name, spec, keep_in)
+        kept = self.kept_eval(name, spec, keep_in, policy)
         if kept is not None:
             return kept
         self.say(f"eval: {name} ({len(spec.tasks)} tasks x {spec.episodes_per_task} episodes)")
@@ -230,11 +230,15 @@ class Workspace:
         return info
 
     @staticmethod
-    def kept_eval(name: str, spec: pipeline.EvalSpec, keep_in: Path | None) -> dict | None:
+    def kept_eval(
+        name: str, spec: pipeline.EvalSpec, keep_in: Path | None, policy: Path | None = None
+    ) -> dict | None:
+        """KEEP_IN/NAME.json when it was made with `spec`'s settings (and, given the policy folder, ran its
+        chunks as the policy now does); else None."""
         if keep_in is None or not (Path(keep_in) / f"{name}.json").is_file():
             return None
         info = json.loads((Path(keep_in) / f"{name}.json").read_text())
-        return info if spec.matches(info) else None
+        return info if spec.matches(info, policy) else None
 
     def bench(
         self, paths: Sequence[Path], *, iters: int, threads: int | None = None, cache: bool = True
