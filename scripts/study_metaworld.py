@@ -440,10 +440,13 @@ class Study:
         for v in self.selected():
             info = self.kept_eval(v)
             if info is None:
-                self.say(
-                    f"report: no eval for {v.name} in {self.kept_eval_path(v)} with the study's settings "
-                    "and the policy's horizon; left out"
+                path = self.kept_eval_path(v)
+                why = (
+                    "does not match the study's settings or the policy's horizon"
+                    if path.is_file()
+                    else "is missing"
                 )
+                self.say(f"report: {v.name}'s eval {path} {why}; left out")
                 continue
             if v.kind == "steps" and not same_teacher:
                 continue
