@@ -20,6 +20,24 @@ CONFIGS_PER_SEED = 50  # MT1(task, seed).train_tasks has 50 configurations
 MAX_PATH_LENGTH = mw.MAX_PATH_LENGTH
 
 
+def policy_horizon(policy: str | Path) -> tuple[int | None, int | None]:
+    """(n_action_steps, chunk_size) of a policy folder's config.json: its own re-planning horizon (LeRobot's
+    field, which LeRobot's action queue follows too) and its chunk; None for what it does not state (both
+    without a config.json). One clear error when n_action_steps is not an integer in [1, chunk_size]."""
+    path = Path(policy) / "config.json"
+    if not path.is_file():
+        return None, None
+    raw = json.loads(path.read_text())
+    steps, chunk = raw.get("n_action_steps"), raw.get("chunk_size")
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or (chunk and steps > chunk)
+    ):
+        raise UserError(
+            f"{path}: n_action_steps must be an integer in [1, chunk_size={chunk}], got {steps!r}"
+        )
+    return steps, chunk
+
+
 @dataclass
 class EvalConfig:
     policy: str  # pretrained folder (model + processor)
@@ -51,21 +69,8 @@ class EvalConfig:
 
     @cached_property
     def policy_n_action_steps(self) -> int | None:
-        """The policy's own re-planning horizon: `n_action_steps` in its config.json (LeRobot's field, which
-        LeRobot's action queue follows too); None when the folder states none. One clear error when it is
-        not an integer in [1, chunk_size]."""
-        path = Path(self.policy) / "config.json"
-        if not path.is_file():
-            return None
-        raw = json.loads(path.read_text())
-        steps, chunk = raw.get("n_action_steps"), raw.get("chunk_size")
-        if steps is None:
-            return None
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or (chunk and steps > chunk):
-            raise UserError(
-                f"{path}: n_action_steps must be an integer in [1, chunk_size={chunk}], got {steps!r}"
-            )
-        return steps
+        """The policy's own re-planning horizon (`policy_horizon`); None when the folder states none."""
+        return policy_horizon(self.policy)[0]
 
     @property
     def actions_per_call(self) -> int | None:
@@ -117,8 +122,7 @@ class EvalConfig:
             raise UserError(f"inference-delay must be an integer >= 0, got {d!r}")
         if d == 0:
             return
-        path = Path(self.policy) / "config.json"
-        chunk = json.loads(path.read_text()).get("chunk_size") if path.is_file() else None
+        chunk = policy_horizon(self.policy)[1]
         n = self.actions_per_call or chunk
         if n is not None and d > n:
             raise UserError(f"inference-delay {d} is more than the {n} actions run per chunk")

@@ -214,13 +214,12 @@ class EvalSpec:
         """The recorded actions per call equal what `policy` runs now (--n-action-steps, else its config's
         n_action_steps, else the whole chunk). An evaluation that recorded none predates the field: kept."""
         from shallowpi.model.checkpoint import CONFIG_NAME
+        from shallowpi.sim.eval_config import policy_horizon
 
         if "actions_per_call" not in settings or not (policy / CONFIG_NAME).is_file():
             return True
-        config = read_json(policy / CONFIG_NAME)
-        chunk = config.get("chunk_size")
-        now = self.n_action_steps or config.get("n_action_steps") or chunk
-        return (settings["actions_per_call"] or chunk) == now
+        horizon, chunk = policy_horizon(policy)
+        return (settings["actions_per_call"] or chunk) == (self.n_action_steps or horizon or chunk)
 
 
 def evaluate_policy(
