@@ -88,15 +88,21 @@ def variants(teacher_depth: int, seeds: int = 3, schedule_steps: tuple[int, ...]
         Variant("L6_attn_w10", "L6 λ_attn 10", 6, "ablation", kd_attn, attn_weight=10.0),
         Variant("L6_skip", "L6 layer skipping (no training)", 6, "skip"),
         Variant("L6_scratch", "L6 from scratch (task loss)", 6, "scratch"),
-        Variant(
-            "L6_released",
-            "L6 released init (backbone 0-5, task+KD)",
-            6,
-            "released",
-            "task=1,kd=1,attn=0",
-            vlm_layers=",".join(str(i) for i in range(6)),
-        ),
     ]
+    # The released initialisation over the same training seeds: one seed cannot tell its cost from seed noise.
+    for i in range(seeds):
+        out.append(
+            Variant(
+                "L6_released" if i == 0 else f"L6_released_seed{1000 + i}",
+                f"L6 released init, backbone 0-5, task+KD (seed {1000 + i})",
+                6,
+                "released",
+                "task=1,kd=1,attn=0",
+                seed=1000 + i,
+                group="L6_released",
+                vlm_layers=",".join(str(j) for j in range(6)),
+            )
+        )
     out += [
         Variant(f"L6_steps{n}", f"L6 task+KD+attn, {n} steps", 6, "schedule", kd_attn, steps=n)
         for n in schedule_steps
@@ -501,7 +507,8 @@ class Study:
             f"λ_attn {a.attn_weight}; scratch baseline: same steps and batch, lr {a.teacher_lr}",
             "eval": f"{spec.episodes_per_task} episodes per task, MT1 seed {spec.seed}, <= {spec.max_steps} steps, "
             f"{study_report.chunk_execution(horizons)}; paired intervals average each setup over the seeds",
-            "seeds": f"L6 loss ablation: {a.seeds} training seeds (1000..{999 + a.seeds}), pooled",
+            "seeds": f"L6 loss ablation and released initialisation: {a.seeds} training seeds "
+            f"(1000..{999 + a.seeds}), pooled",
             "bench": f"engine runtime, batch 1, {a.bench_iters} interleaved calls per model, torch "
             f"{env.get('torch', '?')}, {env.get('torch_threads', '?')} threads, "
             f"{env.get('cpu_count', '?')} CPUs ({env.get('platform', '?')})",

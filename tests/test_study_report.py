@@ -289,6 +289,23 @@ def test_loss_ablation_shows_each_seed_and_the_interval_over_seeds() -> None:
     assert f"over training seeds, the KD gain: +16.7 ± {kd_half:.1f} pts" in ordering.detail
 
 
+def test_released_initialisation_over_seeds_is_compared_with_its_recipe_over_seeds() -> None:
+    teacher = study_results.PolicyResult(
+        "teacher", "teacher L18", 18, "teacher", {"reach-v3": 75.0}, 4, outcomes={"reach-v3": [1, 1, 1, 0]}
+    )
+    kd = _seeds("L6_task_kd", "L6 task+KD (3 seeds)", [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0]])
+    one = _seeds("L6_released", "L6 released", [[1, 1, 0, 0]])
+    md = study_report.render_markdown("study", [teacher, kd, one], ["reach-v3"])
+    assert "over training seeds (L6, task + KD)" not in md  # one seed: no interval over seeds to give
+    assert "| released initialisation (backbone layers 0-5, expert subsampled, task + KD) | 50.0 |" in md
+    two = _seeds("L6_released", "L6 released (2 seeds)", [[1, 1, 0, 0], [1, 0, 0, 0]])  # 50, 25 %
+    md = study_report.render_markdown("study", [teacher, kd, two], ["reach-v3"])
+    assert "## Released initialisation over training seeds (L6, task + KD)" in md
+    # 37.5 - 66.7: variances 312.5 (2 seeds) and 208.3 (3 seeds); Welch-Satterthwaite df 1.9 -> 1, t 12.706
+    half = 12.706 * (312.5 / 2 + 625 / 3 / 3) ** 0.5
+    assert "| released (backbone layers 0-5) | 37.5 |" in md and f"| 50.0, 25.0 | -29.2 ± {half:.1f} |" in md
+
+
 def test_outcomes_follow_setup_order_across_worker_chunks() -> None:
     from shallowpi.study.pipeline import outcomes_by_task
 

@@ -25,7 +25,7 @@ def _study_module():
     return mod
 
 
-@pytest.mark.parametrize("only", ["L6_scratch", "L6_task_kd"])
+@pytest.mark.parametrize("only", ["L6_scratch", "L6_task_kd", "L6_released_seed1001"])
 def test_training_commands_use_the_teachers_architecture(tmp_path, only):
     mod = _study_module()
     args = mod.parse_args(
@@ -58,6 +58,10 @@ def test_training_commands_use_the_teachers_architecture(tmp_path, only):
     else:  # a distilled student inherits everything from --teacher (its config too: left as training wrote it)
         assert argv[0] == "distill" and argv[argv.index("--teacher") + 1] == str(TEACHER)
         assert horizon == 10
+    if only == "L6_released_seed1001":  # the released baseline's second training seed, same recipe
+        assert argv[argv.index("--seed") + 1] == "1001"
+        assert argv[argv.index("--backbone-layers") + 1] == "0,1,2,3,4,5"
+        assert argv[argv.index("--weights") + 1] == "task=1,kd=1,attn=0"
     assert argv[argv.index("--depth") + 1] == "6"
 
 

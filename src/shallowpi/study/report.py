@@ -172,9 +172,16 @@ ATTN_ABLATION = [("L6_attn_initial", "initial"), (_L6_MAIN, "middle"), ("L6_attn
 LAMBDA_ABLATION = [("L6_attn_w0.1", "λ_attn 0.1"), (_L6_MAIN, "λ_attn 1"), ("L6_attn_w10", "λ_attn 10")]
 BASELINES = [
     (_L6_MAIN, "Shallow-π L6 (both stacks subsampled, task + KD + attn)"),
-    ("L6_released", "released initialisation (backbone layers 0-5, expert subsampled, task + KD)"),
+    (
+        ("L6_released_seed1000", "L6_released"),
+        "released initialisation (backbone layers 0-5, expert subsampled, task + KD)",
+    ),
     ("L6_scratch", "same architecture from scratch (task loss, same steps)"),
     ("L6_skip", "layer skipping, no training"),
+]
+INITIALISATION = [  # the same recipe (task + KD) and seeds; only the backbone's initial layers differ
+    ("L6_task_kd", "both stacks subsampled"),
+    ("L6_released", "released (backbone layers 0-5)"),
 ]
 
 
@@ -283,6 +290,12 @@ def render_markdown(
             lines += ablation_table(results, LAMBDA_ABLATION, "weight") + [""]
         lines += ["## Baselines at L6 (same data, same steps)", ""]
         lines += ablation_table(results, BASELINES, "initialisation / training", reference="teacher") + [""]
+        released = r.get("L6_released")
+        if released is not None and released.runs > 1:
+            lines += ["## Released initialisation over training seeds (L6, task + KD)", ""]
+            lines += ablation_table(
+                results, INITIALISATION, "initialisation", reference="teacher", seed_reference="L6_task_kd"
+            ) + [""]
         n = long_schedule(results)
         if n is not None:
             lines += [
