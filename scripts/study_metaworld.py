@@ -11,8 +11,8 @@ Stages (each skips what is already finished; training resumes from its last chec
   students  L9/L6/L4/L3 task+KD+attn; L6 loss ablation (task; task+KD; task+KD+attn) x --seeds training
             seeds; attention at the initial / late layer; λ_attn 0.1 / 10; baselines L6 layer skipping (no
             training), L6 from scratch (task loss, same steps) and the authors' released initialisation
-            (backbone keeps its first layers, only the expert subsampled, task + KD); the schedule sweep
-            (L6 task+KD+attn at each of --schedule-steps)
+            (backbone keeps its first layers, only the expert subsampled, task + KD; x --seeds); the schedule
+            sweep (L6 task+KD+attn at each of --schedule-steps)
   eval      every policy on the held-out setups (seed 1000)               -> WORK/eval/<name>/eval_info.json
             and a copy in RESULTS/evals/<name>.json (small, committed: a later session resumes from it)
   bench     CPU latency + FLOPs of every depth in ONE process, same inputs -> WORK/bench.json
@@ -184,7 +184,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the schedule of every student; 4800 is the shortest of the sweep with L6 within 1 pt of the "
         "bundled teacher (results/metaworld.md, whose ablations ran at 1200 to fit a 2-core CPU)",
     )
-    p.add_argument("--seeds", type=int, default=3, help="training seeds of the L6 loss ablation")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="training seeds of the L6 loss ablation and the released initialisation",
+    )
     p.add_argument(
         "--schedule-steps",
         default="300,600,1200,2400,4800",
