@@ -75,12 +75,7 @@ def variants(teacher_depth: int, seeds: int = 3, schedule_steps: tuple[int, ...]
         ("L6_task_kd", "L6 task+KD", "task=1,kd=1,attn=0"),
         ("L6_task_kd_attn", "L6 task+KD+attn", kd_attn),
     ):
-        for i in range(seeds):
-            if name == "L6_task_kd_attn" and i == 0:
-                continue
-            vname = name if i == 0 else f"{name}_seed{1000 + i}"
-            label_i = f"{label} (seed {1000 + i})"
-            out.append(Variant(vname, label_i, 6, "ablation", weights, seed=1000 + i, group=name))
+        out += [v for v in seed_group(name, label, seeds, "ablation", weights) if v.name != "L6_task_kd_attn"]
     out += [
         Variant("L6_attn_initial", "L6 attn@initial", 6, "ablation", kd_attn, "initial"),
         Variant("L6_attn_late", "L6 attn@late", 6, "ablation", kd_attn, "late"),
@@ -90,19 +85,14 @@ def variants(teacher_depth: int, seeds: int = 3, schedule_steps: tuple[int, ...]
         Variant("L6_scratch", "L6 from scratch (task loss)", 6, "scratch"),
     ]
     # The released initialisation over the same training seeds: one seed cannot tell its cost from seed noise.
-    for i in range(seeds):
-        out.append(
-            Variant(
-                "L6_released" if i == 0 else f"L6_released_seed{1000 + i}",
-                f"L6 released init, backbone 0-5, task+KD (seed {1000 + i})",
-                6,
-                "released",
-                "task=1,kd=1,attn=0",
-                seed=1000 + i,
-                group="L6_released",
-                vlm_layers=",".join(str(j) for j in range(6)),
-            )
-        )
+    out += seed_group(
+        "L6_released",
+        "L6 released init, backbone 0-5, task+KD",
+        seeds,
+        "released",
+        "task=1,kd=1,attn=0",
+        vlm_layers=",".join(str(j) for j in range(6)),
+    )
     out += [
         Variant(f"L6_steps{n}", f"L6 task+KD+attn, {n} steps", 6, "schedule", kd_attn, steps=n)
         for n in schedule_steps
@@ -124,6 +114,24 @@ def variants(teacher_depth: int, seeds: int = 3, schedule_steps: tuple[int, ...]
             Variant(f"L6_K{k}_distilled", f"L6 @{k} steps, step-distilled", 6, "steps", num_steps=k),
         ]
     return out
+
+
+def seed_group(name: str, label: str, seeds: int, kind: str, weights: str, **fields) -> list[Variant]:
+    """An L6 recipe over training seeds 1000, 1001, ...: seed 1000 keeps the recipe's name, the others get
+    `_seed<N>`; the report pools them under `name`. `fields`: further Variant fields."""
+    return [
+        Variant(
+            name if i == 0 else f"{name}_seed{1000 + i}",
+            f"{label} (seed {1000 + i})",
+            6,
+            kind,
+            weights,
+            seed=1000 + i,
+            group=name,
+            **fields,
+        )
+        for i in range(seeds)
+    ]
 
 
 FEW_STEPS = (2, 1)  # denoising steps of the few-step students study_steps.py makes
