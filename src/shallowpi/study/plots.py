@@ -92,7 +92,7 @@ def plot_pareto(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax, key) = plt.subplots(
-        1, 2, figsize=(11.5, 5.2), gridspec_kw={"width_ratios": [3, 2]}, constrained_layout=True
+        1, 2, figsize=(12.0, 5.2), gridspec_kw={"width_ratios": [3, 2.3]}, constrained_layout=True
     )
     lo, hi = _floor([r.mean for r in pts]), min(103.0, max(r.mean for r in pts) + 6.0)
     ax.set_ylim(lo, hi)
@@ -157,7 +157,7 @@ def plot_pareto(
         loc="upper center",
         cellLoc="left",
         colLoc="left",
-        colWidths=[0.07, 0.63, 0.15, 0.15],
+        colWidths=[0.06, 0.69, 0.14, 0.11],
     )
     table.auto_set_font_size(False)
     table.set_fontsize(7)
