@@ -41,6 +41,8 @@ def dataset(tmp_path_factory) -> Path:
         ",".join(TASKS),
         "--demos-per-task",
         "2",
+        "--task-demos",
+        "drawer-close-v3=3",
         "--seed",
         "0",
         "--image-size",
@@ -59,8 +61,14 @@ def dataset(tmp_path_factory) -> Path:
 
 def test_collected_dataset_loads_and_is_sane(dataset):
     ds = LeRobotDataset(dataset, chunk_size=10)
-    assert ds.num_episodes == 4 and ds.state_dim == 4 and ds.action_dim == 4
+    assert ds.num_episodes == 5 and ds.state_dim == 4 and ds.action_dim == 4
     assert sorted(set(ds.tasks.values())) == sorted(INSTRUCTIONS[t] for t in TASKS)
+    # --task-demos gives drawer-close 3 episodes where --demos-per-task gives reach 2.
+    episode_tasks = [
+        t for ts in pq.read_table(dataset / "meta/episodes").column("tasks").to_pylist() for t in ts
+    ]
+    assert episode_tasks.count(INSTRUCTIONS["reach-v3"]) == 2
+    assert episode_tasks.count(INSTRUCTIONS["drawer-close-v3"]) == 3
     actions = ds.column("action")
     assert np.abs(actions).max() <= 1.0
     for i in (0, len(ds) // 2, len(ds) - 1):
@@ -100,7 +108,7 @@ def test_layout_follows_lerobot_schema(dataset):
         pq.read_schema(dataset / "meta/tasks.parquet").names
         == pq.read_schema(REF / "meta/tasks.parquet").names
     )
-    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 4
+    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 5
     assert info["features"]["observation.images.corner4"]["info"]["video.codec"] == "h264"
     assert (dataset / "videos/observation.images.gripperPOV/chunk-000/file-000.mp4").is_file()
     assert not list(dataset.parent.glob(".*.tmp"))  # the temp folder was renamed, nothing left behind

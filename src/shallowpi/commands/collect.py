@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_old_flag(parser, "--episodes-per-task", "demos_per_task")
     parser.add_argument(
+        "--task-demos",
+        default="",
+        help="per-task counts that replace --demos-per-task, e.g. pick-place-v3=200 (comma-separated); "
+        "episodes 0..N-1, so the smaller collection's episodes are all kept",
+    )
+    parser.add_argument(
         "--seed", type=int, default=C.seed, help="MT1(task, seed) configurations (eval uses 1000)"
     )
     parser.add_argument("--image-size", type=int, default=C.image_size)
@@ -53,6 +59,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def parse_task_demos(text: str) -> dict[str, int]:
+    """`TASK=N,TASK=N` -> {task: N}; one clear error for a malformed entry."""
+    out: dict[str, int] = {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        task, sep, n = item.partition("=")
+        if not sep or not task.strip() or not n.strip().lstrip("-").isdigit():
+            raise UserError(f"--task-demos entry {item!r} is not TASK=N (e.g. pick-place-v3=200)")
+        if task.strip() in out:
+            raise UserError(f"--task-demos names {task.strip()} twice")
+        out[task.strip()] = int(n)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from shallowpi.sim import metaworld_env as mw
     from shallowpi.sim.collect import CollectConfig, collect
@@ -62,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = CollectConfig(
         tasks=mw.resolve_tasks(args.tasks),
         demos_per_task=args.demos_per_task,
+        task_demos=parse_task_demos(args.task_demos),
         seed=args.seed,
         image_size=args.image_size,
         cameras=mw.check_cameras([c.strip() for c in args.cameras.split(",") if c.strip()]),

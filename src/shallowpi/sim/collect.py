@@ -27,6 +27,7 @@ CAMERAS = ("corner4", "gripperPOV")  # rendered unless told otherwise: a scene v
 class CollectConfig:
     tasks: list[str]
     demos_per_task: int = 50
+    task_demos: dict[str, int] = field(default_factory=dict)  # per-task counts that replace demos_per_task
     seed: int = 0
     image_size: int = 128
     cameras: list[str] = field(default_factory=lambda: list(CAMERAS))
@@ -54,10 +55,18 @@ class CollectConfig:
             raise UserError(f"workers must be >= 1, got {self.workers}")
         if not self.tasks:
             raise UserError("no tasks to collect")
+        for task, n in self.task_demos.items():
+            if task not in self.tasks:
+                raise UserError(f"task-demos names {task!r}, which is not among --tasks")
+            if n < 1:
+                raise UserError(f"task-demos for {task} must be >= 1, got {n}")
         if not self.cameras:
             raise UserError("no cameras to render")
         mw.check_cameras(self.cameras)
         mw.check_state_layout(self.state)
+
+    def demos(self, task: str) -> int:
+        return self.task_demos.get(task, self.demos_per_task)
 
 
 @dataclass
@@ -133,7 +142,8 @@ def _init_worker() -> None:
 
 def iter_episodes(cfg: CollectConfig) -> Iterator[Episode]:
     """Episodes in (task, episode) order, computed by `cfg.workers` processes (or inline with 1 worker)."""
-    jobs = [(cfg, task, e) for task in cfg.tasks for e in range(cfg.demos_per_task)]
+    # Episode e is MT1(task, seed)'s setup e, so a larger count keeps the smaller collection as its prefix.
+    jobs = [(cfg, task, e) for task in cfg.tasks for e in range(cfg.demos(task))]
     if cfg.workers <= 1:
         mw.setup_rendering()
         yield from map(_job, jobs)
@@ -164,7 +174,9 @@ def collect(cfg: CollectConfig, out: str | Path, *, overwrite: bool = False, pro
         overwrite=overwrite,
     )
     with writer:
-        bar = tqdm(total=len(cfg.tasks) * cfg.demos_per_task, desc="collect", unit="ep", disable=not progress)
+        bar = tqdm(
+            total=sum(cfg.demos(t) for t in cfg.tasks), desc="collect", unit="ep", disable=not progress
+        )
         for ep in iter_episodes(cfg):
             summary[ep.task]["attempted"] += 1
             if ep.success:
