@@ -38,6 +38,7 @@ CASES: list[tuple[list[str], str]] = [
     ([*COLLECT, "--task-demos", "reach-v3"], "--task-demos entry 'reach-v3' is not TASK=N"),
     ([*COLLECT, "--task-demos", "push-v3=5"], "task-demos names 'push-v3', which is not among --tasks"),
     ([*COLLECT, "--task-demos", "reach-v3=0"], "task-demos for reach-v3 must be >= 1"),
+    ([*COLLECT, "--task-demos", "reach=2,reach-v3=3"], "--task-demos names reach-v3 twice"),
     ([*COLLECT, "--seed", "-1"], "seed must be >= 0"),
     ([*COLLECT, "--image-size", "0"], "image-size must be >= 1"),
     ([*COLLECT, "--cameras", "corner4,nope"], "unknown Meta-World camera 'nope'"),

@@ -55,6 +55,8 @@ def test_sim_options_default_to_their_config(module, config) -> None:
     args = vars(_defaults(module))
     if "cameras" in args:
         args["cameras"] = args["cameras"].split(",")  # comma-separated on the command line
+    if "task_demos" in args:
+        args["task_demos"] = collect.parse_task_demos(args["task_demos"])  # TASK=N,... on the command line
     if "device" in args:  # unset (None) on the command line; EvalConfig records it resolved by the same rule
         args["device"] = resolve_device(args["device"])
     # --truncate-prompt is a flag whose absence means "the policy's processor decides" (None in EvalConfig)

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_task_demos(text: str) -> dict[str, int]:
-    """`TASK=N,TASK=N` -> {task: N}; one clear error for a malformed entry."""
+    """`TASK=N,TASK=N` -> {task-v3: N}; one clear error for a malformed entry."""
     out: dict[str, int] = {}
     for item in (x.strip() for x in text.split(",")):
         if not item:
@@ -68,9 +68,10 @@ def parse_task_demos(text: str) -> dict[str, int]:
         task, sep, n = item.partition("=")
         if not sep or not task.strip() or not n.strip().lstrip("-").isdigit():
             raise UserError(f"--task-demos entry {item!r} is not TASK=N (e.g. pick-place-v3=200)")
-        if task.strip() in out:
-            raise UserError(f"--task-demos names {task.strip()} twice")
-        out[task.strip()] = int(n)
+        name = task.strip() if task.strip().endswith("-v3") else f"{task.strip()}-v3"  # as --tasks spells it
+        if name in out:
+            raise UserError(f"--task-demos names {name} twice")
+        out[name] = int(n)
     return out
 
 
