@@ -39,6 +39,8 @@ CASES: list[tuple[list[str], str]] = [
     ([*COLLECT, "--task-demos", "push-v3=5"], "task-demos names 'push-v3', which is not among --tasks"),
     ([*COLLECT, "--task-demos", "reach-v3=0"], "task-demos for reach-v3 must be >= 1"),
     ([*COLLECT, "--task-demos", "reach=2,reach-v3=3"], "--task-demos names reach-v3 twice"),
+    ([*COLLECT, "--task-demos", "fly=2"], "unknown Meta-World task 'fly'"),
+    ([*COLLECT, "--task-demos", "mt10=2"], "--task-demos entry 'mt10=2' names 10 tasks"),
     ([*COLLECT, "--seed", "-1"], "seed must be >= 0"),
     ([*COLLECT, "--image-size", "0"], "image-size must be >= 1"),
     ([*COLLECT, "--cameras", "corner4,nope"], "unknown Meta-World camera 'nope'"),

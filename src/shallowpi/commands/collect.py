@@ -60,15 +60,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_task_demos(text: str) -> dict[str, int]:
-    """`TASK=N,TASK=N` -> {task-v3: N}; one clear error for a malformed entry."""
+    """`TASK=N,TASK=N` -> {task-v3: N}, task names read as --tasks reads them; one clear error per bad entry."""
+    from shallowpi.sim.metaworld_env import resolve_tasks
+
     out: dict[str, int] = {}
     for item in (x.strip() for x in text.split(",")):
         if not item:
             continue
-        task, sep, n = item.partition("=")
-        if not sep or not task.strip() or not n.strip().lstrip("-").isdigit():
+        task, sep, n = (x.strip() for x in item.partition("="))
+        if not sep or not task or not n.lstrip("-").isdigit():
             raise UserError(f"--task-demos entry {item!r} is not TASK=N (e.g. pick-place-v3=200)")
-        name = task.strip() if task.strip().endswith("-v3") else f"{task.strip()}-v3"  # as --tasks spells it
+        names = resolve_tasks(task)
+        if len(names) != 1:  # mt10 / mt50 name several tasks
+            raise UserError(f"--task-demos entry {item!r} names {len(names)} tasks; give one task per entry")
+        name = names[0]
         if name in out:
             raise UserError(f"--task-demos names {name} twice")
         out[name] = int(n)
